@@ -1,0 +1,190 @@
+"""The shape every algorithm module fills in, and the checks they share.
+
+An algorithm is described once, by an :class:`AlgorithmSpec`: its hyperparameters (a frozen dataclass with torch's
+names and defaults), the state slots it keeps, the per-step scalars computed on the host in float64, and the
+elementwise ``reference_update`` written against an array namespace ``xp`` (NumPy or torch). The fronts, the kernels'
+tests, the CLI and the docs all read the same spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, NamedTuple
+
+__all__ = [
+    "AlgorithmSpec",
+    "Hyperparams",
+    "cast_scalars",
+    "check_bool",
+    "check_choice",
+    "check_real",
+]
+
+
+def _as_real(name: str, value: Any) -> float:
+    """Return ``value`` as a float if it is a real number (or a one-element array/tensor), else raise TypeError."""
+    if isinstance(value, bool) or value is None or isinstance(value, (str, bytes, complex)):
+        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
+    if isinstance(value, numbers.Real):
+        return float(value)
+    size = getattr(value, "size", None)
+    numel = value.numel() if hasattr(value, "numel") else size
+    if numel == 1 and hasattr(value, "item"):
+        item = value.item()
+        if isinstance(item, numbers.Real) and not isinstance(item, bool):
+            return float(item)
+    raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
+
+
+def check_real(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Check that ``value`` is a finite real number in the given interval and return it as a float.
+
+    Raises:
+        TypeError: ``value`` is not a real number.
+        ValueError: ``value`` is NaN, infinite or outside the interval; the message names the argument, the value
+            and the allowed range.
+    """
+    x = _as_real(name, value)
+    lo = "(" if low_open else "["
+    hi = ")" if high_open else "]"
+    allowed = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+    if not math.isfinite(x):
+        raise ValueError(f"Invalid {name} value: {value!r}; it must be a finite number in {allowed}")
+    bad_low = low is not None and (x < low or (low_open and x == low))
+    bad_high = high is not None and (x > high or (high_open and x == high))
+    if bad_low or bad_high:
+        raise ValueError(f"Invalid {name} value: {value!r}; allowed range is {allowed}")
+    return x
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Check that ``value`` is a bool (NumPy's bool included) and return it."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r} of type {type(value).__name__}")
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """Check that ``value`` is one of ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"Invalid {name} value: {value!r}; allowed values are {', '.join(map(repr, choices))}")
+    return value
+
+
+def check_betas(value: Any, *, high_open: bool = True) -> tuple[float, float]:
+    """Check a ``betas`` pair: two reals in [0, 1) (or [0, 1] with ``high_open=False``)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise TypeError(f"betas must be a pair of numbers (beta1, beta2), got {value!r}")
+    return (
+        check_real("beta parameter at index 0", value[0], low=0.0, high=1.0, high_open=high_open),
+        check_real("beta parameter at index 1", value[1], low=0.0, high=1.0, high_open=high_open),
+    )
+
+
+@dataclass(frozen=True)
+class Hyperparams:
+    """Base of every algorithm's hyperparameter dataclass.
+
+    Subclasses declare fields in torch's positional order (``dataclasses.KW_ONLY`` marks torch's ``*``) and
+    implement :meth:`validate`, which raises a clear error and returns the normalised values.
+    """
+
+    def validate(self) -> Hyperparams:  # pragma: no cover - every subclass overrides it
+        raise NotImplementedError
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_group(cls, group: Mapping[str, Any]) -> Hyperparams:
+        """Build and validate the hyperparameters from a param-group dict (extra keys are ignored)."""
+        return cls(**{name: group[name] for name in cls.names() if name in group}).validate()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def cast_scalars(s: NamedTuple, ctype: Callable[[float], Any]) -> NamedTuple:
+    """Cast every float field of a scalars tuple once to the compute dtype; flags (bool, int) stay as they are."""
+    return type(s)(*(ctype(v) if type(v) is float else v for v in s))
+
+
+def _no_host(hp: Any) -> dict[str, float]:
+    return {}
+
+
+def _same_host(hp: Any, step: int, host: dict[str, float]) -> dict[str, float]:
+    return host
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """Everything the fronts, the kernels and the docs need to know about one algorithm.
+
+    Attributes:
+        name: registry key, lower case (``"adam"``).
+        title: display name, torch's class name where torch has one (``"Adam"``).
+        hyperparams: the frozen dataclass of hyperparameters.
+        state_slots: ``hp -> tuple of array-valued state keys``, in torch's names (``step`` is not listed).
+        init_state: ``(xp, param, hp) -> dict`` of fresh array slots, each shaped and typed like ``param``.
+        scalars: ``(hp, step, host) -> NamedTuple`` of per-step quantities computed in float64 on the host.
+        reference_update: ``(xp, param, grad, state, s) -> None``, the in-place elementwise rule.
+        describe: ``hp -> str``, the rule in force with the current values, as plain text.
+        presets: convention name -> hyperparameter overrides for that convention.
+        module: the algorithm's module; its docstring carries the rule in LaTeX and the references.
+        torch_name: the ``torch.optim`` class with the same rule under the torch convention, or None.
+        has_step: whether the state keeps a ``step`` count (torch's SGD keeps none).
+        host_slots: ``hp -> dict`` of scalar state kept on the host (NAdam's ``mu_product``) with initial values.
+        advance_host: ``(hp, step, host) -> host`` updates the host scalars for this step.
+    """
+
+    name: str
+    title: str
+    summary: str
+    hyperparams: type[Hyperparams]
+    state_slots: Callable[[Any], tuple[str, ...]]
+    init_state: Callable[[ModuleType, Any, Any], dict[str, Any]]
+    scalars: Callable[..., NamedTuple]
+    reference_update: Callable[..., None]
+    describe: Callable[[Any], str]
+    module: ModuleType
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    torch_name: str | None = None
+    has_step: bool = True
+    host_slots: Callable[[Any], dict[str, float]] = _no_host
+    advance_host: Callable[[Any, int, dict[str, float]], dict[str, float]] = _same_host
+
+    def defaults(self, convention: str = "torch") -> dict[str, Any]:
+        """The hyperparameter defaults under ``convention``: the dataclass defaults, then the preset's overrides."""
+        from descend.algorithms.conventions import check_convention
+
+        check_convention(convention)
+        base = {f.name: f.default for f in dataclasses.fields(self.hyperparams)}
+        base.update(self.presets.get(convention, {}))
+        return base
+
+    def make(self, convention: str = "torch", **explicit: Any) -> Hyperparams:
+        """Validated hyperparameters: the convention's defaults, overridden by the arguments given explicitly."""
+        unknown = sorted(set(explicit) - set(self.hyperparams.names()))
+        if unknown:
+            raise TypeError(
+                f"{self.title} got unexpected argument(s) {', '.join(unknown)}; "
+                f"its hyperparameters are {', '.join(self.hyperparams.names())}"
+            )
+        values = self.defaults(convention)
+        values.update(explicit)
+        return self.hyperparams(**values).validate()

@@ -1,0 +1,298 @@
+"""The NumPy front: optimizers that update NumPy arrays in place, with torch.optim's param groups and state layout.
+
+>>> import numpy as np, descend
+>>> w = np.zeros(3)
+>>> opt = descend.Adam([w], lr=0.1)
+>>> opt.step([np.array([1.0, -2.0, 0.0])])
+>>> w
+array([-0.1,  0.1,  0. ])
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from descend.algorithms import registry
+from descend.algorithms._spec import AlgorithmSpec, Hyperparams, cast_scalars
+from descend.algorithms.conventions import check_convention
+from descend.backends import check_backend
+
+__all__ = ["Optimizer"]
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _check_param(p: Any, where: str) -> np.ndarray:
+    if not isinstance(p, np.ndarray):
+        raise TypeError(f"{where} must be a NumPy array, got {type(p).__name__}")
+    if p.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{where} has dtype {p.dtype}; descend updates float32 and float64 arrays only")
+    if not p.flags.writeable:
+        raise ValueError(f"{where} is read-only; the optimizer updates parameters in place")
+    return p
+
+
+def _group_params(params: Any, where: str) -> list[np.ndarray]:
+    if isinstance(params, np.ndarray):
+        raise TypeError(
+            f"{where} must be a list of arrays, got a single ndarray of shape {params.shape}; wrap it in a list: [w]"
+        )
+    if isinstance(params, (str, bytes, Mapping)) or not isinstance(params, Iterable):
+        raise TypeError(f"{where} must be a list of NumPy arrays, got {type(params).__name__}")
+    return [_check_param(p, f"{where}[{i}]") for i, p in enumerate(params)]
+
+
+class Optimizer:
+    """Base of the NumPy optimizers. Subclasses only name their algorithm spec.
+
+    Args:
+        params: a list of float32/float64 arrays, or a list of dicts ``{"params": [...], **options}`` (param groups)
+            whose options override the optimizer's for that group.
+        *args, **kwargs: the algorithm's hyperparameters, as in ``torch.optim`` (see the class signature).
+        convention: a preset of defaults and flags (``"torch"``, ``"optax"``, ``"keras"``, ``"paper"``,
+            ``"article"``); explicit arguments override it.
+        backend: ``"auto"``, ``"reference"`` or ``"fused"``.
+    """
+
+    spec: ClassVar[AlgorithmSpec]
+
+    def __init__(self, params: Any, *args: Any, convention: str = "torch", backend: str = "auto", **kwargs: Any):
+        bound = self._hp_signature().bind_partial(*args, **kwargs)
+        self.convention = check_convention(convention)
+        self.backend = check_backend(backend)
+        self.defaults: dict[str, Any] = self.spec.make(convention, **bound.arguments).as_dict()
+        self.param_groups: list[dict[str, Any]] = []
+        self.state: dict[int, dict[str, Any]] = {}
+        if isinstance(params, np.ndarray):
+            _group_params(params, "params")  # raises the clear error
+        groups = list(params) if isinstance(params, Iterable) and not isinstance(params, (str, bytes)) else None
+        if groups is None:
+            raise TypeError(f"params must be a list of NumPy arrays or of param-group dicts, got {params!r}")
+        if not groups:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(groups[0], Mapping):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    # -- construction ---------------------------------------------------------------------------------------------
+
+    @classmethod
+    def _hp_signature(cls) -> inspect.Signature:
+        parameters = []
+        for f in dataclasses.fields(cls.spec.hyperparams):
+            kind = inspect.Parameter.KEYWORD_ONLY if f.kw_only else inspect.Parameter.POSITIONAL_OR_KEYWORD
+            parameters.append(inspect.Parameter(f.name, kind, default=f.default))
+        return inspect.Signature(parameters)
+
+    def add_param_group(self, group: Mapping[str, Any]) -> None:
+        """Add a param group (a dict with ``"params"`` and optional per-group hyperparameters)."""
+        if not isinstance(group, Mapping) or "params" not in group:
+            raise TypeError(f"a param group must be a dict with a 'params' key, got {group!r}")
+        where = f"param_groups[{len(self.param_groups)}]['params']"
+        params = _group_params(group["params"], where)
+        if not params:
+            raise ValueError(f"{where} is empty")
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        for i, p in enumerate(params):
+            if id(p) in seen:
+                raise ValueError(f"{where}[{i}] appears more than once in the optimizer; each array may appear once")
+            seen.add(id(p))
+        options = {k: v for k, v in group.items() if k != "params"}
+        hp_names = set(self.spec.hyperparams.names())
+        merged = {**self.defaults, **options}
+        hp = self.spec.hyperparams.from_group(merged)  # validates the group's hyperparameters
+        merged.update({k: v for k, v in hp.as_dict().items() if k in hp_names})
+        self.param_groups.append({"params": params, **merged})
+
+    # -- the step -------------------------------------------------------------------------------------------------
+
+    @property
+    def params(self) -> list[np.ndarray]:
+        """Every parameter, in group order: the order ``step`` expects its gradients in."""
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def _check_grads(self, grads: Any) -> list[np.ndarray | None]:
+        params = self.params
+        if isinstance(grads, np.ndarray):
+            if len(params) == 1 and grads.shape == params[0].shape:
+                grads = [grads]
+            else:
+                raise TypeError(
+                    f"grads must be a list with one array per parameter ({len(params)}), got a single ndarray"
+                )
+        if not isinstance(grads, Sequence) or isinstance(grads, (str, bytes)):
+            raise TypeError(f"grads must be a list with one array per parameter, got {type(grads).__name__}")
+        if len(grads) != len(params):
+            raise ValueError(f"got {len(grads)} gradients for {len(params)} parameters; give one per parameter")
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if g is None:
+                continue
+            if not isinstance(g, np.ndarray):
+                raise TypeError(f"grads[{i}] must be a NumPy array or None, got {type(g).__name__}")
+            if g.shape != p.shape:
+                raise ValueError(f"grads[{i}] has shape {g.shape} but its parameter has shape {p.shape}")
+            if g.dtype != p.dtype:
+                raise TypeError(f"grads[{i}] has dtype {g.dtype} but its parameter has dtype {p.dtype}")
+        return list(grads)
+
+    def step(self, grads: Sequence[np.ndarray | None]) -> None:
+        """Update every parameter in place from its gradient (``None`` skips a parameter, as torch skips params
+        without a ``.grad``). Nothing is changed if any gradient or hyperparameter is invalid."""
+        grads = self._check_grads(grads)
+        hps = [self.spec.hyperparams.from_group(g) for g in self.param_groups]
+        index = 0
+        for group, hp in zip(self.param_groups, hps):
+            for p in group["params"]:
+                g = grads[index]
+                if g is not None:
+                    self._update(index, p, g, hp)
+                index += 1
+
+    def _update(self, index: int, p: np.ndarray, g: np.ndarray, hp: Hyperparams) -> None:
+        spec = self.spec
+        state = self.state.setdefault(index, {})
+        slots = spec.state_slots(hp)
+        missing = [s for s in slots if s not in state]
+        if missing:
+            fresh = spec.init_state(np, p, hp)
+            state.update({s: fresh[s] for s in missing})
+        for key, value in spec.host_slots(hp).items():
+            state.setdefault(key, value)
+        if spec.has_step:
+            step = int(state.get("step", 0)) + 1
+        else:
+            step = 1 if missing else 2
+        host = spec.advance_host(hp, step, {k: state[k] for k in spec.host_slots(hp)})
+        s = cast_scalars(spec.scalars(hp, step, host), p.dtype.type)
+        spec.reference_update(np, p, g, {k: state[k] for k in slots}, s)
+        if spec.has_step:
+            state["step"] = step
+        state.update(host)
+        if not state:  # SGD without momentum keeps no state, as in torch
+            del self.state[index]
+
+    # -- inspection and persistence -------------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        """The rule in force for each param group, with its current hyperparameters, as plain text."""
+        texts = []
+        for i, group in enumerate(self.param_groups):
+            text = self.spec.describe(self.spec.hyperparams.from_group(group))
+            texts.append(text if len(self.param_groups) == 1 else f"param group {i}:\n{text}")
+        return "\n\n".join(texts)
+
+    def state_dict(self) -> dict[str, Any]:
+        """A snapshot in torch's layout: ``{"state": {index: {...}}, "param_groups": [{..., "params": [indices]}]}``.
+
+        Arrays are copies and counters plain numbers, so the snapshot does not change as training goes on.
+        """
+        groups, start = [], 0
+        for group in self.param_groups:
+            n = len(group["params"])
+            entry = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
+            entry["params"] = list(range(start, start + n))
+            groups.append(entry)
+            start += n
+        state = {
+            i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in st.items()} for i, st in self.state.items()
+        }
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore a snapshot from :meth:`state_dict`. It is checked whole first; on any mismatch (another
+        algorithm, other shapes, other group sizes) a ValueError says what, and nothing is changed."""
+        new_groups, new_state = self._checked_state(state_dict)
+        for group, loaded in zip(self.param_groups, new_groups):
+            group.update(loaded)
+        self.state = new_state
+
+    def _checked_state(self, sd: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
+        if not isinstance(sd, Mapping) or "state" not in sd or "param_groups" not in sd:
+            raise ValueError("a state_dict must be a dict with 'state' and 'param_groups' keys")
+        groups = sd["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(
+                f"the state_dict has {len(groups)} param groups but the optimizer has {len(self.param_groups)}"
+            )
+        params = self.params
+        new_groups = []
+        for i, (mine, theirs) in enumerate(zip(self.param_groups, groups)):
+            if len(theirs.get("params", ())) != len(mine["params"]):
+                raise ValueError(
+                    f"param group {i} of the state_dict has {len(theirs.get('params', ()))} params, "
+                    f"the optimizer's has {len(mine['params'])}"
+                )
+            options = {k: copy.deepcopy(v) for k, v in theirs.items() if k != "params"}
+            unknown = sorted(set(self.spec.hyperparams.names()) - set(options))
+            if unknown:
+                raise ValueError(
+                    f"param group {i} of the state_dict lacks {', '.join(unknown)}: it is not a "
+                    f"{self.spec.title} state_dict"
+                )
+            self.spec.hyperparams.from_group(options)
+            new_groups.append(options)
+        offsets = [sum(len(g["params"]) for g in self.param_groups[:gi]) for gi in range(len(groups))]
+        where = {key: (gi, offsets[gi] + j) for gi, g in enumerate(groups) for j, key in enumerate(g["params"])}
+        new_state: dict[int, dict[str, Any]] = {}
+        for key, entry in sd["state"].items():
+            if key not in where:
+                raise ValueError(f"the state_dict has state for param {key!r}, which none of its groups lists")
+            gi, i = where[key]
+            hp = self.spec.hyperparams.from_group(new_groups[gi])
+            expected = set(self.spec.state_slots(hp))
+            allowed = expected | set(self.spec.host_slots(hp)) | ({"step"} if self.spec.has_step else set())
+            if not expected <= set(entry) <= allowed:
+                raise ValueError(
+                    f"state for param {key!r} has keys {sorted(entry)}; {self.spec.title} with these settings keeps "
+                    f"{sorted(allowed)}"
+                )
+            p = params[i]
+            restored: dict[str, Any] = {}
+            for k, v in entry.items():
+                if k in expected:
+                    arr = np.asarray(v)
+                    if arr.shape != p.shape:
+                        raise ValueError(
+                            f"state {k!r} for param {key!r} has shape {arr.shape}, the parameter has shape {p.shape}"
+                        )
+                    restored[k] = arr.astype(p.dtype, copy=True)
+                elif k == "step":
+                    restored[k] = int(np.asarray(v).item())
+                else:
+                    restored[k] = float(np.asarray(v).item())
+            new_state[i] = restored
+        return new_groups, new_state
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines += [f"    {k}: {v}" for k, v in group.items() if k != "params"]
+        return "\n".join(lines + [")"])
+
+
+def _make_class(name: str) -> type[Optimizer]:
+    spec = registry.get(name)
+    doc = (
+        f"{spec.title} on NumPy arrays: {spec.summary}.\n\n"
+        f"The rule, its flags and references are documented in :mod:`{spec.module.__name__}`; ``describe()`` prints "
+        f"the rule in force. See :class:`descend.optim.Optimizer` for the arguments shared by every optimizer."
+    )
+    cls = type(spec.title, (Optimizer,), {"spec": spec, "__doc__": doc, "__module__": "descend"})
+    hp_params = list(Optimizer.__dict__["_hp_signature"].__func__(cls).parameters.values())
+    cls.__signature__ = inspect.Signature(
+        [inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + hp_params
+        + [
+            inspect.Parameter("convention", inspect.Parameter.KEYWORD_ONLY, default="torch"),
+            inspect.Parameter("backend", inspect.Parameter.KEYWORD_ONLY, default="auto"),
+        ]
+    )
+    return cls
