@@ -1,0 +1,54 @@
+"""Every tolerance the tests use, in one place, each with its reason.
+
+Comparisons against ``torch.optim`` cannot be exact: torch computes ``lerp`` with a fused multiply-add in its
+vectorised CPU path, keeps NAdam's ``mu_product`` and the step count in float32 tensors, and rounds Python scalars
+to the tensor's dtype at slightly different points than we do. The differences are a few ulps per step and grow
+slowly over a run, so the bounds below are per dtype, for runs of up to about 50 steps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# float64 against torch: each step differs by a few ulps (about 1e-16 relative); 50 steps with division by small
+# second moments can amplify that by a few orders of magnitude.
+TORCH_FLOAT64 = {"rtol": 1e-10, "atol": 1e-12}
+# float32 against torch: the same ulp-level differences at float32's 6e-8 epsilon, amplified in the same way; Adam's
+# division by sqrt(v) + eps with v near 0 makes early steps sensitive, hence the absolute term.
+TORCH_FLOAT32 = {"rtol": 2e-5, "atol": 2e-6}
+# bf16/fp16 against torch: torch rounds after every elementwise op in the low precision, descend computes in fp32 and
+# rounds once on store, so results differ by a few units in the last place of an 8- or 11-bit mantissa.
+TORCH_BFLOAT16 = {"rtol": 5e-2, "atol": 5e-2}
+TORCH_FLOAT16 = {"rtol": 1e-2, "atol": 1e-2}
+
+# A transcription of a formula in float64 (the article's code, a closed form) against descend's float64 path: the same
+# operations in a different order, so only rounding separates them.
+TRANSCRIPTION_FLOAT64 = {"rtol": 1e-12, "atol": 1e-14}
+
+# Convergence to a known optimum, as optax's own tests use (10k steps, rtol = atol = 3e-2).
+CONVERGENCE = {"rtol": 3e-2, "atol": 3e-2}
+
+
+def torch_tolerance(dtype: object) -> dict[str, float]:
+    """The tolerance for comparing descend with torch.optim in ``dtype`` (a NumPy or torch dtype, or its name)."""
+    name = str(dtype).replace("torch.", "")
+    table = {
+        "float64": TORCH_FLOAT64,
+        "float32": TORCH_FLOAT32,
+        "bfloat16": TORCH_BFLOAT16,
+        "float16": TORCH_FLOAT16,
+    }
+    try:
+        return table[name]
+    except KeyError:
+        raise ValueError(f"no tolerance for dtype {dtype!r}") from None
+
+
+def assert_close(actual: object, expected: object, tolerance: dict[str, float], what: str = "") -> None:
+    """``np.testing.assert_allclose`` with a tolerance from this module, converting torch tensors first."""
+    def as_array(x: object) -> np.ndarray:
+        if hasattr(x, "detach"):
+            x = x.detach().cpu().double().numpy()  # type: ignore[attr-defined]
+        return np.asarray(x, dtype=np.float64)
+
+    np.testing.assert_allclose(as_array(actual), as_array(expected), err_msg=what, **tolerance)
