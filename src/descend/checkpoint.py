@@ -89,9 +89,13 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} has a corrupt 'meta' entry: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a descend checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise ValueError(
+            f"{path} is not a descend checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})"
+        )
     if meta.get("version") != VERSION:
-        raise ValueError(f"{path} is a version {meta.get('version')!r} checkpoint; this descend reads version {VERSION}")
+        raise ValueError(
+            f"{path} is a version {meta.get('version')!r} checkpoint; this descend reads version {VERSION}"
+        )
     return meta, arrays
 
 

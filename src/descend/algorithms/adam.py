@@ -195,7 +195,9 @@ def describe(hp: Any) -> str:
     beta1, beta2 = hp.betas
     name = "AdamW" if hp.decoupled_weight_decay else "Adam"
     lines = [f"{name}{' with AMSGrad' if hp.amsgrad else ''}, for t = 1, 2, ... with m_0 = v_0 = 0:"]
-    lines.append("  g_t = " + ("-" if hp.maximize else "") + "grad f(theta_{t-1})" + ("   (maximize)" if hp.maximize else ""))
+    lines.append(
+        "  g_t = " + ("-" if hp.maximize else "") + "grad f(theta_{t-1})" + ("   (maximize)" if hp.maximize else "")
+    )
     if hp.weight_decay and not hp.decoupled_weight_decay:
         lines.append(f"  g_t = g_t + {hp.weight_decay:g} * theta_{{t-1}}   (L2 weight decay, added to the gradient)")
     if hp.weight_decay and hp.decoupled_weight_decay:

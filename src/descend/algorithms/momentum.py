@@ -100,7 +100,9 @@ def describe(hp: MomentumHyperparams) -> str:
         lines.append(f"  g_t = g_t + {hp.weight_decay:g} * theta_{{t-1}}   (L2 weight decay)")
     lines.append(f"  V_t = {hp.beta:g} * V_{{t-1}} + (1 - {hp.beta:g}) * g_t")
     if hp.nesterov:
-        lines.append(f"  theta_t = theta_{{t-1}} - {hp.lr:g} * ({hp.beta:g} * V_t + (1 - {hp.beta:g}) * g_t)   (Nesterov)")
+        lines.append(
+            f"  theta_t = theta_{{t-1}} - {hp.lr:g} * ({hp.beta:g} * V_t + (1 - {hp.beta:g}) * g_t)   (Nesterov)"
+        )
     else:
         lines.append(f"  theta_t = theta_{{t-1}} - {hp.lr:g} * V_t")
     lines.append(

@@ -130,7 +130,8 @@ def describe(hp: RAdamHyperparams) -> str:
     elif hp.weight_decay:
         lines.append(f"  g_t = g_t + {hp.weight_decay:g} * theta_{{t-1}}   (L2 weight decay)")
     lines += [
-        f"  m_t = m_{{t-1}} + (1 - {beta1:g}) * (g_t - m_{{t-1}});  v_t = {beta2:g} * v_{{t-1}} + (1 - {beta2:g}) * g_t^2",
+        f"  m_t = m_{{t-1}} + (1 - {beta1:g}) * (g_t - m_{{t-1}})",
+        f"  v_t = {beta2:g} * v_{{t-1}} + (1 - {beta2:g}) * g_t^2",
         f"  rho_inf = {rho_inf:g};  rho_t = rho_inf - 2 t {beta2:g}^t / (1 - {beta2:g}^t)",
         "  r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))",
         f"  if rho_t > 5: theta_t = theta_{{t-1}} - {hp.lr:g} * m_t / (1 - {beta1:g}^t)"

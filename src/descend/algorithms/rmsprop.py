@@ -7,7 +7,8 @@ Torch's form (the default), with :math:`s_0 = 0`:
     g_t &= \nabla f(\theta_{t-1}) + \lambda \theta_{t-1} \\
     s_t &= \alpha s_{t-1} + (1 - \alpha) g_t^2 \\
     \bar g_t &= \bar g_{t-1} + (1 - \alpha)(g_t - \bar g_{t-1}) \quad\text{(centered only)} \\
-    r_t &= \sqrt{s_t - \bar g_t^2 + \epsilon_{root}} + \epsilon \quad\text{(or } \sqrt{s_t + \epsilon_{root}} + \epsilon) \\
+    r_t &= \sqrt{s_t - \bar g_t^2 + \epsilon_{root}} + \epsilon
+        \quad\text{(centered; otherwise } \sqrt{s_t + \epsilon_{root}} + \epsilon) \\
     b_t &= \mu b_{t-1} + g_t / r_t, \quad \theta_t = \theta_{t-1} - \eta b_t \quad\text{(momentum } \mu > 0) \\
     \theta_t &= \theta_{t-1} - \eta g_t / r_t \quad\text{(otherwise)}
 

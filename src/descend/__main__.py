@@ -1,0 +1,3 @@
+from descend.cli import main
+
+main()
