@@ -1,0 +1,222 @@
+"""The ``torch.optim.Optimizer`` subclass every ``descend.torch`` class is made from.
+
+Everything torch.optim's base class does (param groups, ``zero_grad``, ``state_dict``, hooks, schedulers, GradScaler,
+ZeroRedundancyOptimizer) is inherited. This class adds the hyperparameters of an algorithm spec, their validation,
+the step (which computes the host scalars and hands each group to :func:`descend.torch._dispatch.run_group`), a
+checked ``load_state_dict`` and ``describe()``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch.optim.optimizer import _get_scalar_dtype
+
+from descend.algorithms._spec import AlgorithmSpec, Hyperparams
+from descend.algorithms.conventions import check_convention
+from descend.backends import check_backend
+from descend.torch._dispatch import FLOAT_DTYPES, run_group
+from descend.torch._options import check_options, group_backend
+from descend.torch._state_check import check_state_dict
+
+__all__ = ["Optimizer"]
+
+
+def _check_tensor_hyperparams(title: str, values: dict[str, Any]) -> None:
+    """torch accepts ``lr`` and ``betas`` as tensors of one element; anything bigger is a ValueError, as in torch."""
+    items = [("lr", values.get("lr"))]
+    betas = values.get("betas")
+    if isinstance(betas, (tuple, list)):
+        items += [(f"betas[{i}]", b) for i, b in enumerate(betas)]
+    for name, value in items:
+        if isinstance(value, torch.Tensor) and value.numel() != 1:
+            raise ValueError(f"{title}: Tensor {name} must have one element, got shape {tuple(value.shape)}")
+
+
+class Optimizer(torch.optim.Optimizer):
+    """Base of the ``descend.torch`` optimizers. A subclass names its spec; its signature is made from torch's.
+
+    Args:
+        params: an iterable of tensors, of ``(name, tensor)`` pairs, or of param-group dicts, as in torch.optim.
+        *args, **kwargs: the algorithm's hyperparameters and torch's ``foreach``/``fused``/``capturable``/
+            ``differentiable``, in the positions torch.optim's class takes them (see the class signature), then
+            descend's extra flags (keyword-only).
+        convention: a preset of defaults and flags (``"torch"``, ``"optax"``, ``"keras"``, ``"paper"``,
+            ``"article"``); arguments given explicitly override it.
+        backend: ``"auto"``, ``"reference"`` or ``"fused"`` (see :mod:`descend.backends`, and
+            :mod:`descend.torch._options` for how ``foreach`` and ``fused`` refine it).
+    """
+
+    spec: ClassVar[AlgorithmSpec]
+    __signature__: ClassVar[inspect.Signature]
+    _options: ClassVar[dict[str, Any]] = {}  # torch's compatibility options and their defaults
+    _fixed: ClassVar[dict[str, Any]] = {}  # group keys torch sets regardless of arguments (AdamW's decoupling)
+    _identity: ClassVar[tuple[frozenset[str], frozenset[str]]] = (frozenset(), frozenset())
+    _eager_state: ClassVar[bool] = False  # torch's Adagrad creates its state in the constructor
+
+    def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        bound = type(self).__signature__.bind(params, *args, **kwargs)
+        explicit = dict(bound.arguments)
+        explicit.pop("params")
+        self.convention = check_convention(explicit.pop("convention", "torch"))
+        self.backend = check_backend(explicit.pop("backend", "auto"))
+        options = {name: explicit.pop(name, default) for name, default in self._options.items()}
+        check_options(type(self).__name__, options)
+        group_backend(self.backend, options)
+        _check_tensor_hyperparams(type(self).__name__, explicit)
+        self.spec.make(self.convention, **explicit)  # validates; the raw values are kept, as torch keeps them
+        defaults = {**self.spec.defaults(self.convention), **explicit, **options, **self._fixed}
+        super().__init__(params, defaults)
+
+    # -- groups ---------------------------------------------------------------------------------------------------
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a param group, as torch.optim does, after checking its hyperparameters and options.
+
+        Raises:
+            ValueError, TypeError: a hyperparameter or option of the group is invalid; the group is not added.
+        """
+        title = type(self).__name__
+        if isinstance(param_group, dict):
+            merged = {**self.defaults, **param_group}
+            check_options(title, {k: merged.get(k) for k in self._options})
+            group_backend(self.backend, merged)
+            _check_tensor_hyperparams(title, merged)
+            self.spec.hyperparams.from_group(merged)
+        super().add_param_group(param_group)
+        if self._eager_state:
+            self._init_state(self.param_groups[-1])
+
+    def _init_state(self, group: dict[str, Any]) -> None:
+        hp = self.spec.hyperparams.from_group(group)
+        for p in group["params"]:
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
+                with torch.no_grad():
+                    state.update(self.spec.init_state(torch, p.detach(), hp))
+
+    # -- the step -------------------------------------------------------------------------------------------------
+
+    def _checked_grad(self, p: torch.Tensor) -> torch.Tensor:
+        g = p.grad
+        title = type(self).__name__
+        if g.is_sparse:
+            raise RuntimeError(f"{title} does not support sparse gradients; use torch.optim.SparseAdam or dense ones")
+        if p.dtype not in FLOAT_DTYPES:
+            raise TypeError(
+                f"{title} updates real float32, float64, bfloat16 and float16 parameters; got one of dtype {p.dtype}"
+            )
+        if g.dtype != p.dtype or g.shape != p.shape:
+            raise ValueError(
+                f"a gradient of dtype {g.dtype} and shape {tuple(g.shape)} was found for a parameter of dtype "
+                f"{p.dtype} and shape {tuple(p.shape)}; they must match"
+            )
+        return g
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Update every parameter that has a gradient, and return the closure's loss (or None).
+
+        The hyperparameters of every group and every gradient are checked before any tensor changes.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        plans = []
+        for group in self.param_groups:
+            hp = self.spec.hyperparams.from_group(group)
+            backend = group_backend(self.backend, group)
+            live = [(p, self._checked_grad(p)) for p in group["params"] if p.grad is not None]
+            plans.append((hp, backend, live))
+        for hp, backend, live in plans:
+            if not live:
+                continue
+            scalars, slot_dicts = [], []
+            for p, _ in live:
+                step, host, slots = self._advance(p, hp)
+                scalars.append(self.spec.scalars(hp, step, host))
+                slot_dicts.append(slots)
+            run_group(self.spec, hp, scalars, [p for p, _ in live], [g for _, g in live], slot_dicts, backend)
+        return loss
+
+    def _advance(self, p: torch.Tensor, hp: Hyperparams) -> tuple[int, dict[str, float], dict[str, torch.Tensor]]:
+        """Create the missing state of ``p`` and advance its step and host scalars.
+
+        Returns:
+            The step number, the host scalars for this step, and the array-valued state slots.
+        """
+        spec = self.spec
+        names = spec.state_slots(hp)
+        if not (names or spec.has_step or spec.host_slots(hp)):
+            return 2, {}, {}  # SGD without momentum keeps no state, as in torch
+        state = self.state[p]
+        missing = [k for k in names if k not in state]
+        scalar_dtype = _get_scalar_dtype()
+        if spec.has_step:  # created first, so the state lists its keys in torch's order
+            if not isinstance(state.get("step"), torch.Tensor):
+                state["step"] = torch.tensor(float(state.get("step", 0.0)), dtype=scalar_dtype)
+            state["step"] += 1
+            step = int(state["step"].item())
+        else:
+            step = 1 if missing else 2
+        initial = spec.host_slots(hp)
+        for key, value in initial.items():
+            if not isinstance(state.get(key), torch.Tensor):
+                state[key] = torch.tensor(float(state.get(key, value)), dtype=scalar_dtype)
+        if missing:
+            with torch.no_grad():
+                fresh = spec.init_state(torch, p.detach(), hp)
+            state.update({k: fresh[k] for k in missing})
+        slots = {k: state[k] for k in names}
+        if not initial:
+            return step, {}, slots
+        # The host state is kept as torch keeps it, in 0-d tensors, and advanced in them (NAdam's mu_product is a
+        # float32 product, as in torch); the scalars then read it as stored, so a run resumed from a state_dict
+        # follows the same path as one that never stopped.
+        with torch.no_grad():
+            host = spec.advance_host(hp, step, {k: state[k] for k in initial})
+            for key, value in host.items():
+                state[key].copy_(torch.as_tensor(value))
+        return step, {k: state[k].item() for k in initial}, slots
+
+    # -- inspection and persistence -------------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        """The rule in force for each param group, with its current hyperparameters, as plain text."""
+        texts = []
+        for i, group in enumerate(self.param_groups):
+            text = self.spec.describe(self.spec.hyperparams.from_group(group))
+            texts.append(text if len(self.param_groups) == 1 else f"param group {i}:\n{text}")
+        return "\n\n".join(texts)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state_dict saved by this class or by the torch.optim class with the same rule.
+
+        The state_dict is checked whole first; a state_dict of another optimizer class, with other group sizes or
+        with state of other shapes is refused with a ValueError and nothing changes. Keys a saved group lacks (descend's
+        extra flags, in a state_dict saved by torch.optim) keep this optimizer's current values.
+        """
+        title = type(self).__name__
+        if not isinstance(state_dict, dict) or not isinstance(state_dict.get("param_groups"), list):
+            raise ValueError(f"a state_dict must be a dict with 'state' and 'param_groups' keys, got {state_dict!r}")
+        filled = [
+            {**{k: v for k, v in mine.items() if k != "params"}, **theirs}
+            for mine, theirs in zip(self.param_groups, state_dict["param_groups"])
+        ]
+        check_state_dict(self.spec, title, self.param_groups, state_dict, self._identity, filled=filled)
+        for group in filled:
+            group.update(self._fixed)
+            check_options(title, group)
+            group_backend(self.backend, group)
+        super().load_state_dict({**state_dict, "param_groups": filled})
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in {**self.defaults, **self._fixed}.items():
+                group.setdefault(key, value)
+            group.update(self._fixed)

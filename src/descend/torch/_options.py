@@ -1,0 +1,108 @@
+"""Constructor signatures and torch's compatibility options (``foreach``, ``fused``, ``capturable``, ...).
+
+Each ``descend.torch`` class takes torch.optim's constructor signature for its algorithm, read from the installed
+torch so that positional order, the keyword-only marker and defaults are torch's own, followed by descend's extra
+flags (keyword-only) and ``convention=`` and ``backend=``.
+
+``foreach`` and ``fused`` are accepted and kept in the param groups, as torch keeps them, and choose a backend:
+
+============================  =================================================================================
+argument                      backend
+============================  =================================================================================
+``fused=True``                ``"fused"``: the compiled kernel, or a clear error where it cannot run
+``foreach=False``             ``"reference"``: one tensor at a time, like torch's for-loop implementation
+``foreach=True`` or ``None``  ``backend=`` as given (``"auto"`` by default): the grouped kernel where it runs
+============================  =================================================================================
+
+An explicit ``backend=`` that contradicts them (``fused=True`` with ``backend="reference"``, ``foreach=False`` with
+``backend="fused"``) is an error. ``capturable=True`` and ``differentiable=True`` are refused: descend's update runs
+eagerly under ``torch.no_grad()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any
+
+import torch
+
+from descend.algorithms._spec import AlgorithmSpec
+from descend.backends import check_backend
+
+__all__ = ["COMPAT_OPTIONS", "check_options", "group_backend", "signature_for"]
+
+# torch.optim arguments that choose an implementation rather than a rule.
+COMPAT_OPTIONS: tuple[str, ...] = ("foreach", "fused", "capturable", "differentiable")
+
+_P = inspect.Parameter
+
+
+def torch_class(spec: AlgorithmSpec) -> type[torch.optim.Optimizer] | None:
+    """The torch.optim class with the same rule as ``spec``, or None."""
+    return getattr(torch.optim, spec.torch_name) if spec.torch_name else None
+
+
+def signature_for(spec: AlgorithmSpec) -> tuple[inspect.Signature, dict[str, Any]]:
+    """The constructor signature of ``spec``'s class, and its compatibility options with their defaults.
+
+    Raises:
+        TypeError: the installed torch takes an argument that is neither a hyperparameter of the spec nor one of
+            :data:`COMPAT_OPTIONS`, so descend cannot honour it.
+    """
+    names = spec.hyperparams.names()
+    fields = {f.name: f for f in dataclasses.fields(spec.hyperparams)}
+    parameters = [_P("params", _P.POSITIONAL_OR_KEYWORD)]
+    options: dict[str, Any] = {}
+    cls = torch_class(spec)
+    if cls is not None:
+        for p in list(inspect.signature(cls.__init__).parameters.values())[2:]:
+            if p.name not in names and p.name not in COMPAT_OPTIONS:
+                raise TypeError(f"torch.optim.{cls.__name__} takes {p.name!r}, which descend.torch does not know")
+            if p.name in COMPAT_OPTIONS:
+                options[p.name] = p.default
+            parameters.append(_P(p.name, p.kind, default=p.default, annotation=p.annotation))
+    else:
+        for f in fields.values():
+            kind = _P.KEYWORD_ONLY if f.kw_only else _P.POSITIONAL_OR_KEYWORD
+            parameters.append(_P(f.name, kind, default=f.default))
+    taken = {p.name for p in parameters}
+    parameters += [_P(name, _P.KEYWORD_ONLY, default=fields[name].default) for name in names if name not in taken]
+    parameters += [_P("convention", _P.KEYWORD_ONLY, default="torch"), _P("backend", _P.KEYWORD_ONLY, default="auto")]
+    return inspect.Signature(parameters), options
+
+
+def check_options(title: str, options: dict[str, Any]) -> None:
+    """Refuse the compatibility options descend cannot honour, with the reason."""
+    if options.get("differentiable"):
+        raise ValueError(
+            f"{title} does not support differentiable=True: descend's update runs under torch.no_grad() and is not "
+            "part of the autograd graph; use torch.optim for differentiable optimization"
+        )
+    if options.get("capturable"):
+        raise ValueError(
+            f"{title} does not support capturable=True: descend keeps step counts on the host and does not support "
+            "CUDA graph capture; pass capturable=False"
+        )
+    for name in ("foreach", "fused"):
+        value = options.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"{name} must be True, False or None, got {value!r} of type {type(value).__name__}")
+    if options.get("fused") and options.get("foreach"):
+        raise ValueError("fused=True and foreach=True cannot be used together; choose one")
+
+
+def group_backend(backend: str, options: dict[str, Any]) -> str:
+    """The backend a group runs: ``backend=`` refined by the group's ``fused`` and ``foreach`` (see the table above).
+
+    Raises:
+        ValueError: ``backend`` is unknown, or contradicts ``fused``/``foreach``, or the fused kernels cannot run.
+    """
+    check_backend(backend)
+    wanted = "fused" if options.get("fused") else "reference" if options.get("foreach") is False else None
+    if wanted is None:
+        return backend
+    if backend not in ("auto", wanted):
+        source = "fused=True" if wanted == "fused" else "foreach=False"
+        raise ValueError(f"{source} asks for backend {wanted!r} but backend={backend!r} was given; drop one of them")
+    return check_backend(wanted)

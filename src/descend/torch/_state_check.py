@@ -1,0 +1,115 @@
+"""Checks a state_dict whole before ``load_state_dict`` changes anything.
+
+torch.optim checks only the number of groups and their sizes; a state_dict from another optimizer class, or with
+state of other shapes, loads and fails later (or silently trains with the wrong rule). descend refuses both up front,
+with a ValueError that says what does not match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from descend.algorithms import REGISTRY
+from descend.algorithms._spec import AlgorithmSpec
+from descend.torch._options import COMPAT_OPTIONS
+
+__all__ = ["check_state_dict", "identity_keys"]
+
+# Added to torch's constructors after their first release; torch fills them in when an older state_dict lacks them.
+_LATE_ARGUMENTS = frozenset({"decoupled_weight_decay", "maximize"})
+
+
+def identity_keys(spec: AlgorithmSpec, positional: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str]]:
+    """The group keys a state_dict of ``spec`` must have, and those that show it belongs to another algorithm.
+
+    Args:
+        spec: the algorithm.
+        positional: the names of the positional hyperparameters of the class's constructor.
+    """
+    own = set(spec.hyperparams.names())
+    required = frozenset(name for name in positional if name in own) - _LATE_ARGUMENTS
+    others = {name for s in REGISTRY.values() for name in s.hyperparams.names()}
+    foreign = frozenset(others - own - set(COMPAT_OPTIONS))
+    return required, foreign
+
+
+def check_state_dict(
+    spec: AlgorithmSpec,
+    title: str,
+    groups: list[dict[str, Any]],
+    state_dict: Any,
+    keys: tuple[frozenset[str], frozenset[str]],
+    *,
+    filled: list[dict[str, Any]],
+) -> None:
+    """Raise a ValueError if ``state_dict`` cannot be loaded into an optimizer with these ``groups``.
+
+    Args:
+        spec: the optimizer's algorithm.
+        title: the optimizer's class name, for messages.
+        groups: the optimizer's param groups.
+        state_dict: the candidate.
+        keys: :func:`identity_keys` for the class.
+        filled: the candidate's param groups with the keys they lack filled in from the optimizer's groups; their
+            hyperparameters are validated.
+    """
+    if not isinstance(state_dict, Mapping) or "state" not in state_dict or "param_groups" not in state_dict:
+        raise ValueError(f"a state_dict must be a dict with 'state' and 'param_groups' keys, got {type(state_dict)}")
+    saved = state_dict["param_groups"]
+    if len(saved) != len(groups):
+        raise ValueError(f"the state_dict has {len(saved)} param groups but this {title} has {len(groups)}")
+    required, foreign = keys
+    ids: dict[Any, tuple[int, torch.Tensor]] = {}
+    for i, (mine, theirs) in enumerate(zip(groups, saved)):
+        n_saved, n_mine = len(theirs.get("params", ())), len(mine["params"])
+        if n_saved != n_mine:
+            raise ValueError(f"param group {i} of the state_dict has {n_saved} params, this {title}'s has {n_mine}")
+        missing = sorted(required - set(theirs))
+        strange = sorted(foreign & set(theirs))
+        if missing or strange:
+            what = f"lacks {', '.join(missing)}" if missing else f"has {', '.join(strange)}"
+            raise ValueError(
+                f"param group {i} of the state_dict {what}: it was saved by another optimizer class, not {title}"
+            )
+        hp = spec.hyperparams.from_group(filled[i])  # raises a clear error for a bad value
+        for flag in ("capturable", "differentiable"):
+            if filled[i].get(flag):
+                raise ValueError(f"param group {i} of the state_dict has {flag}=True, which {title} does not support")
+        for key, p in zip(theirs["params"], mine["params"]):
+            ids[key] = (i, p)
+        _check_entries(spec, title, hp, theirs["params"], state_dict["state"], mine["params"])
+    unknown = [key for key in state_dict["state"] if key not in ids]
+    if unknown:
+        raise ValueError(f"the state_dict has state for params {unknown!r}, which none of its param groups lists")
+
+
+def _check_entries(
+    spec: AlgorithmSpec, title: str, hp: Any, keys: list[Any], saved_state: Mapping[Any, Any], params: list[Any]
+) -> None:
+    slots = set(spec.state_slots(hp))
+    scalars = set(spec.host_slots(hp)) | ({"step"} if spec.has_step else set())
+    for key, p in zip(keys, params):
+        entry = saved_state.get(key)
+        if not entry:
+            continue
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"state for param {key!r} must be a dict, got {type(entry).__name__}")
+        if set(entry) != slots | scalars:
+            raise ValueError(
+                f"state for param {key!r} has keys {sorted(entry)}; {title} with these settings keeps "
+                f"{sorted(slots | scalars)}: it was saved by another optimizer class or with other settings"
+            )
+        for name in sorted(slots):
+            value = entry[name]
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(p.shape):
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise ValueError(
+                    f"state {name!r} for param {key!r} has shape {shape}, but the parameter has shape {tuple(p.shape)}"
+                )
+        for name in sorted(scalars):
+            value = entry[name]
+            if isinstance(value, torch.Tensor) and value.numel() != 1:
+                raise ValueError(f"state {name!r} for param {key!r} must be a single number, got shape {value.shape}")
