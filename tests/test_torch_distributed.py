@@ -1,0 +1,85 @@
+"""descend.torch.Adam inside ZeroRedundancyOptimizer with DistributedDataParallel: two processes on loopback (gloo)
+end where one process running torch.optim.Adam on the same global batches ends."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+dist = pytest.importorskip("torch.distributed")
+
+if not dist.is_available() or not dist.is_gloo_available():
+    pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
+
+import torch.multiprocessing as mp  # noqa: E402
+from torch.distributed.optim import ZeroRedundancyOptimizer  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+
+import descend.torch as dt  # noqa: E402
+from tests.tolerances import TORCH_FLOAT32, assert_close  # noqa: E402
+
+WORLD = 2
+STEPS = 12
+BATCH = 16  # global batch, split evenly between the processes
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+
+
+def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(step)
+    return torch.randn(BATCH, 8, generator=gen), torch.randint(0, 3, (BATCH,), generator=gen)
+
+
+def worker(rank: int, port: int, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        torch.set_num_threads(1)
+        model = DistributedDataParallel(make_model())
+        opt = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=dt.Adam, lr=0.05, weight_decay=0.01)
+        assert isinstance(opt.optim, dt.Adam)
+        share = BATCH // WORLD
+        for step in range(STEPS):
+            x, y = batch(step)
+            x, y = x[rank * share : (rank + 1) * share], y[rank * share : (rank + 1) * share]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        opt.consolidate_state_dict(to=0)
+        if rank == 0:
+            torch.save({"params": [p.detach() for p in model.module.parameters()], "optim": opt.state_dict()}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_zero_with_ddp_matches_one_process(tmp_path: Path) -> None:
+    out = str(tmp_path / "result.pt")
+    mp.spawn(worker, args=(free_port(), out), nprocs=WORLD, join=True)
+    result = torch.load(out)
+
+    model = make_model()
+    start = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.Adam(model.parameters(), lr=0.05, weight_decay=0.01)
+    for step in range(STEPS):
+        x, y = batch(step)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    for i, (mine, ref, s) in enumerate(zip(result["params"], model.parameters(), start)):
+        assert not torch.equal(mine, s), f"param {i} did not move"
+        assert_close(mine, ref, TORCH_FLOAT32, f"param {i}")
+    # The consolidated state covers every parameter, sharded across both processes, with torch's layout.
+    state = result["optim"]["state"]
+    assert sorted(state) == list(range(len(start)))
+    assert all(entry["step"].item() == STEPS for entry in state.values())
