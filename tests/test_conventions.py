@@ -93,3 +93,9 @@ def test_optax_adagrad_starts_the_sum_at_one_tenth() -> None:
     x = np.zeros(1)
     descend.Adagrad([x], convention="optax", lr=1.0).step([np.array([1.0])])
     assert_close(x, [-1.0 / np.sqrt(1.1 + 1e-7)], TRANSCRIPTION_FLOAT64)
+
+
+def test_spec_describe_defaults_to_the_conventions_values() -> None:
+    spec = REGISTRY["adam"]
+    assert spec.describe() == spec.describe(spec.make("torch"))
+    assert "1e-07" in spec.describe(convention="keras") and "epsilon hat" in spec.describe(convention="keras")

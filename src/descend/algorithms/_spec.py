@@ -143,7 +143,7 @@ class AlgorithmSpec:
         init_state: ``(xp, param, hp) -> dict`` of fresh array slots, each shaped and typed like ``param``.
         scalars: ``(hp, step, host) -> NamedTuple`` of per-step quantities computed in float64 on the host.
         reference_update: ``(xp, param, grad, state, s) -> None``, the in-place elementwise rule.
-        describe: ``hp -> str``, the rule in force with the current values, as plain text.
+        describe_rule: ``hp -> str``, the rule in force with the given values, as plain text (see :meth:`describe`).
         presets: convention name -> hyperparameter overrides for that convention.
         module: the algorithm's module; its docstring carries the rule in LaTeX and the references.
         torch_name: the ``torch.optim`` class with the same rule under the torch convention, or None.
@@ -160,13 +160,17 @@ class AlgorithmSpec:
     init_state: Callable[[ModuleType, Any, Any], dict[str, Any]]
     scalars: Callable[..., NamedTuple]
     reference_update: Callable[..., None]
-    describe: Callable[[Any], str]
+    describe_rule: Callable[[Any], str]
     module: ModuleType
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     torch_name: str | None = None
     has_step: bool = True
     host_slots: Callable[[Any], dict[str, float]] = _no_host
     advance_host: Callable[[Any, int, dict[str, float]], dict[str, float]] = _same_host
+
+    def describe(self, hp: Hyperparams | None = None, convention: str = "torch") -> str:
+        """The rule in force as plain text: for ``hp``, or for the defaults of ``convention`` when ``hp`` is None."""
+        return self.describe_rule(self.make(convention) if hp is None else hp)
 
     def defaults(self, convention: str = "torch") -> dict[str, Any]:
         """The hyperparameter defaults under ``convention``: the dataclass defaults, then the preset's overrides."""

@@ -166,7 +166,7 @@ RMSPROP = AlgorithmSpec(
     init_state=init_state,
     scalars=scalars,
     reference_update=reference_update,
-    describe=describe,
+    describe_rule=describe,
     module=sys.modules[__name__],
     presets={
         "keras": {"lr": 1e-3, "alpha": 0.9, "eps": 0.0, "eps_root": 1e-7},
