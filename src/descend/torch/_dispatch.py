@@ -23,7 +23,7 @@ import torch
 
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, cast_scalars
 
-__all__ = ["FLOAT_DTYPES", "compute_dtype", "run_group", "scalar_caster"]
+__all__ = ["FLOAT_DTYPES", "compute_dtype", "fused_ready", "run_group", "scalar_caster"]
 
 FLOAT_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
@@ -40,6 +40,15 @@ def _round_to_float32(value: float) -> float:
 def scalar_caster(dtype: torch.dtype) -> Any:
     """The function that rounds a host scalar to the compute dtype of tensors stored as ``dtype``."""
     return float if compute_dtype(dtype) == torch.float64 else _round_to_float32
+
+
+def fused_ready() -> tuple[bool, str]:
+    """Whether :func:`run_group` can run a compiled kernel, and if not, why.
+
+    descend.torch does not call the compiled kernels yet: every group runs the reference, so ``backend="fused"`` is
+    refused when the optimizer is built, before any step.
+    """
+    return False, "descend.torch does not call the compiled kernels yet; every update runs the reference"
 
 
 def run_group(
@@ -61,17 +70,16 @@ def run_group(
         params: the parameters, updated in place.
         grads: one gradient per parameter, same shape, dtype and device.
         states: for each parameter, its array-valued state slots (``spec.state_slots(hp)``), updated in place.
-        backend: the resolved backend of the group: ``"auto"`` or ``"reference"``. ``"fused"`` is refused while this
-            build has no compiled kernel (the constructor already refuses it with the reason).
+        backend: the resolved backend of the group: ``"auto"`` or ``"reference"``; ``"fused"`` only where
+            :func:`fused_ready` says so (the constructor refuses it otherwise, with the reason).
 
     Raises:
-        ValueError: ``backend`` is ``"fused"`` and no kernel can run it.
+        ValueError: ``backend`` is ``"fused"`` and :func:`fused_ready` says no kernel can run it.
     """
     if backend == "fused":
-        raise ValueError(
-            f"backend='fused' was requested for {spec.title} but this build of descend has no compiled kernel; "
-            "use backend='auto' or 'reference'"
-        )
+        ok, why = fused_ready()
+        if not ok:
+            raise ValueError(f"backend='fused' was requested for {spec.title} but it cannot run: {why}")
     with torch.no_grad():
         for p, g, state, s in zip(params, grads, states, scalars_per_param):
             _reference_one(spec, p, g, state, cast_scalars(s, scalar_caster(p.dtype)))

@@ -29,6 +29,7 @@ import torch
 
 from descend.algorithms._spec import AlgorithmSpec
 from descend.backends import check_backend
+from descend.torch._dispatch import fused_ready
 
 __all__ = ["COMPAT_OPTIONS", "check_options", "group_backend", "signature_for"]
 
@@ -100,9 +101,12 @@ def group_backend(backend: str, options: dict[str, Any]) -> str:
     """
     check_backend(backend)
     wanted = "fused" if options.get("fused") else "reference" if options.get("foreach") is False else None
-    if wanted is None:
-        return backend
-    if backend not in ("auto", wanted):
+    if wanted is not None and backend not in ("auto", wanted):
         source = "fused=True" if wanted == "fused" else "foreach=False"
         raise ValueError(f"{source} asks for backend {wanted!r} but backend={backend!r} was given; drop one of them")
-    return check_backend(wanted)
+    resolved = check_backend(wanted or backend)
+    if resolved == "fused":
+        ok, why = fused_ready()
+        if not ok:
+            raise ValueError(f"backend='fused' was requested but it cannot run: {why}")
+    return resolved
