@@ -52,6 +52,7 @@ def _make_class(name: str) -> type[Optimizer]:
         f"and references are documented in :mod:`{spec.module.__name__}`; ``describe()`` prints the rule in force. "
         f"See :class:`descend.torch.Optimizer` for the arguments shared by every optimizer."
     )
+    fixed = {"decoupled_weight_decay": True} if spec.name == "adamw" else {}
     attrs = {
         "spec": spec,
         "__doc__": doc,
@@ -59,8 +60,8 @@ def _make_class(name: str) -> type[Optimizer]:
         "__qualname__": spec.title,
         "__signature__": signature,
         "_options": options,
-        "_fixed": {"decoupled_weight_decay": True} if spec.name == "adamw" else {},
-        "_identity": identity_keys(spec, positional),
+        "_fixed": fixed,
+        "_identity": identity_keys(spec, positional, tuple(fixed)),
         "_eager_state": spec.name == "adagrad",
     }
     return type(spec.title, (Optimizer,), attrs)

@@ -22,17 +22,20 @@ __all__ = ["check_state_dict", "identity_keys"]
 _LATE_ARGUMENTS = frozenset({"decoupled_weight_decay", "maximize"})
 
 
-def identity_keys(spec: AlgorithmSpec, positional: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str]]:
+def identity_keys(
+    spec: AlgorithmSpec, positional: tuple[str, ...], fixed: tuple[str, ...] = ()
+) -> tuple[frozenset[str], frozenset[str]]:
     """The group keys a state_dict of ``spec`` must have, and those that show it belongs to another algorithm.
 
     Args:
         spec: the algorithm.
         positional: the names of the positional hyperparameters of the class's constructor.
+        fixed: group keys the class sets itself (AdamW's ``decoupled_weight_decay``).
     """
     own = set(spec.hyperparams.names())
     required = frozenset(name for name in positional if name in own) - _LATE_ARGUMENTS
     others = {name for s in REGISTRY.values() for name in s.hyperparams.names()}
-    foreign = frozenset(others - own - set(COMPAT_OPTIONS))
+    foreign = frozenset(others - own - set(COMPAT_OPTIONS) - set(fixed))
     return required, foreign
 
 
