@@ -265,3 +265,10 @@ def test_state_dict_with_other_group_sizes_is_refused() -> None:
     sd["param_groups"][0]["params"] = [0]
     with pytest.raises(ValueError, match="has 1 params"):
         opt.load_state_dict(sd)
+
+
+def test_numpy_scalar_gradients_for_0d_parameters() -> None:
+    b = np.zeros(())
+    opt = descend.SGD([b], lr=0.5)
+    opt.step([np.float64(2.0)])  # what arithmetic on 0-d arrays returns
+    assert b.shape == () and float(b) == -1.0

@@ -131,6 +131,7 @@ class Optimizer:
             raise TypeError(f"grads must be a list with one array per parameter, got {type(grads).__name__}")
         if len(grads) != len(params):
             raise ValueError(f"got {len(grads)} gradients for {len(params)} parameters; give one per parameter")
+        grads = [np.asarray(g) if isinstance(g, np.floating) else g for g in grads]  # 0-d arithmetic gives scalars
         for i, (p, g) in enumerate(zip(params, grads)):
             if g is None:
                 continue
