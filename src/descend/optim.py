@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from descend import kernels
 from descend.algorithms import registry
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, cast_scalars
 from descend.algorithms.conventions import check_convention
@@ -46,6 +47,24 @@ def _group_params(params: Any, where: str) -> list[np.ndarray]:
     if isinstance(params, (str, bytes, Mapping)) or not isinstance(params, Iterable):
         raise TypeError(f"{where} must be a list of NumPy arrays, got {type(params).__name__}")
     return [_check_param(p, f"{where}[{i}]") for i, p in enumerate(params)]
+
+
+def _why_not_fused(p: np.ndarray, g: np.ndarray, state: Mapping[str, Any], slots: Sequence[str]) -> str:
+    """Why the fused kernel cannot update ``p`` (empty if it can): every array must be C-contiguous, in the param's
+    dtype, and the param and state writable."""
+    arrays = [("the parameter", p), ("its gradient", g)] + [(f"its state {k!r}", state[k]) for k in slots if k in state]
+    for what, a in arrays:
+        if not isinstance(a, np.ndarray):
+            return f"{what} is a {type(a).__name__}, not a NumPy array"
+        if not a.flags.c_contiguous:
+            return f"{what} is not C-contiguous (strides {a.strides}); use backend='auto' to run the reference for it"
+        if a.dtype != p.dtype:
+            return f"{what} has dtype {a.dtype}, the parameter {p.dtype}"
+        if a is not g and not a.flags.writeable:
+            return f"{what} is read-only"
+        if a.shape != p.shape:
+            return f"{what} has shape {a.shape}, the parameter {p.shape}"
+    return ""
 
 
 class Optimizer:
@@ -145,39 +164,103 @@ class Optimizer:
 
     def step(self, grads: Sequence[np.ndarray | None]) -> None:
         """Update every parameter in place from its gradient (``None`` skips a parameter, as torch skips params
-        without a ``.grad``). Nothing is changed if any gradient or hyperparameter is invalid."""
+        without a ``.grad``). Nothing is changed if any gradient or hyperparameter is invalid, or if
+        ``backend="fused"`` and some parameter cannot run in the fused kernel.
+
+        With the fused kernel, each param group is updated in one call (one per dtype and step count if they
+        differ within the group); tensors the kernel cannot take (not C-contiguous) run the reference.
+        """
         grads = self._check_grads(grads)
         hps = [self.spec.hyperparams.from_group(g) for g in self.param_groups]
-        index = 0
+        work, index = [], 0
         for group, hp in zip(self.param_groups, hps):
-            for p in group["params"]:
-                g = grads[index]
-                if g is not None:
-                    self._update(index, p, g, hp)
-                index += 1
+            items = [(index + k, p, grads[index + k]) for k, p in enumerate(group["params"])]
+            work.append(([item for item in items if item[2] is not None], hp))
+            index += len(items)
+        use_kernel = self.backend != "reference" and kernels.available()[0]
+        if self.backend == "fused":
+            for items, hp in work:
+                for i, p, g in items:
+                    why = _why_not_fused(p, g, self.state.get(i, {}), self.spec.state_slots(hp))
+                    if why:
+                        raise ValueError(f"backend='fused' cannot update parameter {i}: {why}")
+        for items, hp in work:
+            if use_kernel:
+                self._fused_group(items, hp)
+            else:
+                for i, p, g in items:
+                    self._update(i, p, g, hp, self._prepare(i, p, hp))
 
-    def _update(self, index: int, p: np.ndarray, g: np.ndarray, hp: Hyperparams) -> None:
+    def _prepare(self, index: int, p: np.ndarray, hp: Hyperparams) -> tuple[dict[str, Any], int, dict[str, float]]:
+        """Create any missing state slot; return the state, this step's count and the advanced host scalars."""
         spec = self.spec
         state = self.state.setdefault(index, {})
-        slots = spec.state_slots(hp)
-        missing = [s for s in slots if s not in state]
+        missing = [s for s in spec.state_slots(hp) if s not in state]
         if missing:
             fresh = spec.init_state(np, p, hp)
             state.update({s: fresh[s] for s in missing})
-        for key, value in spec.host_slots(hp).items():
-            state.setdefault(key, value)
         if spec.has_step:
             step = int(state.get("step", 0)) + 1
         else:
             step = 1 if missing else 2
-        host = spec.advance_host(hp, step, {k: state[k] for k in spec.host_slots(hp)})
-        s = cast_scalars(spec.scalars(hp, step, host), p.dtype.type)
-        spec.reference_update(np, p, g, {k: state[k] for k in slots}, s)
-        if spec.has_step:
+        host = {k: state.get(k, v) for k, v in spec.host_slots(hp).items()}
+        return state, step, spec.advance_host(hp, step, host)
+
+    def _commit(self, index: int, state: dict[str, Any], step: int, host: dict[str, float]) -> None:
+        if self.spec.has_step:
             state["step"] = step
         state.update(host)
         if not state:  # SGD without momentum keeps no state, as in torch
             del self.state[index]
+
+    def _update(
+        self, index: int, p: np.ndarray, g: np.ndarray, hp: Hyperparams, prepared: tuple[Any, int, dict[str, float]]
+    ) -> None:
+        """The reference path for one parameter."""
+        spec = self.spec
+        state, step, host = prepared
+        s = cast_scalars(spec.scalars(hp, step, host), p.dtype.type)
+        spec.reference_update(np, p, g, {k: state[k] for k in spec.state_slots(hp)}, s)
+        self._commit(index, state, step, host)
+
+    def _fused_group(self, items: list[tuple[int, np.ndarray, np.ndarray]], hp: Hyperparams) -> None:
+        """One kernel call per (dtype, step, host state) bucket of a group; the reference for what it cannot take."""
+        spec = self.spec
+        slots = spec.state_slots(hp)
+        buckets: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+        for i, p, g in items:
+            state, step, host = self._prepare(i, p, hp)
+            key = (p.dtype, step, tuple(host.items()))
+            buckets.setdefault(key, []).append((i, p, g, state, step, host))
+        for (dtype, step, host_items), entries in buckets.items():
+            s = spec.scalars(hp, step, dict(host_items))
+            fused = entries
+            try:
+                self._kernel(s, fused, slots, dtype)
+            except (ValueError, TypeError):
+                if self.backend == "fused":
+                    raise
+                fused = [e for e in entries if not _why_not_fused(e[1], e[2], e[3], slots)]
+                if fused:
+                    self._kernel(s, fused, slots, dtype)
+                for e in entries:
+                    if _why_not_fused(e[1], e[2], e[3], slots):
+                        self._update(e[0], e[1], e[2], hp, (e[3], e[4], e[5]))
+                        continue
+                    self._commit(e[0], e[3], e[4], e[5])
+                continue
+            for e in entries:
+                self._commit(e[0], e[3], e[4], e[5])
+
+    def _kernel(self, s: Any, entries: list[tuple[Any, ...]], slots: tuple[str, ...], dtype: np.dtype) -> None:
+        kernels.step(
+            self.spec.name,
+            s,
+            [e[1] for e in entries],
+            [e[2] for e in entries],
+            {slot: [e[3][slot] for e in entries] for slot in slots},
+            dtype=dtype.name,
+        )
 
     # -- inspection and persistence -------------------------------------------------------------------------------
 
@@ -202,7 +285,8 @@ class Optimizer:
             groups.append(entry)
             start += n
         state = {
-            i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in st.items()} for i, st in self.state.items()
+            i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in st.items()}
+            for i, st in self.state.items()
         }
         return {"state": state, "param_groups": groups}
 

@@ -1,8 +1,194 @@
-"""The fused CPU kernels. Until the compiled extension is part of the build, only the reference path runs."""
+"""The fused CPU kernels: one multi-threaded, vectorised pass updates every tensor of a param group.
+
+The compiled module ``descend.kernels._fused`` (C11 + OpenMP, built with the package) holds one loop per algorithm,
+compiled for AVX-512, AVX2 and the x86-64 baseline; the best one the CPU supports is picked when it loads. The loops
+restate each algorithm's ``reference_update`` operation by operation, with the host scalars rounded once to the
+compute dtype, so for float32 and float64 the result is bit-identical to the reference. bfloat16 and float16 are
+loaded into float32, updated there and rounded to nearest even on store.
+
+:func:`step` is the one entry point the fronts call. If the extension is missing, :func:`available` says why, one
+warning said so at import, and the fronts run the reference.
+"""
 
 from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+from descend.kernels._layout import COMBOS, LAYOUTS
+
+__all__ = [
+    "available",
+    "get_num_threads",
+    "isa",
+    "roofline",
+    "set_num_threads",
+    "step",
+    "supports",
+]
+
+try:
+    from descend.kernels import _fused
+except ImportError as exc:  # pragma: no cover - depends on the build
+    _fused = None
+    _WHY = f"the compiled extension descend.kernels._fused could not be imported ({exc})"
+    warnings.warn(f"descend's fused kernels are unavailable: {_WHY}; the reference path runs", stacklevel=2)
+else:
+    _WHY = ""
+
+_KERNEL_IDS: dict[str, int] = {name: i for i, name in enumerate(_fused.ALGORITHMS)} if _fused else {}
+DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 
 def available() -> tuple[bool, str]:
     """Whether the compiled kernels can run, and if not, why."""
-    return False, "this build of descend has no compiled kernels"
+    if _fused is None:
+        return False, _WHY
+    return True, f"compiled kernels loaded, running with {_fused.isa()}"
+
+
+def supports(name: str, dtype: str, state_dtype: str | None = None) -> bool:
+    """Whether :func:`step` can run algorithm ``name`` for params of ``dtype`` with state of ``state_dtype``."""
+    return _fused is not None and name in LAYOUTS and (dtype, state_dtype or dtype) in COMBOS
+
+
+def isa() -> str | None:
+    """The instruction set the kernels run with (``"avx512"``, ``"avx2"`` or ``"baseline"``), or None if unbuilt."""
+    return _fused.isa() if _fused is not None else None
+
+
+def set_num_threads(n: int | None) -> None:
+    """Set the number of threads a step uses when its caller does not say (``None`` or 0: OpenMP's default).
+
+    Raises:
+        ValueError: ``n`` is negative, not an int, or the kernels are not built.
+    """
+    if n is None:
+        n = 0
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"the thread count must be a non-negative int or None, got {n!r}")
+    _require()
+    _fused.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The number of threads a step uses when its caller does not say."""
+    _require()
+    return int(_fused.get_num_threads())
+
+
+def _require() -> None:
+    if _fused is None:
+        raise RuntimeError(f"descend's fused kernels are unavailable: {_WHY}")
+
+
+def _round(value: float, compute: str) -> float:
+    """A host scalar rounded once to the compute dtype (float32 for every storage but float64)."""
+    if compute == "float64":
+        return float(value)
+    import numpy as np
+
+    return float(np.float32(value))
+
+
+def step(
+    name: str,
+    scalars: NamedTuple,
+    params: Sequence[Any],
+    grads: Sequence[Any],
+    states: Mapping[str, Sequence[Any]],
+    *,
+    dtype: str,
+    state_dtype: str | None = None,
+    sizes: Sequence[int] | None = None,
+    num_threads: int = 0,
+) -> None:
+    """Update every param (and its state) of one group, in one call, in place.
+
+    Args:
+        name: the registry name of the algorithm (``"adam"``, ``"adamw"``, ...).
+        scalars: ``spec.scalars(hp, step, host)``, the same for every tensor of the call; float fields are rounded
+            here to the compute dtype (rounding a value that is already rounded changes nothing).
+        params: per tensor, a C-contiguous writable buffer (a NumPy array) or an address (an int, e.g. torch's
+            ``data_ptr()``).
+        grads: per tensor, the gradient, in the same form and dtype as the params; it is only read.
+        states: slot name -> per-tensor buffers or addresses, for the slots ``spec.state_slots(hp)`` names.
+        dtype: the storage dtype of params and grads: ``"float32"``, ``"float64"``, ``"bfloat16"`` or ``"float16"``.
+        state_dtype: the storage dtype of the state (default: ``dtype``); float32 state is allowed for 16-bit params.
+        sizes: per tensor, the number of elements; required where addresses are given.
+        num_threads: threads to use; 0 uses :func:`set_num_threads`'s value, else OpenMP's default.
+
+    Raises:
+        RuntimeError: the kernels are not built.
+        ValueError: an unknown algorithm or dtype pair, a missing state slot, or a buffer that is not C-contiguous,
+            writable or of the right size; nothing has been changed.
+        TypeError: a buffer of the wrong dtype; nothing has been changed.
+    """
+    _require()
+    layout = LAYOUTS.get(name)
+    if layout is None:
+        raise ValueError(f"no fused kernel for algorithm {name!r}; kernels exist for {', '.join(LAYOUTS)}")
+    combo = COMBOS.get((dtype, state_dtype or dtype))
+    if combo is None:
+        pairs = ", ".join(f"{p}/{s}" for p, s in COMBOS)
+        raise ValueError(f"no fused kernel for {dtype} params with {state_dtype or dtype} state; supported: {pairs}")
+    compute = "float64" if dtype == "float64" else "float32"
+    s = scalars._asdict()
+    values = [_round(s[field], compute) for field in layout.values]
+    rounded = type(scalars)(*(_round(v, compute) if type(v) is float else v for v in scalars))
+    flags = sum(1 << bit for bit, on in enumerate(layout.flags(rounded)) if on)
+    slot_lists = []
+    for slot in layout.slots:
+        if slot in states:
+            slot_lists.append(states[slot])
+        else:
+            slot_lists.append(None)
+    _check_slots(name, layout.kernel, flags, slot_lists)
+    _fused.step(_KERNEL_IDS[layout.kernel], combo, flags, values, params, grads, slot_lists, sizes, num_threads)
+
+
+def _check_slots(name: str, kernel: str, flags: int, slot_lists: list[Any]) -> None:
+    """Every slot the flags use must be given (the kernel would otherwise read a missing array)."""
+    needed = {
+        "sgd": [bool(flags & 4)],
+        "rmsprop": [True, bool(flags & 4), bool(flags & 8)],
+        "adam": [True, True, bool(flags & 8)],
+    }.get(kernel, [True] * len(LAYOUTS[name].slots))
+    for slot, need, given in zip(LAYOUTS[name].slots, needed, slot_lists):
+        if need and given is None:
+            raise ValueError(f"{name} with these settings needs the state slot {slot!r}, which was not given")
+
+
+def roofline(
+    params: Sequence[Any],
+    grads: Sequence[Any],
+    states: Sequence[Sequence[Any]],
+    *,
+    dtype: str = "float32",
+    sizes: Sequence[int] | None = None,
+    num_threads: int = 0,
+) -> None:
+    """The memory roofline: the loads and stores of a step with trivial math (``x += grad`` for the param and each
+    of up to three state slots). Arguments as for :func:`step`; the arrays are modified."""
+    _require()
+    if len(states) > 3:
+        raise ValueError(f"the roofline kernel takes up to 3 state slots, got {len(states)}")
+    combo = COMBOS.get((dtype, dtype))
+    if combo is None:
+        raise ValueError(f"no roofline kernel for dtype {dtype!r}; supported: {', '.join(DTYPES)}")
+    flags = len(states) << 1
+    slot_lists = list(states) + [None] * (3 - len(states))
+    _fused.step(_KERNEL_IDS["roofline"], combo, flags, [], params, grads, slot_lists, sizes, num_threads)
+
+
+def _set_isa(name: str) -> None:
+    """Run with another instruction set the CPU supports (``"avx512"``, ``"avx2"``, ``"baseline"``); for tests."""
+    _require()
+    _fused.set_isa(name)
+
+
+def _supported_isas() -> tuple[str, ...]:
+    return tuple(_fused.SUPPORTED_ISAS) if _fused is not None else ()
+
+

@@ -1,0 +1,341 @@
+/* descend.kernels._fused: one call updates every tensor of a param group.
+ *
+ * The caller passes the algorithm, the storage combination, the flag bits and the host scalars (already rounded to
+ * the compute dtype), and per tensor the param, the grad and the state slots, each as an address (an int, as torch's
+ * data_ptr() gives) or as an object with the buffer protocol (a C-contiguous NumPy array). The tensors are seen as
+ * one concatenated range cut into fixed-size chunks, and the chunks are shared among OpenMP threads, so many small
+ * tensors cost about what one large one does. The GIL is released while the kernel runs.
+ *
+ * The loops are compiled for AVX-512, AVX2 and the x86-64 baseline; the best one the CPU supports is chosen when the
+ * module loads.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <omp.h>
+
+#include "common.h"
+
+#define CHUNK ((int64_t)1 << 15)
+
+enum { ALG_SGD, ALG_MOMENTUM, ALG_RMSPROP, ALG_ADAGRAD, ALG_ADADELTA, ALG_ADAM, ALG_ADAMAX, ALG_NADAM, ALG_RADAM,
+       ALG_ROOFLINE, N_ALG };
+
+static const char *const alg_names[N_ALG] = {"sgd",  "momentum", "rmsprop", "adagrad", "adadelta",
+                                             "adam", "adamax",   "nadam",   "radam",   "roofline"};
+static const range_fn (*const tables[N_ALG])[N_COMBO] = {
+    sgd_table, momentum_table, rmsprop_table, adagrad_table, adadelta_table,
+    adam_table, adamax_table, nadam_table, radam_table, roofline_table};
+
+static const char *const combo_names[N_COMBO] = {"float32", "float64", "bfloat16", "bfloat16+float32",
+                                                 "float16", "float16+float32"};
+/* Storage of params and grads, and of the state: item size and the buffer-protocol format character. */
+static const int param_size[N_COMBO] = {4, 8, 2, 2, 2, 2};
+static const int state_size[N_COMBO] = {4, 8, 2, 4, 2, 4};
+static const char param_format[N_COMBO] = {'f', 'd', 0, 0, 'e', 'e'};
+static const char state_format[N_COMBO] = {'f', 'd', 0, 'f', 'e', 'f'};
+
+static const char *const isa_names[N_ISA] = {"avx512", "avx2", "baseline"};
+static int best_isa = ISA_BASE;
+static int current_isa = ISA_BASE;
+static int default_threads = 0; /* 0: OpenMP's default */
+
+static int detect_isa(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        return ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return ISA_AVX2;
+    return ISA_BASE;
+}
+
+/* Runs fn over the global range [lo, hi) of the concatenated tensors. */
+static void run_span(const job_t *job, range_fn fn, int64_t lo, int64_t hi) {
+    const int64_t *off = job->offsets;
+    int a = 0, b = job->n; /* first index k in [0, n] with off[k] > lo, minus one */
+    while (a < b) {
+        const int mid = (a + b) / 2;
+        if (off[mid] <= lo) a = mid + 1; else b = mid;
+    }
+    int t = a - 1;
+    while (lo < hi && t < job->n) {
+        const int64_t end = off[t + 1] < hi ? off[t + 1] : hi;
+        if (end > lo) fn(job, t, lo - off[t], end - off[t]);
+        if (end > lo) lo = end;
+        t++;
+    }
+}
+
+static void run_job(const job_t *job, range_fn fn, int threads) {
+    const int64_t total = job->offsets[job->n];
+    const int64_t nchunks = (total + CHUNK - 1) / CHUNK;
+    if (threads > nchunks) threads = (int)nchunks;
+    if (threads <= 1) {
+        if (total > 0) run_span(job, fn, 0, total);
+        return;
+    }
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t c = 0; c < nchunks; c++) {
+        const int64_t lo = c * CHUNK;
+        run_span(job, fn, lo, lo + CHUNK < total ? lo + CHUNK : total);
+    }
+}
+
+static int effective_threads(int requested) {
+    if (requested > 0) return requested;
+    if (default_threads > 0) return default_threads;
+    return omp_get_max_threads();
+}
+
+/* Sets *ptr to the address of one item: an int, or a buffer whose view is kept in *view (released by the caller).
+ * Returns 0, or -1 with an exception set. An empty tensor may have any address, null included. */
+static char empty_tensor;
+
+static int item_address(PyObject *item, Py_buffer *view, int writable, int itemsize, char format, int64_t *size,
+                        const char *what, Py_ssize_t index, void **ptr) {
+    if (PyLong_Check(item)) {
+        *ptr = PyLong_AsVoidPtr(item);
+        if (*ptr == NULL && PyErr_Occurred()) return -1;
+        if (*ptr == NULL && *size != 0) {
+            PyErr_Format(PyExc_ValueError, "%s[%zd] is a null address", what, index);
+            return -1;
+        }
+        if (*ptr == NULL) *ptr = &empty_tensor;
+        return 0;
+    }
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(item, view, flags) != 0) {
+        PyErr_Clear();
+        view->obj = NULL;
+        PyErr_Format(PyExc_ValueError, "%s[%zd] (%.80s) is not a C-contiguous%s buffer", what, index,
+                     Py_TYPE(item)->tp_name, writable ? ", writable" : "");
+        return -1;
+    }
+    const char *fmt = view->format ? view->format : "B";
+    if (*fmt == '<' || *fmt == '=' || *fmt == '@') fmt++;
+    if (view->itemsize != itemsize || format == 0 || fmt[0] != format || fmt[1] != 0) {
+        PyErr_Format(PyExc_TypeError, "%s[%zd] has item format '%s' of size %zd; expected '%c' of size %d", what,
+                     index, view->format ? view->format : "B", view->itemsize, format ? format : '?', itemsize);
+        return -1;
+    }
+    const int64_t n = (int64_t)(view->len / itemsize);
+    if (*size < 0) {
+        *size = n;
+    } else if (n != *size) {
+        PyErr_Format(PyExc_ValueError, "%s[%zd] has %lld elements, its parameter has %lld", what, index,
+                     (long long)n, (long long)*size);
+        return -1;
+    }
+    *ptr = view->buf ? view->buf : (void *)&empty_tensor;
+    return 0;
+}
+
+static PyObject *fused_step(PyObject *self, PyObject *args) {
+    int alg, combo, threads;
+    unsigned int flags;
+    PyObject *values_obj, *params_obj, *grads_obj, *states_obj, *sizes_obj;
+    if (!PyArg_ParseTuple(args, "iiIOOOOOi", &alg, &combo, &flags, &values_obj, &params_obj, &grads_obj,
+                          &states_obj, &sizes_obj, &threads))
+        return NULL;
+    if (alg < 0 || alg >= N_ALG) return PyErr_Format(PyExc_ValueError, "unknown algorithm id %d", alg);
+    if (combo < 0 || combo >= N_COMBO) return PyErr_Format(PyExc_ValueError, "unknown dtype combination %d", combo);
+
+    job_t job;
+    memset(&job, 0, sizeof job);
+    job.flags = flags;
+    PyObject *values = PySequence_Fast(values_obj, "values must be a sequence of floats");
+    if (!values) return NULL;
+    Py_ssize_t nvalues = PySequence_Fast_GET_SIZE(values);
+    if (nvalues > MAX_VALUES) {
+        Py_DECREF(values);
+        return PyErr_Format(PyExc_ValueError, "at most %d values, got %zd", MAX_VALUES, nvalues);
+    }
+    for (Py_ssize_t k = 0; k < nvalues; k++) {
+        job.values[k] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(values, k));
+    }
+    Py_DECREF(values);
+    if (PyErr_Occurred()) return NULL;
+
+    PyObject *seqs[2 + MAX_STATES] = {NULL};
+    PyObject *result = NULL;
+    int64_t *offsets = NULL;
+    void **ptrs = NULL;
+    Py_buffer *views = NULL;
+    Py_ssize_t n = 0, nviews = 0;
+
+    seqs[0] = PySequence_Fast(params_obj, "params must be a sequence");
+    if (!seqs[0]) goto done;
+    n = PySequence_Fast_GET_SIZE(seqs[0]);
+    if (n > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "too many tensors in one call");
+        goto done;
+    }
+    seqs[1] = PySequence_Fast(grads_obj, "grads must be a sequence");
+    if (!seqs[1]) goto done;
+    PyObject *states = PySequence_Fast(states_obj, "states must be a sequence of up to 3 sequences or None");
+    if (!states) goto done;
+    if (PySequence_Fast_GET_SIZE(states) > MAX_STATES) {
+        Py_DECREF(states);
+        PyErr_Format(PyExc_ValueError, "at most %d state slots", MAX_STATES);
+        goto done;
+    }
+    for (Py_ssize_t s = 0; s < PySequence_Fast_GET_SIZE(states); s++) {
+        PyObject *slot = PySequence_Fast_GET_ITEM(states, s);
+        if (slot == Py_None) continue;
+        seqs[2 + s] = PySequence_Fast(slot, "each state slot must be a sequence or None");
+        if (!seqs[2 + s]) {
+            Py_DECREF(states);
+            goto done;
+        }
+    }
+    Py_DECREF(states);
+    for (int s = 1; s < 2 + MAX_STATES; s++) {
+        if (seqs[s] && PySequence_Fast_GET_SIZE(seqs[s]) != n) {
+            PyErr_Format(PyExc_ValueError, "%s has %zd entries for %zd params", s == 1 ? "grads" : "a state slot",
+                         PySequence_Fast_GET_SIZE(seqs[s]), n);
+            goto done;
+        }
+    }
+    PyObject *sizes = NULL;
+    if (sizes_obj != Py_None) {
+        sizes = PySequence_Fast(sizes_obj, "sizes must be a sequence of ints or None");
+        if (!sizes) goto done;
+        if (PySequence_Fast_GET_SIZE(sizes) != n) {
+            Py_DECREF(sizes);
+            PyErr_Format(PyExc_ValueError, "sizes has %zd entries for %zd params", PySequence_Fast_GET_SIZE(sizes), n);
+            goto done;
+        }
+    }
+
+    offsets = PyMem_Malloc((size_t)(n + 1) * sizeof(int64_t));
+    ptrs = PyMem_Calloc((size_t)((2 + MAX_STATES) * n + 1), sizeof(void *));
+    views = PyMem_Calloc((size_t)((2 + MAX_STATES) * n + 1), sizeof(Py_buffer));
+    if (!offsets || !ptrs || !views) {
+        Py_XDECREF(sizes);
+        PyErr_NoMemory();
+        goto done;
+    }
+    offsets[0] = 0;
+    for (Py_ssize_t t = 0; t < n; t++) {
+        int64_t size = -1;
+        if (sizes) {
+            long long v = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(sizes, t));
+            if (v < 0) {
+                if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "sizes[%zd] is negative: %lld", t, v);
+                Py_DECREF(sizes);
+                goto done;
+            }
+            size = v;
+        }
+        for (int s = 0; s < 2 + MAX_STATES; s++) {
+            if (!seqs[s]) continue;
+            static const char *const what[2 + MAX_STATES] = {"params", "grads", "states[0]", "states[1]",
+                                                             "states[2]"};
+            PyObject *item = PySequence_Fast_GET_ITEM(seqs[s], t);
+            Py_buffer *view = &views[nviews];
+            void *ptr = NULL;
+            const int rc = item_address(item, view, s != 1, s < 2 ? param_size[combo] : state_size[combo],
+                                        s < 2 ? param_format[combo] : state_format[combo], &size, what[s], t, &ptr);
+            if (view->obj) nviews++;
+            if (rc != 0) {
+                Py_XDECREF(sizes);
+                goto done;
+            }
+            ptrs[s * n + t] = ptr;
+        }
+        if (size < 0) {
+            PyErr_Format(PyExc_ValueError, "params[%zd] is an address, so sizes must be given", t);
+            Py_XDECREF(sizes);
+            goto done;
+        }
+        offsets[t + 1] = offsets[t] + size;
+    }
+    Py_XDECREF(sizes);
+
+    job.n = (int)n;
+    job.offsets = offsets;
+    job.param = ptrs;
+    job.grad = (const void *const *)(ptrs + n);
+    for (int s = 0; s < MAX_STATES; s++) job.state[s] = seqs[2 + s] ? ptrs + (2 + s) * n : NULL;
+    range_fn fn = tables[alg][current_isa][combo];
+    threads = effective_threads(threads);
+    Py_BEGIN_ALLOW_THREADS
+    run_job(&job, fn, threads);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+
+done:
+    for (Py_ssize_t k = 0; k < nviews; k++) PyBuffer_Release(&views[k]);
+    PyMem_Free(views);
+    PyMem_Free(ptrs);
+    PyMem_Free(offsets);
+    for (int s = 0; s < 2 + MAX_STATES; s++) Py_XDECREF(seqs[s]);
+    return result;
+}
+
+static PyObject *fused_set_num_threads(PyObject *self, PyObject *arg) {
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (n < 0 || n > 4096) return PyErr_Format(PyExc_ValueError, "thread count must be in [0, 4096], got %ld", n);
+    default_threads = (int)n;
+    Py_RETURN_NONE;
+}
+
+static PyObject *fused_get_num_threads(PyObject *self, PyObject *unused) {
+    return PyLong_FromLong(effective_threads(0));
+}
+
+static PyObject *fused_isa(PyObject *self, PyObject *unused) {
+    return PyUnicode_FromString(isa_names[current_isa]);
+}
+
+static PyObject *fused_set_isa(PyObject *self, PyObject *arg) {
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (!name) return NULL;
+    for (int k = 0; k < N_ISA; k++) {
+        if (strcmp(name, isa_names[k]) == 0) {
+            if (k < best_isa)
+                return PyErr_Format(PyExc_ValueError, "this CPU does not support %s; the best it supports is %s",
+                                    name, isa_names[best_isa]);
+            current_isa = k;
+            Py_RETURN_NONE;
+        }
+    }
+    return PyErr_Format(PyExc_ValueError, "unknown instruction set %R; known: avx512, avx2, baseline", arg);
+}
+
+static PyMethodDef methods[] = {
+    {"step", fused_step, METH_VARARGS,
+     "step(alg, combo, flags, values, params, grads, states, sizes, threads): update every tensor in one call."},
+    {"set_num_threads", fused_set_num_threads, METH_O, "Set the default thread count (0: OpenMP's default)."},
+    {"get_num_threads", fused_get_num_threads, METH_NOARGS, "The thread count a step uses by default."},
+    {"isa", fused_isa, METH_NOARGS, "The instruction set the kernels run with."},
+    {"set_isa", fused_set_isa, METH_O, "Run with another instruction set the CPU supports (for tests)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fused", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__fused(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    best_isa = current_isa = detect_isa();
+    PyObject *algs = PyTuple_New(N_ALG), *combos = PyTuple_New(N_COMBO), *isas = PyTuple_New(N_ISA - best_isa);
+    if (!algs || !combos || !isas) goto fail;
+    for (int k = 0; k < N_ALG; k++) PyTuple_SET_ITEM(algs, k, PyUnicode_FromString(alg_names[k]));
+    for (int k = 0; k < N_COMBO; k++) PyTuple_SET_ITEM(combos, k, PyUnicode_FromString(combo_names[k]));
+    for (int k = best_isa; k < N_ISA; k++) PyTuple_SET_ITEM(isas, k - best_isa, PyUnicode_FromString(isa_names[k]));
+    if (PyModule_AddObject(m, "ALGORITHMS", algs) < 0) goto fail;
+    algs = NULL;
+    if (PyModule_AddObject(m, "COMBOS", combos) < 0) goto fail;
+    combos = NULL;
+    if (PyModule_AddObject(m, "SUPPORTED_ISAS", isas) < 0) goto fail;
+    isas = NULL;
+    if (PyModule_AddIntConstant(m, "CHUNK", (long)CHUNK) < 0) goto fail;
+    return m;
+fail:
+    Py_XDECREF(algs);
+    Py_XDECREF(combos);
+    Py_XDECREF(isas);
+    Py_DECREF(m);
+    return NULL;
+}

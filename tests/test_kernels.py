@@ -1,0 +1,182 @@
+"""The fused kernels against the reference: for float32 and float64, params and every state slot are bit-identical
+to ``reference_update`` run with NumPy, for every algorithm and flag, shape, hyperparameter and step count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import descend
+from descend import kernels
+from descend.algorithms import registry
+from tests.test_kernels_strategies import NAMES, STRATEGIES, data, make_hp, reference_steps, same_bits
+
+pytestmark = pytest.mark.skipif(not kernels.available()[0], reason=kernels.available()[1])
+
+SMALL_SHAPES = st.lists(
+    st.one_of(
+        st.tuples(st.integers(0, 40)),
+        st.tuples(st.integers(0, 9), st.integers(0, 9)),
+        st.tuples(st.integers(0, 70_000)),
+        st.just(()),
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+def _check_front(name: str, kwargs: dict, dtype: type, shapes: list, steps: int, seed: int, scale: float) -> None:
+    """The NumPy front with backend="fused" against reference_update, tensor by tensor."""
+    hp = make_hp(name, kwargs)
+    rng = np.random.default_rng(seed)
+    params = [data(rng, shape, dtype, 1.0) for shape in shapes]
+    expected = [p.copy() for p in params]
+    grads = [[data(rng, shape, dtype, scale) for shape in shapes] for _ in range(steps)]
+    opt = descend.OPTIMIZERS[name](params, backend="fused", **kwargs)
+    for step_grads in grads:
+        opt.step(step_grads)
+    for i, e in enumerate(expected):
+        state = reference_steps(name, hp, e, [g[i] for g in grads])
+        assert same_bits(params[i], e), f"{name} {kwargs}: param {i} differs after {steps} steps"
+        for slot in registry.get(name).state_slots(hp):
+            assert same_bits(opt.state[i][slot], state[slot]), f"{name} {kwargs}: state {slot!r} of param {i}"
+        if "mu_product" in state:
+            assert opt.state[i]["mu_product"] == state["mu_product"]
+
+
+def _front_test(max_examples: int, shapes: st.SearchStrategy) -> object:
+    @pytest.mark.parametrize("name", NAMES)
+    @settings(max_examples=max_examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        data=st.data(),
+        dtype=st.sampled_from([np.float32, np.float64]),
+        shapes=shapes,
+        steps=st.integers(1, 12),
+        seed=st.integers(0, 2**32 - 1),
+        scale=st.sampled_from([0.0, 1e-4, 1.0, 1e3]),
+    )
+    def test(name: str, data: st.DataObject, dtype: type, shapes: list, steps: int, seed: int, scale: float) -> None:
+        _check_front(name, data.draw(STRATEGIES[name]), dtype, shapes, steps, seed, scale)
+
+    return test
+
+
+test_bit_identical = _front_test(25, SMALL_SHAPES)
+
+test_bit_identical_long = pytest.mark.slow(
+    _front_test(
+        400,
+        st.lists(st.tuples(st.integers(0, 2_100_000)) | st.tuples(st.integers(0, 300), st.integers(0, 300)), max_size=4,
+                 min_size=1),
+    )
+)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bit_identical_over_a_million(name: str, dtype: type) -> None:
+    """One tensor over a million elements (many chunks, both threads) next to small and empty ones."""
+    kwargs = {"adadelta": {}, "sgd": {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01}}.get(
+        name, {"weight_decay": 0.01, "maximize": True}
+    )
+    _check_front(name, kwargs, dtype, [(1_048_583,), (0,), (3, 5), ()], 3, 7, 1.0)
+
+
+@pytest.mark.parametrize("isa", kernels._supported_isas())
+@pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=8, deadline=None)
+@given(data=st.data(), dtype=st.sampled_from([np.float32, np.float64]), size=st.integers(0, 3000))
+def test_every_instruction_set(isa: str, name: str, data: st.DataObject, dtype: type, size: int) -> None:
+    """Each compiled instruction set the CPU supports gives the same bits as the reference."""
+    kwargs = data.draw(STRATEGIES[name])
+    before = kernels.isa()
+    kernels._set_isa(isa)
+    try:
+        _check_front(name, kwargs, dtype, [(size,), (17,)], 4, size, 1.0)
+    finally:
+        kernels._set_isa(before)
+
+
+def test_threads_do_not_change_the_result() -> None:
+    """2,000 small tensors with one thread and with the default give the same bits."""
+    rng = np.random.default_rng(3)
+    base = [rng.standard_normal(1000).astype(np.float32) for _ in range(2000)]
+    grads = [rng.standard_normal(1000).astype(np.float32) for _ in range(2000)]
+    results = []
+    for threads in (1, None):
+        kernels.set_num_threads(threads)
+        params = [p.copy() for p in base]
+        opt = descend.Adam(params, backend="fused", amsgrad=True)
+        for _ in range(3):
+            opt.step(grads)
+        results.append(np.concatenate(params))
+    kernels.set_num_threads(None)
+    assert same_bits(results[0], results[1])
+
+
+def test_auto_runs_the_reference_for_non_contiguous_arrays() -> None:
+    rng = np.random.default_rng(1)
+    big = rng.standard_normal((6, 8))
+    strided, flat = big[:, ::2], rng.standard_normal(10)
+    expected_strided, expected_flat = strided.copy(), flat.copy()
+    opt = descend.Adam([strided, flat], lr=0.1)
+    grads = [[rng.standard_normal(strided.shape), rng.standard_normal(10)] for _ in range(3)]
+    for g in grads:
+        opt.step(g)
+    reference_steps("adam", registry.get("adam").make(lr=0.1), expected_strided, [g[0] for g in grads])
+    reference_steps("adam", registry.get("adam").make(lr=0.1), expected_flat, [g[1] for g in grads])
+    assert same_bits(np.ascontiguousarray(strided), expected_strided)
+    assert same_bits(flat, expected_flat)
+
+
+def test_fused_refuses_non_contiguous_before_changing_anything() -> None:
+    big = np.ones((4, 6))
+    strided, flat = big[:, ::2], np.ones(5)
+    opt = descend.SGD([flat, strided], lr=0.1, momentum=0.9, backend="fused")
+    with pytest.raises(ValueError, match="parameter 1: the parameter is not C-contiguous"):
+        opt.step([np.ones(5), np.ones(strided.shape)])
+    assert opt.state == {} and np.all(flat == 1.0) and np.all(big == 1.0)
+
+
+def test_fused_refuses_a_fortran_ordered_state() -> None:
+    p = np.zeros((3, 4))
+    opt = descend.Adagrad([p], backend="fused")
+    opt.step([np.ones((3, 4))])
+    opt.state[0]["sum"] = np.asfortranarray(opt.state[0]["sum"])
+    with pytest.raises(ValueError, match="state 'sum' is not C-contiguous"):
+        opt.step([np.ones((3, 4))])
+    assert opt.state[0]["step"] == 1
+
+
+def test_step_rejects_bad_arguments() -> None:
+    p = np.zeros(4, dtype=np.float32)
+    s = registry.get("adam").scalars(registry.get("adam").make(), 1)
+    with pytest.raises(ValueError, match="no fused kernel for algorithm 'lion'"):
+        kernels.step("lion", s, [p], [p.copy()], {}, dtype="float32")
+    with pytest.raises(ValueError, match="no fused kernel for float32 params with bfloat16 state"):
+        kernels.step("adam", s, [p], [p.copy()], {}, dtype="float32", state_dtype="bfloat16")
+    with pytest.raises(ValueError, match="needs the state slot 'exp_avg_sq'"):
+        kernels.step("adam", s, [p], [p.copy()], {"exp_avg": [p.copy()]}, dtype="float32")
+    with pytest.raises(TypeError, match="expected 'f'"):
+        kernels.step("adam", s, [p], [p.astype(np.float64)], {"exp_avg": [p], "exp_avg_sq": [p]}, dtype="float32")
+    with pytest.raises(ValueError, match="has 3 elements, its parameter has 4"):
+        kernels.step("adam", s, [p], [p[:3].copy()], {"exp_avg": [p], "exp_avg_sq": [p]}, dtype="float32")
+    with pytest.raises(ValueError, match="sizes must be given"):
+        a = p.ctypes.data
+        kernels.step("adam", s, [a], [a], {"exp_avg": [a], "exp_avg_sq": [a]}, dtype="float32")
+    with pytest.raises(ValueError, match="thread count"):
+        kernels.set_num_threads(-1)
+
+
+def test_the_layout_uses_every_scalar() -> None:
+    """Every float field of each scalars tuple reaches the kernel as a value or a flag, so none is dropped."""
+    from descend.kernels._layout import LAYOUTS
+
+    for name, layout in LAYOUTS.items():
+        spec = registry.get(name)
+        hp = spec.make()
+        fields = spec.scalars(hp, 1, spec.advance_host(hp, 1, spec.host_slots(hp)))._fields
+        assert set(layout.values) <= set(fields), name
+        assert set(layout.slots) >= set(spec.state_slots(hp)), name

@@ -1,0 +1,102 @@
+"""Hypothesis strategies and runners shared by the fused-kernel tests: hyperparameters for every algorithm and flag,
+and the NumPy reference the kernels must reproduce bit for bit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from hypothesis import assume
+from hypothesis import strategies as st
+
+from descend.algorithms import registry
+from descend.algorithms._spec import cast_scalars
+
+NAMES = tuple(registry.REGISTRY)
+
+_unit = st.floats(0.0, 0.999)
+_lr = st.sampled_from([0.0, 1e-4, 1e-3, 0.01, 0.1, 0.5, 1.0])
+_wd = st.sampled_from([0.0, 0.0, 1e-4, 0.01, 0.1])
+_eps = st.sampled_from([0.0, 1e-10, 1e-8, 1e-6, 1e-3])
+_betas = st.tuples(st.sampled_from([0.0, 0.5, 0.9, 0.95]), st.sampled_from([0.0, 0.5, 0.9, 0.99, 0.999]))
+
+STRATEGIES: dict[str, Any] = {
+    "sgd": st.fixed_dictionaries(
+        {"lr": _lr, "momentum": st.sampled_from([0.0, 0.5, 0.9]), "dampening": st.sampled_from([0.0, 0.0, 0.1, 0.5]),
+         "weight_decay": _wd, "nesterov": st.booleans(), "maximize": st.booleans()}
+    ),
+    "momentum": st.fixed_dictionaries(
+        {"lr": _lr, "beta": _unit, "nesterov": st.booleans(), "weight_decay": _wd, "maximize": st.booleans()}
+    ),
+    "rmsprop": st.fixed_dictionaries(
+        {"lr": _lr, "alpha": st.sampled_from([0.0, 0.9, 0.99, 1.0]), "eps": _eps, "weight_decay": _wd,
+         "momentum": st.sampled_from([0.0, 0.5, 0.9]), "centered": st.booleans(), "maximize": st.booleans(),
+         "eps_root": _eps}
+    ),
+    "adagrad": st.fixed_dictionaries(
+        {"lr": _lr, "lr_decay": st.sampled_from([0.0, 0.01, 0.5]), "weight_decay": _wd,
+         "initial_accumulator_value": st.sampled_from([0.0, 0.1]), "eps": _eps, "maximize": st.booleans(),
+         "eps_root": _eps}
+    ),
+    "adadelta": st.fixed_dictionaries(
+        {"lr": st.sampled_from([0.1, 1.0, 5.0]), "rho": st.sampled_from([0.0, 0.5, 0.9, 1.0]),
+         "eps": st.sampled_from([1e-8, 1e-6, 1e-3]), "weight_decay": _wd, "maximize": st.booleans()}
+    ),
+    "adam": st.fixed_dictionaries(
+        {"lr": _lr, "betas": _betas, "eps": _eps, "weight_decay": _wd, "amsgrad": st.booleans(),
+         "maximize": st.booleans(), "decoupled_weight_decay": st.booleans(), "eps_root": _eps,
+         "bias_correction": st.booleans(), "eps_hat": st.booleans(),
+         "amsgrad_max": st.sampled_from(["raw", "corrected"])}
+    ),
+    "adamw": st.fixed_dictionaries(
+        {"lr": _lr, "betas": _betas, "eps": _eps, "weight_decay": _wd, "amsgrad": st.booleans(),
+         "maximize": st.booleans(), "eps_root": _eps, "bias_correction": st.booleans(), "eps_hat": st.booleans(),
+         "amsgrad_max": st.sampled_from(["raw", "corrected"])}
+    ),
+    "adamax": st.fixed_dictionaries(
+        {"lr": _lr, "betas": _betas, "eps": _eps, "weight_decay": _wd, "maximize": st.booleans(),
+         "eps_in_max": st.booleans()}
+    ),
+    "nadam": st.fixed_dictionaries(
+        {"lr": _lr, "betas": _betas, "eps": _eps, "weight_decay": _wd, "momentum_decay": st.sampled_from([0.0, 4e-3]),
+         "decoupled_weight_decay": st.booleans(), "maximize": st.booleans()}
+    ),
+    "radam": st.fixed_dictionaries(
+        {"lr": _lr, "betas": _betas, "eps": _eps, "weight_decay": _wd, "decoupled_weight_decay": st.booleans(),
+         "maximize": st.booleans()}
+    ),
+}
+
+
+def make_hp(name: str, kwargs: dict[str, Any]) -> Any:
+    """Validated hyperparameters; combinations the spec rejects are discarded from the search."""
+    try:
+        return registry.get(name).make(**kwargs)
+    except ValueError:
+        assume(False)
+
+
+def data(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any, scale: float) -> np.ndarray:
+    """Normal values times ``scale``, with some exact zeros and some repeated values."""
+    x = np.asarray(rng.standard_normal(shape) * scale)
+    if x.size:
+        x.flat[rng.integers(0, x.size, size=max(1, x.size // 10))] = 0.0
+    return np.asarray(x, dtype=dtype).copy()
+
+
+def reference_steps(name: str, hp: Any, param: np.ndarray, grads: list[np.ndarray], cast: Any = None) -> dict:
+    """Run ``reference_update`` over ``grads`` on ``param`` (in place); return the final state (slots and host)."""
+    spec = registry.get(name)
+    state = spec.init_state(np, param, hp)
+    host = spec.host_slots(hp)
+    for step, g in enumerate(grads, start=1):
+        host = spec.advance_host(hp, step, host)
+        s = cast_scalars(spec.scalars(hp, step, host), cast or param.dtype.type)
+        with np.errstate(all="ignore"):  # eps = 0 with zero gradients divides 0 by 0, in both paths alike
+            spec.reference_update(np, param, g, state, s)
+    return state
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
