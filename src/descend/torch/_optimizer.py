@@ -198,23 +198,29 @@ class Optimizer(torch.optim.Optimizer):
 
         The state_dict is checked whole first; a state_dict of another optimizer class, with other group sizes or
         with state of other shapes is refused with a ValueError and nothing changes. Keys a saved group lacks (descend's
-        extra flags, in a state_dict saved by torch.optim) keep this optimizer's current values.
+        extra flags, in a state_dict saved by torch.optim) keep this optimizer's current values, and so do torch's
+        implementation options (``foreach``, ``fused``, ``capturable``, ``differentiable``): they choose how this
+        optimizer runs, not what it computes, so a state_dict saved by a fused or capturable torch optimizer loads.
         """
         title = type(self).__name__
         if not isinstance(state_dict, dict) or not isinstance(state_dict.get("param_groups"), list):
             raise ValueError(f"a state_dict must be a dict with 'state' and 'param_groups' keys, got {state_dict!r}")
-        filled = [
-            {**{k: v for k, v in mine.items() if k != "params"}, **theirs}
-            for mine, theirs in zip(self.param_groups, state_dict["param_groups"])
-        ]
+        filled = []
+        for mine, theirs in zip(self.param_groups, state_dict["param_groups"]):
+            if not isinstance(theirs, dict):
+                raise ValueError(f"a saved param group must be a dict, got {type(theirs).__name__}")
+            own = {k: v for k, v in mine.items() if k != "params"}
+            options = {k: mine[k] for k in self._options if k in mine}
+            filled.append({**own, **theirs, **options, **self._fixed})
         check_state_dict(self.spec, title, self.param_groups, state_dict, self._identity, filled=filled)
-        for group in filled:
-            group.update(self._fixed)
-            check_options(title, group)
-            group_backend(self.backend, group)
         super().load_state_dict({**state_dict, "param_groups": filled})
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "convention": self.convention, "backend": self.backend}
+
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("convention", getattr(self, "convention", "torch"))
+        state.setdefault("backend", getattr(self, "backend", "auto"))
         super().__setstate__(state)
         for group in self.param_groups:
             for key, value in {**self.defaults, **self._fixed}.items():

@@ -78,9 +78,6 @@ def check_state_dict(
                 f"param group {i} of the state_dict {what}: it was saved by another optimizer class, not {title}"
             )
         hp = spec.hyperparams.from_group(filled[i])  # raises a clear error for a bad value
-        for flag in ("capturable", "differentiable"):
-            if filled[i].get(flag):
-                raise ValueError(f"param group {i} of the state_dict has {flag}=True, which {title} does not support")
         for key, p in zip(theirs["params"], mine["params"]):
             ids[key] = (i, p)
         _check_entries(spec, title, hp, theirs["params"], state_dict["state"], mine["params"])
