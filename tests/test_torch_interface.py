@@ -30,9 +30,7 @@ def param(n: int = 4, dtype: torch.dtype = torch.float32) -> torch.nn.Parameter:
 def test_signature_is_torchs_then_descends_extras(name: str) -> None:
     ours = list(inspect.signature(dt.OPTIMIZERS[name]).parameters.values())
     theirs = list(inspect.signature(twin(name).__init__).parameters.values())[1:]
-    assert [(p.name, p.kind, p.default) for p in ours[: len(theirs)]] == [
-        (p.name, p.kind, p.default) for p in theirs
-    ]
+    assert [(p.name, p.kind, p.default) for p in ours[: len(theirs)]] == [(p.name, p.kind, p.default) for p in theirs]
     extras = ours[len(theirs) :]
     assert [p.name for p in extras][-2:] == ["convention", "backend"]
     assert all(p.kind == inspect.Parameter.KEYWORD_ONLY for p in extras)

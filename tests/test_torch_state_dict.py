@@ -177,6 +177,7 @@ def test_state_dict_hooks_are_torchs() -> None:
     a = make_params(torch.float32)
     opt = dt.Adam(a)
     seen = []
+
     def add_extra(optimizer: torch.optim.Optimizer, state_dict: dict) -> None:
         state_dict["extra"] = "kept"
 
