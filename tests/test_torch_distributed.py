@@ -4,6 +4,7 @@ end where one process running torch.optim.Adam on the same global batches ends."
 from __future__ import annotations
 
 import socket
+import warnings
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,11 @@ if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
 import torch.multiprocessing as mp  # noqa: E402
-from torch.distributed.optim import ZeroRedundancyOptimizer  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+
+with warnings.catch_warnings():  # torch.distributed.optim's own use of torch.jit warns at import
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from torch.distributed.optim import ZeroRedundancyOptimizer
 
 import descend.torch as dt  # noqa: E402
 from tests.tolerances import TORCH_FLOAT32, assert_close  # noqa: E402
