@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 try:
     import typer
@@ -14,6 +15,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     typer = None
 else:
     _MISSING = None
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 if typer is None:  # pragma: no cover
 
@@ -38,15 +42,29 @@ else:
     console = Console()
 
     def _fail(message: str) -> None:
-        Console(stderr=True).print(f"[bold red]error:[/] {message}")
+        Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
         raise typer.Exit(code=2)
+
+    def _check_file(path: Path, suffix: str) -> None:
+        from descend.lab.store import check_writable
+
+        if path.suffix.lower() != suffix:
+            _fail(f"{str(path)!r} should end in {suffix}")
+        try:
+            check_writable(path.parent if str(path.parent) else Path("."))
+        except ValueError as exc:
+            _fail(str(exc))
 
     @app.command("list")
     def list_() -> None:
-        """List the algorithms, conventions and backends.
+        """List the algorithms, the lab's optimizers and problems, the conventions and the backends.
 
         Example: descend list
         """
+        from descend.lab import listing
+
+        for table in listing.lab_tables():
+            console.print(table)
         table = Table(title="Algorithms")
         for column in ("name", "class", "torch.optim", "what it does"):
             table.add_column(column)
@@ -101,13 +119,18 @@ else:
         points: Annotated[int, typer.Option(min=1, help="Number of samples in the generated line data.")] = 20,
         seed: Annotated[int, typer.Option(help="Seed of the data's noise.")] = 0,
         rows: Annotated[int, typer.Option(min=1, help="Rows shown at the start and at the end.")] = 5,
+        plot: Annotated[
+            Path | None, typer.Option(help="Also draw the data, the fitted lines and the loss into this PNG file.")
+        ] = None,
     ) -> None:
         """Fit y = a*x + b as the article does (Adam, one update per sample) and show the first and last steps.
 
-        Example: descend fit-line --optimizer rmsprop --epochs 20
+        Example: descend fit-line --optimizer rmsprop --epochs 20 --plot fit.png
         """
         from descend.lab import default_line_data, fit_line
 
+        if plot is not None:
+            _check_file(plot, ".png")
         x, y = default_line_data(n=points, seed=seed)
         extra = {} if lr is None else {"lr": lr}
         try:
@@ -133,6 +156,167 @@ else:
             previous = i
         console.print(table)
         console.print(f"final: a = {result.a:.6f}, b = {result.b:.6f}, loss = {result.loss:.6f}", highlight=False)
+        if plot is not None:
+            from descend.lab.plots import fit_line_plot
+
+            title = f"{optimizer} ({settings}), {'one update per sample' if per_sample else 'full batch'}"
+            fit_line_plot(x, y, result.a_history, result.b_history, result.loss_history, title, plot)
+            console.print(f"plot: {plot}", highlight=False)
+
+    def _progress() -> Progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        return Progress(
+            TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=False,
+        )
+
+    def _pair(text: str | None, what: str) -> tuple[float, float] | None:
+        if text is None:
+            return None
+        try:
+            a, b = (float(v) for v in text.split(","))
+        except ValueError:
+            _fail(f"--{what} must be two numbers separated by a comma, like 1.5,-2; got {text!r}")
+        return a, b
+
+    @app.command()
+    def compare(
+        optimizers: Annotated[str | None, typer.Option(help="Comma-separated lab optimizers (`descend list`).")] = None,
+        problems: Annotated[str | None, typer.Option(help="Comma-separated problems (see `descend list`).")] = None,
+        expr: Annotated[
+            str | None, typer.Option(help='Your own f(x, y), e.g. "(1-x)**2 + 100*(y-x**2)**2"; numbers, x, y, '
+                                          "+ - * / ** and sin cos tan exp log sqrt tanh sinh cosh abs atan.")
+        ] = None,
+        start: Annotated[str | None, typer.Option(help="Start point x,y for --expr (default -1.5,1.5).")] = None,
+        steps: Annotated[int | None, typer.Option(min=1, help="Updates per run (default: each problem's own).")] = None,
+        seeds: Annotated[int, typer.Option(min=1, help="Runs per optimizer and problem (seeds or start points).")] = 3,
+        seed: Annotated[int, typer.Option(min=0, help="First seed; the same seed gives the same results.")] = 0,
+        convention: Annotated[str, typer.Option(help=f"One of: {', '.join(CONVENTIONS)}.")] = "torch",
+        lr: Annotated[float | None, typer.Option(help="One fixed lr for all optimizers (no tuning).")] = None,
+        tune: Annotated[bool, typer.Option("--tune/--no-tune", help="Grid-search each lr per problem.")] = True,
+        tune_momentum: Annotated[bool, typer.Option(help="Also tune momentum / beta1 over 0.5, 0.9, 0.99.")] = False,
+        out: Annotated[Path | None, typer.Option(help="Output folder (default: descend-runs/<timestamp>).")] = None,
+        resume: Annotated[bool, typer.Option(help="Keep runs already saved in --out (or the latest folder).")] = False,
+        jobs: Annotated[int, typer.Option(min=1, help="Worker processes (results do not depend on it).")] = 2,
+        plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the pictures and report.html.")] = True,
+    ) -> None:
+        """Run optimizers side by side on test functions and real data, fairly tuned, and write a report.
+
+        With no arguments: sgd, momentum, nesterov, rmsprop, adagrad, adam, adamw, nadam and amsgrad on the default
+        suite, each learning rate tuned per problem, 3 runs each. Writes results.json, results.csv, PNG plots, a GIF
+        and report.html into descend-runs/<timestamp>/.
+
+        Example: descend compare --optimizers sgd,momentum,rmsprop,adam --problems rosenbrock,beale --steps 200
+        --seeds 2 --out runs/x
+        """
+        import time
+
+        from descend.lab import compare as lab
+        from descend.lab.contestants import CONTESTANTS, DEFAULT_OPTIMIZERS, parse_names
+        from descend.lab.problems import DEFAULT_SUITE, PROBLEMS, from_expression
+        from descend.lab.store import check_writable
+
+        try:
+            names = parse_names(optimizers, CONTESTANTS, "optimizers", DEFAULT_OPTIMIZERS)
+            chosen: list = parse_names(problems, PROBLEMS, "problems", [] if expr else DEFAULT_SUITE)
+            if expr is not None:
+                chosen.append(from_expression(expr, _pair(start, "start") or (-1.5, 1.5)))
+            elif start is not None:
+                _fail("--start only applies to --expr")
+            config = lab.CompareConfig(
+                optimizers=names, problems=chosen, steps=steps, seeds=seeds, seed=seed, convention=convention,
+                tune=tune, lr=lr, tune_momentum=tune_momentum,
+            )
+            total = lab.total_units(config)
+            if out is None and resume:
+                found = sorted(p for p in Path("descend-runs").glob("*") if p.is_dir())
+                if not found:
+                    _fail("--resume found no earlier run under descend-runs/; give --out FOLDER")
+                out = found[-1]
+            folder = check_writable(out or lab.default_out_dir())
+        except ValueError as exc:
+            _fail(str(exc))
+        began = time.perf_counter()
+        with _progress() as bar:
+            task = bar.add_task("tuning and running", total=total)
+            outcome = lab.compare(
+                config, folder, resume=resume, jobs=jobs,
+                progress=lambda n, label: bar.update(task, advance=n, description=label),
+            )
+            bar.update(task, completed=total, description="runs done")
+            if plots:
+                from descend.lab.report import picture_count, write_pictures, write_report
+
+                task2 = bar.add_task("pictures", total=picture_count(outcome))
+                pictures = write_pictures(outcome, folder, on_picture=lambda name: bar.update(
+                    task2, advance=1, description=f"drawing {name}"))
+                write_report(outcome, folder, pictures, elapsed=time.perf_counter() - began)
+        from descend.lab.tables import rich_tables
+
+        for table in rich_tables(outcome):
+            console.print(table)
+        if outcome.resumed:
+            console.print(f"kept {len(outcome.resumed)} runs already saved in {folder}", highlight=False)
+        report = f", {folder / 'report.html'}" if plots else ""
+        console.print(f"results: {folder / 'results.json'}, {folder / 'results.csv'}{report}", highlight=False)
+
+    @app.command()
+    def train(
+        dataset: Annotated[str, typer.Option(help="digits, breast-cancer, wine or iris (bundled with scikit-learn).")]
+        = "digits",
+        model: Annotated[str, typer.Option(help="logistic, softmax or mlp.")] = "mlp",
+        optimizers: Annotated[str, typer.Option(help="Comma-separated lab optimizers.")] = "adam,sgd",
+        epochs: Annotated[int, typer.Option(min=1, help="Passes over the training set.")] = 10,
+        batch_size: Annotated[int, typer.Option(min=1, help="Samples per update.")] = 32,
+        lr: Annotated[float | None, typer.Option(help="Learning rate (default: each optimizer's own).")] = None,
+        convention: Annotated[str, typer.Option(help=f"One of: {', '.join(CONVENTIONS)}.")] = "torch",
+        seed: Annotated[int, typer.Option(min=0, help="Seeds the weights and the batch order.")] = 0,
+    ) -> None:
+        """Train a torch model on a bundled data set with descend's torch.optim drop-ins; report test accuracy.
+
+        Example: descend train --dataset digits --model mlp --optimizers adam,sgd --epochs 5
+        """
+        from descend.lab.contestants import CONTESTANTS, parse_names
+        from descend.lab.train import TorchUnavailable
+        from descend.lab.train import train as run_training
+
+        try:
+            names = parse_names(optimizers, CONTESTANTS, "optimizers", [])
+            from descend.algorithms.conventions import check_convention
+
+            check_convention(convention)
+            with _progress() as bar:
+                task = bar.add_task("training", total=epochs * len(names))
+                results = run_training(
+                    dataset, model, names, epochs, batch_size, lr, convention, seed,
+                    on_epoch=lambda name, epoch: bar.update(task, advance=1, description=f"{name} epoch {epoch}"),
+                )
+        except (ValueError, TorchUnavailable) as exc:
+            _fail(str(exc))
+        table = Table(title=f"{model} on {dataset}, {epochs} epochs, batches of {batch_size}")
+        for column, right in (("optimizer", False), ("lr", True), ("train loss", True), ("test accuracy", True),
+                              ("time (s)", True)):
+            table.add_column(column, justify="right" if right else "left")
+        for r in results:
+            table.add_row(r.optimizer, f"{r.hyperparams['lr']:g}", f"{r.train_loss[-1]:.4f}",
+                          f"{100 * r.test_accuracy:.1f}%", f"{r.wall_time:.2f}")
+        console.print(table)
+
+    @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def bench(ctx: typer.Context) -> None:
+        """Time the optimizers' step (runs descend.bench; extra arguments are passed on to it).
+
+        Example: descend bench
+        """
+        try:
+            from descend import bench as bench_module
+        except ImportError as exc:
+            _fail(f"the benchmark is not available in this installation (descend.bench: {exc})")
+        if not hasattr(bench_module, "main"):
+            _fail("the benchmark is not available in this installation (descend.bench has no main())")
+        code = bench_module.main(list(ctx.args))
+        raise typer.Exit(code=code if isinstance(code, int) else 0)
 
     def main() -> None:
         app()

@@ -1,0 +1,362 @@
+"""Side-by-side comparison: every optimizer on every problem, fairly tuned, several seeds, results saved as they come.
+
+Each (problem, optimizer) cell is tuned on its own tuning seeds, then run on the reporting seeds, and saved at once
+to ``runs/<problem>__<optimizer>.json`` in the output folder (atomically). With ``resume=True`` a cell whose file
+exists and was made with the same settings is loaded instead of run again.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import multiprocessing
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from descend.algorithms.conventions import check_convention
+from descend.lab.contestants import DEFAULT_OPTIMIZERS, get_contestant
+from descend.lab.problems import DEFAULT_SUITE, Problem
+from descend.lab.problems import get as get_problem
+from descend.lab.runner import RunResult, jsonable, run
+from descend.lab.store import write_json, write_text
+from descend.lab.tuner import DEFAULT_LR_GRID, MOMENTUM_GRID, objective_text, tune
+
+__all__ = [
+    "Cell",
+    "CompareConfig",
+    "CompareResult",
+    "compare",
+    "default_out_dir",
+    "run_cell",
+    "summarize",
+    "total_units",
+]
+
+Progress = Callable[[int, str], None]
+
+
+@dataclass
+class CompareConfig:
+    """What to compare and how.
+
+    Attributes:
+        optimizers: lab optimizer names (see :data:`descend.lab.contestants.CONTESTANTS`).
+        problems: problem names, or :class:`Problem` objects (a user's expression).
+        steps: updates per run; None uses each problem's default.
+        seeds: reporting runs per cell; the seeds are ``seed, seed + 1, ...``.
+        seed: the first seed; everything is determined by it.
+        convention: the preset the defaults come from.
+        tune: grid-search the learning rate per problem and optimizer; otherwise use ``lr`` or the defaults.
+        lr: one fixed learning rate for everyone (turns tuning off).
+        grid: the learning rates tried when tuning.
+        tune_seeds: runs per trial when tuning; their seeds are ``seed + 10000, ...``, apart from the reporting ones.
+        tune_momentum: also tune each optimizer's momentum (beta1 for the Adam family) over (0.5, 0.9, 0.99).
+        source_hyperparams: use the hyperparameters a problem's source ran with (the AMSGrad counterexample's betas).
+    """
+
+    optimizers: Sequence[str] = DEFAULT_OPTIMIZERS
+    problems: Sequence[str | Problem] = DEFAULT_SUITE
+    steps: int | None = None
+    seeds: int = 3
+    seed: int = 0
+    convention: str = "torch"
+    tune: bool = True
+    lr: float | None = None
+    grid: Sequence[float] = DEFAULT_LR_GRID
+    tune_seeds: int = 2
+    tune_momentum: bool = False
+    source_hyperparams: bool = True
+
+    def checked(self) -> tuple[list[Problem], list[str]]:
+        """Validate everything; return the problems and optimizer names. Raises ValueError naming the bad value."""
+        check_convention(self.convention)
+        names = [get_contestant(n).name for n in self.optimizers]
+        if not names:
+            raise ValueError("no optimizers to compare")
+        problems = [p if isinstance(p, Problem) else get_problem(p) for p in self.problems]
+        if not problems:
+            raise ValueError("no problems to compare on")
+        for what, value in (("steps", self.steps), ("seeds", self.seeds), ("tune_seeds", self.tune_seeds)):
+            if value is None and what == "steps":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{what} must be a positive integer, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        if not self.grid or any(not (math.isfinite(g) and g > 0) for g in self.grid):
+            raise ValueError(f"the learning-rate grid must be positive finite numbers, got {list(self.grid)!r}")
+        return problems, names
+
+    @property
+    def tuning(self) -> bool:
+        return self.tune and self.lr is None
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["problems"] = [p.name if isinstance(p, Problem) else p for p in self.problems]
+        data["optimizers"] = list(self.optimizers)
+        data["grid"] = list(self.grid)
+        return data
+
+
+@dataclass
+class Cell:
+    """One optimizer on one problem: the tuning trials, the chosen settings and the reporting runs."""
+
+    result: RunResult
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    tuned: dict[str, Any] = field(default_factory=dict)
+    objective: str = ""
+
+
+@dataclass
+class CompareResult:
+    """Everything a report needs."""
+
+    config: CompareConfig
+    problems: list[Problem]
+    optimizers: list[str]
+    cells: dict[tuple[str, str], Cell]
+    resumed: list[tuple[str, str]] = field(default_factory=list)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One summary row per cell, in problem then optimizer order."""
+        return [summarize(p, self.cells[(p.name, o)]) for p in self.problems for o in self.optimizers]
+
+
+def default_out_dir(now: datetime | None = None, root: str | Path = "descend-runs") -> Path:
+    """``descend-runs/<YYYYmmdd-HHMMSS>`` under the current folder."""
+    return Path(root) / (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+
+
+def _median(values: np.ndarray | None) -> float | None:
+    if values is None:
+        return None
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else None
+
+
+def summarize(problem: Problem, cell: Cell) -> dict[str, Any]:
+    """The table row of a cell: medians over seeds, success rate and test accuracy where they apply."""
+    r = cell.result
+    reached = r.steps_to_tol[r.steps_to_tol >= 0]
+    row: dict[str, Any] = {
+        "problem": problem.name,
+        "optimizer": r.optimizer,
+        "lr": r.hyperparams.get("lr"),
+        "tuned": ", ".join(f"{k}={_fmt(v)}" for k, v in cell.tuned.items()) or "no",
+        "final_loss": _median(r.final_loss),
+        "gap": None if problem.f_min is None else _median(r.final_loss - problem.f_min),
+        "distance": _median(r.distance),
+        "steps_to_tol": float(np.median(reached)) if reached.size else None,
+        "success_rate": None if r.success is None else float(np.mean(r.success)),
+        "diverged": int(np.sum(~np.isfinite(r.final_loss))),
+        "runs": len(r.seeds),
+        "wall_time": r.wall_time,
+    }
+    for name, values in r.metrics.items():
+        finite = np.asarray(values, dtype=np.float64)
+        finite = finite[np.isfinite(finite)]
+        row[name] = float(np.mean(finite)) if finite.size else None
+    return row
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, (tuple, list)):
+        return "(" + ", ".join(_fmt(x) for x in v) + ")"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _key(config: CompareConfig, problem: Problem, optimizer: str, steps: int) -> str:
+    settings = {
+        "problem": problem.summary(),
+        "problem_settings": getattr(problem, "settings", None),
+        "optimizer": optimizer,
+        "steps": steps,
+        **{k: v for k, v in config.as_json().items() if k not in ("problems", "optimizers", "steps")},
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cell_path(out: Path, problem: str, optimizer: str) -> Path:
+    """Where a cell is saved."""
+    return out / "runs" / f"{problem}__{optimizer}.json"
+
+
+def _load_cell(path: Path, key: str) -> Cell | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if data.get("key") != key:
+        return None
+    return Cell(RunResult.from_json(data["result"]), data["trials"], data["tuned"], data["objective"])
+
+
+def _units(config: CompareConfig, contestant_knob: str | None) -> int:
+    if not config.tuning:
+        return 1
+    momenta = len(MOMENTUM_GRID) if (config.tune_momentum and contestant_knob) else 1
+    return len(config.grid) * momenta + 2 + 1
+
+
+def run_cell(
+    config: CompareConfig, problem: Problem, name: str, on_trial: Callable[[], None] | None = None
+) -> Cell:
+    """Tune (unless told not to) and run one optimizer on one problem."""
+    contestant = get_contestant(name)
+    steps = config.steps or problem.default_steps
+    seeds = [config.seed + i for i in range(config.seeds)]
+    tune_seeds = [config.seed + 10_000 + i for i in range(config.tune_seeds)]
+    accepted = set(contestant.hyperparameter_names())
+    base = {k: v for k, v in problem.source_hyperparams.items() if k in accepted} if config.source_hyperparams else {}
+    trials: list[dict[str, Any]] = []
+    tuned: dict[str, Any] = {}
+    objective = ""
+    if config.tuning:
+        found = tune(
+            problem, contestant, steps, tune_seeds, base, config.convention, config.grid, config.tune_momentum,
+            on_trial=on_trial,
+        )
+        hp = found.best
+        trials, objective = found.trials, found.objective
+        knob = contestant.momentum_knob if config.tune_momentum else None
+        tuned = {"lr": hp["lr"], **({knob: hp[knob]} if knob else {})}
+    else:
+        hp = {**base, **({"lr": float(config.lr)} if config.lr is not None else {})}
+    result = run(problem, contestant, hp, steps, seeds, config.convention)
+    return Cell(result, trials, tuned, objective)
+
+
+# The work of a parallel comparison, inherited by the forked workers (problems hold functions, which do not pickle).
+_PENDING: list[tuple[CompareConfig, Problem, str]] = []
+
+
+def _run_pending(index: int) -> Cell:
+    return run_cell(*_PENDING[index])
+
+
+def compare(
+    config: CompareConfig,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+    jobs: int = 1,
+) -> CompareResult:
+    """Run the comparison described by ``config``, saving each cell under ``out`` as soon as it is done.
+
+    Args:
+        config: what to run.
+        out: the output folder (created if needed); None keeps everything in memory.
+        resume: load cells already saved in ``out`` with the same settings instead of running them.
+        progress: called as ``progress(units_done, label)``; :func:`total_units` gives the total.
+        jobs: worker processes; cells are independent and seeded by name, so the results do not depend on it.
+
+    Returns:
+        A :class:`CompareResult`; with ``out``, ``results.json`` and ``results.csv`` are written too.
+    """
+    problems, names = config.checked()
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    out_path = None if out is None else Path(out)
+    cells: dict[tuple[str, str], Cell] = {}
+    resumed = []
+    todo = []
+    for problem in problems:
+        steps = config.steps or problem.default_steps
+        for name in names:
+            key = _key(config, problem, name, steps)
+            path = None if out_path is None else cell_path(out_path, problem.name, name)
+            units = _units(config, get_contestant(name).momentum_knob)
+            if resume and path is not None and path.exists():
+                cell = _load_cell(path, key)
+                if cell is not None:
+                    cells[(problem.name, name)] = cell
+                    resumed.append((problem.name, name))
+                    if progress:
+                        progress(units, f"{problem.name} · {name} (saved)")
+                    continue
+            todo.append((problem, name, key, path, units))
+
+    def finish(problem: Problem, name: str, key: str, path: Path | None, cell: Cell) -> None:
+        cells[(problem.name, name)] = cell
+        if path is not None:
+            write_json(path, {"key": key, "result": cell.result.to_json(), "trials": cell.trials,
+                              "tuned": jsonable(cell.tuned), "objective": cell.objective})
+
+    parallel = jobs > 1 and len(todo) > 1 and "fork" in multiprocessing.get_all_start_methods()
+    if not parallel:
+        for problem, name, key, path, units in todo:
+            done = [0]
+
+            def on_trial(lb: str = f"{problem.name} · {name}", done: list[int] = done) -> None:
+                done[0] += 1
+                if progress:
+                    progress(1, lb)
+
+            finish(problem, name, key, path, run_cell(config, problem, name, on_trial))
+            if progress:
+                progress(units - done[0], f"{problem.name} · {name}")
+    else:
+        _PENDING[:] = [(config, t[0], t[1]) for t in todo]
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = {pool.submit(_run_pending, i): t for i, t in enumerate(todo)}
+            try:
+                for future in as_completed(futures):
+                    problem, name, key, path, units = futures[future]
+                    finish(problem, name, key, path, future.result())
+                    if progress:
+                        progress(units, f"{problem.name} · {name}")
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+            finally:
+                _PENDING.clear()
+    outcome = CompareResult(config, problems, names, cells, resumed)
+    if out_path is not None:
+        write_results(outcome, out_path)
+    return outcome
+
+
+def total_units(config: CompareConfig) -> int:
+    """The number of progress units :func:`compare` reports (tuning trials plus final runs)."""
+    problems, names = config.checked()
+    return sum(_units(config, get_contestant(n).momentum_knob) for _ in problems for n in names)
+
+
+def write_results(outcome: CompareResult, out: Path) -> None:
+    """Write ``results.json`` (settings, problems, rows, tuning trials) and ``results.csv`` (the rows)."""
+    rows = outcome.rows()
+    tuning = {
+        f"{p}/{o}": {"chosen": jsonable(c.tuned), "objective": c.objective, "trials": c.trials,
+                     "hyperparams": jsonable(c.result.hyperparams)}
+        for (p, o), c in outcome.cells.items()
+    }
+    data = {
+        "config": outcome.config.as_json(),
+        "tuning_objective": objective_text(outcome.problems[0]) if outcome.config.tuning else None,
+        "problems": [p.summary() for p in outcome.problems],
+        "rows": rows,
+        "tuning": tuning,
+    }
+    write_json(out / "results.json", json.loads(json.dumps(data, default=str).replace("NaN", "null")))
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    write_text(out / "results.csv", buffer.getvalue())

@@ -1,0 +1,166 @@
+"""The pictures and the self-contained ``report.html`` of a comparison (images embedded as base64)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from descend.lab.compare import CompareResult
+from descend.lab.store import write_text
+from descend.lab.tables import format_rows, right_aligned
+
+__all__ = ["GIF_PREFERENCE", "write_pictures", "write_report"]
+
+# The problems animated by default: the classic pictures first.
+GIF_PREFERENCE: tuple[str, ...] = ("beale", "saddle", "rosenbrock")
+
+
+def _gif_problems(outcome: CompareResult, wanted: Sequence[str] | None, limit: int = 2) -> list[str]:
+    names = [p.name for p in outcome.problems if p.is_2d]
+    if wanted is not None:
+        return [n for n in wanted if n in names]
+    chosen = [n for n in GIF_PREFERENCE if n in names][:limit]
+    return chosen or names[:1]
+
+
+def write_pictures(
+    outcome: CompareResult,
+    out: str | Path,
+    gifs: Sequence[str] | None = None,
+    on_picture: Callable[[str], None] | None = None,
+) -> dict[str, list[tuple[str, Path]]]:
+    """Draw every picture of a comparison into ``out``.
+
+    Args:
+        outcome: the comparison.
+        out: the output folder.
+        gifs: the problems to animate (default: Beale and the saddle when present, else the first 2-D problem).
+        on_picture: called with each file name once written (for progress bars).
+
+    Returns:
+        problem name -> list of ``(kind, path)``, kind being ``"loss"``, ``"contour"`` or ``"animation"``.
+    """
+    from descend.lab import plots
+
+    out = Path(out)
+    animate = set(_gif_problems(outcome, gifs))
+    pictures: dict[str, list[tuple[str, Path]]] = {}
+    for problem in outcome.problems:
+        results = {o: outcome.cells[(problem.name, o)].result for o in outcome.optimizers}
+        made = [("loss", plots.loss_plot(problem, results, out / f"loss_{problem.name}.png"))]
+        if problem.is_2d:
+            made.append(("contour", plots.contour_plot(problem, results, out / f"contour_{problem.name}.png")))
+            if problem.name in animate:
+                made.append(("animation", plots.trajectory_gif(problem, results, out / f"paths_{problem.name}.gif")))
+        pictures[problem.name] = made
+        if on_picture:
+            for _, path in made:
+                on_picture(path.name)
+    return pictures
+
+
+def picture_count(outcome: CompareResult, gifs: Sequence[str] | None = None) -> int:
+    """How many files :func:`write_pictures` writes."""
+    return sum(1 + (2 if p.is_2d else 0) for p in outcome.problems) - sum(
+        1 for p in outcome.problems if p.is_2d and p.name not in _gif_problems(outcome, gifs)
+    )
+
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
+       color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
+th, td { padding: 0.3em 0.7em; border-bottom: 1px solid #e5e5e5; }
+th { background: #f5f5f5; text-align: left; } td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+img { max-width: 100%; height: auto; display: block; margin: 0.6em 0; }
+.meta { color: #555; font-size: 0.92em; } details { margin: 0.5em 0; } code { background: #f3f3f3; padding: 0 0.2em; }
+"""
+
+
+def _table(headers: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
+    def cls(h: str) -> str:
+        return ' class="num"' if right_aligned(h) else ""
+
+    head = "".join(f"<th{cls(h)}>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td{cls(h)}>{html.escape(c)}</td>" for h, c in zip(headers, line)) + "</tr>"
+        for line in cells
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _embed(path: Path, alt: str) -> str:
+    mime = "image/gif" if path.suffix == ".gif" else "image/png"
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img src="data:{mime};base64,{data}" alt="{html.escape(alt)}" title="{html.escape(path.name)}">'
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, (list, tuple)):
+        return "(" + ", ".join(_fmt(x) for x in v) + ")"
+    return str(v)
+
+
+def write_report(
+    outcome: CompareResult, out: str | Path, pictures: dict[str, list[tuple[str, Path]]], elapsed: float | None = None
+) -> Path:
+    """Write ``report.html``: the settings, how tuning was done, then per problem its table, settings and pictures."""
+    out = Path(out)
+    cfg = outcome.config
+    rows = outcome.rows()
+    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>descend compare</title>"
+             f"<style>{_STYLE}</style></head><body>", "<h1>descend compare</h1>"]
+    stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
+    took = f", {elapsed:.1f} s" if elapsed is not None else ""
+    parts.append(
+        f'<p class="meta">{stamp}{took}. Optimizers: {html.escape(", ".join(outcome.optimizers))}. '
+        f"Convention: <code>{html.escape(cfg.convention)}</code>. Seeds: {cfg.seeds} reporting runs from seed "
+        f"{cfg.seed}. Files: <code>results.json</code>, <code>results.csv</code> and the pictures beside this page.</p>"
+    )
+    if cfg.tuning:
+        grid = ", ".join(f"{g:g}" for g in cfg.grid)
+        momentum = " and the momentum (β₁ for the Adam family) over 0.5, 0.9, 0.99" if cfg.tune_momentum else ""
+        parts.append(
+            f"<p><b>Tuning.</b> Every optimizer's learning rate{momentum} was chosen for each problem on its own, "
+            f"with the same budget: the grid {grid}, then the two half-decade neighbours of the best, each trial "
+            f"running the full number of steps on {cfg.tune_seeds} tuning runs (seeds {cfg.seed + 10000} and up, not "
+            "the reporting ones). Objective: the mean, over the tuning runs and the second half of the steps, of "
+            "log₁₀(loss − f*) floored at 1e-12; ties go to the faster setting; a diverged run disqualifies a "
+            "setting. Other hyperparameters are the convention's defaults.</p>"
+        )
+    else:
+        lr = f"lr = {cfg.lr:g} for every optimizer" if cfg.lr is not None else "each optimizer's default lr"
+        parts.append(f"<p><b>No tuning</b>: {lr} under the <code>{html.escape(cfg.convention)}</code> convention.</p>")
+    parts.append(
+        "<p>Columns: medians over the reporting runs of the final loss, of its gap to the known minimum f* and of "
+        "the distance to the nearest minimiser; steps to tol is the median first step at which loss − f* ≤ the "
+        "problem's tolerance (among runs that got there); success counts runs ending within the tolerance; test "
+        "accuracy is the mean over runs; time is the wall time of all reporting runs together.</p>"
+    )
+    for problem in outcome.problems:
+        mine = [r for r in rows if r["problem"] == problem.name]
+        parts.append(f'<h2 id="{html.escape(problem.name)}">{html.escape(problem.title)}</h2>')
+        tol = f" Tolerance: {problem.tol:g}." if problem.tol is not None else ""
+        parts.append(f"<p>{html.escape(problem.description)}{tol} <span class=meta>Source: "
+                     f"{html.escape(problem.references)}.</span></p>")
+        parts.append(_table(*format_rows(mine)))
+        settings = []
+        for name in outcome.optimizers:
+            cell = outcome.cells[(problem.name, name)]
+            hp = ", ".join(f"{k}={_fmt(v)}" for k, v in cell.result.hyperparams.items())
+            tried = ", ".join(f"{t['lr']:g}→{'diverged' if t['score'] is None else format(t['score'], '.2f')}"
+                              for t in cell.trials)
+            settings.append([name, hp, tried or "—"])
+        parts.append("<details><summary>Hyperparameters in force and tuning trials (lr → score)</summary>"
+                     + _table(["optimizer", "hyperparameters", "trials"], settings) + "</details>")
+        for kind, path in pictures.get(problem.name, []):
+            parts.append(_embed(path, f"{kind} plot of {problem.title}"))
+    parts.append("</body></html>")
+    return write_text(out / "report.html", "\n".join(parts))

@@ -1,0 +1,220 @@
+"""Running one optimizer with fixed hyperparameters on one problem, for several seeds at once.
+
+The runner steps the problem's stacked parameters (one row per seed) with a NumPy optimizer, records the loss and,
+for 2-D problems, the path, and measures what the reports show: final loss, distance to the optimum, steps to reach
+the problem's tolerance, success, extra metrics and wall time. It knows nothing about plots.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from descend.lab.contestants import Contestant
+from descend.lab.problems import Problem, run_rngs
+
+__all__ = ["RunResult", "run"]
+
+
+@dataclass
+class RunResult:
+    """The outcome of one optimizer with one set of hyperparameters on one problem, over several seeds.
+
+    Attributes:
+        problem, optimizer: the names.
+        hyperparams: every hyperparameter in force (the convention's defaults, the variant's flags, the tuned values).
+        seeds: the seed of each run.
+        steps: the step numbers at which the loss was recorded (0 is the start).
+        loss: the recorded losses, shape ``(len(steps), n_runs)``; NaN after a run diverged.
+        path: for 2-D problems, the point of each run after every step, shape ``(n_steps + 1, n_runs, 2)``.
+        final_loss, distance, steps_to_tol, success: per run; ``distance`` is None without a known optimum,
+            ``steps_to_tol`` holds -1 where the tolerance was not reached and ``success`` is None without a tolerance.
+        metrics: extra per-run results (``test_accuracy``).
+        wall_time: seconds for the whole batch of runs.
+    """
+
+    problem: str
+    optimizer: str
+    hyperparams: dict[str, Any]
+    seeds: list[int]
+    steps: list[int]
+    loss: np.ndarray
+    path: np.ndarray | None
+    final_loss: np.ndarray
+    distance: np.ndarray | None
+    steps_to_tol: np.ndarray
+    success: np.ndarray | None
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)
+    wall_time: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (NaN and infinity become None)."""
+
+        def clean(a: Any) -> Any:
+            if a is None:
+                return None
+            arr = np.asarray(a, dtype=np.float64)
+            return np.where(np.isfinite(arr), arr, np.nan).tolist() if arr.ndim else _num(float(arr))
+
+        out = {
+            "problem": self.problem,
+            "optimizer": self.optimizer,
+            "hyperparams": jsonable(self.hyperparams),
+            "seeds": list(self.seeds),
+            "steps": list(self.steps),
+            "loss": clean(self.loss),
+            "path": clean(self.path),
+            "final_loss": clean(self.final_loss),
+            "distance": clean(self.distance),
+            "steps_to_tol": np.asarray(self.steps_to_tol).astype(int).tolist(),
+            "success": None if self.success is None else np.asarray(self.success).astype(bool).tolist(),
+            "metrics": {k: clean(v) for k, v in self.metrics.items()},
+            "wall_time": self.wall_time,
+        }
+        return _nan_to_none(out)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunResult:
+        """The inverse of :meth:`to_json`."""
+
+        def arr(v: Any) -> np.ndarray | None:
+            return None if v is None else np.asarray(v, dtype=np.float64)
+
+        hp = dict(data["hyperparams"])
+        if isinstance(hp.get("betas"), list):
+            hp["betas"] = tuple(hp["betas"])
+        return cls(
+            problem=data["problem"],
+            optimizer=data["optimizer"],
+            hyperparams=hp,
+            seeds=list(data["seeds"]),
+            steps=list(data["steps"]),
+            loss=arr(data["loss"]),
+            path=arr(data["path"]),
+            final_loss=arr(data["final_loss"]),
+            distance=arr(data["distance"]),
+            steps_to_tol=np.asarray(data["steps_to_tol"], dtype=np.int64),
+            success=None if data["success"] is None else np.asarray(data["success"], dtype=bool),
+            metrics={k: arr(v) for k, v in data["metrics"].items()},
+            wall_time=float(data["wall_time"]),
+        )
+
+
+def _num(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return _num(obj)
+    if isinstance(obj, list):
+        return [_nan_to_none(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    return obj
+
+
+def jsonable(hp: Mapping[str, Any]) -> dict[str, Any]:
+    """Hyperparameters as JSON values (tuples become lists, NumPy scalars plain numbers)."""
+    out = {}
+    for k, v in hp.items():
+        if isinstance(v, tuple):
+            v = [float(x) for x in v]
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+def run(
+    problem: Problem,
+    contestant: Contestant,
+    hyperparams: Mapping[str, Any],
+    steps: int,
+    seeds: Sequence[int],
+    convention: str = "torch",
+    record_every: int | None = None,
+    keep_path: bool = True,
+) -> RunResult:
+    """Run ``contestant`` with ``hyperparams`` for ``steps`` updates on ``problem``, one run per seed, side by side.
+
+    Args:
+        problem, contestant, hyperparams: what to run, with what settings (on top of the convention's defaults).
+        steps: the number of updates.
+        seeds: one run per seed.
+        convention: the preset the defaults come from.
+        record_every: record the loss every this many steps (default: the problem's own ``record_every``).
+        keep_path: record the path of 2-D problems.
+
+    A run whose loss stops being finite is marked diverged there and its later losses are NaN.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if not seeds:
+        raise ValueError("seeds must list at least one seed")
+    rngs = run_rngs(problem.name, seeds)
+    params = problem.init(rngs)
+    opt = contestant.build(params, convention, hyperparams)
+    in_force = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
+    n = len(seeds)
+    every = max(1, record_every or problem.record_every)
+    recorded = sorted({0, steps, *range(every, steps, every)})
+    losses = np.full((len(recorded), n), np.nan)
+    path = np.full((steps + 1, n, 2), np.nan) if (problem.is_2d and keep_path) else None
+    alive = np.ones(n, dtype=bool)
+    start = time.perf_counter()
+    with np.errstate(all="ignore"):
+        losses[0] = problem.loss(params)
+        if path is not None:
+            path[0] = problem.point(params)
+        row = 1
+        for t in range(1, steps + 1):
+            grads = problem.grad(params, t, rngs)
+            opt.step(grads)
+            problem.project(params)
+            if path is not None:
+                path[t] = problem.point(params)
+            if recorded[row] == t:
+                for p in params:
+                    alive &= np.all(np.isfinite(p.reshape(n, -1)), axis=1)
+                current = problem.loss(params)
+                alive &= np.isfinite(current)
+                losses[row] = np.where(alive, current, np.nan)
+                row += 1
+                if not alive.any():
+                    break
+        final = losses[-1].copy()
+        distance = problem.distance(params)
+        if distance is not None:
+            distance = np.where(alive, distance, np.nan)
+        metrics = {k: np.where(alive, v, np.nan) for k, v in problem.metrics(params).items()}
+    wall = time.perf_counter() - start
+    steps_to_tol = np.full(n, -1, dtype=np.int64)
+    success = None
+    if problem.tol is not None and problem.f_min is not None:
+        reached = (losses - problem.f_min) <= problem.tol
+        for i in range(n):
+            hits = np.flatnonzero(reached[:, i])
+            if hits.size:
+                steps_to_tol[i] = recorded[hits[0]]
+        success = alive & ((final - problem.f_min) <= problem.tol)
+    return RunResult(
+        problem=problem.name,
+        optimizer=contestant.name,
+        hyperparams=in_force,
+        seeds=[int(s) for s in seeds],
+        steps=recorded,
+        loss=losses,
+        path=path,
+        final_loss=final,
+        distance=distance,
+        steps_to_tol=steps_to_tol,
+        success=success,
+        metrics=metrics,
+        wall_time=wall,
+    )

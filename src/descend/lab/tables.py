@@ -1,0 +1,86 @@
+"""The summary table of a comparison as plain strings, shared by the terminal (rich) and the HTML report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["COLUMNS", "format_rows", "rich_tables"]
+
+# (key in a summary row, header, right-aligned)
+COLUMNS: tuple[tuple[str, str, bool], ...] = (
+    ("optimizer", "optimizer", False),
+    ("lr", "lr", True),
+    ("final_loss", "loss", True),
+    ("gap", "loss − f*", True),
+    ("distance", "dist", True),
+    ("steps_to_tol", "steps→tol", True),
+    ("success_rate", "success", True),
+    ("test_accuracy", "test acc", True),
+    ("wall_time", "time s", True),
+)
+
+
+def _number(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        if v == 0:
+            return "0"
+        return f"{v:.3g}" if 1e-3 <= abs(v) < 1e4 else f"{v:.1e}"
+    return str(v)
+
+
+def format_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells for the rows of one problem, leaving out columns that are empty for all of them."""
+    present = [c for c in COLUMNS if any(row.get(c[0]) is not None for row in rows)]
+    if all(row.get("gap") == row.get("final_loss") for row in rows):  # f* = 0: the gap is the loss
+        present = [c for c in present if c[0] != "gap"]
+    elif any(row.get("gap") is not None for row in rows):  # the gap says it all; the loss is in results.csv
+        present = [c for c in present if c[0] != "final_loss"]
+    headers = [c[1] for c in present]
+    cells = []
+    for row in rows:
+        line = []
+        for key, _, _ in present:
+            v = row.get(key)
+            if key == "lr" and v is not None:
+                line.append(f"{v:.3g}" + ("" if row.get("tuned", "no") != "no" else " (fixed)"))
+            elif key == "success_rate" and v is not None:
+                line.append(f"{round(v * row['runs'])}/{row['runs']}")
+            elif key == "test_accuracy" and v is not None:
+                line.append(f"{100 * v:.1f}%")
+            elif key == "steps_to_tol" and v is not None:
+                line.append(f"{v:.0f}")
+            elif key == "wall_time" and v is not None:
+                line.append(f"{v:.2f}")
+            elif key in ("final_loss", "gap") and row.get("diverged"):
+                line.append(f"{_number(v)} ({row['diverged']} diverged)")
+            else:
+                line.append(_number(v))
+        cells.append(line)
+    return headers, cells
+
+
+def right_aligned(header: str) -> bool:
+    """Whether a column holds numbers."""
+    return any(c[1] == header and c[2] for c in COLUMNS)
+
+
+def rich_tables(outcome: Any) -> list[Any]:
+    """One rich Table per problem of a :class:`~descend.lab.compare.CompareResult`."""
+    from rich.table import Table
+
+    rows = outcome.rows()
+    tables = []
+    for problem in outcome.problems:
+        mine = [r for r in rows if r["problem"] == problem.name]
+        headers, cells = format_rows(mine)
+        table = Table(title=f"{problem.title}", title_justify="left", caption=problem.description,
+                      caption_justify="left")
+        for h in headers:
+            table.add_column(h, justify="right" if right_aligned(h) else "left")
+        for line in cells:
+            table.add_row(*line)
+        tables.append(table)
+    return tables

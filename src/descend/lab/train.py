@@ -1,0 +1,152 @@
+"""Training torch models on the bundled data sets with descend's ``torch.optim`` drop-ins (``descend.torch``).
+
+The models are the NumPy problems' twins: logistic regression (one output, binary cross-entropy), softmax regression
+and an MLP with one tanh hidden layer, on the same standardised 75/25 split. Everything is seeded: the weights, and
+the order of the minibatches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from descend.lab.contestants import get_contestant
+from descend.lab.problems.data import DATASETS, load_dataset
+
+__all__ = ["MODELS", "TorchUnavailable", "TrainResult", "torch_status", "train"]
+
+MODELS: tuple[str, ...] = ("logistic", "softmax", "mlp")
+
+
+class TorchUnavailable(RuntimeError):
+    """torch or descend.torch cannot be imported here."""
+
+
+def torch_status() -> tuple[bool, str]:
+    """Whether ``descend.torch`` can be imported, and if not, why."""
+    try:
+        import descend.torch  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - any import failure means the same thing to the user
+        return False, f"descend.torch cannot be imported ({type(exc).__name__}: {exc})"
+    return True, "available"
+
+
+@dataclass
+class TrainResult:
+    """One optimizer's training run: losses per epoch, final test accuracy, wall time, hyperparameters."""
+
+    optimizer: str
+    hyperparams: dict[str, Any]
+    train_loss: list[float] = field(default_factory=list)
+    test_accuracy: float = 0.0
+    wall_time: float = 0.0
+
+
+def _model(torch: Any, model: str, d: int, c: int, hidden: int) -> Any:
+    nn = torch.nn
+    if model == "mlp":
+        return nn.Sequential(nn.Linear(d, hidden), nn.Tanh(), nn.Linear(hidden, c))
+    return nn.Linear(d, 1 if model == "logistic" else c)
+
+
+def train(
+    dataset: str = "digits",
+    model: str = "mlp",
+    optimizers: Sequence[str] = ("adam", "sgd"),
+    epochs: int = 10,
+    batch_size: int = 32,
+    lr: float | None = None,
+    convention: str = "torch",
+    seed: int = 0,
+    hidden: int = 32,
+    on_epoch: Callable[[str, int], None] | None = None,
+) -> list[TrainResult]:
+    """Train ``model`` on ``dataset`` once per optimizer, from the same initial weights and batch order.
+
+    Args:
+        dataset: a key of :data:`~descend.lab.problems.data.DATASETS`.
+        model: one of :data:`MODELS`; ``"logistic"`` needs a two-class data set.
+        optimizers: lab optimizer names (``nesterov`` and ``amsgrad`` included).
+        epochs, batch_size: the training budget.
+        lr: one learning rate for all; None uses each optimizer's default under ``convention``.
+        convention: the preset the defaults come from.
+        seed: seeds the weights and the batch order.
+        hidden: the MLP's hidden width.
+        on_epoch: called as ``on_epoch(optimizer, epoch)`` after every epoch.
+
+    Raises:
+        TorchUnavailable: torch or descend.torch cannot be imported.
+        ValueError: an unknown name or a bad number, named in the message.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"Unknown dataset {dataset!r}; known datasets are {', '.join(DATASETS)}")
+    if model not in MODELS:
+        raise ValueError(f"Unknown model {model!r}; known models are {', '.join(MODELS)}")
+    contestants = [get_contestant(n) for n in optimizers]
+    for what, value in (("epochs", epochs), ("batch_size", batch_size), ("hidden", hidden)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    if lr is not None and not lr > 0:
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    ok, why = torch_status()
+    if not ok:
+        raise TorchUnavailable(f"training torch models needs torch and descend.torch: {why}")
+    import torch
+
+    import descend.torch as dtorch
+
+    x_train, y_train, x_test, y_test = load_dataset(dataset)
+    classes = int(y_train.max()) + 1
+    if model == "logistic" and classes != 2:
+        raise ValueError(f"the logistic model needs two classes; {dataset!r} has {classes}; use softmax or mlp")
+    xt = torch.tensor(x_train, dtype=torch.float32)
+    yt = torch.tensor(y_train)
+    xs = torch.tensor(x_test, dtype=torch.float32)
+    ys = torch.tensor(y_test)
+    if model == "logistic":
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+
+        def loss_of(out: Any, y: Any) -> Any:
+            return loss_fn(out[:, 0], y.float())
+
+        def predict(out: Any) -> Any:
+            return (out[:, 0] > 0).long()
+    else:
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def loss_of(out: Any, y: Any) -> Any:
+            return loss_fn(out, y)
+
+        def predict(out: Any) -> Any:
+            return out.argmax(dim=1)
+
+    results = []
+    for contestant in contestants:
+        torch.manual_seed(seed)
+        net = _model(torch, model, xt.shape[1], classes, hidden)
+        cls = dtorch.OPTIMIZERS[contestant.algorithm]
+        kwargs = {**dict(contestant.fixed), **({"lr": lr} if lr is not None else {})}
+        opt = cls(net.parameters(), convention=convention, **kwargs)
+        hp = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
+        result = TrainResult(contestant.name, hp)
+        order = torch.Generator().manual_seed(seed)
+        start = time.perf_counter()
+        for epoch in range(1, epochs + 1):
+            perm = torch.randperm(xt.shape[0], generator=order)
+            for i in range(0, xt.shape[0], batch_size):
+                idx = perm[i : i + batch_size]
+                opt.zero_grad()
+                loss = loss_of(net(xt[idx]), yt[idx])
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                result.train_loss.append(float(loss_of(net(xt), yt)))
+            if on_epoch:
+                on_epoch(contestant.name, epoch)
+        with torch.no_grad():
+            result.test_accuracy = float((predict(net(xs)) == ys).float().mean())
+        result.wall_time = time.perf_counter() - start
+        results.append(result)
+    return results
