@@ -1,0 +1,67 @@
+"""mkdocs hooks: pages and figures made from the code at build time.
+
+- ``algorithms/<name>.md`` for every algorithm in the registry, with its Rosenbrock picture;
+- the figures saved by the examples of a page (its Python blocks are run in order, in a scratch folder);
+- the command-line reference, put where a page says ``<!-- descend:cli-reference -->``;
+- a stand-in ``benchmarks.md`` if the benchmark has not written one.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from mkdocs.structure.files import File, Files
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import docgen  # noqa: E402
+import rosenbrock  # noqa: E402
+import snippets  # noqa: E402
+
+CLI_MARKER = "<!-- descend:cli-reference -->"
+
+
+def _add(files: Files, config, src_uri: str, content: str | bytes) -> None:
+    if files.get_file_from_path(src_uri) is None:
+        files.append(File.generated(config, src_uri, content=content))
+
+
+def _page_figures(files: Files, config) -> None:
+    """Run the examples of each page that saves figures and add the PNGs they write beside the page."""
+    for file in list(files.documentation_pages()):
+        if file.generated_by or file.src_uri == "benchmarks.md":
+            continue
+        codes = snippets.blocks(Path(file.abs_src_path).read_text(encoding="utf-8"))
+        last = max((i for i, code in enumerate(codes) if "savefig(" in code), default=None)
+        if last is None:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            snippets.run(codes[: last + 1], Path(tmp), name=file.src_uri)
+            folder = Path(file.src_uri).parent
+            for png in sorted(Path(tmp).glob("*.png")):
+                _add(files, config, (folder / png.name).as_posix(), png.read_bytes())
+
+
+def on_files(files: Files, config) -> Files:
+    from descend.algorithms import REGISTRY
+
+    _add(files, config, "algorithms/index.md", docgen.algorithms_index())
+    for name, spec in REGISTRY.items():
+        figure = f"{name}-rosenbrock.png"
+        path = rosenbrock.run(name) if name in rosenbrock.LEARNING_RATES else None
+        if path is not None:
+            _add(files, config, f"algorithms/{figure}", rosenbrock.figure(path, spec.title))
+        page = docgen.algorithm_page(spec, figure if path is not None else None, path)
+        _add(files, config, f"algorithms/{name}.md", page)
+    if files.get_file_from_path("benchmarks.md") is None:
+        _add(files, config, "benchmarks.md", docgen.BENCHMARKS_PLACEHOLDER)
+    _page_figures(files, config)
+    return files
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    if CLI_MARKER in markdown:
+        markdown = markdown.replace(CLI_MARKER, docgen.cli_reference())
+    return markdown
