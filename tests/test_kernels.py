@@ -180,3 +180,30 @@ def test_the_layout_uses_every_scalar() -> None:
         fields = spec.scalars(hp, 1, spec.advance_host(hp, 1, spec.host_slots(hp)))._fields
         assert set(layout.values) <= set(fields), name
         assert set(layout.slots) >= set(spec.state_slots(hp)), name
+
+
+def test_without_the_extension_descend_imports_warns_once_and_runs_the_reference() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, warnings\n"
+        "sys.modules['descend.kernels._fused'] = None  # as if the extension had not been built\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import numpy as np, descend\n"
+        "    from descend import kernels\n"
+        "    w = np.zeros(3)\n"
+        "    descend.Adam([w], lr=0.1).step([np.array([1.0, -2.0, 0.0])])\n"
+        "ours = [str(c.message) for c in caught if 'fused kernels' in str(c.message)]\n"
+        "assert len(ours) == 1, ours\n"
+        "assert not kernels.available()[0] and 'could not be imported' in kernels.available()[1]\n"
+        "assert np.allclose(w, [-0.1, 0.1, 0.0])\n"
+        "try:\n"
+        "    descend.Adam([w], backend='fused')\n"
+        "except ValueError as exc:\n"
+        "    assert 'cannot run' in str(exc), exc\n"
+        "else:\n"
+        "    raise AssertionError('backend=fused was accepted without the extension')\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
