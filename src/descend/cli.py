@@ -249,8 +249,8 @@ else:
                 from descend.lab.report import picture_count, write_pictures, write_report
 
                 task2 = bar.add_task("pictures", total=picture_count(outcome))
-                pictures = write_pictures(outcome, folder, on_picture=lambda name: bar.update(
-                    task2, advance=1, description=f"drawing {name}"))
+                pictures = write_pictures(outcome, folder, jobs=jobs, on_picture=lambda name: bar.update(
+                    task2, advance=1, description=f"drew {name}"))
                 write_report(outcome, folder, pictures, elapsed=time.perf_counter() - began)
         from descend.lab.tables import rich_tables
 

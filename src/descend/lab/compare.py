@@ -209,7 +209,7 @@ def _units(config: CompareConfig, contestant_knob: str | None) -> int:
     if not config.tuning:
         return 1
     momenta = len(MOMENTUM_GRID) if (config.tune_momentum and contestant_knob) else 1
-    return len(config.grid) * momenta + 2 + 1
+    return len(config.grid) * momenta + 3 + 1
 
 
 def run_cell(
@@ -301,14 +301,14 @@ def compare(
         for problem, name, key, path, units in todo:
             done = [0]
 
-            def on_trial(lb: str = f"{problem.name} · {name}", done: list[int] = done) -> None:
+            def on_trial(lb: str = f"{problem.name} · {name}", done: list[int] = done, units: int = units) -> None:
                 done[0] += 1
-                if progress:
+                if progress and done[0] < units:  # the last unit is the reporting run
                     progress(1, lb)
 
             finish(problem, name, key, path, run_cell(config, problem, name, on_trial))
             if progress:
-                progress(units - done[0], f"{problem.name} · {name}")
+                progress(units - min(done[0], units - 1), f"{problem.name} · {name}")
     else:
         _PENDING[:] = [(config, t[0], t[1]) for t in todo]
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork")) as pool:

@@ -52,6 +52,19 @@ class Contestant:
         hp = {**dict(self.fixed), **dict(hyperparams)}
         return cls(list(params), convention=convention, backend="reference", **hp)
 
+    def build_groups(
+        self, groups: Sequence[Mapping[str, Any]], convention: str, settings: Sequence[Mapping[str, Any]]
+    ) -> Any:
+        """One optimizer with a param group per setting: ``groups[j]["params"]`` updated with ``settings[j]``."""
+        cls = descend.OPTIMIZERS[self.algorithm]
+        hp = [{**dict(self.fixed), **dict(s)} for s in settings]
+        return cls(
+            [{"params": list(g["params"]), **h} for g, h in zip(groups, hp)],
+            convention=convention,
+            backend="reference",
+            **dict(self.fixed),
+        )
+
 
 def _registry_contestants() -> dict[str, Contestant]:
     knobs = {"momentum": "beta", "rmsprop": None, "adagrad": None, "adadelta": None, "sgd": None}

@@ -43,7 +43,7 @@ def _style(i: int) -> Any:
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return write_bytes(path, buffer.getvalue())
 
@@ -92,7 +92,7 @@ def loss_plot(problem: Problem, results: Mapping[str, RunResult], path: str | Pa
     return _save(fig, path)
 
 
-def _grid(problem: Problem, n: int = 240) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _grid(problem: Problem, n: int = 160) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x0, x1, y0, y1 = problem.box
     xs, ys = np.meshgrid(np.linspace(x0, x1, n), np.linspace(y0, y1, n))
     return xs, ys, np.asarray(problem.surface(xs, ys), dtype=np.float64)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import html
+import multiprocessing
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,11 +29,34 @@ def _gif_problems(outcome: CompareResult, wanted: Sequence[str] | None, limit: i
     return chosen or names[:1]
 
 
+def _draw(outcome: CompareResult, index: int, out: Path, animate: bool) -> list[tuple[str, Path]]:
+    from descend.lab import plots
+
+    problem = outcome.problems[index]
+    results = {o: outcome.cells[(problem.name, o)].result for o in outcome.optimizers}
+    made = [("loss", plots.loss_plot(problem, results, out / f"loss_{problem.name}.png"))]
+    if problem.is_2d:
+        made.append(("contour", plots.contour_plot(problem, results, out / f"contour_{problem.name}.png")))
+        if animate:
+            made.append(("animation", plots.trajectory_gif(problem, results, out / f"paths_{problem.name}.gif")))
+    return made
+
+
+# The work of a parallel drawing, inherited by the forked workers.
+_PENDING: list[tuple[CompareResult, Path, set[str]]] = []
+
+
+def _draw_pending(index: int) -> list[tuple[str, Path]]:
+    outcome, out, animate = _PENDING[0]
+    return _draw(outcome, index, out, outcome.problems[index].name in animate)
+
+
 def write_pictures(
     outcome: CompareResult,
     out: str | Path,
     gifs: Sequence[str] | None = None,
     on_picture: Callable[[str], None] | None = None,
+    jobs: int = 1,
 ) -> dict[str, list[tuple[str, Path]]]:
     """Draw every picture of a comparison into ``out``.
 
@@ -40,27 +65,35 @@ def write_pictures(
         out: the output folder.
         gifs: the problems to animate (default: Beale and the saddle when present, else the first 2-D problem).
         on_picture: called with each file name once written (for progress bars).
+        jobs: worker processes drawing different problems at the same time.
 
     Returns:
         problem name -> list of ``(kind, path)``, kind being ``"loss"``, ``"contour"`` or ``"animation"``.
     """
-    from descend.lab import plots
-
     out = Path(out)
     animate = set(_gif_problems(outcome, gifs))
     pictures: dict[str, list[tuple[str, Path]]] = {}
-    for problem in outcome.problems:
-        results = {o: outcome.cells[(problem.name, o)].result for o in outcome.optimizers}
-        made = [("loss", plots.loss_plot(problem, results, out / f"loss_{problem.name}.png"))]
-        if problem.is_2d:
-            made.append(("contour", plots.contour_plot(problem, results, out / f"contour_{problem.name}.png")))
-            if problem.name in animate:
-                made.append(("animation", plots.trajectory_gif(problem, results, out / f"paths_{problem.name}.gif")))
-        pictures[problem.name] = made
+
+    def done(index: int, made: list[tuple[str, Path]]) -> None:
+        pictures[outcome.problems[index].name] = made
         if on_picture:
             for _, path in made:
                 on_picture(path.name)
-    return pictures
+
+    count = len(outcome.problems)
+    if jobs > 1 and count > 1 and "fork" in multiprocessing.get_all_start_methods():
+        _PENDING[:] = [(outcome, out, animate)]
+        try:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+                futures = {pool.submit(_draw_pending, i): i for i in range(count)}
+                for future in as_completed(futures):
+                    done(futures[future], future.result())
+        finally:
+            _PENDING.clear()
+    else:
+        for i, problem in enumerate(outcome.problems):
+            done(i, _draw(outcome, i, out, problem.name in animate))
+    return {p.name: pictures[p.name] for p in outcome.problems}
 
 
 def picture_count(outcome: CompareResult, gifs: Sequence[str] | None = None) -> int:
@@ -129,7 +162,8 @@ def write_report(
         momentum = " and the momentum (β₁ for the Adam family) over 0.5, 0.9, 0.99" if cfg.tune_momentum else ""
         parts.append(
             f"<p><b>Tuning.</b> Every optimizer's learning rate{momentum} was chosen for each problem on its own, "
-            f"with the same budget: the grid {grid}, then the two half-decade neighbours of the best, each trial "
+            f"with the same budget: the grid {grid}, widened by a decade at a time while the best was on its edge, "
+            "then the two half-decade neighbours of the best; each trial "
             f"running the full number of steps on {cfg.tune_seeds} tuning runs (seeds {cfg.seed + 10000} and up, not "
             "the reporting ones). Objective: the mean, over the tuning runs and the second half of the steps, of "
             "log₁₀(loss − f*) floored at 1e-12; ties go to the faster setting; a diverged run disqualifies a "

@@ -18,7 +18,7 @@ import numpy as np
 from descend.lab.contestants import Contestant
 from descend.lab.problems import Problem, run_rngs
 
-__all__ = ["RunResult", "run"]
+__all__ = ["RunResult", "jsonable", "run", "run_many"]
 
 
 @dataclass
@@ -153,15 +153,41 @@ def run(
 
     A run whose loss stops being finite is marked diverged there and its later losses are NaN.
     """
+    return run_many(problem, contestant, [hyperparams], steps, seeds, convention, record_every, keep_path)[0]
+
+
+def run_many(
+    problem: Problem,
+    contestant: Contestant,
+    settings: Sequence[Mapping[str, Any]],
+    steps: int,
+    seeds: Sequence[int],
+    convention: str = "torch",
+    record_every: int | None = None,
+    keep_path: bool = True,
+) -> list[RunResult]:
+    """:func:`run` for several hyperparameter settings at once, one param group each, sharing the problem's work.
+
+    Every setting gets the same seeds, start points and noise; the results are those :func:`run` gives setting by
+    setting (the optimizers update elementwise and param groups do not interact).
+    """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if not seeds:
         raise ValueError("seeds must list at least one seed")
-    rngs = run_rngs(problem.name, seeds)
-    params = problem.init(rngs)
-    opt = contestant.build(params, convention, hyperparams)
-    in_force = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
-    n = len(seeds)
+    if not settings:
+        raise ValueError("settings must hold at least one set of hyperparameters")
+    k, g = len(seeds), len(settings)
+    rngs, parts = [], []
+    for _ in range(g):
+        group_rngs = run_rngs(problem.name, seeds)
+        parts.append(problem.init(group_rngs))
+        rngs.extend(group_rngs)
+    params = [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
+    groups = [{"params": [p[j * k : (j + 1) * k] for p in params]} for j in range(g)]
+    opt = contestant.build_groups(groups, convention, settings)
+    in_force = [{key: v for key, v in group.items() if key != "params"} for group in opt.param_groups]
+    n = k * g
     every = max(1, record_every or problem.record_every)
     recorded = sorted({0, steps, *range(every, steps, every)})
     losses = np.full((len(recorded), n), np.nan)
@@ -175,7 +201,7 @@ def run(
         row = 1
         for t in range(1, steps + 1):
             grads = problem.grad(params, t, rngs)
-            opt.step(grads)
+            opt.step([gr[j * k : (j + 1) * k] for j in range(g) for gr in grads])
             problem.project(params)
             if path is not None:
                 path[t] = problem.point(params)
@@ -192,8 +218,8 @@ def run(
         distance = problem.distance(params)
         if distance is not None:
             distance = np.where(alive, distance, np.nan)
-        metrics = {k: np.where(alive, v, np.nan) for k, v in problem.metrics(params).items()}
-    wall = time.perf_counter() - start
+        metrics = {key: np.where(alive, v, np.nan) for key, v in problem.metrics(params).items()}
+    wall = (time.perf_counter() - start) / g
     steps_to_tol = np.full(n, -1, dtype=np.int64)
     success = None
     if problem.tol is not None and problem.f_min is not None:
@@ -203,18 +229,22 @@ def run(
             if hits.size:
                 steps_to_tol[i] = recorded[hits[0]]
         success = alive & ((final - problem.f_min) <= problem.tol)
-    return RunResult(
-        problem=problem.name,
-        optimizer=contestant.name,
-        hyperparams=in_force,
-        seeds=[int(s) for s in seeds],
-        steps=recorded,
-        loss=losses,
-        path=path,
-        final_loss=final,
-        distance=distance,
-        steps_to_tol=steps_to_tol,
-        success=success,
-        metrics=metrics,
-        wall_time=wall,
-    )
+    out = []
+    for j in range(g):
+        cut = slice(j * k, (j + 1) * k)
+        out.append(RunResult(
+            problem=problem.name,
+            optimizer=contestant.name,
+            hyperparams=in_force[j],
+            seeds=[int(s) for s in seeds],
+            steps=recorded,
+            loss=losses[:, cut].copy(),
+            path=None if path is None else path[:, cut].copy(),
+            final_loss=final[cut],
+            distance=None if distance is None else distance[cut],
+            steps_to_tol=steps_to_tol[cut],
+            success=None if success is None else success[cut],
+            metrics={key: v[cut] for key, v in metrics.items()},
+            wall_time=wall,
+        ))
+    return out

@@ -1,8 +1,9 @@
 """A fair, stated tuning procedure: every optimizer gets the same grid search over its learning rate (and, if asked,
 its momentum), on the same problem, seeds and number of steps, scored by the same objective.
 
-The search is coarse to fine: first one learning rate per decade, then the two half-decade neighbours of the best
-(so the rate found can lie half a decade beyond the coarse grid). The objective is the mean, over the tuning seeds
+The search is coarse to fine: first one learning rate per decade (by default 0.001 to 1); while the best lies on
+an edge of what was tried, one more decade beyond it (down to 1e-6, up to 100); then the two half-decade neighbours
+of the best. The objective is the mean, over the tuning seeds
 and over the second half of the recorded steps, of ``log10(loss - f_min)`` (floored at 1e-12): it rewards ending
 low and staying there; ties (several settings reaching the floor) go to the lower mean over the whole run, that is,
 to the faster one. One diverged run (a non-finite loss) disqualifies a setting. Problems without a known minimum
@@ -21,7 +22,7 @@ import numpy as np
 
 from descend.lab.contestants import Contestant
 from descend.lab.problems import Problem
-from descend.lab.runner import RunResult, run
+from descend.lab.runner import RunResult, run_many
 
 __all__ = ["DEFAULT_LR_GRID", "MOMENTUM_GRID", "TuneResult", "lr_grid", "score", "tune"]
 
@@ -39,7 +40,8 @@ def lr_grid(low: float = 1e-4, high: float = 1.0, per_decade: int = 2) -> tuple[
     return tuple(float(f"{v:.3g}") for v in np.logspace(math.log10(low), math.log10(high), count))
 
 
-DEFAULT_LR_GRID: tuple[float, ...] = lr_grid(1e-4, 1.0, 1)
+DEFAULT_LR_GRID: tuple[float, ...] = lr_grid(1e-3, 1.0, 1)
+LR_LIMITS: tuple[float, float] = (1e-6, 100.0)
 
 
 @dataclass
@@ -103,7 +105,8 @@ def tune(
         grid: the learning rates to try.
         tune_momentum: also try each value of :data:`MOMENTUM_GRID` for the contestant's momentum knob.
         on_trial: called after every trial (for progress bars).
-        refine: after the grid, also try the half-decade neighbours of the best rate.
+        refine: after the grid, widen it while the best rate is on its edge, then try the best's half-decade
+            neighbours.
 
     Returns:
         The best setting (ties go to the earlier one in the grid) and every trial's score.
@@ -116,30 +119,51 @@ def tune(
     trials: list[dict[str, Any]] = []
     best: tuple[tuple[float, float], dict[str, Any]] | None = None
 
-    def trial(lr: float, momentum: float | None) -> None:
+    def trials_of(points: Sequence[tuple[float, float | None]]) -> None:
+        """Run several (lr, momentum) settings side by side and keep the best."""
         nonlocal best
-        hp = {**base, "lr": float(lr)}
-        if knob == "betas":
-            beta2 = tuple(hp.get("betas", defaults["betas"]))[1]
-            hp["betas"] = (float(momentum), beta2)
-        elif knob:
-            hp[knob] = float(momentum)
+        if not points:
+            return
+        settings = []
+        for lr, momentum in points:
+            hp = {**base, "lr": float(lr)}
+            if knob == "betas":
+                hp["betas"] = (float(momentum), tuple(hp.get("betas", defaults["betas"]))[1])
+            elif knob:
+                hp[knob] = float(momentum)
+            settings.append(hp)
         every = max(problem.record_every, steps // 50)
-        value = score(problem, run(problem, contestant, hp, steps, seeds, convention, every, keep_path=False))
-        shown: dict[str, Any] = {"lr": float(lr)}
-        if knob:
-            shown[knob] = float(momentum)
-        trials.append({**shown, "score": value[0] if math.isfinite(value[0]) else None})
-        if best is None or value < best[0]:
-            best = (value, hp)
-        if on_trial is not None:
-            on_trial()
+        results = run_many(problem, contestant, settings, steps, seeds, convention, every, keep_path=False)
+        for (lr, momentum), hp, result in zip(points, settings, results):
+            value = score(problem, result)
+            shown: dict[str, Any] = {"lr": float(lr)}
+            if knob:
+                shown[knob] = float(momentum)
+            trials.append({**shown, "score": value[0] if math.isfinite(value[0]) else None})
+            if best is None or value < best[0]:
+                best = (value, hp)
+            if on_trial is not None:
+                on_trial()
 
-    for momentum in momenta:
-        for lr in grid:
-            trial(lr, momentum)
+    def momentum_of(hp: Mapping[str, Any]) -> float | None:
+        return hp["betas"][0] if knob == "betas" else hp.get(knob) if knob else None
+
+    trials_of([(lr, m) for m in momenta for lr in grid])
     if refine:
+        tried = sorted(set(grid))
+        while True:
+            chosen = best[1]
+            wider = []
+            if chosen["lr"] <= tried[0] and tried[0] / 10 >= LR_LIMITS[0] * 0.999:
+                wider.append(float(f"{tried[0] / 10:.3g}"))
+            if chosen["lr"] >= tried[-1] and tried[-1] * 10 <= LR_LIMITS[1] * 1.001:
+                wider.append(float(f"{tried[-1] * 10:.3g}"))
+            if not wider:
+                break
+            tried = sorted({*tried, *wider})
+            trials_of([(lr, momentum_of(chosen)) for lr in wider])
+            if best[1] is chosen:  # one decade further did not help: stop widening
+                break
         chosen = best[1]
-        for lr in _neighbours(chosen["lr"], grid):
-            trial(lr, chosen.get(knob) if knob != "betas" else (chosen["betas"][0] if knob else None))
+        trials_of([(lr, momentum_of(chosen)) for lr in _neighbours(chosen["lr"], tried)])
     return TuneResult(best=best[1], trials=trials, objective=objective_text(problem))
