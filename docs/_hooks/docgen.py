@@ -3,10 +3,12 @@ reference (from the typer app) and the stand-in for a benchmark page that has no
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
 import re
 import textwrap
+from pathlib import Path
 from typing import Any
 
 GLOSSARY = {
@@ -305,7 +307,7 @@ def cli_reference() -> str:
         for para in rest.split("\n\n"):
             para = para.strip()
             if para.startswith("Example:"):
-                lines += ["Example:", "", "```bash", para.removeprefix("Example:").strip(), "```", ""]
+                lines += ["Example:", "", "```bash", " ".join(para.removeprefix("Example:").split()), "```", ""]
             elif para:
                 lines += [para, ""]
         params = [p for p in command.params if p.name != "help"]
@@ -329,3 +331,43 @@ python -m descend.bench
 
 then build the documentation again.
 """
+
+
+# -- the tests --------------------------------------------------------------------------------------------------------
+
+
+def test_inventory(tests: Path) -> str:
+    """A table of the test modules: what each checks (its docstring's first paragraph) and its test functions."""
+    lines = ["| module | test functions | what it checks |", "|---|---|---|"]
+    total = 0
+    for path in sorted(tests.glob("test_*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        count = sum(
+            1 for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
+        )
+        if not count:
+            continue
+        total += count
+        doc = (ast.get_docstring(tree) or "").split("\n\n")[0].replace("\n", " ").replace("|", "&#124;")
+        lines.append(f"| `{path.name}` | {count} | {_inline(doc)} |")
+    lines.append(f"| **total** | **{total}** | |")
+    return "\n".join(lines) + "\n"
+
+
+def tolerance_table(tolerances: Path) -> str:
+    """The tolerance constants of ``tests/tolerances.py`` with the comment above each, which gives its reason."""
+    lines = ["| name | rtol | atol | why |", "|---|---|---|---|"]
+    comment: list[str] = []
+    previous = ""  # the reason of a constant on the line just above, which a constant without comment shares
+    for line in tolerances.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            comment.append(line.lstrip("# ").strip())
+            continue
+        match = re.match(r"^([A-Z][A-Z0-9_]*) = (\{.*\})$", line)
+        if match:
+            values = ast.literal_eval(match.group(2))
+            why = _inline(" ".join(comment)).replace("|", "&#124;") if comment else previous
+            lines.append(f"| `{match.group(1)}` | {values.get('rtol', '')} | {values.get('atol', '')} | {why} |")
+        previous = why if match else ""
+        comment = []
+    return "\n".join(lines) + "\n"

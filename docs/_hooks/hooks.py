@@ -3,6 +3,8 @@
 - ``algorithms/<name>.md`` for every algorithm in the registry, with its Rosenbrock picture;
 - the figures saved by the examples of a page (its Python blocks are run in order, in a scratch folder);
 - the command-line reference, put where a page says ``<!-- descend:cli-reference -->``;
+- the list of test modules and the tolerance table, read from ``tests/`` (``<!-- descend:test-inventory -->``,
+  ``<!-- descend:tolerances -->``);
 - a stand-in ``benchmarks.md`` if the benchmark has not written one.
 """
 
@@ -21,6 +23,8 @@ import rosenbrock  # noqa: E402
 import snippets  # noqa: E402
 
 CLI_MARKER = "<!-- descend:cli-reference -->"
+TESTS_MARKER = "<!-- descend:test-inventory -->"
+TOLERANCES_MARKER = "<!-- descend:tolerances -->"
 
 
 def _add(files: Files, config, src_uri: str, content: str | bytes) -> None:
@@ -64,4 +68,11 @@ def on_files(files: Files, config) -> Files:
 def on_page_markdown(markdown: str, page, config, files) -> str:
     if CLI_MARKER in markdown:
         markdown = markdown.replace(CLI_MARKER, docgen.cli_reference())
+    tests = Path(config.config_file_path).parent / "tests"
+    missing = "*The tests are not part of this copy of the source.*\n"
+    if TESTS_MARKER in markdown:
+        markdown = markdown.replace(TESTS_MARKER, docgen.test_inventory(tests) if tests.is_dir() else missing)
+    if TOLERANCES_MARKER in markdown:
+        table = tests / "tolerances.py"
+        markdown = markdown.replace(TOLERANCES_MARKER, docgen.tolerance_table(table) if table.is_file() else missing)
     return markdown
