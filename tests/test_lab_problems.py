@@ -91,7 +91,9 @@ def test_saddle_is_clipped_to_its_square():
 
 def test_quadratic_condition_number_is_the_hessian_s():
     q = P.quadratic(condition=50.0, curvature=2.0)
-    h = np.array([q.grad([np.array([[1.0, 0.0]])], 1, [])[0][0], q.grad([np.array([[0.0, 1.0]])], 1, [])[0][0]])
+    centre = q.optima[0]
+    np.testing.assert_array_equal(q.grad([centre[None, :].copy()], 1, [])[0], [[0.0, 0.0]])
+    h = np.array([q.grad([(centre + e)[None, :]], 1, [])[0][0] for e in np.eye(2)])
     eig = np.linalg.eigvalsh(h)
     np.testing.assert_allclose(eig, [2.0 / 50.0, 2.0])
     with pytest.raises(ValueError, match="condition"):

@@ -5,6 +5,7 @@ atomically (to a temporary name, then renamed)."""
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,9 @@ def _style(i: int) -> Any:
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
+    """Write the figure as PNG. Layouts are fixed by hand: automatic ones measure every label and cost seconds."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     return write_bytes(path, buffer.getvalue())
 
@@ -53,42 +55,84 @@ def _label(name: str, hp: Mapping[str, Any]) -> str:
     return f"{name} (lr {lr:.3g})" if isinstance(lr, float) else name
 
 
-def loss_plot(problem: Problem, results: Mapping[str, RunResult], path: str | Path) -> Path:
-    """Loss (minus the known minimum) against step: the median over seeds as a line, the range as a band."""
-    colors = colors_for(list(results))
-    fig, ax = plt.subplots(figsize=(8.0, 4.8))
+def _loss_values(problem: Problem, results: Mapping[str, RunResult]) -> tuple[dict[str, tuple], bool, float]:
+    """Per optimizer (steps, median, low, high) of the loss minus f*, whether to use a log scale, and the floor."""
     shift = problem.f_min if problem.f_min is not None else 0.0
-    all_values = np.concatenate([np.asarray(r.loss).ravel() - shift for r in results.values()])
-    finite = all_values[np.isfinite(all_values)]
-    log = finite.size > 0 and np.all(finite >= 0) and finite.max() > 0
-    floor = 1e-12
-    for i, (name, r) in enumerate(results.items()):
-        values = np.asarray(r.loss, dtype=np.float64) - shift
+    values = {name: np.asarray(r.loss, dtype=np.float64) - shift for name, r in results.items()}
+    finite = np.concatenate([v.ravel() for v in values.values()])
+    finite = finite[np.isfinite(finite)]
+    log = finite.size > 0 and bool(np.all(finite >= 0)) and finite.max() > 0
+    floor = max(1e-12, float(finite[finite > 0].min()) / 10) if log else 0.0
+    curves = {}
+    for name, v in values.items():
         if log:
-            values = np.maximum(values, floor)
-        with np.errstate(all="ignore"):
-            median = np.nanmedian(values, axis=1) if values.shape[1] > 1 else values[:, 0]
-            low, high = np.nanmin(values, axis=1), np.nanmax(values, axis=1)
-        steps = np.asarray(r.steps)
-        ax.plot(steps, median, color=colors[name], linestyle=_style(i), lw=1.8, label=_label(name, r.hyperparams))
-        if values.shape[1] > 1:
-            ax.fill_between(steps, low, high, color=colors[name], alpha=0.08, lw=0)
+            v = np.maximum(v, floor)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows after a divergence
+            curves[name] = (np.asarray(results[name].steps), np.nanmedian(v, axis=1), np.nanmin(v, axis=1),
+                            np.nanmax(v, axis=1))
+    return curves, log, floor
+
+
+def _loss_axes(ax: plt.Axes, problem: Problem, log: bool, ylabel: bool = True) -> None:
     if log:
         ax.set_yscale("log")
-        top = np.nanmax(finite) * 3
-        bottom = max(floor, np.nanmin(np.maximum(finite, floor)) / 3)
-        ax.set_ylim(bottom, top)
-    ylabel = "loss − f*" if problem.f_min is not None and problem.f_min != 0 else "loss"
-    ax.set_ylabel(ylabel + (" (log scale)" if log else ""))
-    ax.set_xlabel("step")
-    runs = len(next(iter(results.values())).seeds)
-    ax.set_title(f"{problem.title}\nmedian over {runs} runs, band: min to max", fontsize=11)
-    if problem.tol is not None and log:
-        ax.axhline(problem.tol, color="0.4", lw=0.8, ls=":", zorder=0)
-        ax.annotate("tolerance", (1.0, problem.tol), xycoords=("axes fraction", "data"), ha="right", va="bottom",
-                    fontsize=8, color="0.4")
+        if problem.tol is not None:
+            ax.axhline(problem.tol, color="0.35", lw=0.8, ls=":", zorder=0)
+    if ylabel:
+        name = "loss − f*" if problem.f_min not in (None, 0.0) else "loss"
+        ax.set_ylabel(name + (" (log scale)" if log else ""))
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=9)
+
+
+def loss_plot(problem: Problem, results: Mapping[str, RunResult], path: str | Path) -> Path:
+    """Loss (minus the known minimum) against step: the median over the runs as a line, their range as a band.
+
+    Up to four optimizers share one panel; more get one small panel each (the others' medians in grey behind), so
+    the bands stay readable.
+    """
+    colors = colors_for(list(results))
+    curves, log, _ = _loss_values(problem, results)
+    runs = len(next(iter(results.values())).seeds)
+    spread = f"median over {runs} runs, band: min to max" if runs > 1 else "one run"
+    dotted = "; dotted line: the success tolerance" if log and problem.tol is not None else ""
+    names = list(results)
+    if len(names) <= 4:
+        fig, ax = plt.subplots(figsize=(8.0, 4.6))
+        for i, name in enumerate(names):
+            steps, median, low, high = curves[name]
+            ax.plot(steps, median, color=colors[name], linestyle=_style(i), lw=1.8,
+                    label=_label(name, results[name].hyperparams))
+            if runs > 1:
+                ax.fill_between(steps, low, high, color=colors[name], alpha=0.15, lw=0)
+        _loss_axes(ax, problem, log)
+        ax.set_xlabel("step")
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=9)
+        ax.set_title(f"{problem.title}\n{spread}{dotted}", fontsize=11)
+        fig.subplots_adjust(left=0.1, right=0.7, top=0.86, bottom=0.11)
+        return _save(fig, path)
+    cols = 3
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(11.5, 2.6 * rows + 0.8), sharex=True, sharey=True, squeeze=False)
+    for i, name in enumerate(names):
+        ax = axes[i // cols][i % cols]
+        for other in names:
+            if other != name:
+                ax.plot(curves[other][0], curves[other][1], color="0.8", lw=0.9, zorder=1)
+        steps, median, low, high = curves[name]
+        if runs > 1:
+            ax.fill_between(steps, low, high, color=colors[name], alpha=0.25, lw=0, zorder=2)
+        ax.plot(steps, median, color=colors[name], lw=1.9, zorder=3)
+        ax.set_title(_label(name, results[name].hyperparams), fontsize=10, color=colors[name], loc="left")
+        _loss_axes(ax, problem, log, ylabel=i % cols == 0)
+        if i // cols == rows - 1 or i + cols >= len(names):
+            ax.set_xlabel("step")
+            ax.xaxis.set_tick_params(labelbottom=True)
+    for j in range(len(names), rows * cols):
+        axes[j // cols][j % cols].set_visible(False)
+    fig.suptitle(f"{problem.title}\n{spread}{dotted}; grey: the other optimizers' medians", fontsize=11)
+    fig.subplots_adjust(left=0.075, right=0.985, top=1 - 0.75 / fig.get_figheight(), bottom=0.45 / fig.get_figheight(),
+                        wspace=0.06, hspace=0.28)
     return _save(fig, path)
 
 
@@ -144,6 +188,7 @@ def contour_plot(problem: Problem, results: Mapping[str, RunResult], path: str |
         _marks(ax, problem, start)
     ax.set_title(f"{problem.title}\npath of run 1 from the usual start; dot: where each optimizer ends", fontsize=11)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=9)
+    fig.subplots_adjust(left=0.08, right=0.72, top=0.89, bottom=0.08)
     return _save(fig, path)
 
 
@@ -177,7 +222,7 @@ def trajectory_gif(
     legend = ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=9)
     for handle in legend.legend_handles:
         handle.set_animated(False)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.08, right=0.76, top=0.93, bottom=0.09)
     fig.canvas.draw()
     background = fig.canvas.copy_from_bbox(fig.bbox)
     images = []
@@ -232,4 +277,5 @@ def fit_line_plot(
     right.set_title("loss over all points after each update", fontsize=11)
     right.grid(True, alpha=0.3)
     fig.suptitle(title, fontsize=12)
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.84, bottom=0.12, wspace=0.25)
     return _save(fig, path)

@@ -148,16 +148,19 @@ def _saddle_grad(x, y):
     return 2 * x, -2 * y
 
 
-def _quadratic(eigen: tuple[float, float], angle: float) -> tuple[Fn, Grad, np.ndarray]:
+def _quadratic(eigen: tuple[float, float], angle: float, centre: tuple[float, float]) -> tuple[Fn, Grad, np.ndarray]:
     c, s = np.cos(angle), np.sin(angle)
     rot = np.array([[c, -s], [s, c]])
     a = rot @ np.diag(eigen) @ rot.T
+    cx, cy = centre
 
     def fn(x, y):
-        return 0.5 * (a[0, 0] * x * x + 2 * a[0, 1] * x * y + a[1, 1] * y * y)
+        u, v = x - cx, y - cy
+        return 0.5 * (a[0, 0] * u * u + 2 * a[0, 1] * u * v + a[1, 1] * v * v)
 
     def grad(x, y):
-        return a[0, 0] * x + a[0, 1] * y, a[0, 1] * x + a[1, 1] * y
+        u, v = x - cx, y - cy
+        return a[0, 0] * u + a[0, 1] * v, a[0, 1] * u + a[1, 1] * v
 
     return fn, grad, a
 
@@ -165,10 +168,12 @@ def _quadratic(eigen: tuple[float, float], angle: float) -> tuple[Fn, Grad, np.n
 def quadratic(
     condition: float = 100.0, curvature: float = 1.0, angle_deg: float = 30.0, noise: float = 0.0, name: str = ""
 ) -> Function2D:
-    """A quadratic ``0.5 * p^T A p`` whose Hessian ``A`` has eigenvalues ``curvature / condition`` and ``curvature``,
-    its axes turned by ``angle_deg`` (so a per-coordinate step size cannot undo the conditioning for free).
+    """A quadratic ``0.5 * (p - c)^T A (p - c)`` whose Hessian ``A`` has eigenvalues ``curvature / condition`` and
+    ``curvature``, its axes turned by ``angle_deg`` (so a per-coordinate step size cannot undo the conditioning for
+    free).
 
     With ``noise > 0`` every gradient gets independent Gaussian noise of that standard deviation per coordinate.
+    The minimum is at (1, 1) rather than the origin, so that weight decay (which pulls towards 0) gets no free help.
     Gradient descent's best constant rate for the isotropic case (``condition = 1``) is ``1 / curvature``: it lands
     on the minimum in one step.
     """
@@ -176,7 +181,8 @@ def quadratic(
         raise ValueError(f"condition must be a number >= 1, got {condition!r}")
     if not curvature > 0.0:
         raise ValueError(f"curvature must be a positive number, got {curvature!r}")
-    fn, grad, _ = _quadratic((curvature / condition, curvature), np.deg2rad(angle_deg))
+    centre = (1.0, 1.0)
+    fn, grad, _ = _quadratic((curvature / condition, curvature), np.deg2rad(angle_deg), centre)
     noisy = noise > 0
     return Function2D(
         name=name or ("noisy-quadratic" if noisy else "quadratic"),
@@ -184,12 +190,13 @@ def quadratic(
                else f"Ill-conditioned quadratic (κ = {condition:g})"),
         family="stochastic" if noisy else "function",
         description=(
-            f"0.5·pᵀAp with eigenvalues {curvature / condition:g} and {curvature:g}, axes turned {angle_deg:g}°"
+            f"0.5·(p−c)ᵀA(p−c), c = (1, 1), with eigenvalues {curvature / condition:g} and {curvature:g}, "
+            f"axes turned {angle_deg:g}°"
             + (f"; every gradient carries Gaussian noise of sd {noise:g}." if noisy else ".")
         ),
         f_min=0.0,
         tol=5e-2 if noisy else 1e-6,
-        optima=np.zeros((1, 2)),
+        optima=np.array([centre]),
         box=(-5.0, 5.0, -5.0, 5.0),
         fn=fn,
         gradient=grad,
