@@ -9,6 +9,7 @@ import re
 import shlex
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,9 @@ def test_python_examples_run(page: Path, tmp_path: Path) -> None:
     codes = snippets.blocks(page.read_text(encoding="utf-8"))
     for module in {m for code in codes for m in _needs(code)}:
         pytest.importorskip(module)
-    snippets.run(codes, tmp_path, name=_page_id(page))
+    with warnings.catch_warnings():  # torch.distributed.optim's own use of torch.jit warns at import
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.")
+        snippets.run(codes, tmp_path, name=_page_id(page))
 
 
 def _commands() -> list[tuple[str, str]]:

@@ -3,6 +3,7 @@
 - ``algorithms/<name>.md`` for every algorithm in the registry, with its Rosenbrock picture;
 - the figures saved by the examples of a page (its Python blocks are run in order, in a scratch folder);
 - the command-line reference, put where a page says ``<!-- descend:cli-reference -->``;
+- the lab's stored results as tables (``<!-- descend:lab-results -->``, see ``lab_results.py``);
 - the list of test modules and the tolerance table, read from ``tests/`` (``<!-- descend:test-inventory -->``,
   ``<!-- descend:tolerances -->``);
 - a stand-in ``benchmarks.md`` if the benchmark has not written one.
@@ -19,12 +20,14 @@ from mkdocs.structure.files import File, Files
 sys.path.insert(0, str(Path(__file__).parent))
 
 import docgen  # noqa: E402
+import lab_results  # noqa: E402
 import rosenbrock  # noqa: E402
 import snippets  # noqa: E402
 
 CLI_MARKER = "<!-- descend:cli-reference -->"
 TESTS_MARKER = "<!-- descend:test-inventory -->"
 TOLERANCES_MARKER = "<!-- descend:tolerances -->"
+LAB_MARKER = "<!-- descend:lab-results -->"
 
 
 def _add(files: Files, config, src_uri: str, content: str | bytes) -> None:
@@ -68,6 +71,8 @@ def on_files(files: Files, config) -> Files:
 def on_page_markdown(markdown: str, page, config, files) -> str:
     if CLI_MARKER in markdown:
         markdown = markdown.replace(CLI_MARKER, docgen.cli_reference())
+    if LAB_MARKER in markdown:
+        markdown = markdown.replace(LAB_MARKER, lab_results.render())
     tests = Path(config.config_file_path).parent / "tests"
     missing = "*The tests are not part of this copy of the source.*\n"
     if TESTS_MARKER in markdown:
