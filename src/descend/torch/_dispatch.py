@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from descend import kernels
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, cast_scalars
 
 __all__ = ["FLOAT_DTYPES", "compute_dtype", "fused_ready", "run_group", "scalar_caster"]
@@ -81,8 +82,70 @@ def run_group(
         if not ok:
             raise ValueError(f"backend='fused' was requested for {spec.title} but it cannot run: {why}")
     with torch.no_grad():
-        for p, g, state, s in zip(params, grads, states, scalars_per_param):
+        rest = _run_fused(spec, scalars_per_param, params, grads, states) if backend == "auto" else range(len(params))
+        for k in rest:
+            p, g, state, s = params[k], grads[k], states[k], scalars_per_param[k]
             _reference_one(spec, p, g, state, cast_scalars(s, scalar_caster(p.dtype)))
+
+
+def _plain(t: torch.Tensor) -> bool:
+    """A dense, contiguous CPU tensor whose memory holds its values as they read (no lazy negation or conjugation)."""
+    return (
+        type(t) in (torch.Tensor, torch.nn.Parameter)
+        and t.device.type == "cpu"
+        and t.layout == torch.strided
+        and t.is_contiguous()
+        and not t.is_neg()
+        and not t.is_conj()
+    )
+
+
+def _run_fused(
+    spec: AlgorithmSpec,
+    scalars_per_param: Sequence[NamedTuple],
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    states: Sequence[dict[str, torch.Tensor]],
+) -> list[int]:
+    """Run the compiled kernel, one call per (dtype, state dtype, scalars) bucket, on every tensor it can take.
+
+    Returns:
+        The indices of the tensors left for the reference (all of them where the kernels are not built).
+    """
+    if not kernels.available()[0]:
+        return list(range(len(params)))
+    rest: list[int] = []
+    buckets: dict[tuple[Any, ...], list[int]] = {}
+    for k, (p, g, state, s) in enumerate(zip(params, grads, states, scalars_per_param)):
+        dtype = str(p.dtype).removeprefix("torch.")
+        state_dtypes = {str(v.dtype).removeprefix("torch.") for v in state.values()}
+        state_dtype = state_dtypes.pop() if len(state_dtypes) == 1 else dtype
+        fits = (
+            not state_dtypes
+            and kernels.supports(spec.name, dtype, state_dtype)
+            and _plain(p)
+            and _plain(g)
+            and g.dtype == p.dtype
+            and all(_plain(v) and v.shape == p.shape for v in state.values())
+        )
+        if fits:
+            buckets.setdefault((dtype, state_dtype, s), []).append(k)
+        else:
+            rest.append(k)
+    threads = torch.get_num_threads()
+    for (dtype, state_dtype, s), members in buckets.items():
+        kernels.step(
+            spec.name,
+            s,
+            [params[k].data_ptr() for k in members],
+            [grads[k].data_ptr() for k in members],
+            {slot: [states[k][slot].data_ptr() for k in members] for slot in states[members[0]]},
+            dtype=dtype,
+            state_dtype=state_dtype,
+            sizes=[params[k].numel() for k in members],
+            num_threads=threads,
+        )
+    return rest
 
 
 def _reference_one(
