@@ -342,9 +342,7 @@ def test_inventory(tests: Path) -> str:
     total = 0
     for path in sorted(tests.glob("test_*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        count = sum(
-            1 for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
-        )
+        count = sum(1 for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"))
         if not count:
             continue
         total += count
@@ -371,3 +369,31 @@ def tolerance_table(tolerances: Path) -> str:
         previous = why if match else ""
         comment = []
     return "\n".join(lines) + "\n"
+
+
+# -- the optimizer classes --------------------------------------------------------------------------------------------
+
+
+def class_list(front: str) -> str:
+    """The optimizer classes of a front (``"numpy"`` or ``"torch"``), with their signatures and docstrings.
+
+    The classes are made from the algorithm specs when the package is imported, so they are listed from the live
+    objects rather than from the source.
+    """
+    if front == "torch":
+        try:
+            import descend.torch as module
+        except ImportError as exc:
+            return f"*descend.torch could not be imported when this site was built ({exc}); install torch.*\n"
+        prefix = "descend.torch"
+    else:
+        import descend as module
+
+        prefix = "descend"
+    lines = []
+    for name, cls in module.OPTIMIZERS.items():
+        signature = str(inspect.signature(cls)).replace("torch.Tensor", "Tensor")
+        doc = _inline(inspect.cleandoc(cls.__doc__ or "")).replace(":mod:", "")
+        lines += [f"### `{prefix}.{cls.__name__}`", "", "```python", f"{prefix}.{cls.__name__}{signature}", "```", ""]
+        lines += [doc, "", f"The rule and its hyperparameters: [{cls.__name__}](../algorithms/{name}.md).", ""]
+    return "\n".join(lines)

@@ -3,6 +3,7 @@
 - ``algorithms/<name>.md`` for every algorithm in the registry, with its Rosenbrock picture;
 - the figures saved by the examples of a page (its Python blocks are run in order, in a scratch folder);
 - the command-line reference, put where a page says ``<!-- descend:cli-reference -->``;
+- the optimizer classes of each front, from the live classes (``<!-- descend:classes numpy -->``);
 - the lab's stored results as tables (``<!-- descend:lab-results -->``, see ``lab_results.py``);
 - the list of test modules and the tolerance table, read from ``tests/`` (``<!-- descend:test-inventory -->``,
   ``<!-- descend:tolerances -->``);
@@ -11,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +30,7 @@ CLI_MARKER = "<!-- descend:cli-reference -->"
 TESTS_MARKER = "<!-- descend:test-inventory -->"
 TOLERANCES_MARKER = "<!-- descend:tolerances -->"
 LAB_MARKER = "<!-- descend:lab-results -->"
+CLASSES_MARKER = re.compile(r"<!-- descend:classes (numpy|torch) -->")
 
 
 def _add(files: Files, config, src_uri: str, content: str | bytes) -> None:
@@ -71,6 +74,7 @@ def on_files(files: Files, config) -> Files:
 def on_page_markdown(markdown: str, page, config, files) -> str:
     if CLI_MARKER in markdown:
         markdown = markdown.replace(CLI_MARKER, docgen.cli_reference())
+    markdown = CLASSES_MARKER.sub(lambda m: docgen.class_list(m.group(1)), markdown)
     if LAB_MARKER in markdown:
         markdown = markdown.replace(LAB_MARKER, lab_results.render())
     tests = Path(config.config_file_path).parent / "tests"
@@ -81,3 +85,13 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         table = tests / "tolerances.py"
         markdown = markdown.replace(TOLERANCES_MARKER, docgen.tolerance_table(table) if table.is_file() else missing)
     return markdown
+
+
+_ROLE_HTML = re.compile(r":(?:class|mod|func|meth|data|attr|obj):(<code>)")
+_MATH_HTML = re.compile(r":math:<code>(.*?)</code>")
+
+
+def on_page_content(html: str, page, config, files) -> str:
+    """Docstrings use reStructuredText roles (``:class:`X```); in the API reference show them as plain code."""
+    html = _MATH_HTML.sub(lambda m: f'<span class="arithmatex">\\({m.group(1)}\\)</span>', html)
+    return _ROLE_HTML.sub(r"\1", html)
