@@ -221,9 +221,9 @@ def algorithm_page(spec: Any, figure: str | None = None, path: Any = None) -> st
         if name == "torch":
             continue
         if name not in spec.presets:
-            change = "no entry: torch's defaults"
+            change = "not defined for this algorithm: torch's defaults apply"
         elif not spec.presets[name]:
-            change = "nothing: torch's defaults are this convention's"
+            change = "none: this convention's values are torch's"
         else:
             change = ", ".join(f"`{k}={_fmt(v)}`" for k, v in spec.presets[name].items())
         lines.append(f"| `{name}` | {change} |")
@@ -322,14 +322,13 @@ BENCHMARKS_PLACEHOLDER = """# Benchmarks
 
 The benchmark has not been run for this build of the documentation, so there are no numbers here yet.
 
-The benchmark script measures the step time of the NumPy and torch fronts, fused and reference, and writes this page
-(`docs/benchmarks.md`), stamped with the machine, the versions and the date. Run it from the repository root:
+The benchmark (`descend.bench`) measures the step time of the optimizers, fused and reference, and writes this page,
+`docs/benchmarks.md`, stamped with the machine, the versions and the date. Run it from the repository root, then
+build the documentation again:
 
 ```bash
-python -m descend.bench
+descend bench
 ```
-
-then build the documentation again.
 """
 
 
