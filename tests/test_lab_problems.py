@@ -7,8 +7,9 @@ import pytest
 
 from descend.lab import problems as P
 
+# Problems with exact, hand-written gradients (the torch twins use autograd; they are checked against these below).
 EXACT = [name for name, p in P.PROBLEMS.items() if getattr(p, "noise", 0) == 0 and p.family != "online"
-         and name != "line-fit"]
+         and name != "line-fit" and p.framework == "numpy"]
 
 
 def _finite_difference(problem: P.Problem, params: list[np.ndarray], h: float = 1e-6) -> list[np.ndarray]:
@@ -113,3 +114,27 @@ def test_data_problem_split_and_accuracy():
 def test_unknown_problem_is_named_in_the_error():
     with pytest.raises(ValueError, match="'nope'.*rosenbrock"):
         P.get("nope")
+
+
+@pytest.mark.skipif(P.torch_missing() is not None, reason="torch or descend.torch is not importable here")
+@pytest.mark.parametrize("name", ["softmax-iris", "logistic-breast-cancer", "mlp-digits"])
+def test_torch_twins_train_like_the_numpy_problems(name):
+    # Same data, starts and minibatches; autograd and descend.torch against hand-written gradients and descend's
+    # NumPy front: float64 rounding is all that separates them.
+    from descend.lab.contestants import CONTESTANTS
+    from descend.lab.runner import run
+
+    for optimizer in ("adam", "nesterov"):
+        mine = run(P.get(name), CONTESTANTS[optimizer], {"lr": 0.05}, 30, [0, 1])
+        twin = run(P.get(f"torch-{name}"), CONTESTANTS[optimizer], {"lr": 0.05}, 30, [0, 1])
+        np.testing.assert_allclose(twin.loss, mine.loss, rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(twin.metrics["test_accuracy"], mine.metrics["test_accuracy"])
+
+
+def test_torch_problems_are_refused_clearly_without_torch(monkeypatch):
+    from descend.lab import compare as compare_module
+
+    monkeypatch.setattr(compare_module, "torch_missing", lambda: "ModuleNotFoundError: No module named 'torch'")
+    config = compare_module.CompareConfig(optimizers=["adam"], problems=["torch-softmax-iris"], steps=5)
+    with pytest.raises(ValueError, match="torch-softmax-iris need torch and descend.torch"):
+        compare_module.compare(config)

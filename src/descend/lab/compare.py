@@ -24,7 +24,7 @@ import numpy as np
 
 from descend.algorithms.conventions import check_convention
 from descend.lab.contestants import DEFAULT_OPTIMIZERS, get_contestant
-from descend.lab.problems import DEFAULT_SUITE, Problem
+from descend.lab.problems import DEFAULT_SUITE, Problem, torch_missing
 from descend.lab.problems import get as get_problem
 from descend.lab.runner import RunResult, jsonable, run
 from descend.lab.store import write_json, write_text
@@ -85,6 +85,10 @@ class CompareConfig:
         problems = [p if isinstance(p, Problem) else get_problem(p) for p in self.problems]
         if not problems:
             raise ValueError("no problems to compare on")
+        torch_ones = [p.name for p in problems if p.framework == "torch"]
+        if torch_ones and torch_missing() is not None:
+            raise ValueError(f"the problems {', '.join(torch_ones)} need torch and descend.torch, which cannot be "
+                             f"imported here ({torch_missing()}); leave them out or install descend[torch]")
         for what, value in (("steps", self.steps), ("seeds", self.seeds), ("tune_seeds", self.tune_seeds)):
             if value is None and what == "steps":
                 continue

@@ -55,8 +55,15 @@ class Contestant:
     def build_groups(
         self, groups: Sequence[Mapping[str, Any]], convention: str, settings: Sequence[Mapping[str, Any]]
     ) -> Any:
-        """One optimizer with a param group per setting: ``groups[j]["params"]`` updated with ``settings[j]``."""
+        """One optimizer with a param group per setting: ``groups[j]["params"]`` updated with ``settings[j]``.
+
+        Tensors get the ``descend.torch`` optimizer of the same rule, arrays the NumPy one.
+        """
         cls = descend.OPTIMIZERS[self.algorithm]
+        if type(groups[0]["params"][0]).__module__.startswith("torch"):
+            from descend.torch import OPTIMIZERS as TORCH_OPTIMIZERS
+
+            cls = TORCH_OPTIMIZERS[self.algorithm]
         hp = [{**dict(self.fixed), **dict(s)} for s in settings]
         return cls(
             [{"params": list(g["params"]), **h} for g, h in zip(groups, hp)],

@@ -180,10 +180,16 @@ def run_many(
     k, g = len(seeds), len(settings)
     rngs, parts = [], []
     for _ in range(g):
-        group_rngs = run_rngs(problem.name, seeds)
+        group_rngs = run_rngs(problem.stream, seeds)
         parts.append(problem.init(group_rngs))
         rngs.extend(group_rngs)
-    params = [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
+    torch_front = problem.framework == "torch"
+    if torch_front:
+        import torch
+
+        params = [torch.cat([part[i] for part in parts]) for i in range(len(parts[0]))]
+    else:
+        params = [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
     groups = [{"params": [p[j * k : (j + 1) * k] for p in params]} for j in range(g)]
     opt = contestant.build_groups(groups, convention, settings)
     in_force = [{key: v for key, v in group.items() if key != "params"} for group in opt.param_groups]
@@ -201,13 +207,19 @@ def run_many(
         row = 1
         for t in range(1, steps + 1):
             grads = problem.grad(params, t, rngs)
-            opt.step([gr[j * k : (j + 1) * k] for j in range(g) for gr in grads])
+            if torch_front:
+                for j, group in enumerate(opt.param_groups):
+                    for p, gr in zip(group["params"], grads):
+                        p.grad = gr[j * k : (j + 1) * k]
+                opt.step()
+            else:
+                opt.step([gr[j * k : (j + 1) * k] for j in range(g) for gr in grads])
             problem.project(params)
             if path is not None:
                 path[t] = problem.point(params)
             if recorded[row] == t:
                 for p in params:
-                    alive &= np.all(np.isfinite(p.reshape(n, -1)), axis=1)
+                    alive &= np.all(np.isfinite(np.asarray(p).reshape(n, -1)), axis=1)
                 current = problem.loss(params)
                 alive &= np.isfinite(current)
                 losses[row] = np.where(alive, current, np.nan)

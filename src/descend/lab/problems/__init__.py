@@ -17,6 +17,7 @@ from descend.lab.problems.online import (
     make_amsgrad_counterexample,
     make_line_fit,
 )
+from descend.lab.problems.torch_models import TorchDataProblem, make_torch_problems, torch_missing
 
 __all__ = [
     "DATASETS",
@@ -27,16 +28,19 @@ __all__ = [
     "Function2D",
     "LineFit",
     "Problem",
+    "TorchDataProblem",
     "from_expression",
     "get",
     "load_dataset",
     "quadratic",
     "run_rngs",
+    "torch_missing",
 ]
 
+_DATA = make_data_problems()
 PROBLEMS: dict[str, Problem] = {
     p.name: p
-    for p in (*make_functions(), make_line_fit(), make_amsgrad_counterexample(), *make_data_problems())
+    for p in (*make_functions(), make_line_fit(), make_amsgrad_counterexample(), *_DATA, *make_torch_problems(_DATA))
 }
 
 DEFAULT_SUITE: tuple[str, ...] = (

@@ -47,6 +47,9 @@ class Problem(ABC):
         metric_names: the extra per-run results :meth:`metrics` returns.
         source_hyperparams: hyperparameters the problem's source ran with (for example the counterexample's
             ``betas``); the lab uses them for optimizers that take them, unless told otherwise.
+        framework: ``"numpy"`` (parameters are arrays, stepped by ``descend.Adam`` & co.) or ``"torch"``
+            (parameters are tensors, stepped by ``descend.torch.Adam`` & co.).
+        seed_name: seed the runs as the problem of this name does (default: its own name).
     """
 
     name: str
@@ -62,6 +65,13 @@ class Problem(ABC):
     references: str = ""
     metric_names: tuple[str, ...] = field(default=())
     source_hyperparams: dict[str, object] = field(default_factory=dict)
+    framework: str = "numpy"
+    seed_name: str = ""
+
+    @property
+    def stream(self) -> str:
+        """The name the run generators are seeded with (a twin problem shares its original's starts and noise)."""
+        return self.seed_name or self.name
 
     @property
     def is_2d(self) -> bool:
