@@ -125,8 +125,8 @@ def test_torch_twins_train_like_the_numpy_problems(name):
     from descend.lab.runner import run
 
     for optimizer in ("adam", "nesterov"):
-        mine = run(P.get(name), CONTESTANTS[optimizer], {"lr": 0.05}, 30, [0, 1])
-        twin = run(P.get(f"torch-{name}"), CONTESTANTS[optimizer], {"lr": 0.05}, 30, [0, 1])
+        mine = run(P.get(name), CONTESTANTS[optimizer], {"lr": 0.05}, 15, [0, 1])
+        twin = run(P.get(f"torch-{name}"), CONTESTANTS[optimizer], {"lr": 0.05}, 15, [0, 1])
         np.testing.assert_allclose(twin.loss, mine.loss, rtol=1e-9, atol=1e-12)
         np.testing.assert_array_equal(twin.metrics["test_accuracy"], mine.metrics["test_accuracy"])
 

@@ -159,7 +159,8 @@ else:
         if plot is not None:
             from descend.lab.plots import fit_line_plot
 
-            title = f"{optimizer} ({settings}), {'one update per sample' if per_sample else 'full batch'}"
+            how = "one update per sample" if per_sample else "one update per pass"
+            title = f"{optimizer}, lr {result.hyperparams['lr']:g} ({convention} convention), {epochs} passes, {how}"
             fit_line_plot(x, y, result.a_history, result.b_history, result.loss_history, title, plot)
             console.print(f"plot: {plot}", highlight=False)
 
@@ -203,12 +204,15 @@ else:
     ) -> None:
         """Run optimizers side by side on test functions and real data, fairly tuned, and write a report.
 
-        With no arguments: sgd, momentum, nesterov, rmsprop, adagrad, adam, adamw, nadam and amsgrad on the default
-        suite, each learning rate tuned per problem, 3 runs each. Writes results.json, results.csv, PNG plots, a GIF
-        and report.html into descend-runs/<timestamp>/.
+        With no arguments: sgd, momentum, nesterov, rmsprop, adagrad, adam, adamw, nadam and amsgrad.
+
+        They run on the default suite (`descend list`), each lr tuned per problem, 3 runs each.
+
+        Writes results.json, results.csv, PNG plots, GIFs and report.html into descend-runs/<timestamp>/.
 
         Example: descend compare --optimizers sgd,momentum,rmsprop,adam --problems rosenbrock,beale --steps 200
-        --seeds 2 --out runs/x
+
+        Example: descend compare --expr "(1-x)**2 + 100*(y-x**2)**2" --start -1,2 --out runs/mine
         """
         import time
 
@@ -238,6 +242,30 @@ else:
         except ValueError as exc:
             _fail(str(exc))
         began = time.perf_counter()
+        try:
+            outcome, plots_done = _run_compare(config, folder, resume, jobs, plots, total, began)
+        except KeyboardInterrupt:
+            Console(stderr=True).print(
+                f"interrupted: the runs finished so far are saved in {folder}; continue with "
+                f"--resume --out {folder}", highlight=False)
+            raise typer.Exit(code=130) from None
+        from descend.lab.tables import rich_tables
+
+        for table in rich_tables(outcome):
+            console.print(table)
+        if outcome.resumed:
+            console.print(f"kept {len(outcome.resumed)} runs already saved in {folder}", highlight=False)
+        report = f", {folder / 'report.html'}" if plots_done else ""
+        console.print(f"results: {folder / 'results.json'}, {folder / 'results.csv'}{report}", highlight=False)
+
+    def _run_compare(
+        config: object, folder: Path, resume: bool, jobs: int, plots: bool, total: int, began: float
+    ) -> tuple[object, bool]:
+        """Run a comparison and draw its pictures under progress bars."""
+        import time
+
+        from descend.lab import compare as lab
+
         with _progress() as bar:
             task = bar.add_task("tuning and running", total=total)
             outcome = lab.compare(
@@ -252,14 +280,7 @@ else:
                 pictures = write_pictures(outcome, folder, jobs=jobs, on_picture=lambda name: bar.update(
                     task2, advance=1, description=f"drew {name}"))
                 write_report(outcome, folder, pictures, elapsed=time.perf_counter() - began)
-        from descend.lab.tables import rich_tables
-
-        for table in rich_tables(outcome):
-            console.print(table)
-        if outcome.resumed:
-            console.print(f"kept {len(outcome.resumed)} runs already saved in {folder}", highlight=False)
-        report = f", {folder / 'report.html'}" if plots else ""
-        console.print(f"results: {folder / 'results.json'}, {folder / 'results.csv'}{report}", highlight=False)
+        return outcome, plots
 
     @app.command()
     def train(

@@ -267,7 +267,9 @@ def fit_line_plot(
                   label=f"after {i} updates: y = {a_history[i]:.3f}x + {b_history[i]:.3f}")
     left.set_xlabel("x")
     left.set_ylabel("y")
-    left.legend(fontsize=8, frameon=False)
+    low, high = left.get_ylim()
+    left.set_ylim(low, high + 0.6 * (high - low))  # room for the legend above the data
+    left.legend(fontsize=8, frameon=False, loc="upper left")
     left.set_title("data and fitted lines", fontsize=11)
     right.plot(np.arange(count), loss_history, color="#1f77b4", lw=1.5)
     if min(loss_history) > 0:

@@ -173,10 +173,12 @@ def write_report(
         lr = f"lr = {cfg.lr:g} for every optimizer" if cfg.lr is not None else "each optimizer's default lr"
         parts.append(f"<p><b>No tuning</b>: {lr} under the <code>{html.escape(cfg.convention)}</code> convention.</p>")
     parts.append(
-        "<p>Columns: medians over the reporting runs of the final loss, of its gap to the known minimum f* and of "
-        "the distance to the nearest minimiser; steps to tol is the median first step at which loss − f* ≤ the "
-        "problem's tolerance (among runs that got there); success counts runs ending within the tolerance; test "
-        "accuracy is the mean over runs; time is the wall time of all reporting runs together.</p>"
+        "<p>Columns: <i>lr</i> the rate used; <i>loss</i> (or <i>loss − f*</i>, its gap to the known minimum f*) "
+        "and <i>dist</i> (to the nearest minimiser) are medians over the reporting runs at the last step; "
+        "<i>steps→tol</i> is the median first step at which loss − f* ≤ the problem's tolerance, among the runs "
+        "that got there; <i>success</i> counts the runs that end within the tolerance; <i>test acc</i> is the mean "
+        "test accuracy; <i>time s</i> is the wall time of one setting's reporting runs. Empty columns are left "
+        "out; results.csv has them all.</p>"
     )
     for problem in outcome.problems:
         mine = [r for r in rows if r["problem"] == problem.name]
