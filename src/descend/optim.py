@@ -151,6 +151,10 @@ class Optimizer:
         if len(grads) != len(params):
             raise ValueError(f"got {len(grads)} gradients for {len(params)} parameters; give one per parameter")
         grads = [np.asarray(g) if isinstance(g, np.floating) else g for g in grads]  # 0-d arithmetic gives scalars
+        ndarray = np.ndarray
+        if all(g is None or (type(g) is ndarray and g.shape == p.shape and g.dtype == p.dtype)
+               for p, g in zip(params, grads)):
+            return grads  # the common case, checked in one pass; the loop below names the first bad gradient
         for i, (p, g) in enumerate(zip(params, grads)):
             if g is None:
                 continue
@@ -227,6 +231,8 @@ class Optimizer:
         """One kernel call per (dtype, step, host state) bucket of a group; the reference for what it cannot take."""
         spec = self.spec
         slots = spec.state_slots(hp)
+        if items and self._fused_steady(items, hp, slots):
+            return
         buckets: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
         for i, p, g in items:
             state, step, host = self._prepare(i, p, hp)
@@ -251,6 +257,43 @@ class Optimizer:
                 continue
             for e in entries:
                 self._commit(e[0], e[3], e[4], e[5])
+
+    def _fused_steady(self, items: list[tuple[int, np.ndarray, np.ndarray]], hp: Hyperparams, slots: Any) -> bool:
+        """The common case in one kernel call, with no per-tensor Python work beyond gathering the lists: every
+        tensor already has its state, at the same step and host state. Returns False, having changed nothing, when
+        the case does not apply or the kernel refuses an array."""
+        spec = self.spec
+        host_keys = tuple(spec.host_slots(hp))
+        states = [self.state.get(i) for i, _, _ in items]
+        try:
+            lists = {slot: [st[slot] for st in states] for slot in slots}
+            steps = [st["step"] for st in states] if spec.has_step else [1]
+            hosts = [tuple(st[k] for k in host_keys) for st in states] if host_keys else [()]
+        except (KeyError, TypeError):  # a tensor without state (None) or without some slot yet
+            return False
+        if steps.count(steps[0]) != len(steps) or hosts.count(hosts[0]) != len(hosts):
+            return False
+        step = int(steps[0]) + 1 if spec.has_step else 2
+        host = spec.advance_host(hp, step, dict(zip(host_keys, hosts[0])))
+        dtype = items[0][1].dtype
+        try:
+            kernels.step(
+                spec.name,
+                spec.scalars(hp, step, host),
+                [p for _, p, _ in items],
+                [g for _, _, g in items],
+                lists,
+                dtype=dtype.name,
+            )
+        except (ValueError, TypeError):  # checked before anything runs: nothing was changed
+            return False
+        if spec.has_step:
+            for st in states:
+                st["step"] = step
+        if host:
+            for st in states:
+                st.update(host)
+        return True
 
     def _kernel(self, s: Any, entries: list[tuple[Any, ...]], slots: tuple[str, ...], dtype: np.dtype) -> None:
         kernels.step(
