@@ -159,7 +159,7 @@ def algorithm_page(spec: Any, figure: str | None = None, path: Any = None) -> st
         "",
         lead,
         "",
-        "| | |",
+        "| where | what |",
         "|---|---|",
         f"| NumPy | `descend.{spec.title}(params, ...)` |",
         f"| torch | `descend.torch.{spec.title}(params, ...)` |",
