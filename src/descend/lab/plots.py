@@ -1,6 +1,6 @@
 """Pictures of a comparison: loss curves with their spread over seeds, contour plots with every optimizer's path,
-an animation of the paths, and the article's line fit. Matplotlib with the Agg backend; every file is written
-atomically (to a temporary name, then renamed)."""
+an animation of the paths, and the article's line fit. Figures are drawn on matplotlib's Agg canvas without pyplot
+(no global backend is set); every file is written atomically (to a temporary name, then renamed)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
-
-from descend.lab.problems import Problem  # noqa: E402
-from descend.lab.runner import RunResult  # noqa: E402
-from descend.lab.store import write_bytes  # noqa: E402
+from descend.lab.problems import Problem
+from descend.lab.runner import RunResult
+from descend.lab.store import write_bytes
 
 __all__ = ["colors_for", "contour_plot", "fit_line_plot", "loss_plot", "trajectory_gif"]
 
@@ -42,11 +42,17 @@ def _style(i: int) -> Any:
     return LINESTYLES[i % len(LINESTYLES)]
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def _figure(**kwargs: Any) -> Figure:
+    """A figure drawn by the Agg canvas, outside pyplot, so that no global backend or figure list is touched."""
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
     """Write the figure as PNG. Layouts are fixed by hand: automatic ones measure every label and cost seconds."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
     return write_bytes(path, buffer.getvalue())
 
 
@@ -74,9 +80,13 @@ def _loss_values(problem: Problem, results: Mapping[str, RunResult]) -> tuple[di
     return curves, log, floor
 
 
-def _loss_axes(ax: plt.Axes, problem: Problem, log: bool, ylabel: bool = True) -> None:
+def _loss_axes(ax: Axes, problem: Problem, log: bool, ylabel: bool = True, decades: float = 10.0) -> None:
     if log:
         ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(NullFormatter())  # labels on every minor tick crowd the axis
+        if decades < 2:  # a narrow range: label 1, 2 and 5 of each decade in plain numbers
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         if problem.tol is not None:
             ax.axhline(problem.tol, color="0.35", lw=0.8, ls=":", zorder=0)
     if ylabel:
@@ -92,20 +102,24 @@ def loss_plot(problem: Problem, results: Mapping[str, RunResult], path: str | Pa
     the bands stay readable.
     """
     colors = colors_for(list(results))
-    curves, log, _ = _loss_values(problem, results)
+    curves, log, floor = _loss_values(problem, results)
+    tops = [np.nanmax(c[3]) for c in curves.values() if np.isfinite(c[3]).any()]
+    bottoms = [np.nanmin(c[2]) for c in curves.values() if np.isfinite(c[2]).any()]
+    decades = float(np.log10(max(tops) / max(min(bottoms), floor))) if log and tops else 10.0
     runs = len(next(iter(results.values())).seeds)
     spread = f"median over {runs} runs, band: min to max" if runs > 1 else "one run"
     dotted = "; dotted line: the success tolerance" if log and problem.tol is not None else ""
     names = list(results)
     if len(names) <= 4:
-        fig, ax = plt.subplots(figsize=(8.0, 4.6))
+        fig = _figure(figsize=(8.0, 4.6))
+        ax = fig.subplots()
         for i, name in enumerate(names):
             steps, median, low, high = curves[name]
             ax.plot(steps, median, color=colors[name], linestyle=_style(i), lw=1.8,
                     label=_label(name, results[name].hyperparams))
             if runs > 1:
                 ax.fill_between(steps, low, high, color=colors[name], alpha=0.15, lw=0)
-        _loss_axes(ax, problem, log)
+        _loss_axes(ax, problem, log, decades=decades)
         ax.set_xlabel("step")
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=9)
         ax.set_title(f"{problem.title}\n{spread}{dotted}", fontsize=11)
@@ -113,7 +127,8 @@ def loss_plot(problem: Problem, results: Mapping[str, RunResult], path: str | Pa
         return _save(fig, path)
     cols = 3
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(11.5, 2.6 * rows + 0.8), sharex=True, sharey=True, squeeze=False)
+    fig = _figure(figsize=(11.5, 2.6 * rows + 0.8))
+    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)
     for i, name in enumerate(names):
         ax = axes[i // cols][i % cols]
         for other in names:
@@ -124,14 +139,14 @@ def loss_plot(problem: Problem, results: Mapping[str, RunResult], path: str | Pa
             ax.fill_between(steps, low, high, color=colors[name], alpha=0.25, lw=0, zorder=2)
         ax.plot(steps, median, color=colors[name], lw=1.9, zorder=3)
         ax.set_title(_label(name, results[name].hyperparams), fontsize=10, color=colors[name], loc="left")
-        _loss_axes(ax, problem, log, ylabel=i % cols == 0)
+        _loss_axes(ax, problem, log, ylabel=i % cols == 0, decades=decades)
         if i // cols == rows - 1 or i + cols >= len(names):
             ax.set_xlabel("step")
             ax.xaxis.set_tick_params(labelbottom=True)
     for j in range(len(names), rows * cols):
         axes[j // cols][j % cols].set_visible(False)
     fig.suptitle(f"{problem.title}\n{spread}{dotted}; grey: the other optimizers' medians", fontsize=11)
-    fig.subplots_adjust(left=0.075, right=0.985, top=1 - 0.75 / fig.get_figheight(), bottom=0.45 / fig.get_figheight(),
+    fig.subplots_adjust(left=0.085, right=0.985, top=1 - 0.75 / fig.get_figheight(), bottom=0.45 / fig.get_figheight(),
                         wspace=0.06, hspace=0.28)
     return _save(fig, path)
 
@@ -142,7 +157,7 @@ def _grid(problem: Problem, n: int = 160) -> tuple[np.ndarray, np.ndarray, np.nd
     return xs, ys, np.asarray(problem.surface(xs, ys), dtype=np.float64)
 
 
-def _background(ax: plt.Axes, problem: Problem) -> None:
+def _background(ax: Axes, problem: Problem) -> None:
     xs, ys, zs = _grid(problem)
     shift = problem.f_min if problem.f_min is not None else float(np.nanmin(zs))
     gap = zs - shift
@@ -162,7 +177,7 @@ def _background(ax: plt.Axes, problem: Problem) -> None:
     ax.set_aspect("equal" if abs((x1 - x0) - (y1 - y0)) < 1e-9 else "auto")
 
 
-def _marks(ax: plt.Axes, problem: Problem, start: np.ndarray) -> None:
+def _marks(ax: Axes, problem: Problem, start: np.ndarray) -> None:
     ax.plot(*start, "o", color="white", mec="black", ms=9, zorder=5, label="start")
     if problem.optima is not None:
         opt = np.asarray(problem.optima)
@@ -172,7 +187,8 @@ def _marks(ax: plt.Axes, problem: Problem, start: np.ndarray) -> None:
 def contour_plot(problem: Problem, results: Mapping[str, RunResult], path: str | Path) -> Path:
     """The function's contours with the path of the first run of every optimizer, the start and the minima."""
     colors = colors_for(list(results))
-    fig, ax = plt.subplots(figsize=(8.0, 6.4))
+    fig = _figure(figsize=(8.0, 6.4))
+    ax = fig.subplots()
     _background(ax, problem)
     start = None
     for i, (name, r) in enumerate(results.items()):
@@ -209,7 +225,8 @@ def trajectory_gif(
     n_steps = max(len(p) for p in paths.values()) - 1
     # Early steps move most: sample the frames more densely there.
     ticks = np.unique(np.round(np.geomspace(1, n_steps + 1, frames) - 1).astype(int))
-    fig, ax = plt.subplots(figsize=(7.2, 5.4), dpi=80)
+    fig = _figure(figsize=(7.2, 5.4), dpi=80)
+    ax = fig.subplots()
     _background(ax, problem)
     _marks(ax, problem, next(iter(paths.values()))[0])
     lines, heads = {}, {}
@@ -226,23 +243,20 @@ def trajectory_gif(
     fig.canvas.draw()
     background = fig.canvas.copy_from_bbox(fig.bbox)
     images = []
-    try:
-        for t in ticks:
-            fig.canvas.restore_region(background)
-            for name, pts in paths.items():
-                seen = pts[: int(t) + 1]
-                seen = seen[np.isfinite(seen).all(axis=1)]
-                lines[name].set_data(seen[:, 0], seen[:, 1])
-                heads[name].set_data(seen[-1:, 0], seen[-1:, 1])
-                ax.draw_artist(lines[name])
-                ax.draw_artist(heads[name])
-            counter.set_text(f"step {int(t)}")
-            ax.draw_artist(counter)
-            fig.canvas.blit(fig.bbox)
-            rgba = np.asarray(fig.canvas.buffer_rgba())
-            images.append(Image.fromarray(rgba[..., :3].copy()).quantize(colors=255, method=Image.Quantize.FASTOCTREE))
-    finally:
-        plt.close(fig)
+    for t in ticks:
+        fig.canvas.restore_region(background)
+        for name, pts in paths.items():
+            seen = pts[: int(t) + 1]
+            seen = seen[np.isfinite(seen).all(axis=1)]
+            lines[name].set_data(seen[:, 0], seen[:, 1])
+            heads[name].set_data(seen[-1:, 0], seen[-1:, 1])
+            ax.draw_artist(lines[name])
+            ax.draw_artist(heads[name])
+        counter.set_text(f"step {int(t)}")
+        ax.draw_artist(counter)
+        fig.canvas.blit(fig.bbox)
+        rgba = np.asarray(fig.canvas.buffer_rgba())
+        images.append(Image.fromarray(rgba[..., :3].copy()).quantize(colors=255, method=Image.Quantize.FASTOCTREE))
     durations = [int(1000 / fps)] * (len(images) - 1) + [1500]  # hold the last frame
     buffer = io.BytesIO()
     images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
@@ -254,12 +268,13 @@ def fit_line_plot(
     loss_history: Sequence[float], title: str, path: str | Path,
 ) -> Path:
     """The article's line fit: the data with the fitted line (and a few earlier ones), and the loss per update."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.4))
+    fig = _figure(figsize=(11.0, 4.4))
+    left, right = fig.subplots(1, 2)
     left.scatter(x, y, color="black", s=18, zorder=3, label="data")
     xs = np.linspace(float(np.min(x)), float(np.max(x)), 2)
     count = len(a_history)
     shown = sorted({0, count // 8, count // 4, count // 2, count - 1})
-    cmap = plt.get_cmap("viridis")
+    cmap = matplotlib.colormaps["viridis"]
     for j, i in enumerate(shown):
         final = i == count - 1
         left.plot(xs, a_history[i] * xs + b_history[i], color="#d62728" if final else cmap(j / len(shown)),
