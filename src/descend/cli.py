@@ -61,10 +61,7 @@ else:
 
         Example: descend list
         """
-        from descend.lab import listing
 
-        for table in listing.lab_tables():
-            console.print(table)
         table = Table(title="Algorithms")
         for column in ("name", "class", "torch.optim", "what it does"):
             table.add_column(column)
@@ -85,6 +82,10 @@ else:
             here = "yes" if name != "fused" or ok else f"no: {why}"
             backends.add_row(name, here)
         console.print(backends)
+        from descend.lab import listing
+
+        for table in listing.lab_tables():
+            console.print(table)
 
     @app.command()
     def describe(

@@ -15,16 +15,16 @@ def lab_tables() -> list[Any]:
     from rich.table import Table
 
     optimizers = Table(title="Lab optimizers (descend compare --optimizers; * = run by default)")
-    for column in ("name", "update rule", "fixed flags", "what it is"):
-        optimizers.add_column(column)
+    for column in ("name", "update rule", "what it is"):
+        optimizers.add_column(column, no_wrap=column == "name")
     for c in CONTESTANTS.values():
-        flags = ", ".join(f"{k}={v}" for k, v in c.fixed.items()) or "-"
+        flags = ", ".join(f"{k}={v}" for k, v in c.fixed.items())
         mark = "*" if c.name in DEFAULT_OPTIMIZERS else ""
-        optimizers.add_row(c.name + mark, c.algorithm, flags, c.summary)
+        optimizers.add_row(c.name + mark, f"{c.algorithm} ({flags})" if flags else c.algorithm, c.summary)
     problems = Table(title="Lab problems (descend compare --problems; * = in the default suite)")
     for column in ("name", "kind", "steps", "what it is"):
-        problems.add_column(column)
+        problems.add_column(column, no_wrap=column == "name")
     for p in PROBLEMS.values():
         mark = "*" if p.name in DEFAULT_SUITE else ""
-        problems.add_row(p.name + mark, p.family, str(p.default_steps), p.description)
+        problems.add_row(p.name + mark, p.family, str(p.default_steps), p.title)
     return [optimizers, problems]
