@@ -33,7 +33,7 @@ def _number(v: Any) -> str:
 
 def format_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Headers and cells for the rows of one problem, leaving out columns that are empty for all of them."""
-    present = [c for c in COLUMNS if any(row.get(c[0]) is not None for row in rows)]
+    present = [c for c in COLUMNS if c[0] == "final_loss" or any(row.get(c[0]) is not None for row in rows)]
     if all(row.get("gap") == row.get("final_loss") for row in rows):  # f* = 0: the gap is the loss
         present = [c for c in present if c[0] != "gap"]
     elif any(row.get("gap") is not None for row in rows):  # the gap says it all; the loss is in results.csv
@@ -55,7 +55,7 @@ def format_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list
             elif key == "wall_time" and v is not None:
                 line.append(f"{v:.2f}")
             elif key in ("final_loss", "gap") and row.get("diverged"):
-                line.append(f"{_number(v)} ({row['diverged']} diverged)")
+                line.append(f"{'' if v is None else _number(v) + ' '}({row['diverged']}/{row['runs']} diverged)")
             else:
                 line.append(_number(v))
         cells.append(line)
