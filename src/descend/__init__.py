@@ -7,6 +7,7 @@ The NumPy optimizers live at the top level (``descend.Adam``, ...); the ``torch.
 from descend import schedules
 from descend.algorithms import CONVENTIONS, REGISTRY
 from descend.checkpoint import load, save
+from descend.kernels import set_num_threads as set_num_threads
 from descend.optim import Optimizer, _make_class
 
 __version__ = "0.1.0"

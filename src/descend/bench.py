@@ -18,6 +18,7 @@ import importlib.util
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -285,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=9, help="timed rounds; the median is reported (default 9)")
     parser.add_argument("--threads", type=int, default=0, help="threads for descend and torch (default: all)")
     parser.add_argument("--out", default=None, help="write a Markdown report here (e.g. docs/benchmarks.md)")
+    parser.add_argument("--append", action="store_true", help="add this run as a section of --out, keeping the rest")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
@@ -302,18 +304,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(table(new).split("\n", 2)[2], flush=True)
     text = table(rows)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(REPORT.format(stamp=stamp(), repeats=args.repeats, table=text))
+        command = "python benchmarks/step_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        section = SECTION.format(stamp=stamp(), repeats=args.repeats, table=text, command=command.strip())
+        exists = args.append and os.path.exists(args.out)
+        with open(args.out, "a" if exists else "w") as f:
+            f.write(section if exists else REPORT + section)
         print(f"wrote {args.out}")
     return 0
 
 
 REPORT = """# Benchmarks: step speed
 
-One optimizer step on float32 parameters, median of {repeats} interleaved rounds (one step of every contestant per
-round, after a warm-up step). `roofline` is the time of a kernel with the same loads and stores and trivial math,
-divided by the contestant's time. GB/s counts the bytes the algorithm must move (param, grad and state read; param and
-state written). Written by `python benchmarks/step_speed.py` (`descend.bench`).
+One optimizer step on float32 parameters, the median of interleaved rounds (one step of every contestant per round,
+after a warm-up step). `roofline` is the time of a kernel with the same loads and stores and trivial math, divided by
+the contestant's time. GB/s counts the bytes the algorithm must move (param, grad and state read; param and state
+written). `vs torch.optim` and `vs torch fused` are speedups: torch's time over the contestant's. Written by
+`python benchmarks/step_speed.py` (`descend.bench`); each section below is one run.
+"""
+
+SECTION = """
+## `{command}`
+
+Median of {repeats} rounds.
 
 {stamp}
 
