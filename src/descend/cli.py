@@ -324,6 +324,10 @@ else:
             table.add_row(r.optimizer, f"{r.hyperparams['lr']:g}", f"{r.train_loss[-1]:.4f}",
                           f"{100 * r.test_accuracy:.1f}%", f"{r.wall_time:.2f}")
         console.print(table)
+        if lr is None:
+            console.print(f"lr: each optimizer's default under the {convention} convention, not tuned; set one with "
+                          "--lr, or compare tuned rates with `descend compare --problems torch-mlp-digits`",
+                          highlight=False)
 
     @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def bench(ctx: typer.Context) -> None:
