@@ -19,6 +19,7 @@ DOCS = ROOT / "docs"
 sys.path.insert(0, str(DOCS / "_hooks"))
 
 import docgen  # noqa: E402
+import rosenbrock  # noqa: E402
 import snippets  # noqa: E402
 
 # benchmarks.md is written by the benchmark script and is not checked here.
@@ -89,6 +90,14 @@ def test_algorithm_pages_carry_the_math_and_the_spec() -> None:
             assert f"| `{field}` |" in page, (name, field)
         for slot in spec.state_slots(spec.make()):
             assert f"`{slot}`" in page, (name, slot)
+
+
+def test_every_algorithm_has_a_rosenbrock_picture_setting() -> None:
+    from descend.algorithms import REGISTRY
+
+    assert set(rosenbrock.LEARNING_RATES) == set(REGISTRY)
+    path = rosenbrock.run("adam", steps=50)
+    assert len(path.points) == 51 and not path.diverged
 
 
 def test_rst_math_becomes_arithmatex() -> None:

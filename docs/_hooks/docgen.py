@@ -322,12 +322,12 @@ BENCHMARKS_PLACEHOLDER = """# Benchmarks
 
 The benchmark has not been run for this build of the documentation, so there are no numbers here yet.
 
-The benchmark (`descend.bench`) measures the step time of the optimizers, fused and reference, and writes this page,
-`docs/benchmarks.md`, stamped with the machine, the versions and the date. Run it from the repository root, then
-build the documentation again:
+The benchmark (`descend.bench`) measures the step time of descend's optimizers against `torch.optim`, plain NumPy
+and optax, and writes this page, `docs/benchmarks.md`, stamped with the machine, the versions and the date. Run it
+from the repository root, then build the documentation again:
 
 ```bash
-descend bench
+python benchmarks/step_speed.py --out docs/benchmarks.md
 ```
 """
 
