@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from descend.lab.problems import Problem
 from descend.lab.runner import RunResult
@@ -140,6 +140,9 @@ def loss_plot(problem: Problem, results: Mapping[str, RunResult], path: str | Pa
         ax.plot(steps, median, color=colors[name], lw=1.9, zorder=3)
         ax.set_title(_label(name, results[name].hyperparams), fontsize=10, color=colors[name], loc="left")
         _loss_axes(ax, problem, log, ylabel=i % cols == 0, decades=decades)
+        if log and decades >= 2:  # minor ticks on nine log axes cost seconds and add little at this size
+            ax.yaxis.set_minor_locator(NullLocator())
+            ax.yaxis.set_major_locator(LogLocator(base=10, numticks=6))
         if i // cols == rows - 1 or i + cols >= len(names):
             ax.set_xlabel("step")
             ax.xaxis.set_tick_params(labelbottom=True)
