@@ -26,7 +26,7 @@ from descend.algorithms.conventions import check_convention
 from descend.lab.contestants import DEFAULT_OPTIMIZERS, get_contestant
 from descend.lab.problems import DEFAULT_SUITE, Problem, torch_missing
 from descend.lab.problems import get as get_problem
-from descend.lab.runner import RunResult, jsonable, run
+from descend.lab.runner import RunResult, finite_or_none, jsonable, run
 from descend.lab.store import write_json, write_text
 from descend.lab.tuner import DEFAULT_LR_GRID, MOMENTUM_GRID, objective_text, tune
 
@@ -356,7 +356,7 @@ def write_results(outcome: CompareResult, out: Path) -> None:
         "rows": rows,
         "tuning": tuning,
     }
-    write_json(out / "results.json", json.loads(json.dumps(data, default=str).replace("NaN", "null")))
+    write_json(out / "results.json", finite_or_none(json.loads(json.dumps(data, default=str))))
     columns = list(dict.fromkeys(k for row in rows for k in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")

@@ -18,7 +18,7 @@ import numpy as np
 from descend.lab.contestants import Contestant
 from descend.lab.problems import Problem, run_rngs
 
-__all__ = ["RunResult", "jsonable", "run", "run_many"]
+__all__ = ["RunResult", "finite_or_none", "jsonable", "run", "run_many"]
 
 
 @dataclass
@@ -76,7 +76,7 @@ class RunResult:
             "metrics": {k: clean(v) for k, v in self.metrics.items()},
             "wall_time": self.wall_time,
         }
-        return _nan_to_none(out)
+        return finite_or_none(out)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunResult:
@@ -109,13 +109,14 @@ def _num(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _nan_to_none(obj: Any) -> Any:
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float, at any depth of lists and dicts, replaced by None (JSON's null)."""
     if isinstance(obj, float):
         return _num(obj)
     if isinstance(obj, list):
-        return [_nan_to_none(v) for v in obj]
+        return [finite_or_none(v) for v in obj]
     if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
+        return {k: finite_or_none(v) for k, v in obj.items()}
     return obj
 
 
