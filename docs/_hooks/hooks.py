@@ -92,6 +92,7 @@ _MATH_HTML = re.compile(r":math:<code>(.*?)</code>")
 
 
 def on_page_content(html: str, page, config, files) -> str:
-    """Docstrings use reStructuredText roles (``:class:`X```); in the API reference show them as plain code."""
+    """Docstrings use reStructuredText roles (``:class:`X```) and ``::`` before code; show them as Markdown would."""
+    html = html.replace("::</p>", ":</p>")
     html = _MATH_HTML.sub(lambda m: f'<span class="arithmatex">\\({m.group(1)}\\)</span>', html)
     return _ROLE_HTML.sub(r"\1", html)
