@@ -80,6 +80,12 @@ def test_adam_drifts_the_wrong_way_on_the_counterexample_and_amsgrad_does_not():
     amsgrad = run(problem, CONTESTANTS["amsgrad"], {**base, "lr": 0.1}, 2020, [0, 1, 2])
     np.testing.assert_allclose(adam.distance, 2.0)  # x = +1, the worst point
     assert np.mean(amsgrad.distance) < 1.5
+    # With the paper's step size lr / sqrt(t), Adam ends near +1 and AMSGrad well on the way to -1.
+    adam = run(problem, CONTESTANTS["adam"], {**base, "lr": 1.0}, 2020, [0], schedule="inverse-sqrt")
+    amsgrad = run(problem, CONTESTANTS["amsgrad"], {**base, "lr": 1.0}, 2020, [0], schedule="inverse-sqrt")
+    assert adam.distance[0] > 1.5 and amsgrad.distance[0] < 0.5
+    with pytest.raises(ValueError, match="schedule"):
+        run(problem, CONTESTANTS["adam"], base, 5, [0], schedule="cosine")
 
 
 def test_result_json_round_trip():

@@ -60,7 +60,8 @@ class CompareConfig:
         grid: the learning rates tried when tuning.
         tune_seeds: runs per trial when tuning; their seeds are ``seed + 10000, ...``, apart from the reporting ones.
         tune_momentum: also tune each optimizer's momentum (beta1 for the Adam family) over (0.5, 0.9, 0.99).
-        source_hyperparams: use the hyperparameters a problem's source ran with (the AMSGrad counterexample's betas).
+        source_hyperparams: use the hyperparameters and schedule a problem's source ran with (the AMSGrad
+            counterexample's betas and lr / sqrt(t)).
     """
 
     optimizers: Sequence[str] = DEFAULT_OPTIMIZERS
@@ -226,13 +227,14 @@ def run_cell(
     tune_seeds = [config.seed + 10_000 + i for i in range(config.tune_seeds)]
     accepted = set(contestant.hyperparameter_names())
     base = {k: v for k, v in problem.source_hyperparams.items() if k in accepted} if config.source_hyperparams else {}
+    schedule = problem.source_schedule if config.source_hyperparams else None
     trials: list[dict[str, Any]] = []
     tuned: dict[str, Any] = {}
     objective = ""
     if config.tuning:
         found = tune(
             problem, contestant, steps, tune_seeds, base, config.convention, config.grid, config.tune_momentum,
-            on_trial=on_trial,
+            on_trial=on_trial, schedule=schedule,
         )
         hp = found.best
         trials, objective = found.trials, found.objective
@@ -240,7 +242,7 @@ def run_cell(
         tuned = {"lr": hp["lr"], **({knob: hp[knob]} if knob else {})}
     else:
         hp = {**base, **({"lr": float(config.lr)} if config.lr is not None else {})}
-    result = run(problem, contestant, hp, steps, seeds, config.convention)
+    result = run(problem, contestant, hp, steps, seeds, config.convention, schedule=schedule)
     return Cell(result, trials, tuned, objective)
 
 

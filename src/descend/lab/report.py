@@ -165,9 +165,9 @@ def write_report(
             f"with the same budget: the grid {grid}, widened by a decade at a time while the best was on its edge, "
             "then the two half-decade neighbours of the best; each trial "
             f"running the full number of steps on {cfg.tune_seeds} tuning runs (seeds {cfg.seed + 10000} and up, not "
-            "the reporting ones). Objective: the mean, over the tuning runs and the second half of the steps, of "
-            "log₁₀(loss − f*) floored at 1e-12; ties go to the faster setting; a diverged run disqualifies a "
-            "setting. Other hyperparameters are the convention's defaults.</p>"
+            "the reporting ones). Objective: the mean over the tuning runs of log₁₀ of the run's mean loss − f* "
+            "over the second half of the steps, floored at 1e-12; ties go to the faster setting; a diverged run "
+            "disqualifies a setting. Other hyperparameters are the convention's defaults.</p>"
         )
     else:
         lr = f"lr = {cfg.lr:g} for every optimizer" if cfg.lr is not None else "each optimizer's default lr"

@@ -132,6 +132,9 @@ def jsonable(hp: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+SCHEDULES = (None, "inverse-sqrt")
+
+
 def run(
     problem: Problem,
     contestant: Contestant,
@@ -141,6 +144,7 @@ def run(
     convention: str = "torch",
     record_every: int | None = None,
     keep_path: bool = True,
+    schedule: str | None = None,
 ) -> RunResult:
     """Run ``contestant`` with ``hyperparams`` for ``steps`` updates on ``problem``, one run per seed, side by side.
 
@@ -151,10 +155,11 @@ def run(
         convention: the preset the defaults come from.
         record_every: record the loss every this many steps (default: the problem's own ``record_every``).
         keep_path: record the path of 2-D problems.
+        schedule: None for a constant rate, or ``"inverse-sqrt"``: ``lr / sqrt(t)`` at step ``t``.
 
     A run whose loss stops being finite is marked diverged there and its later losses are NaN.
     """
-    return run_many(problem, contestant, [hyperparams], steps, seeds, convention, record_every, keep_path)[0]
+    return run_many(problem, contestant, [hyperparams], steps, seeds, convention, record_every, keep_path, schedule)[0]
 
 
 def run_many(
@@ -166,6 +171,7 @@ def run_many(
     convention: str = "torch",
     record_every: int | None = None,
     keep_path: bool = True,
+    schedule: str | None = None,
 ) -> list[RunResult]:
     """:func:`run` for several hyperparameter settings at once, one param group each, sharing the problem's work.
 
@@ -178,6 +184,8 @@ def run_many(
         raise ValueError("seeds must list at least one seed")
     if not settings:
         raise ValueError("settings must hold at least one set of hyperparameters")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"Unknown schedule {schedule!r}; known schedules are {SCHEDULES}")
     k, g = len(seeds), len(settings)
     rngs, parts = [], []
     for _ in range(g):
@@ -194,6 +202,7 @@ def run_many(
     groups = [{"params": [p[j * k : (j + 1) * k] for p in params]} for j in range(g)]
     opt = contestant.build_groups(groups, convention, settings)
     in_force = [{key: v for key, v in group.items() if key != "params"} for group in opt.param_groups]
+    base_lrs = [float(group["lr"]) for group in opt.param_groups]
     n = k * g
     every = max(1, record_every or problem.record_every)
     recorded = sorted({0, steps, *range(every, steps, every)})
@@ -207,6 +216,9 @@ def run_many(
             path[0] = problem.point(params)
         row = 1
         for t in range(1, steps + 1):
+            if schedule == "inverse-sqrt":
+                for group, lr in zip(opt.param_groups, base_lrs):
+                    group["lr"] = lr / math.sqrt(t)
             grads = problem.grad(params, t, rngs)
             if torch_front:
                 for j, group in enumerate(opt.param_groups):

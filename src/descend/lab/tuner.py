@@ -3,12 +3,12 @@ its momentum), on the same problem, seeds and number of steps, scored by the sam
 
 The search is coarse to fine: first one learning rate per decade (by default 0.001 to 1); while the best lies on
 an edge of what was tried, one more decade beyond it (down to 1e-6, up to 100); then the two half-decade neighbours
-of the best. The objective is the mean, over the tuning seeds
-and over the second half of the recorded steps, of ``log10(loss - f_min)`` (floored at 1e-12): it rewards ending
-low and staying there; ties (several settings reaching the floor) go to the lower mean over the whole run, that is,
-to the faster one. One diverged run (a non-finite loss) disqualifies a setting. Problems without a known minimum
-use the mean final loss. The tuning seeds are not the seeds the results are reported on, so the reported numbers are
-not the ones the rate was picked on.
+of the best. The objective is the mean, over the tuning seeds, of ``log10`` of the run's mean gap
+``loss - f_min`` over the second half of the recorded steps (floored at 1e-12): it rewards ending low and staying
+there, and a brief visit to the minimum does not count for much; ties (several settings reaching the floor) go to
+the lower mean of ``log10(gap)`` over the whole run, that is, to the faster one. One diverged run (a non-finite
+loss) disqualifies a setting. Problems without a known minimum use the mean final loss. The tuning seeds are not
+the seeds the results are reported on, so the reported numbers are not the ones the rate was picked on.
 """
 
 from __future__ import annotations
@@ -60,8 +60,9 @@ def score(problem: Problem, result: RunResult) -> tuple[float, float]:
         return (math.inf, math.inf)
     if problem.f_min is None:
         return (float(np.mean(loss[-1])), float(np.mean(loss)))
-    logs = np.log10(np.maximum(loss - problem.f_min, FLOOR))
-    return (round(float(np.mean(logs[len(logs) // 2 :])), 6), float(np.mean(logs)))
+    gap = np.maximum(loss - problem.f_min, FLOOR)
+    late = np.log10(np.maximum(np.mean(gap[len(gap) // 2 :], axis=0), FLOOR))  # per run: log of the mean late gap
+    return (round(float(np.mean(late)), 6), float(np.mean(np.log10(gap))))
 
 
 def objective_text(problem: Problem) -> str:
@@ -69,8 +70,8 @@ def objective_text(problem: Problem) -> str:
     if problem.f_min is None:
         return "mean final loss over the tuning seeds"
     return (
-        "mean over the tuning seeds and the second half of the run of log10(loss − f*), floored at 1e-12; ties go to "
-        "the lower mean over the whole run; a diverged run disqualifies"
+        "mean over the tuning seeds of log10 of the mean of loss − f* over the second half of the run (floored at "
+        "1e-12); ties go to the faster setting; a diverged run disqualifies"
     )
 
 
@@ -94,6 +95,7 @@ def tune(
     tune_momentum: bool = False,
     on_trial: Callable[[], None] | None = None,
     refine: bool = True,
+    schedule: str | None = None,
 ) -> TuneResult:
     """Grid-search ``lr`` (and the momentum knob if ``tune_momentum``) of ``contestant`` on ``problem``.
 
@@ -105,6 +107,7 @@ def tune(
         grid: the learning rates to try.
         tune_momentum: also try each value of :data:`MOMENTUM_GRID` for the contestant's momentum knob.
         on_trial: called after every trial (for progress bars).
+        schedule: the learning-rate schedule of every trial (see :func:`~descend.lab.runner.run`).
         refine: after the grid, widen it while the best rate is on its edge, then try the best's half-decade
             neighbours.
 
@@ -133,7 +136,7 @@ def tune(
                 hp[knob] = float(momentum)
             settings.append(hp)
         every = max(problem.record_every, steps // 50)
-        results = run_many(problem, contestant, settings, steps, seeds, convention, every, keep_path=False)
+        results = run_many(problem, contestant, settings, steps, seeds, convention, every, False, schedule)
         for (lr, momentum), hp, result in zip(points, settings, results):
             value = score(problem, result)
             shown: dict[str, Any] = {"lr": float(lr)}

@@ -50,6 +50,8 @@ class Problem(ABC):
         framework: ``"numpy"`` (parameters are arrays, stepped by ``descend.Adam`` & co.) or ``"torch"``
             (parameters are tensors, stepped by ``descend.torch.Adam`` & co.).
         seed_name: seed the runs as the problem of this name does (default: its own name).
+        source_schedule: the learning-rate schedule the problem's source ran with: None (constant) or
+            ``"inverse-sqrt"`` (``lr / sqrt(t)`` at step ``t``); used unless told otherwise.
     """
 
     name: str
@@ -67,6 +69,7 @@ class Problem(ABC):
     source_hyperparams: dict[str, object] = field(default_factory=dict)
     framework: str = "numpy"
     seed_name: str = ""
+    source_schedule: str | None = None
 
     @property
     def stream(self) -> str:

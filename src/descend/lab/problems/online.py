@@ -83,7 +83,8 @@ class AMSGradCounterexample(Problem):
     Over one period of 101 steps the losses sum to ``10 x``, so the best fixed point is ``x = -1``; Adam with
     ``beta2 = 0.99`` is drawn to ``x = +1`` because the rare large gradient is forgotten before it comes back, while
     AMSGrad keeps the largest second moment and goes to ``-1``. The loss reported is the average over a period,
-    ``10 x / 101``; iterates are projected onto ``[-1, 1]`` after every update.
+    ``10 x / 101``; iterates are projected onto ``[-1, 1]`` after every update. As in the paper's experiment, the
+    step size decays as ``lr / sqrt(t)``.
     """
 
     big: float = 1010.0
@@ -116,11 +117,12 @@ def make_amsgrad_counterexample() -> AMSGradCounterexample:
         title="AMSGrad counterexample (Reddi et al. 2018)",
         family="online",
         description="f_t(x) = 1010x once every 101 steps and −10x otherwise, on [−1, 1]. The best point is x = −1; "
-        "Adam with β₂ = 0.99 drifts to +1, AMSGrad does not.",
+        "Adam with β₂ = 0.99 drifts towards +1, AMSGrad does not. As in the paper: β = (0.9, 0.99), step lr/√t.",
         default_steps=2020,
         f_min=-10.0 / 101.0,
         tol=0.01,
         record_every=5,
         references="Reddi, Kale & Kumar, 'On the Convergence of Adam and Beyond', ICLR 2018, section 5",
         source_hyperparams={"betas": (0.9, 0.99)},
+        source_schedule="inverse-sqrt",
     )
