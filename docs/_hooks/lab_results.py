@@ -48,7 +48,12 @@ def refresh(snapshot: Path = SNAPSHOT) -> None:
         "command": " ".join(COMMAND),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "descend": descend.__version__,
-        "commit": commit.stdout.strip() + (" with uncommitted changes under src/" if dirty.stdout.strip() else ""),
+        "commit": commit.stdout.strip()
+        + (
+            "; uncommitted changes in " + ", ".join(line[3:] for line in dirty.stdout.splitlines())
+            if dirty.stdout.strip()
+            else ""
+        ),
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
     }
