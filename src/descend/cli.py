@@ -333,7 +333,9 @@ else:
     def bench(ctx: typer.Context) -> None:
         """Time the optimizers' step (runs descend.bench; extra arguments are passed on to it).
 
-        Example: descend bench
+        Its own options: descend bench -- --help
+
+        Example: descend bench --cases mlp --algorithms adam sgd --repeats 3
         """
         try:
             from descend import bench as bench_module
