@@ -7,6 +7,7 @@ import importlib.util
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import warnings
@@ -46,13 +47,13 @@ def test_python_examples_run(page: Path, tmp_path: Path) -> None:
         snippets.run(codes, tmp_path, name=_page_id(page))
 
 
-def _commands() -> list[tuple[str, str]]:
+def _commands(program: str = "descend ") -> list[tuple[str, str]]:
     found = []
     for page in PAGES:
         for block in snippets.blocks(page.read_text(encoding="utf-8"), lang="bash"):
             for line in block.splitlines():
                 line = line.split("  #")[0].strip()
-                if line.startswith("descend "):
+                if line.startswith(program):
                     found.append((_page_id(page), line))
     return found
 
@@ -67,6 +68,22 @@ def test_cli_examples_run(page: str, command: str, tmp_path: Path, monkeypatch: 
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, shlex.split(command)[1:])
     assert result.exit_code == 0, f"{command!r} (in {page}) failed:\n{result.output}"
+
+
+TORCHRUN = _commands("torchrun ")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("page", "command"), TORCHRUN, ids=[f"{p}: {c}" for p, c in TORCHRUN])
+def test_torchrun_examples_run(page: str, command: str) -> None:
+    """The multi-process examples (about half a minute each on two cores, hence slow)."""
+    pytest.importorskip("torch")
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not on the PATH")
+    args = shlex.split(command)
+    proc = subprocess.run([torchrun, *args[1:]], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{command!r} (in {page}) failed:\n{proc.stdout}\n{proc.stderr}"
 
 
 def test_every_algorithm_has_a_page_in_the_nav() -> None:
