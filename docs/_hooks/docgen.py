@@ -396,3 +396,22 @@ def class_list(front: str) -> str:
         lines += [f"### `{prefix}.{cls.__name__}`", "", "```python", f"{prefix}.{cls.__name__}{signature}", "```", ""]
         lines += [doc, "", f"The rule and its hyperparameters: [{cls.__name__}](../algorithms/{name}.md).", ""]
     return "\n".join(lines)
+
+
+# -- the lab's problems -----------------------------------------------------------------------------------------------
+
+
+def problem_table() -> str:
+    """The lab's problems, read from its registry: name, kind, default steps and what each is."""
+    try:
+        from descend.lab.problems import DEFAULT_SUITE, PROBLEMS
+    except ImportError as exc:
+        return f"*The lab's problems could not be imported when this site was built ({exc}).*\n"
+    lines = ["| name | kind | steps | what it is |", "|---|---|---:|---|"]
+    for name, problem in PROBLEMS.items():
+        mark = " (default suite)" if name in DEFAULT_SUITE else ""
+        text = " ".join(str(getattr(problem, "description", "")).split()).replace("|", "&#124;")
+        kind = getattr(problem, "family", "")
+        steps = getattr(problem, "default_steps", "")
+        lines.append(f"| `{name}`{mark} | {kind} | {steps} | {text} |")
+    return "\n".join(lines) + "\n"

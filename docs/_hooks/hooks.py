@@ -4,6 +4,7 @@
 - the figures saved by the examples of a page (its Python blocks are run in order, in a scratch folder);
 - the command-line reference, put where a page says ``<!-- descend:cli-reference -->``;
 - the optimizer classes of each front, from the live classes (``<!-- descend:classes numpy -->``);
+- the lab's problems, from its registry (``<!-- descend:problems -->``);
 - the lab's stored results as tables (``<!-- descend:lab-results -->``, see ``lab_results.py``);
 - the list of test modules and the tolerance table, read from ``tests/`` (``<!-- descend:test-inventory -->``,
   ``<!-- descend:tolerances -->``);
@@ -30,6 +31,7 @@ CLI_MARKER = "<!-- descend:cli-reference -->"
 TESTS_MARKER = "<!-- descend:test-inventory -->"
 TOLERANCES_MARKER = "<!-- descend:tolerances -->"
 LAB_MARKER = "<!-- descend:lab-results -->"
+PROBLEMS_MARKER = "<!-- descend:problems -->"
 CLASSES_MARKER = re.compile(r"<!-- descend:classes (numpy|torch) -->")
 
 
@@ -75,6 +77,8 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     if CLI_MARKER in markdown:
         markdown = markdown.replace(CLI_MARKER, docgen.cli_reference())
     markdown = CLASSES_MARKER.sub(lambda m: docgen.class_list(m.group(1)), markdown)
+    if PROBLEMS_MARKER in markdown:
+        markdown = markdown.replace(PROBLEMS_MARKER, docgen.problem_table())
     if LAB_MARKER in markdown:
         markdown = markdown.replace(LAB_MARKER, lab_results.render())
     tests = Path(config.config_file_path).parent / "tests"
