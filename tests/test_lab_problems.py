@@ -121,14 +121,18 @@ def test_unknown_problem_is_named_in_the_error():
 def test_torch_twins_train_like_the_numpy_problems(name):
     # Same data, starts and minibatches; autograd and descend.torch against hand-written gradients and descend's
     # NumPy front: float64 rounding is all that separates them.
+    import torch
+
     from descend.lab.contestants import CONTESTANTS
     from descend.lab.runner import run
 
+    threads = torch.get_num_threads()
     for optimizer in ("adam", "nesterov"):
         mine = run(P.get(name), CONTESTANTS[optimizer], {"lr": 0.05}, 15, [0, 1])
         twin = run(P.get(f"torch-{name}"), CONTESTANTS[optimizer], {"lr": 0.05}, 15, [0, 1])
         np.testing.assert_allclose(twin.loss, mine.loss, rtol=1e-9, atol=1e-12)
         np.testing.assert_array_equal(twin.metrics["test_accuracy"], mine.metrics["test_accuracy"])
+    assert torch.get_num_threads() == threads  # the runs' single-thread setting is undone
 
 
 def test_torch_problems_are_refused_clearly_without_torch(monkeypatch):

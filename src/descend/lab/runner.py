@@ -210,7 +210,7 @@ def run_many(
     path = np.full((steps + 1, n, 2), np.nan) if (problem.is_2d and keep_path) else None
     alive = np.ones(n, dtype=bool)
     start = time.perf_counter()
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), problem.session():
         losses[0] = problem.loss(params)
         if path is not None:
             path[0] = problem.point(params)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,6 +96,10 @@ class Problem(ABC):
 
     def project(self, params: Sequence[np.ndarray]) -> None:  # noqa: B027 - a deliberate no-op default
         """Put the parameters back into the feasible set, in place (unconstrained problems do nothing)."""
+
+    def session(self) -> AbstractContextManager[None]:
+        """A context the runner holds while it steps this problem (for settings the problem needs while it runs)."""
+        return nullcontext()
 
     def point(self, params: Sequence[np.ndarray]) -> np.ndarray | None:
         """For 2-D problems, the position of each run, shape ``(n_runs, 2)``; None otherwise."""
