@@ -1,7 +1,9 @@
 """mkdocs hooks: pages and figures made from the code at build time.
 
 - ``algorithms/<name>.md`` for every algorithm in the registry, with its Rosenbrock picture;
-- the figures saved by the examples of a page (its Python blocks are run in order, in a scratch folder);
+- the output of a page's examples, shown under each one, and the figures they save: the Python blocks of a page are
+  run in order, in a scratch folder, up to the first that needs torch or scikit-learn (or to the last that saves a
+  figure);
 - the command-line reference, put where a page says ``<!-- descend:cli-reference -->``;
 - the optimizer classes of each front, from the live classes (``<!-- descend:classes numpy -->``);
 - the lab's problems, from its registry (``<!-- descend:problems -->``);
@@ -40,20 +42,48 @@ def _add(files: Files, config, src_uri: str, content: str | bytes) -> None:
         files.append(File.generated(config, src_uri, content=content))
 
 
-def _page_figures(files: Files, config) -> None:
-    """Run the examples of each page that saves figures and add the PNGs they write beside the page."""
+HEAVY = re.compile(r"^\s*(?:import|from)\s+(?:torch|sklearn)\b", re.M)
+MAX_OUTPUT_LINES = 30
+_OUTPUTS: dict[str, list[str]] = {}
+
+
+def _run_pages(files: Files, config) -> None:
+    """Run the examples of each page (see the module docstring); keep their output and add the PNGs they write."""
     for file in list(files.documentation_pages()):
         if file.generated_by or file.src_uri == "benchmarks.md":
             continue
         codes = snippets.blocks(Path(file.abs_src_path).read_text(encoding="utf-8"))
-        last = max((i for i, code in enumerate(codes) if "savefig(" in code), default=None)
-        if last is None:
+        light = next((i for i, code in enumerate(codes) if HEAVY.search(code)), len(codes))
+        last_figure = max((i + 1 for i, code in enumerate(codes) if "savefig(" in code), default=0)
+        count = max(light, last_figure)
+        if not count:
             continue
+        outputs: list[str] = []
         with tempfile.TemporaryDirectory() as tmp:
-            snippets.run(codes[: last + 1], Path(tmp), name=file.src_uri)
+            snippets.run(codes[:count], Path(tmp), name=file.src_uri, outputs=outputs)
             folder = Path(file.src_uri).parent
             for png in sorted(Path(tmp).glob("*.png")):
                 _add(files, config, (folder / png.name).as_posix(), png.read_bytes())
+        _OUTPUTS[file.src_uri] = outputs
+
+
+def _with_outputs(markdown: str, outputs: list[str]) -> str:
+    """Put each example's printed output, if any, in a text block under it (top-level examples only)."""
+    pieces, start, index = [], 0, 0
+    for match in snippets.FENCE.finditer(markdown):
+        if match.group("lang") != "python":
+            continue
+        out = outputs[index] if index < len(outputs) else ""
+        index += 1
+        if not out.strip() or match.group("indent"):
+            continue
+        lines = out.rstrip("\n").splitlines()
+        if len(lines) > MAX_OUTPUT_LINES:
+            lines = [*lines[:MAX_OUTPUT_LINES], "..."]
+        pieces += [markdown[start : match.end()], '\n\n```text title="Output"\n', "\n".join(lines), "\n```"]
+        start = match.end()
+    pieces.append(markdown[start:])
+    return "".join(pieces)
 
 
 def on_files(files: Files, config) -> Files:
@@ -69,11 +99,13 @@ def on_files(files: Files, config) -> Files:
         _add(files, config, f"algorithms/{name}.md", page)
     if files.get_file_from_path("benchmarks.md") is None:
         _add(files, config, "benchmarks.md", docgen.BENCHMARKS_PLACEHOLDER)
-    _page_figures(files, config)
+    _run_pages(files, config)
     return files
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
+    if _OUTPUTS.get(page.file.src_uri):
+        markdown = _with_outputs(markdown, _OUTPUTS[page.file.src_uri])
     if CLI_MARKER in markdown:
         markdown = markdown.replace(CLI_MARKER, docgen.cli_reference())
     markdown = CLASSES_MARKER.sub(lambda m: docgen.class_list(m.group(1)), markdown)

@@ -27,10 +27,11 @@ def blocks(markdown: str, lang: str = "python") -> list[str]:
     return found
 
 
-def run(codes: list[str], workdir: Path, name: str = "<docs>") -> dict:
+def run(codes: list[str], workdir: Path, name: str = "<docs>", outputs: list[str] | None = None) -> dict:
     """Run ``codes`` one after another in one namespace, with ``workdir`` as the current directory.
 
-    matplotlib is switched to its file-only backend first. Printed output is swallowed. Returns the namespace.
+    matplotlib is switched to its file-only backend first. What each block prints is appended to ``outputs`` (if
+    given), one string per block. Returns the namespace.
     """
     with contextlib.suppress(ImportError):
         import matplotlib
@@ -43,8 +44,11 @@ def run(codes: list[str], workdir: Path, name: str = "<docs>") -> dict:
         for i, code in enumerate(codes):
             filename = f"{name} (example {i + 1})"
             linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
-            with contextlib.redirect_stdout(io.StringIO()):
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
                 exec(compile(code, filename, "exec"), namespace)
+            if outputs is not None:
+                outputs.append(printed.getvalue())
     finally:
         os.chdir(old)
         with contextlib.suppress(ImportError):
