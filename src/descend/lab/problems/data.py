@@ -10,8 +10,10 @@ train side by side in one batched computation.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import numpy as np
 
@@ -65,6 +67,15 @@ class DataProblem(Problem):
     model: str = "softmax"
     hidden: int = 32
     batch_size: int | None = 32
+
+    def session(self) -> AbstractContextManager[Any]:
+        """One BLAS thread while the runner steps: the matrices are small, and BLAS threads spinning beside other
+        processes made these runs two to three times slower (the limit is lifted afterwards)."""
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - scikit-learn brings threadpoolctl along
+            return nullcontext()
+        return threadpool_limits(limits=1, user_api="blas")
 
     def data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The standardised ``(x_train, y_train, x_test, y_test)``."""

@@ -54,7 +54,8 @@ class TorchDataProblem(DataProblem):
         previous = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            yield
+            with super().session():
+                yield
         finally:
             torch.set_num_threads(previous)
 
