@@ -158,3 +158,14 @@ def test_list_and_describe():
 def test_every_command_has_help_with_an_example(command):
     result = invoke(command, "--help")
     assert result.exit_code == 0 and "Example" in result.output
+
+
+def test_default_output_folder_and_resume_of_the_latest(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["compare", "--optimizers", "adagrad", "--problems", "booth", "--steps", "15", "--seeds", "1", "--no-plots"]
+    assert invoke(*args).exit_code == 0
+    (folder,) = (tmp_path / "descend-runs").iterdir()
+    assert (folder / "results.json").exists() and (folder / "runs" / "booth__adagrad.json").exists()
+    again = invoke(*args, "--resume")
+    assert again.exit_code == 0 and "kept 1 runs" in again.output
+    assert len(list((tmp_path / "descend-runs").iterdir())) == 1
