@@ -141,8 +141,13 @@ class CompareResult:
 
 
 def default_out_dir(now: datetime | None = None, root: str | Path = "descend-runs") -> Path:
-    """``descend-runs/<YYYYmmdd-HHMMSS>`` under the current folder."""
-    return Path(root) / (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    """``descend-runs/<YYYYmmdd-HHMMSS>`` under the current folder (``-2``, ``-3``, ... if that one exists)."""
+    base = Path(root) / (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
 
 
 def _median(values: np.ndarray | None) -> float | None:
