@@ -227,7 +227,7 @@ def _settings(n: int) -> Any:
     )
 
 
-@_settings(80)
+@_settings(60)
 @given(problem=problems())
 def test_fused_equals_reference_at_the_edges(problem: dict[str, Any]) -> None:
     check_fused(problem)
