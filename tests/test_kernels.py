@@ -207,3 +207,14 @@ def test_without_the_extension_descend_imports_warns_once_and_runs_the_reference
         "    raise AssertionError('backend=fused was accepted without the extension')\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def test_roofline_moves_the_same_bytes_with_trivial_math() -> None:
+    rng = np.random.default_rng(5)
+    params = [rng.standard_normal(n).astype(np.float32) for n in (0, 5, 70_000)]
+    grads = [rng.standard_normal(p.shape).astype(np.float32) for p in params]
+    states = [[rng.standard_normal(p.shape).astype(np.float32) for p in params] for _ in range(2)]
+    expected = [p + g for p, g in zip(params, grads)], [[s + g for s, g in zip(slot, grads)] for slot in states]
+    kernels.roofline(params, grads, states)
+    assert all(same_bits(a, b) for a, b in zip(params, expected[0]))
+    assert all(same_bits(a, b) for slot, want in zip(states, expected[1]) for a, b in zip(slot, want))

@@ -40,12 +40,16 @@ static int current_isa = ISA_BASE;
 static int default_threads = 0; /* 0: OpenMP's default */
 
 static int detect_isa(void) {
+#if !(defined(__x86_64__) || defined(__i386__))
+    return ISA_BASE;
+#else
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
         return ISA_AVX512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return ISA_AVX2;
     return ISA_BASE;
+#endif
 }
 
 /* Runs fn over the global range [lo, hi) of the concatenated tensors. */
