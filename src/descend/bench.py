@@ -252,7 +252,9 @@ def stamp() -> str:
         f"- descend {descend.__version__}, NumPy {np.__version__}, Python {platform.python_version()}"
         + (f", torch {torch.__version__}" if torch else "")
         + (", optax installed" if _import("optax") else ", optax not installed"),
-        f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
+        + (f"; load average {os.getloadavg()[0]:.1f} (other work on the machine slows every contestant)"
+           if hasattr(os, "getloadavg") else ""),
     ]
     return "\n".join(lines)
 
