@@ -25,8 +25,8 @@ class FitLineResult:
     """The trajectory of a line fit.
 
     Attributes:
-        a_history, b_history: the slope and intercept, the initial values first, then after every update (the
-            article's ``a_list`` and ``b_list``).
+        a_history: the slope, the initial value first, then after every update (the article's ``a_list``).
+        b_history: the intercept, likewise (the article's ``b_list``).
         loss_history: the mean squared error over the whole data set at each of those points.
         optimizer: the registry name of the optimizer used.
         hyperparams: the hyperparameters in force, after the convention's defaults.
@@ -79,7 +79,8 @@ def fit_line(
     """Fit ``y = a*x + b`` to ``(X, Y)`` by squared error, as the article's code does.
 
     Args:
-        X, Y: the samples, two 1-D sequences of the same non-zero length.
+        X: the inputs, a 1-D sequence.
+        Y: the targets, a 1-D sequence of the same non-zero length as ``X``.
         optimizer: a registry name (``"sgd"``, ``"momentum"``, ``"rmsprop"``, ``"adam"``, ...).
         inits: the initial ``(a, b)``.
         epochs: passes over the data (the article's ``num_of_iter``).

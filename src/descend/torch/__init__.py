@@ -45,11 +45,19 @@ def _make_class(name: str) -> type[Optimizer]:
     positional = tuple(
         p.name for p in signature.parameters.values() if p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD
     )
-    twin = f"``torch.optim.{spec.torch_name}``" if spec.torch_name else "no torch.optim class (its own signature)"
+    if spec.torch_name:
+        kinship = (
+            f"A ``torch.optim.Optimizer`` with the signature, state and state_dict layout of "
+            f"``torch.optim.{spec.torch_name}``."
+        )
+    else:
+        kinship = (
+            "A ``torch.optim.Optimizer`` with no torch.optim counterpart: its signature comes from its "
+            "hyperparameters, and its state_dict uses torch's layout with its own state keys."
+        )
     doc = (
-        f"{spec.title} for torch tensors: {spec.summary}.\n\n"
-        f"A ``torch.optim.Optimizer`` with the signature, state and state_dict layout of {twin}. The rule, its flags "
-        f"and references are documented in :mod:`{spec.module.__name__}`; ``describe()`` prints the rule in force. "
+        f"{spec.title} for torch tensors: {spec.summary}.\n\n{kinship} The rule, its flags and references are "
+        f"documented in :mod:`{spec.module.__name__}`; ``describe()`` prints the rule in force. "
         f"See :class:`descend.torch.Optimizer` for the arguments shared by every optimizer."
     )
     fixed = {"decoupled_weight_decay": True} if spec.name == "adamw" else {}

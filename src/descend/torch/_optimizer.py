@@ -41,13 +41,13 @@ class Optimizer(torch.optim.Optimizer):
 
     Args:
         params: an iterable of tensors, of ``(name, tensor)`` pairs, or of param-group dicts, as in torch.optim.
-        *args, **kwargs: the algorithm's hyperparameters and torch's ``foreach``/``fused``/``capturable``/
-            ``differentiable``, in the positions torch.optim's class takes them (see the class signature), then
-            descend's extra flags (keyword-only).
-        convention: a preset of defaults and flags (``"torch"``, ``"optax"``, ``"keras"``, ``"paper"``,
-            ``"article"``); arguments given explicitly override it.
-        backend: ``"auto"``, ``"reference"`` or ``"fused"`` (see :mod:`descend.backends`, and
-            :mod:`descend.torch._options` for how ``foreach`` and ``fused`` refine it).
+        *args: the algorithm's hyperparameters and torch's ``foreach``/``fused``/``capturable``/``differentiable``,
+            in the positions torch.optim's class takes them (see the class signature).
+        **kwargs: the same by name, then descend's extra flags (keyword-only), and two more keywords:
+            ``convention``, a preset of defaults and flags (``"torch"``, ``"optax"``, ``"keras"``, ``"paper"``,
+            ``"article"``) that arguments given explicitly override; and ``backend``, ``"auto"``, ``"reference"``
+            or ``"fused"`` (see :mod:`descend.backends`, and :mod:`descend.torch._options` for how ``foreach`` and
+            ``fused`` refine it).
     """
 
     spec: ClassVar[AlgorithmSpec]
