@@ -111,8 +111,8 @@ def test_rounding_is_to_nearest_even() -> None:
         assert torch.equal(p.view(torch.int16), expected.view(torch.int16)), dtype
         nan = torch.full((2,), float("nan"), dtype=torch.float32)
         nan[1] = -nan[1]
-        q = torch.zeros(2, dtype=tdtype)
-        kernels.step("sgd", s, [q.data_ptr()], [torch.zeros(2, dtype=tdtype).data_ptr()],
+        q, zero = torch.zeros(2, dtype=tdtype), torch.zeros(2, dtype=tdtype)  # both alive while the kernel runs
+        kernels.step("sgd", s, [q.data_ptr()], [zero.data_ptr()],
                      {"momentum_buffer": [nan.data_ptr()]}, dtype=dtype, state_dtype="float32", sizes=[2])
         bits = q.view(torch.int16).numpy().view(np.uint16)
         if dtype == "bfloat16":

@@ -76,8 +76,12 @@ def save(path: str | os.PathLike[str], optimizer: Optimizer, **extra: Any) -> Pa
 
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+        with open(path, "rb") as f:
+            data = np.load(f, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("it holds a single array, not a .npz archive")
+            with data:
+                arrays = {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
@@ -96,6 +100,20 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         raise ValueError(
             f"{path} is a version {meta.get('version')!r} checkpoint; this descend reads version {VERSION}"
         )
+    for key, kind in {"algorithm": str, "param_groups": list, "scalar_state": dict, "extra": dict}.items():
+        if not isinstance(meta.get(key), kind):
+            raise ValueError(
+                f"{path} has a corrupt 'meta' entry: {key!r} must be a {kind.__name__}, got {meta.get(key)!r}"
+            )
+    if not all(str(k).isdigit() and isinstance(v, dict) for k, v in meta["scalar_state"].items()):
+        raise ValueError(f"{path} has a corrupt 'meta' entry: 'scalar_state' must map parameter numbers to dicts")
+    for name in arrays:
+        parts = name.split("/")
+        known = (len(parts) == 2 and parts[0] == "param") or (len(parts) == 3 and parts[0] == "state")
+        if not (known and parts[1].isdigit()):
+            raise ValueError(
+                f"{path} has an entry {name!r}; a descend checkpoint holds only param/<i>, state/<i>/<slot> and meta"
+            )
     return meta, arrays
 
 

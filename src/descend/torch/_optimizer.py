@@ -58,7 +58,11 @@ class Optimizer(torch.optim.Optimizer):
     _eager_state: ClassVar[bool] = False  # torch's Adagrad creates its state in the constructor
 
     def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        bound = type(self).__signature__.bind(params, *args, **kwargs)
+        try:
+            bound = type(self).__signature__.bind(params, *args, **kwargs)
+        except TypeError as exc:
+            names = ", ".join(p for p in type(self).__signature__.parameters if p != "params")
+            raise TypeError(f"{type(self).__name__}: {exc}; its arguments are {names}") from None
         explicit = dict(bound.arguments)
         explicit.pop("params")
         self.convention = check_convention(explicit.pop("convention", "torch"))

@@ -7,6 +7,7 @@ with a ValueError that says what does not match.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,6 +63,8 @@ def check_state_dict(
     if not isinstance(state_dict, Mapping) or "state" not in state_dict or "param_groups" not in state_dict:
         raise ValueError(f"a state_dict must be a dict with 'state' and 'param_groups' keys, got {type(state_dict)}")
     saved = state_dict["param_groups"]
+    if not isinstance(state_dict["state"], Mapping):
+        raise ValueError(f"the state_dict's 'state' must be a dict, got {type(state_dict['state']).__name__}")
     if len(saved) != len(groups):
         raise ValueError(f"the state_dict has {len(saved)} param groups but this {title} has {len(groups)}")
     required, foreign = keys
@@ -109,7 +112,14 @@ def _check_entries(
                 raise ValueError(
                     f"state {name!r} for param {key!r} has shape {shape}, but the parameter has shape {tuple(p.shape)}"
                 )
+            if not value.is_floating_point():
+                raise ValueError(
+                    f"state {name!r} for param {key!r} has dtype {value.dtype}; it must be a real floating-point tensor"
+                )
         for name in sorted(scalars):
             value = entry[name]
             if isinstance(value, torch.Tensor) and value.numel() != 1:
                 raise ValueError(f"state {name!r} for param {key!r} must be a single number, got shape {value.shape}")
+            number = value.item() if isinstance(value, torch.Tensor) else value
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+                raise ValueError(f"state {name!r} for param {key!r} must be a finite real number, got {value!r}")
