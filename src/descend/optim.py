@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -82,7 +83,11 @@ class Optimizer:
     spec: ClassVar[AlgorithmSpec]
 
     def __init__(self, params: Any, *args: Any, convention: str = "torch", backend: str = "auto", **kwargs: Any):
-        bound = self._hp_signature().bind_partial(*args, **kwargs)
+        try:
+            bound = self._hp_signature().bind_partial(*args, **kwargs)
+        except TypeError as exc:
+            names = ", ".join(self.spec.hyperparams.names())
+            raise TypeError(f"{self.spec.title}: {exc}; its hyperparameters are {names}") from None
         self.convention = check_convention(convention)
         self.backend = check_backend(backend)
         self.defaults: dict[str, Any] = self.spec.make(convention, **bound.arguments).as_dict()
@@ -344,7 +349,11 @@ class Optimizer:
     def _checked_state(self, sd: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
         if not isinstance(sd, Mapping) or "state" not in sd or "param_groups" not in sd:
             raise ValueError("a state_dict must be a dict with 'state' and 'param_groups' keys")
-        groups = sd["param_groups"]
+        groups, saved_state = sd["param_groups"], sd["state"]
+        if not isinstance(groups, (list, tuple)) or not all(isinstance(g, Mapping) for g in groups):
+            raise ValueError(f"the state_dict's 'param_groups' must be a list of dicts, got {groups!r}")
+        if not isinstance(saved_state, Mapping):
+            raise ValueError(f"the state_dict's 'state' must be a dict, got {type(saved_state).__name__}")
         if len(groups) != len(self.param_groups):
             raise ValueError(
                 f"the state_dict has {len(groups)} param groups but the optimizer has {len(self.param_groups)}"
@@ -372,6 +381,8 @@ class Optimizer:
         for key, entry in sd["state"].items():
             if key not in where:
                 raise ValueError(f"the state_dict has state for param {key!r}, which none of its groups lists")
+            if not isinstance(entry, Mapping):
+                raise ValueError(f"state for param {key!r} must be a dict of its slots, got {entry!r}")
             gi, i = where[key]
             hp = self.spec.hyperparams.from_group(new_groups[gi])
             expected = set(self.spec.state_slots(hp))
@@ -386,15 +397,25 @@ class Optimizer:
             for k, v in entry.items():
                 if k in expected:
                     arr = np.asarray(v)
+                    if arr.dtype.kind not in "fiu":
+                        raise ValueError(
+                            f"state {k!r} for param {key!r} has dtype {arr.dtype}; it must be real numbers"
+                        )
                     if arr.shape != p.shape:
                         raise ValueError(
                             f"state {k!r} for param {key!r} has shape {arr.shape}, the parameter has shape {p.shape}"
                         )
                     restored[k] = arr.astype(p.dtype, copy=True)
-                elif k == "step":
-                    restored[k] = int(np.asarray(v).item())
                 else:
-                    restored[k] = float(np.asarray(v).item())
+                    value = np.asarray(v)
+                    number = float(value) if value.shape == () and value.dtype.kind in "fiu" else math.nan
+                    if k == "step" and not (number >= 0 and number.is_integer()):
+                        raise ValueError(
+                            f"state 'step' for param {key!r} is {v!r}; it must be a non-negative whole number"
+                        )
+                    if not math.isfinite(number):
+                        raise ValueError(f"state {k!r} for param {key!r} is {v!r}; it must be a finite real number")
+                    restored[k] = int(number) if k == "step" else number
             new_state[i] = restored
         return new_groups, new_state
 
