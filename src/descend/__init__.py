@@ -23,7 +23,9 @@ Adamax = _make_class("adamax")
 NAdam = _make_class("nadam")
 RAdam = _make_class("radam")
 
-OPTIMIZERS = {cls.spec.name: cls for cls in (SGD, Momentum, RMSprop, Adagrad, Adadelta, Adam, AdamW, Adamax, NAdam, RAdam)}
+OPTIMIZERS = {
+    cls.spec.name: cls for cls in (SGD, Momentum, RMSprop, Adagrad, Adadelta, Adam, AdamW, Adamax, NAdam, RAdam)
+}
 
 __all__ = [
     "CONVENTIONS",
