@@ -105,9 +105,7 @@ def test_rejects_bad_params_as_torch_does() -> None:
     [
         ({"differentiable": True}, "differentiable=True"),
         ({"capturable": True}, "capturable=True"),
-        ({"fused": True}, "fused"),
         ({"fused": True, "foreach": True}, "fused"),
-        ({"backend": "fused"}, "fused"),
         ({"backend": "gpu"}, "backend"),
         ({"convention": "jax"}, "convention"),
         ({"amsgrad": True, "amsgrad_max": "corrected", "eps_hat": True}, "eps_hat"),

@@ -114,7 +114,8 @@ def reference_update(xp: Any, param: Any, grad: Any, state: dict[str, Any], s: R
     exp_avg_sq += s.one_minus_beta2 * grad * grad
     update = exp_avg / s.bias_correction1 * s.lr
     if s.rectify:
-        update = update * (s.bias_correction2_sqrt / (xp.sqrt(exp_avg_sq) + s.eps)) * s.rect
+        # xp.divide, not `/`: torch computes `number / tensor` as a reciprocal times the number, which rounds twice.
+        update = update * xp.divide(s.bias_correction2_sqrt, xp.sqrt(exp_avg_sq) + s.eps) * s.rect
     param -= update
 
 

@@ -2,8 +2,10 @@
 
 :func:`run_group` receives everything a fused kernel needs for one param group (the spec, its validated
 hyperparameters, the float64 scalars of each parameter, the parameters, their gradients and their state slots) and
-runs the update. Today it runs the spec's ``reference_update`` tensor by tensor; a compiled CPU kernel plugs in here,
-behind the same arguments, and the fronts do not change.
+runs the update: the compiled kernel, one call per bucket of tensors that share dtypes and scalars, for contiguous CPU
+tensors (``backend="auto"`` or ``"fused"``), and the spec's ``reference_update`` tensor by tensor for the rest (or for
+all under ``"reference"``). The reference runs on torch ops with a correctly rounded square root
+(:mod:`descend.torch._xp`), so on float32 and float64 the three backends give the same bits.
 
 The dtype policy lives here too:
 
@@ -23,6 +25,7 @@ import torch
 
 from descend import kernels
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, cast_scalars
+from descend.torch import _xp
 
 __all__ = ["FLOAT_DTYPES", "compute_dtype", "fused_ready", "run_group", "scalar_caster"]
 
@@ -44,12 +47,8 @@ def scalar_caster(dtype: torch.dtype) -> Any:
 
 
 def fused_ready() -> tuple[bool, str]:
-    """Whether :func:`run_group` can run a compiled kernel, and if not, why.
-
-    descend.torch does not call the compiled kernels yet: every group runs the reference, so ``backend="fused"`` is
-    refused when the optimizer is built, before any step.
-    """
-    return False, "descend.torch does not call the compiled kernels yet; every update runs the reference"
+    """Whether :func:`run_group` can run the compiled kernel, and if not, why."""
+    return kernels.available()
 
 
 def run_group(
@@ -82,7 +81,19 @@ def run_group(
         if not ok:
             raise ValueError(f"backend='fused' was requested for {spec.title} but it cannot run: {why}")
     with torch.no_grad():
-        rest = _run_fused(spec, scalars_per_param, params, grads, states) if backend == "auto" else range(len(params))
+        if backend == "reference":
+            buckets, rest = {}, list(range(len(params)))
+        else:
+            buckets, rest = _buckets(spec, scalars_per_param, params, grads, states)
+        if backend == "fused" and rest:
+            k = rest[0]
+            raise ValueError(
+                f"backend='fused' cannot update parameter {k} of {spec.title} (shape {tuple(params[k].shape)}, dtype "
+                f"{params[k].dtype}, device {params[k].device}): the kernel takes contiguous CPU tensors of float32, "
+                "float64, bfloat16 or float16 with their gradient and state alike; use backend='auto' to run the "
+                "reference for such tensors"
+            )
+        _run_fused(spec, buckets, params, grads, states)
         for k in rest:
             p, g, state, s = params[k], grads[k], states[k], scalars_per_param[k]
             _reference_one(spec, p, g, state, cast_scalars(s, scalar_caster(p.dtype)))
@@ -100,20 +111,17 @@ def _plain(t: torch.Tensor) -> bool:
     )
 
 
-def _run_fused(
+def _buckets(
     spec: AlgorithmSpec,
     scalars_per_param: Sequence[NamedTuple],
     params: Sequence[torch.Tensor],
     grads: Sequence[torch.Tensor],
     states: Sequence[dict[str, torch.Tensor]],
-) -> list[int]:
-    """Run the compiled kernel, one call per (dtype, state dtype, scalars) bucket, on every tensor it can take.
-
-    Returns:
-        The indices of the tensors left for the reference (all of them where the kernels are not built).
-    """
+) -> tuple[dict[tuple[Any, ...], list[int]], list[int]]:
+    """Split the group: (dtype, state dtype, scalars) -> the tensors the kernel takes, and the indices it does not
+    (all of them where the kernels are not built)."""
     if not kernels.available()[0]:
-        return list(range(len(params)))
+        return {}, list(range(len(params)))
     rest: list[int] = []
     buckets: dict[tuple[Any, ...], list[int]] = {}
     for k, (p, g, state, s) in enumerate(zip(params, grads, states, scalars_per_param)):
@@ -132,6 +140,17 @@ def _run_fused(
             buckets.setdefault((dtype, state_dtype, s), []).append(k)
         else:
             rest.append(k)
+    return buckets, rest
+
+
+def _run_fused(
+    spec: AlgorithmSpec,
+    buckets: dict[tuple[Any, ...], list[int]],
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    states: Sequence[dict[str, torch.Tensor]],
+) -> None:
+    """Run the compiled kernel once per bucket of :func:`_buckets`, with torch's thread count."""
     threads = torch.get_num_threads()
     for (dtype, state_dtype, s), members in buckets.items():
         kernels.step(
@@ -145,7 +164,6 @@ def _run_fused(
             sizes=[params[k].numel() for k in members],
             num_threads=threads,
         )
-    return rest
 
 
 def _reference_one(
@@ -155,7 +173,7 @@ def _reference_one(
     work_p = p if p.dtype == ctype else p.to(ctype)
     work_g = g if g.dtype == ctype else g.to(ctype)
     work_state = {k: (v if v.dtype == ctype else v.to(ctype)) for k, v in state.items()}
-    spec.reference_update(torch, work_p, work_g, work_state, s)
+    spec.reference_update(_xp, work_p, work_g, work_state, s)
     if work_p is not p:
         p.copy_(work_p)
     for k, v in state.items():
