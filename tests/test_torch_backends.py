@@ -56,3 +56,27 @@ def test_forced_fused_refuses_a_tensor_it_cannot_take_before_changing_anything()
     with pytest.raises(ValueError, match=r"backend='fused' cannot update parameter 1 of Adam \(shape \(3, 4\)"):
         opt.step()
     assert torch.all(a == 1) and torch.all(b == 1)
+
+
+def _pair(backend: str) -> tuple[list[torch.Tensor], object]:
+    gen = torch.Generator().manual_seed(1)
+    params = [torch.randn(50, generator=gen).requires_grad_() for _ in range(3)]
+    return params, dt.Adam(params, lr=0.05, backend=backend)
+
+
+def test_steady_state_follows_params_whose_data_is_replaced_and_lagging_step_counts() -> None:
+    runs = {}
+    for backend in ("auto", "reference"):
+        params, opt = _pair(backend)
+        for step in range(8):
+            for i, p in enumerate(params):
+                # the third parameter skips every other step, so the group holds two step counts
+                p.grad = None if (i == 2 and step % 2) else torch.full_like(p, 0.1 * (step + 1) * (i + 1))
+            if step == 4:
+                params[0].data = params[0].data.clone()  # new memory behind the same parameter
+                opt.state[params[1]]["exp_avg"] = opt.state[params[1]]["exp_avg"].clone()  # a state slot replaced
+            opt.step()
+        runs[backend] = [p.detach().clone() for p in params] + [opt.state[p]["step"].clone() for p in params]
+    for a, b in zip(runs["auto"], runs["reference"]):
+        assert torch.equal(a, b)
+    assert runs["auto"][-1].item() == 4 and runs["auto"][-2].item() == 8

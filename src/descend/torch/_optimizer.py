@@ -19,6 +19,7 @@ from descend.algorithms._spec import AlgorithmSpec, Hyperparams
 from descend.algorithms.conventions import check_convention
 from descend.backends import check_backend
 from descend.torch._dispatch import FLOAT_DTYPES, run_group
+from descend.torch._fast import fast_group
 from descend.torch._options import check_options, group_backend
 from descend.torch._state_check import check_state_dict
 
@@ -136,8 +137,9 @@ class Optimizer(torch.optim.Optimizer):
             backend = group_backend(self.backend, group)
             live = [(p, self._checked_grad(p)) for p in group["params"] if p.grad is not None]
             plans.append((hp, backend, live))
+        cache = self.__dict__.setdefault("_layout_cache", {})
         for hp, backend, live in plans:
-            if not live:
+            if not live or fast_group(self.state, cache, self.spec, hp, live, backend):
                 continue
             scalars, slot_dicts = [], []
             for p, _ in live:
