@@ -13,13 +13,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from descend import kernels
+from descend._state_check import checked_state
 from descend.algorithms import registry
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, cast_scalars
 from descend.algorithms.conventions import check_convention
@@ -157,8 +157,10 @@ class Optimizer:
             raise ValueError(f"got {len(grads)} gradients for {len(params)} parameters; give one per parameter")
         grads = [np.asarray(g) if isinstance(g, np.floating) else g for g in grads]  # 0-d arithmetic gives scalars
         ndarray = np.ndarray
-        if all(g is None or (type(g) is ndarray and g.shape == p.shape and g.dtype == p.dtype)
-               for p, g in zip(params, grads)):
+        if all(
+            g is None or (type(g) is ndarray and g.shape == p.shape and g.dtype == p.dtype)
+            for p, g in zip(params, grads)
+        ):
             return grads  # the common case, checked in one pass; the loop below names the first bad gradient
         for i, (p, g) in enumerate(zip(params, grads)):
             if g is None:
@@ -341,83 +343,10 @@ class Optimizer:
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a snapshot from :meth:`state_dict`. It is checked whole first; on any mismatch (another
         algorithm, other shapes, other group sizes) a ValueError says what, and nothing is changed."""
-        new_groups, new_state = self._checked_state(state_dict)
+        new_groups, new_state = checked_state(self.spec, self.param_groups, state_dict)
         for group, loaded in zip(self.param_groups, new_groups):
             group.update(loaded)
         self.state = new_state
-
-    def _checked_state(self, sd: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
-        if not isinstance(sd, Mapping) or "state" not in sd or "param_groups" not in sd:
-            raise ValueError("a state_dict must be a dict with 'state' and 'param_groups' keys")
-        groups, saved_state = sd["param_groups"], sd["state"]
-        if not isinstance(groups, (list, tuple)) or not all(isinstance(g, Mapping) for g in groups):
-            raise ValueError(f"the state_dict's 'param_groups' must be a list of dicts, got {groups!r}")
-        if not isinstance(saved_state, Mapping):
-            raise ValueError(f"the state_dict's 'state' must be a dict, got {type(saved_state).__name__}")
-        if len(groups) != len(self.param_groups):
-            raise ValueError(
-                f"the state_dict has {len(groups)} param groups but the optimizer has {len(self.param_groups)}"
-            )
-        params = self.params
-        new_groups = []
-        for i, (mine, theirs) in enumerate(zip(self.param_groups, groups)):
-            if len(theirs.get("params", ())) != len(mine["params"]):
-                raise ValueError(
-                    f"param group {i} of the state_dict has {len(theirs.get('params', ()))} params, "
-                    f"the optimizer's has {len(mine['params'])}"
-                )
-            options = {k: copy.deepcopy(v) for k, v in theirs.items() if k != "params"}
-            unknown = sorted(set(self.spec.hyperparams.names()) - set(options))
-            if unknown:
-                raise ValueError(
-                    f"param group {i} of the state_dict lacks {', '.join(unknown)}: it is not a "
-                    f"{self.spec.title} state_dict"
-                )
-            self.spec.hyperparams.from_group(options)
-            new_groups.append(options)
-        offsets = [sum(len(g["params"]) for g in self.param_groups[:gi]) for gi in range(len(groups))]
-        where = {key: (gi, offsets[gi] + j) for gi, g in enumerate(groups) for j, key in enumerate(g["params"])}
-        new_state: dict[int, dict[str, Any]] = {}
-        for key, entry in sd["state"].items():
-            if key not in where:
-                raise ValueError(f"the state_dict has state for param {key!r}, which none of its groups lists")
-            if not isinstance(entry, Mapping):
-                raise ValueError(f"state for param {key!r} must be a dict of its slots, got {entry!r}")
-            gi, i = where[key]
-            hp = self.spec.hyperparams.from_group(new_groups[gi])
-            expected = set(self.spec.state_slots(hp))
-            allowed = expected | set(self.spec.host_slots(hp)) | ({"step"} if self.spec.has_step else set())
-            if not expected <= set(entry) <= allowed:
-                raise ValueError(
-                    f"state for param {key!r} has keys {sorted(entry)}; {self.spec.title} with these settings keeps "
-                    f"{sorted(allowed)}"
-                )
-            p = params[i]
-            restored: dict[str, Any] = {}
-            for k, v in entry.items():
-                if k in expected:
-                    arr = np.asarray(v)
-                    if arr.dtype.kind not in "fiu":
-                        raise ValueError(
-                            f"state {k!r} for param {key!r} has dtype {arr.dtype}; it must be real numbers"
-                        )
-                    if arr.shape != p.shape:
-                        raise ValueError(
-                            f"state {k!r} for param {key!r} has shape {arr.shape}, the parameter has shape {p.shape}"
-                        )
-                    restored[k] = arr.astype(p.dtype, copy=True)
-                else:
-                    value = np.asarray(v)
-                    number = float(value) if value.shape == () and value.dtype.kind in "fiu" else math.nan
-                    if k == "step" and not (number >= 0 and number.is_integer()):
-                        raise ValueError(
-                            f"state 'step' for param {key!r} is {v!r}; it must be a non-negative whole number"
-                        )
-                    if not math.isfinite(number):
-                        raise ValueError(f"state {k!r} for param {key!r} is {v!r}; it must be a finite real number")
-                    restored[k] = int(number) if k == "step" else number
-            new_state[i] = restored
-        return new_groups, new_state
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]

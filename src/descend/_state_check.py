@@ -1,0 +1,87 @@
+"""Checking a NumPy optimizer's state_dict whole before anything changes."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from descend.algorithms._spec import AlgorithmSpec
+
+
+def checked_state(
+    spec: AlgorithmSpec, param_groups: list[dict[str, Any]], sd: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
+    """Check a NumPy optimizer's state_dict whole against its groups and return (new group options, new state).
+
+    Raises:
+        ValueError: anything that does not fit (another algorithm, other shapes, group sizes, types), named with
+            its value; the caller changes nothing in that case.
+    """
+    if not isinstance(sd, Mapping) or "state" not in sd or "param_groups" not in sd:
+        raise ValueError("a state_dict must be a dict with 'state' and 'param_groups' keys")
+    groups, saved_state = sd["param_groups"], sd["state"]
+    if not isinstance(groups, (list, tuple)) or not all(isinstance(g, Mapping) for g in groups):
+        raise ValueError(f"the state_dict's 'param_groups' must be a list of dicts, got {groups!r}")
+    if not isinstance(saved_state, Mapping):
+        raise ValueError(f"the state_dict's 'state' must be a dict, got {type(saved_state).__name__}")
+    if len(groups) != len(param_groups):
+        raise ValueError(f"the state_dict has {len(groups)} param groups but the optimizer has {len(param_groups)}")
+    params = [p for g in param_groups for p in g["params"]]
+    new_groups = []
+    for i, (mine, theirs) in enumerate(zip(param_groups, groups)):
+        if len(theirs.get("params", ())) != len(mine["params"]):
+            raise ValueError(
+                f"param group {i} of the state_dict has {len(theirs.get('params', ()))} params, "
+                f"the optimizer's has {len(mine['params'])}"
+            )
+        options = {k: copy.deepcopy(v) for k, v in theirs.items() if k != "params"}
+        unknown = sorted(set(spec.hyperparams.names()) - set(options))
+        if unknown:
+            raise ValueError(
+                f"param group {i} of the state_dict lacks {', '.join(unknown)}: it is not a {spec.title} state_dict"
+            )
+        spec.hyperparams.from_group(options)
+        new_groups.append(options)
+    offsets = [sum(len(g["params"]) for g in param_groups[:gi]) for gi in range(len(groups))]
+    where = {key: (gi, offsets[gi] + j) for gi, g in enumerate(groups) for j, key in enumerate(g["params"])}
+    new_state: dict[int, dict[str, Any]] = {}
+    for key, entry in sd["state"].items():
+        if key not in where:
+            raise ValueError(f"the state_dict has state for param {key!r}, which none of its groups lists")
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"state for param {key!r} must be a dict of its slots, got {entry!r}")
+        gi, i = where[key]
+        hp = spec.hyperparams.from_group(new_groups[gi])
+        expected = set(spec.state_slots(hp))
+        allowed = expected | set(spec.host_slots(hp)) | ({"step"} if spec.has_step else set())
+        if not expected <= set(entry) <= allowed:
+            raise ValueError(
+                f"state for param {key!r} has keys {sorted(entry)}; {spec.title} with these settings keeps "
+                f"{sorted(allowed)}"
+            )
+        p = params[i]
+        restored: dict[str, Any] = {}
+        for k, v in entry.items():
+            if k in expected:
+                arr = np.asarray(v)
+                if arr.dtype.kind not in "fiu":
+                    raise ValueError(f"state {k!r} for param {key!r} has dtype {arr.dtype}; it must be real numbers")
+                if arr.shape != p.shape:
+                    raise ValueError(
+                        f"state {k!r} for param {key!r} has shape {arr.shape}, the parameter has shape {p.shape}"
+                    )
+                restored[k] = arr.astype(p.dtype, copy=True)
+            else:
+                value = np.asarray(v)
+                number = float(value) if value.shape == () and value.dtype.kind in "fiu" else math.nan
+                if k == "step" and not (number >= 0 and number.is_integer()):
+                    raise ValueError(f"state 'step' for param {key!r} is {v!r}; it must be a non-negative whole number")
+                if not math.isfinite(number):
+                    raise ValueError(f"state {k!r} for param {key!r} is {v!r}; it must be a finite real number")
+                restored[k] = int(number) if k == "step" else number
+        new_state[i] = restored
+    return new_groups, new_state
