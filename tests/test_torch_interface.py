@@ -32,10 +32,10 @@ def test_signature_is_torchs_then_descends_extras(name: str) -> None:
     theirs = list(inspect.signature(twin(name).__init__).parameters.values())[1:]
     assert [(p.name, p.kind, p.default) for p in ours[: len(theirs)]] == [(p.name, p.kind, p.default) for p in theirs]
     extras = ours[len(theirs) :]
-    assert [p.name for p in extras][-2:] == ["convention", "backend"]
+    assert [p.name for p in extras][-3:] == ["convention", "backend", "nan_policy"]
     assert all(p.kind == inspect.Parameter.KEYWORD_ONLY for p in extras)
     spec_extras = [n for n in dt.OPTIMIZERS[name].spec.hyperparams.names() if n not in {p.name for p in theirs}]
-    assert [p.name for p in extras[:-2]] == spec_extras
+    assert [p.name for p in extras[:-3]] == spec_extras
 
 
 @pytest.mark.parametrize("name", SHARED)
@@ -180,7 +180,17 @@ def _follow_numpy_front(name: str, convention: str) -> None:
 
 def test_momentum_has_its_own_signature_and_runs() -> None:
     names = list(inspect.signature(dt.Momentum).parameters)
-    assert names == ["params", "lr", "beta", "nesterov", "weight_decay", "maximize", "convention", "backend"]
+    assert names == [
+        "params",
+        "lr",
+        "beta",
+        "nesterov",
+        "weight_decay",
+        "maximize",
+        "convention",
+        "backend",
+        "nan_policy",
+    ]
     w = param()
     opt = dt.Momentum([w], lr=0.5, beta=0.9)
     w.grad = torch.ones_like(w)

@@ -24,6 +24,7 @@ from descend.algorithms import registry
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, cast_scalars
 from descend.algorithms.conventions import check_convention
 from descend.backends import check_backend
+from descend.nonfinite import check_nan_policy, refusal
 
 __all__ = ["Optimizer"]
 
@@ -82,7 +83,15 @@ class Optimizer:
 
     spec: ClassVar[AlgorithmSpec]
 
-    def __init__(self, params: Any, *args: Any, convention: str = "torch", backend: str = "auto", **kwargs: Any):
+    def __init__(
+        self,
+        params: Any,
+        *args: Any,
+        convention: str = "torch",
+        backend: str = "auto",
+        nan_policy: str = "propagate",
+        **kwargs: Any,
+    ):
         try:
             bound = self._hp_signature().bind_partial(*args, **kwargs)
         except TypeError as exc:
@@ -90,6 +99,8 @@ class Optimizer:
             raise TypeError(f"{self.spec.title}: {exc}; its hyperparameters are {names}") from None
         self.convention = check_convention(convention)
         self.backend = check_backend(backend)
+        self.nan_policy = check_nan_policy(nan_policy)
+        self.skipped_steps = 0
         self.defaults: dict[str, Any] = self.spec.make(convention, **bound.arguments).as_dict()
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[int, dict[str, Any]] = {}
@@ -183,6 +194,13 @@ class Optimizer:
         """
         grads = self._check_grads(grads)
         hps = [self.spec.hyperparams.from_group(g) for g in self.param_groups]
+        if self.nan_policy != "propagate":
+            bad = next((i for i, g in enumerate(grads) if g is not None and not np.isfinite(g).all()), None)
+            if bad is not None:
+                if self.nan_policy == "raise":
+                    raise refusal(bad, grads[bad].shape)
+                self.skipped_steps += 1
+                return
         work, index = [], 0
         for group, hp in zip(self.param_groups, hps):
             items = [(index + k, p, grads[index + k]) for k, p in enumerate(group["params"])]
@@ -371,6 +389,7 @@ def _make_class(name: str) -> type[Optimizer]:
         + [
             inspect.Parameter("convention", inspect.Parameter.KEYWORD_ONLY, default="torch"),
             inspect.Parameter("backend", inspect.Parameter.KEYWORD_ONLY, default="auto"),
+            inspect.Parameter("nan_policy", inspect.Parameter.KEYWORD_ONLY, default="propagate"),
         ]
     )
     return cls

@@ -18,6 +18,7 @@ from torch.optim.optimizer import _get_scalar_dtype
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams
 from descend.algorithms.conventions import check_convention
 from descend.backends import check_backend
+from descend.nonfinite import check_nan_policy, refusal
 from descend.torch._dispatch import FLOAT_DTYPES, run_group
 from descend.torch._fast import fast_group
 from descend.torch._options import check_options, group_backend
@@ -68,6 +69,8 @@ class Optimizer(torch.optim.Optimizer):
         explicit.pop("params")
         self.convention = check_convention(explicit.pop("convention", "torch"))
         self.backend = check_backend(explicit.pop("backend", "auto"))
+        self.nan_policy = check_nan_policy(explicit.pop("nan_policy", "propagate"))
+        self.skipped_steps = 0
         options = {name: explicit.pop(name, default) for name, default in self._options.items()}
         check_options(type(self).__name__, options)
         group_backend(self.backend, options)
@@ -137,6 +140,8 @@ class Optimizer(torch.optim.Optimizer):
             backend = group_backend(self.backend, group)
             live = [(p, self._checked_grad(p)) for p in group["params"] if p.grad is not None]
             plans.append((hp, backend, live))
+        if self.nan_policy != "propagate" and not self._all_finite(plans):
+            return loss
         cache = self.__dict__.setdefault("_layout_cache", {})
         for hp, backend, live in plans:
             if not live or fast_group(self.state, cache, self.spec, hp, live, backend):
@@ -148,6 +153,21 @@ class Optimizer(torch.optim.Optimizer):
                 slot_dicts.append(slots)
             run_group(self.spec, hp, scalars, [p for p, _ in live], [g for _, g in live], slot_dicts, backend)
         return loss
+
+    def _all_finite(self, plans: list) -> bool:
+        """Apply ``nan_policy`` "skip" or "raise": False (and one more skipped step) if some gradient is not finite."""
+        index = 0
+        for group, (_, _, live) in zip(self.param_groups, plans):
+            grads = {id(p): g for p, g in live}
+            for p in group["params"]:
+                g = grads.get(id(p))
+                if g is not None and not bool(torch.isfinite(g).all()):
+                    if self.nan_policy == "raise":
+                        raise refusal(index, tuple(p.shape))
+                    self.skipped_steps += 1
+                    return False
+                index += 1
+        return True
 
     def _advance(self, p: torch.Tensor, hp: Hyperparams) -> tuple[int, dict[str, float], dict[str, torch.Tensor]]:
         """Create the missing state of ``p`` and advance its step and host scalars.
@@ -222,11 +242,14 @@ class Optimizer(torch.optim.Optimizer):
         super().load_state_dict({**state_dict, "param_groups": filled})
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**super().__getstate__(), "convention": self.convention, "backend": self.backend}
+        extra = {"convention": self.convention, "backend": self.backend, "nan_policy": self.nan_policy}
+        return {**super().__getstate__(), **extra, "skipped_steps": self.skipped_steps}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("convention", getattr(self, "convention", "torch"))
         state.setdefault("backend", getattr(self, "backend", "auto"))
+        state.setdefault("nan_policy", getattr(self, "nan_policy", "propagate"))
+        state.setdefault("skipped_steps", getattr(self, "skipped_steps", 0))
         super().__setstate__(state)
         for group in self.param_groups:
             for key, value in {**self.defaults, **self._fixed}.items():

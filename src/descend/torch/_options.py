@@ -69,7 +69,11 @@ def signature_for(spec: AlgorithmSpec) -> tuple[inspect.Signature, dict[str, Any
             parameters.append(_P(f.name, kind, default=f.default))
     taken = {p.name for p in parameters}
     parameters += [_P(name, _P.KEYWORD_ONLY, default=fields[name].default) for name in names if name not in taken]
-    parameters += [_P("convention", _P.KEYWORD_ONLY, default="torch"), _P("backend", _P.KEYWORD_ONLY, default="auto")]
+    parameters += [
+        _P("convention", _P.KEYWORD_ONLY, default="torch"),
+        _P("backend", _P.KEYWORD_ONLY, default="auto"),
+        _P("nan_policy", _P.KEYWORD_ONLY, default="propagate"),
+    ]
     return inspect.Signature(parameters), options
 
 

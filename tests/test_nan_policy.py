@@ -1,0 +1,127 @@
+"""nan_policy= on both fronts and backends: propagate (as torch), skip the whole step, or raise naming the parameter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import descend
+from descend import kernels
+
+torch = pytest.importorskip("torch")
+
+import descend.torch as dt  # noqa: E402
+
+BACKENDS = ["reference"] + (["fused"] if kernels.available()[0] else [])
+ALGORITHMS = list(descend.REGISTRY)
+
+
+def _numpy(name: str, backend: str, policy: str):
+    params = [np.ones(5), np.ones((2, 3))]
+    opt = descend.OPTIMIZERS[name](params, lr=0.1, backend=backend, nan_policy=policy)
+    opt.step([np.full(5, 0.5), np.full((2, 3), 0.5)])
+    return params, opt
+
+
+def _bad_numpy_grads(value: float) -> list[np.ndarray]:
+    g = np.full((2, 3), 0.5)
+    g[1, 2] = value
+    return [np.full(5, 0.5), g]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ALGORITHMS)
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_numpy_skip_changes_nothing_and_counts(name: str, backend: str, value: float) -> None:
+    params, opt = _numpy(name, backend, "skip")
+    before = [p.copy() for p in params], opt.state_dict()
+    opt.step(_bad_numpy_grads(value))
+    assert opt.skipped_steps == 1
+    for p, q in zip(params, before[0]):
+        assert p.tobytes() == q.tobytes()
+    after = opt.state_dict()["state"]
+    for i, entry in before[1]["state"].items():
+        for k, v in entry.items():
+            assert np.asarray(after[i][k]).tobytes() == np.asarray(v).tobytes()
+    opt.step([np.full(5, 0.5), np.full((2, 3), 0.5)])  # a finite step afterwards runs as usual
+    assert opt.skipped_steps == 1 and not np.array_equal(params[0], before[0][0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["adam", "sgd", "nadam"])
+def test_numpy_raise_names_the_parameter_and_changes_nothing(name: str, backend: str) -> None:
+    params, opt = _numpy(name, backend, "raise")
+    before = [p.copy() for p in params]
+    with pytest.raises(ValueError, match=r"gradient of parameter 1 \(shape \(2, 3\)\) holds NaN or infinite"):
+        opt.step(_bad_numpy_grads(np.nan))
+    for p, q in zip(params, before):
+        assert p.tobytes() == q.tobytes()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_numpy_propagate_is_the_default_and_lets_nan_through(backend: str) -> None:
+    params, opt = _numpy("adam", backend, "propagate")
+    assert descend.Adam([np.ones(1)]).nan_policy == "propagate"
+    opt.step(_bad_numpy_grads(np.nan))
+    assert np.isnan(params[1][1, 2]) and np.all(np.isfinite(params[0]))
+    assert opt.skipped_steps == 0
+
+
+def _torch(name: str, backend: str, policy: str):
+    params = [torch.ones(5, requires_grad=True), torch.ones(2, 3, requires_grad=True)]
+    opt = dt.OPTIMIZERS[name](params, lr=0.1, backend=backend, nan_policy=policy)
+    for p in params:
+        p.grad = torch.full_like(p, 0.5)
+    opt.step()
+    return params, opt
+
+
+def _bad_torch_grads(params, value: float) -> None:
+    for p in params:
+        p.grad = torch.full_like(p, 0.5)
+    params[1].grad[1, 2] = value
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_torch_skip_changes_nothing_and_counts(name: str, backend: str) -> None:
+    params, opt = _torch(name, backend, "skip")
+    before = [p.detach().clone() for p in params]
+    state = {k: v.clone() for st in opt.state.values() for k, v in st.items() if isinstance(v, torch.Tensor)}
+    _bad_torch_grads(params, float("inf"))
+    opt.step()
+    assert opt.skipped_steps == 1
+    for p, q in zip(params, before):
+        assert torch.equal(p.detach(), q)
+    after = {k: v for st in opt.state.values() for k, v in st.items() if isinstance(v, torch.Tensor)}
+    assert all(torch.equal(after[k], v) for k, v in state.items())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_torch_raise_and_propagate(backend: str) -> None:
+    params, opt = _torch("adamw", backend, "raise")
+    _bad_torch_grads(params, float("nan"))
+    before = [p.detach().clone() for p in params]
+    with pytest.raises(ValueError, match=r"gradient of parameter 1 \(shape \(2, 3\)\)"):
+        opt.step()
+    assert all(torch.equal(p.detach(), q) for p, q in zip(params, before))
+    params, opt = _torch("adamw", backend, "propagate")
+    _bad_torch_grads(params, float("nan"))
+    opt.step()
+    assert torch.isnan(params[1][1, 2]) and opt.skipped_steps == 0
+
+
+def test_bad_policy_is_refused_on_both_fronts() -> None:
+    with pytest.raises(ValueError, match=r"Invalid nan_policy 'ignore'.*'propagate', 'skip', 'raise'"):
+        descend.Adam([np.ones(1)], nan_policy="ignore")
+    with pytest.raises(ValueError, match=r"Invalid nan_policy 'ignore'"):
+        dt.Adam([torch.ones(1, requires_grad=True)], nan_policy="ignore")
+
+
+def test_torch_policy_survives_pickling() -> None:
+    import pickle
+
+    opt = dt.Adam([torch.ones(1, requires_grad=True)], nan_policy="skip")
+    opt.skipped_steps = 3
+    copy = pickle.loads(pickle.dumps(opt))
+    assert copy.nan_policy == "skip" and copy.skipped_steps == 3
