@@ -16,9 +16,18 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = os.path.join("src", "descend", "kernels")
-SOURCES = ["_fused.c", "sgd.c", "rms.c", "adam.c", "nadam.c", "roofline.c"]
-HEADERS = ["common.h", "instances.h", "combos.h", "sgd_loops.h", "rms_loops.h", "adam_loops.h", "nadam_loops.h",
-           "roofline_loops.h"]
+SOURCES = ["_fused.c", "sgd.c", "rms.c", "adam.c", "nadam.c", "roofline.c", "finite.c"]
+HEADERS = [
+    "common.h",
+    "finite.h",
+    "instances.h",
+    "combos.h",
+    "sgd_loops.h",
+    "rms_loops.h",
+    "adam_loops.h",
+    "nadam_loops.h",
+    "roofline_loops.h",
+]
 FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-std=c11"]
 
 

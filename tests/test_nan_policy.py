@@ -125,3 +125,32 @@ def test_torch_policy_survives_pickling() -> None:
     opt.skipped_steps = 3
     copy = pickle.loads(pickle.dumps(opt))
     assert copy.nan_policy == "skip" and copy.skipped_steps == 3
+
+
+@pytest.mark.skipif(not kernels.available()[0], reason="the fused kernels are not built")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_kernel_finds_the_first_non_finite_tensor(dtype: torch.dtype, value: float) -> None:
+    name = str(dtype).removeprefix("torch.")
+    tensors = [torch.ones(n, dtype=dtype) for n in (0, 7, 200_000, 3)]
+    assert kernels.first_nonfinite([t.data_ptr() for t in tensors], [t.numel() for t in tensors], name) == -1
+    tensors[3][1] = value
+    tensors[2][150_000] = value  # in the part a second thread reads
+    assert kernels.first_nonfinite([t.data_ptr() for t in tensors], [t.numel() for t in tensors], name) == 2
+    big = torch.full((3,), torch.finfo(dtype).max, dtype=dtype)  # huge but finite
+    assert kernels.first_nonfinite([big.data_ptr()], [3], name) == -1
+
+
+def test_the_first_bad_parameter_is_named_across_layouts_and_dtypes() -> None:
+    # parameter 1 is non-contiguous (checked without the kernel), parameter 2 is float32: the first bad one is named
+    a, c = np.ones(4), np.ones(3, np.float32)
+    b_base = np.ones((4, 4))
+    b = b_base[:, ::2]
+    opt = descend.SGD([a, b, c], lr=0.1, nan_policy="raise")
+    gb = np.ones((4, 4))[:, ::2]
+    gb[2, 1] = np.inf
+    gc = np.array([1.0, np.nan, 1.0], np.float32)
+    with pytest.raises(ValueError, match="gradient of parameter 1 "):
+        opt.step([np.ones(4), gb, gc])
+    with pytest.raises(ValueError, match="gradient of parameter 2 "):
+        opt.step([np.ones(4), np.ones((4, 4))[:, ::2], gc])

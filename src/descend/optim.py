@@ -24,7 +24,7 @@ from descend.algorithms import registry
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, cast_scalars
 from descend.algorithms.conventions import check_convention
 from descend.backends import check_backend
-from descend.nonfinite import check_nan_policy, refusal
+from descend.nonfinite import check_nan_policy, first_nonfinite, refusal
 
 __all__ = ["Optimizer"]
 
@@ -67,6 +67,13 @@ def _why_not_fused(p: np.ndarray, g: np.ndarray, state: Mapping[str, Any], slots
         if a.shape != p.shape:
             return f"{what} has shape {a.shape}, the parameter {p.shape}"
     return ""
+
+
+def _array_address(g: np.ndarray) -> tuple[int, int, str] | None:
+    """Where the finite check can read ``g`` directly: a C-contiguous float32/float64 array."""
+    if g.flags.c_contiguous and g.dtype in FLOAT_DTYPES:
+        return g.ctypes.data, g.size, g.dtype.name
+    return None
 
 
 class Optimizer:
@@ -195,7 +202,7 @@ class Optimizer:
         grads = self._check_grads(grads)
         hps = [self.spec.hyperparams.from_group(g) for g in self.param_groups]
         if self.nan_policy != "propagate":
-            bad = next((i for i, g in enumerate(grads) if g is not None and not np.isfinite(g).all()), None)
+            bad = first_nonfinite(grads, _array_address, lambda g: not np.isfinite(g).all())
             if bad is not None:
                 if self.nan_policy == "raise":
                     raise refusal(bad, grads[bad].shape)

@@ -72,6 +72,23 @@ def set_num_threads(n: int | None) -> None:
     _fused.set_num_threads(n)
 
 
+_FINITE_KINDS = {"float64": 0, "float32": 1, "bfloat16": 2, "float16": 3}
+
+
+def first_nonfinite(addresses: list[int], sizes: list[int], dtype: str, num_threads: int | None = None) -> int:
+    """The index of the first tensor (by address and element count) that holds a NaN or an infinity, or -1.
+
+    Each tensor is read once, testing exponent bits; large tensors are split across threads, and the GIL is released.
+
+    Raises:
+        ValueError: ``dtype`` is not float64, float32, bfloat16 or float16, or the kernels are not built.
+    """
+    if dtype not in _FINITE_KINDS:
+        raise ValueError(f"first_nonfinite reads float64, float32, bfloat16 or float16 tensors, not {dtype!r}")
+    _require()
+    return int(_fused.first_nonfinite(addresses, sizes, _FINITE_KINDS[dtype], num_threads or 0))
+
+
 def get_num_threads() -> int:
     """The number of threads a step uses when its caller does not say."""
     _require()
@@ -190,5 +207,3 @@ def _set_isa(name: str) -> None:
 
 def _supported_isas() -> tuple[str, ...]:
     return tuple(_fused.SUPPORTED_ISAS) if _fused is not None else ()
-
-

@@ -14,6 +14,7 @@
 #include <omp.h>
 
 #include "common.h"
+#include "finite.h"
 
 #define CHUNK ((int64_t)1 << 15)
 
@@ -307,12 +308,48 @@ static PyObject *fused_set_isa(PyObject *self, PyObject *arg) {
     return PyErr_Format(PyExc_ValueError, "unknown instruction set %R; known: avx512, avx2, baseline", arg);
 }
 
+static PyObject *fused_first_nonfinite(PyObject *self, PyObject *args) {
+    PyObject *addresses, *sizes_obj;
+    int kind, threads;
+    if (!PyArg_ParseTuple(args, "O!O!ii", &PyList_Type, &addresses, &PyList_Type, &sizes_obj, &kind, &threads))
+        return NULL;
+    const Py_ssize_t count = PyList_GET_SIZE(addresses);
+    if (PyList_GET_SIZE(sizes_obj) != count)
+        return PyErr_Format(PyExc_ValueError, "got %zd addresses and %zd sizes", count, PyList_GET_SIZE(sizes_obj));
+    if (kind < FINITE_F64 || kind > FINITE_F16) return PyErr_Format(PyExc_ValueError, "unknown dtype kind %d", kind);
+    void **ptrs = PyMem_Malloc(sizeof(void *) * (count ? count : 1));
+    int64_t *sizes = PyMem_Malloc(sizeof(int64_t) * (count ? count : 1));
+    if (!ptrs || !sizes) {
+        PyMem_Free(ptrs);
+        PyMem_Free(sizes);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t k = 0; k < count; k++) {
+        sizes[k] = PyLong_AsLongLong(PyList_GET_ITEM(sizes_obj, k));
+        ptrs[k] = PyLong_AsVoidPtr(PyList_GET_ITEM(addresses, k));
+        if (PyErr_Occurred() || sizes[k] < 0 || (ptrs[k] == NULL && sizes[k] > 0)) {
+            PyMem_Free(ptrs);
+            PyMem_Free(sizes);
+            if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "tensor %zd has a bad address or size", k);
+            return NULL;
+        }
+    }
+    int64_t first;
+    const int n_threads = effective_threads(threads);
+    Py_BEGIN_ALLOW_THREADS first = first_nonfinite(ptrs, sizes, count, kind, n_threads);
+    Py_END_ALLOW_THREADS PyMem_Free(ptrs);
+    PyMem_Free(sizes);
+    return PyLong_FromLongLong(first);
+}
+
 static PyMethodDef methods[] = {
     {"step", fused_step, METH_VARARGS,
      "step(alg, combo, flags, values, params, grads, states, sizes, threads): update every tensor in one call."},
     {"set_num_threads", fused_set_num_threads, METH_O, "Set the default thread count (0: OpenMP's default)."},
     {"get_num_threads", fused_get_num_threads, METH_NOARGS, "The thread count a step uses by default."},
     {"isa", fused_isa, METH_NOARGS, "The instruction set the kernels run with."},
+    {"first_nonfinite", fused_first_nonfinite, METH_VARARGS,
+     "first_nonfinite(addresses, sizes, kind, threads): the first tensor holding NaN or inf, or -1."},
     {"set_isa", fused_set_isa, METH_O, "Run with another instruction set the CPU supports (for tests)."},
     {NULL, NULL, 0, NULL},
 };

@@ -18,7 +18,7 @@ from torch.optim.optimizer import _get_scalar_dtype
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams
 from descend.algorithms.conventions import check_convention
 from descend.backends import check_backend
-from descend.nonfinite import check_nan_policy, refusal
+from descend.nonfinite import check_nan_policy, first_nonfinite, refusal
 from descend.torch._dispatch import FLOAT_DTYPES, run_group
 from descend.torch._fast import fast_group
 from descend.torch._options import check_options, group_backend
@@ -36,6 +36,22 @@ def _check_tensor_hyperparams(title: str, values: dict[str, Any]) -> None:
     for name, value in items:
         if isinstance(value, torch.Tensor) and value.numel() != 1:
             raise ValueError(f"{title}: Tensor {name} must have one element, got shape {tuple(value.shape)}")
+
+
+_ADDRESSABLE = {
+    torch.float32: "float32",
+    torch.float64: "float64",
+    torch.bfloat16: "bfloat16",
+    torch.float16: "float16",
+}
+
+
+def _tensor_address(g: torch.Tensor) -> tuple[int, int, str] | None:
+    """Where the finite check can read ``g`` directly: a dense contiguous CPU float tensor."""
+    name = _ADDRESSABLE.get(g.dtype)
+    if name and g.is_cpu and g.layout is torch.strided and g.is_contiguous() and not g.is_neg():
+        return g.data_ptr(), g.numel(), name
+    return None
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -156,18 +172,18 @@ class Optimizer(torch.optim.Optimizer):
 
     def _all_finite(self, plans: list) -> bool:
         """Apply ``nan_policy`` "skip" or "raise": False (and one more skipped step) if some gradient is not finite."""
-        index = 0
+        grads = []
         for group, (_, _, live) in zip(self.param_groups, plans):
-            grads = {id(p): g for p, g in live}
-            for p in group["params"]:
-                g = grads.get(id(p))
-                if g is not None and not bool(torch.isfinite(g).all()):
-                    if self.nan_policy == "raise":
-                        raise refusal(index, tuple(p.shape))
-                    self.skipped_steps += 1
-                    return False
-                index += 1
-        return True
+            by_param = {id(p): g for p, g in live}
+            grads += [by_param.get(id(p)) for p in group["params"]]
+        bad = first_nonfinite(grads, _tensor_address, lambda g: not bool(torch.isfinite(g).all()))
+        if bad is None:
+            return True
+        if self.nan_policy == "raise":
+            params = [p for group in self.param_groups for p in group["params"]]
+            raise refusal(bad, tuple(params[bad].shape))
+        self.skipped_steps += 1
+        return False
 
     def _advance(self, p: torch.Tensor, hp: Hyperparams) -> tuple[int, dict[str, float], dict[str, torch.Tensor]]:
         """Create the missing state of ``p`` and advance its step and host scalars.
