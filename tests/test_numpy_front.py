@@ -272,3 +272,29 @@ def test_numpy_scalar_gradients_for_0d_parameters() -> None:
     opt = descend.SGD([b], lr=0.5)
     opt.step([np.float64(2.0)])  # what arithmetic on 0-d arrays returns
     assert b.shape == () and float(b) == -1.0
+
+
+def test_hyperparameters_are_validated_again_whenever_a_group_value_changes(monkeypatch) -> None:
+    calls = []
+    spec = descend.Adam.spec
+    original = spec.hyperparams.from_group.__func__
+
+    def counting(cls, group):
+        calls.append(dict(group))
+        return original(cls, group)
+
+    monkeypatch.setattr(spec.hyperparams, "from_group", classmethod(counting))
+    x = np.zeros(2)
+    opt = descend.Adam([x], lr=0.1)
+    calls.clear()
+    for _ in range(3):
+        opt.step([np.ones(2)])
+    assert len(calls) == 1  # unchanged values are validated once
+    opt.param_groups[0]["lr"] = True  # equal to 1, but not a number descend accepts
+    with pytest.raises(TypeError, match="lr"):
+        opt.step([np.ones(2)])
+    opt.param_groups[0]["betas"] = (0.9, np.float64(0.999))  # a NumPy scalar is validated every time
+    opt.param_groups[0]["lr"] = 0.1
+    opt.step([np.ones(2)])
+    opt.step([np.ones(2)])
+    assert len(calls) == 4

@@ -21,7 +21,7 @@ import numpy as np
 from descend import kernels
 from descend._state_check import checked_state
 from descend.algorithms import registry
-from descend.algorithms._spec import AlgorithmSpec, Hyperparams, cast_scalars
+from descend.algorithms._spec import AlgorithmSpec, Hyperparams, HyperparamsCache, cast_scalars
 from descend.algorithms.conventions import check_convention
 from descend.backends import check_backend
 from descend.nonfinite import check_nan_policy, first_nonfinite, refusal
@@ -107,6 +107,7 @@ class Optimizer:
         self.convention = check_convention(convention)
         self.backend = check_backend(backend)
         self.nan_policy = check_nan_policy(nan_policy)
+        self._hps = HyperparamsCache(self.spec.hyperparams)
         self.skipped_steps = 0
         self.defaults: dict[str, Any] = self.spec.make(convention, **bound.arguments).as_dict()
         self.param_groups: list[dict[str, Any]] = []
@@ -200,7 +201,7 @@ class Optimizer:
         differ within the group); tensors the kernel cannot take (not C-contiguous) run the reference.
         """
         grads = self._check_grads(grads)
-        hps = [self.spec.hyperparams.from_group(g) for g in self.param_groups]
+        hps = [self._hps.get(g) for g in self.param_groups]
         if self.nan_policy != "propagate":
             bad = first_nonfinite(grads, _array_address, lambda g: not np.isfinite(g).all())
             if bad is not None:
@@ -308,6 +309,8 @@ class Optimizer:
         step = int(steps[0]) + 1 if spec.has_step else 2
         host = spec.advance_host(hp, step, dict(zip(host_keys, hosts[0])))
         dtype = items[0][1].dtype
+        if any(p.dtype != dtype for _, p, _ in items):  # a mixed group takes the bucketed path, without a refusal
+            return False
         try:
             kernels.step(
                 spec.name,

@@ -118,6 +118,44 @@ class Hyperparams:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
+_ABSENT = object()
+_SCALARS = (int, float, bool, str)
+
+
+def _value_key(value: Any) -> Any:
+    """A hashable key that changes whenever ``value`` could validate differently, or None if there is none (an array
+    or tensor may change in place, so it is never cached)."""
+    if value is _ABSENT or type(value) in _SCALARS:
+        return (type(value), value)
+    if type(value) is tuple and all(type(v) in _SCALARS for v in value):
+        return (tuple, tuple((type(v), v) for v in value))
+    return None
+
+
+class HyperparamsCache:
+    """Validated hyperparameters per param group, validated again only when one of the group's values changes.
+
+    The fronts read every group's hyperparameters on every step; validating them each time is most of a small
+    step's cost. A group holding an array or tensor value (a tensor ``lr`` that a scheduler fills in place) is
+    validated every time.
+    """
+
+    def __init__(self, cls: type[Hyperparams]) -> None:
+        self._cls = cls
+        self._names = cls.names()
+        self._last: dict[int, tuple[tuple[Any, ...], Hyperparams]] = {}
+
+    def get(self, group: Mapping[str, Any]) -> Hyperparams:
+        key = tuple(_value_key(group.get(name, _ABSENT)) for name in self._names)
+        cached = self._last.get(id(group))
+        if cached is not None and None not in key and cached[0] == key:
+            return cached[1]
+        hp = self._cls.from_group(group)
+        if None not in key:
+            self._last[id(group)] = (key, hp)
+        return hp
+
+
 def cast_scalars(s: NamedTuple, ctype: Callable[[float], Any]) -> NamedTuple:
     """Cast every float field of a scalars tuple once to the compute dtype; flags (bool, int) stay as they are."""
     return type(s)(*(ctype(v) if type(v) is float else v for v in s))

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch.optim.optimizer import _get_scalar_dtype
 
-from descend.algorithms._spec import AlgorithmSpec, Hyperparams
+from descend.algorithms._spec import AlgorithmSpec, Hyperparams, HyperparamsCache
 from descend.algorithms.conventions import check_convention
 from descend.backends import check_backend
 from descend.nonfinite import check_nan_policy, first_nonfinite, refusal
@@ -86,6 +86,7 @@ class Optimizer(torch.optim.Optimizer):
         self.convention = check_convention(explicit.pop("convention", "torch"))
         self.backend = check_backend(explicit.pop("backend", "auto"))
         self.nan_policy = check_nan_policy(explicit.pop("nan_policy", "propagate"))
+        self._hps = HyperparamsCache(self.spec.hyperparams)
         self.skipped_steps = 0
         options = {name: explicit.pop(name, default) for name, default in self._options.items()}
         check_options(type(self).__name__, options)
@@ -152,7 +153,7 @@ class Optimizer(torch.optim.Optimizer):
                 loss = closure()
         plans = []
         for group in self.param_groups:
-            hp = self.spec.hyperparams.from_group(group)
+            hp = self._hps.get(group)
             backend = group_backend(self.backend, group)
             live = [(p, self._checked_grad(p)) for p in group["params"] if p.grad is not None]
             plans.append((hp, backend, live))
@@ -267,6 +268,7 @@ class Optimizer(torch.optim.Optimizer):
         state.setdefault("nan_policy", getattr(self, "nan_policy", "propagate"))
         state.setdefault("skipped_steps", getattr(self, "skipped_steps", 0))
         super().__setstate__(state)
+        self._hps = HyperparamsCache(self.spec.hyperparams)
         for group in self.param_groups:
             for key, value in {**self.defaults, **self._fixed}.items():
                 group.setdefault(key, value)
