@@ -32,10 +32,10 @@ def test_signature_is_torchs_then_descends_extras(name: str) -> None:
     theirs = list(inspect.signature(twin(name).__init__).parameters.values())[1:]
     assert [(p.name, p.kind, p.default) for p in ours[: len(theirs)]] == [(p.name, p.kind, p.default) for p in theirs]
     extras = ours[len(theirs) :]
-    assert [p.name for p in extras][-3:] == ["convention", "backend", "nan_policy"]
+    assert [p.name for p in extras][-4:] == ["convention", "backend", "nan_policy", "state_dtype"]
     assert all(p.kind == inspect.Parameter.KEYWORD_ONLY for p in extras)
     spec_extras = [n for n in dt.OPTIMIZERS[name].spec.hyperparams.names() if n not in {p.name for p in theirs}]
-    assert [p.name for p in extras[:-3]] == spec_extras
+    assert [p.name for p in extras[:-4]] == spec_extras
 
 
 @pytest.mark.parametrize("name", SHARED)
@@ -190,6 +190,7 @@ def test_momentum_has_its_own_signature_and_runs() -> None:
         "convention",
         "backend",
         "nan_policy",
+        "state_dtype",
     ]
     w = param()
     opt = dt.Momentum([w], lr=0.5, beta=0.9)

@@ -89,6 +89,26 @@ def first_nonfinite(addresses: list[int], sizes: list[int], dtype: str, num_thre
     return int(_fused.first_nonfinite(addresses, sizes, _FINITE_KINDS[dtype], num_threads or 0))
 
 
+def gather(
+    params: list, planned: list, entries: list, state: dict, keys: tuple, dtype: Any, layout: Any, types: tuple
+) -> list | None:
+    """Check a torch param group against its plan and read its gradients' addresses (see ``gather.c``).
+
+    Returns:
+        Per parameter, its gradient's address (None where it has no gradient), or None, having changed nothing, if
+        the group no longer matches ``planned`` and ``entries`` or a gradient is not a dense contiguous tensor of
+        ``types``, ``dtype`` and the parameter's shape. Used by :mod:`descend.torch._plan`.
+    """
+    _require()
+    return _fused.gather(params, planned, entries, state, keys, dtype, layout, types)
+
+
+def advance_steps(addresses: list[int], is_double: bool) -> float | None:
+    """Add 1 to each float32 (or float64) step counter at ``addresses``; their common value, or None if they differ."""
+    _require()
+    return _fused.advance_steps(addresses, is_double)
+
+
 def get_num_threads() -> int:
     """The number of threads a step uses when its caller does not say."""
     _require()

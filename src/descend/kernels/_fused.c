@@ -15,6 +15,7 @@
 
 #include "common.h"
 #include "finite.h"
+#include "gather.h"
 
 #define CHUNK ((int64_t)1 << 15)
 
@@ -351,12 +352,18 @@ static PyMethodDef methods[] = {
     {"first_nonfinite", fused_first_nonfinite, METH_VARARGS,
      "first_nonfinite(addresses, sizes, kind, threads): the first tensor holding NaN or inf, or -1."},
     {"set_isa", fused_set_isa, METH_O, "Run with another instruction set the CPU supports (for tests)."},
+    {"gather", gather, METH_VARARGS,
+     "gather(params, entries, state, keys, dtype, layout, types): check a torch group against its plan and return "
+     "its gradients' addresses, or None if the plan no longer holds."},
+    {"advance_steps", advance_steps, METH_VARARGS,
+     "advance_steps(addresses, is_double): add 1 to each step counter; their common value, or None if they differ."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fused", NULL, -1, methods};
 
 PyMODINIT_FUNC PyInit__fused(void) {
+    if (gather_init() < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     best_isa = current_isa = detect_isa();

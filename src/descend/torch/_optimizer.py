@@ -20,8 +20,8 @@ from descend.algorithms.conventions import check_convention
 from descend.backends import check_backend
 from descend.nonfinite import check_nan_policy, first_nonfinite, refusal
 from descend.torch._dispatch import FLOAT_DTYPES, run_group
-from descend.torch._fast import fast_group
-from descend.torch._options import check_options, group_backend
+from descend.torch._options import HALF_DTYPES, check_options, check_state_dtype, group_backend
+from descend.torch._plan import build as build_plan
 from descend.torch._state_check import check_state_dict
 
 __all__ = ["Optimizer"]
@@ -46,8 +46,11 @@ _ADDRESSABLE = {
 }
 
 
-def _tensor_address(g: torch.Tensor) -> tuple[int, int, str] | None:
-    """Where the finite check can read ``g`` directly: a dense contiguous CPU float tensor."""
+def _grad_address(g: torch.Tensor | tuple[int, int, str]) -> tuple[int, int, str] | None:
+    """Where the finite check can read ``g`` directly: a dense contiguous CPU float tensor (or a group plan's
+    address of it, given as it is)."""
+    if type(g) is tuple:
+        return g
     name = _ADDRESSABLE.get(g.dtype)
     if name and g.is_cpu and g.layout is torch.strided and g.is_contiguous() and not g.is_neg():
         return g.data_ptr(), g.numel(), name
@@ -63,9 +66,11 @@ class Optimizer(torch.optim.Optimizer):
             in the positions torch.optim's class takes them (see the class signature).
         **kwargs: the same by name, then descend's extra flags (keyword-only), and two more keywords:
             ``convention``, a preset of defaults and flags (``"torch"``, ``"optax"``, ``"keras"``, ``"paper"``,
-            ``"article"``) that arguments given explicitly override; and ``backend``, ``"auto"``, ``"reference"``
+            ``"article"``) that arguments given explicitly override; ``backend``, ``"auto"``, ``"reference"``
             or ``"fused"`` (see :mod:`descend.backends`, and :mod:`descend.torch._options` for how ``foreach`` and
-            ``fused`` refine it).
+            ``fused`` refine it); ``nan_policy`` (see :mod:`descend.nonfinite`); and ``state_dtype``, None (the
+            state takes each parameter's dtype, as in torch) or ``torch.float32`` (bfloat16 and float16 parameters
+            keep their state in float32; the update is computed in float32 either way).
     """
 
     spec: ClassVar[AlgorithmSpec]
@@ -86,6 +91,7 @@ class Optimizer(torch.optim.Optimizer):
         self.convention = check_convention(explicit.pop("convention", "torch"))
         self.backend = check_backend(explicit.pop("backend", "auto"))
         self.nan_policy = check_nan_policy(explicit.pop("nan_policy", "propagate"))
+        self.state_dtype = check_state_dtype(type(self).__name__, explicit.pop("state_dtype", None))
         self._hps = HyperparamsCache(self.spec.hyperparams)
         self.skipped_steps = 0
         options = {name: explicit.pop(name, default) for name, default in self._options.items()}
@@ -121,8 +127,7 @@ class Optimizer(torch.optim.Optimizer):
             state = self.state[p]
             if not state:
                 state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
-                with torch.no_grad():
-                    state.update(self.spec.init_state(torch, p.detach(), hp))
+                state.update(self._fresh_state(p, hp))
 
     # -- the step -------------------------------------------------------------------------------------------------
 
@@ -145,23 +150,34 @@ class Optimizer(torch.optim.Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient, and return the closure's loss (or None).
 
-        The hyperparameters of every group and every gradient are checked before any tensor changes.
+        The hyperparameters of every group and every gradient are checked before any tensor changes. A group in its
+        steady state runs from its plan (:mod:`descend.torch._plan`); any other takes the general path, which then
+        records a plan for the next step.
         """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        plans = []
+        group_plans = self.__dict__.setdefault("_plans", {})
+        work = []
         for group in self.param_groups:
             hp = self._hps.get(group)
             backend = group_backend(self.backend, group)
-            live = [(p, self._checked_grad(p)) for p in group["params"] if p.grad is not None]
-            plans.append((hp, backend, live))
-        if self.nan_policy != "propagate" and not self._all_finite(plans):
+            plan = group_plans.get(id(group))
+            grads = plan.gather(self.state, group, hp) if plan is not None else None
+            if grads is None:
+                group_plans.pop(id(group), None)
+                live = [(p, self._checked_grad(p)) for p in group["params"] if p.grad is not None]
+                work.append((group, hp, backend, live, None))
+            else:
+                work.append((group, hp, backend, None, (plan, grads)))
+        if self.nan_policy != "propagate" and not self._all_finite(work):
             return loss
-        cache = self.__dict__.setdefault("_layout_cache", {})
-        for hp, backend, live in plans:
-            if not live or fast_group(self.state, cache, self.spec, hp, live, backend):
+        for group, hp, backend, live, planned in work:
+            if planned is not None:
+                planned[0].run(hp, planned[1])
+                continue
+            if not live:
                 continue
             scalars, slot_dicts = [], []
             for p, _ in live:
@@ -169,15 +185,21 @@ class Optimizer(torch.optim.Optimizer):
                 scalars.append(self.spec.scalars(hp, step, host))
                 slot_dicts.append(slots)
             run_group(self.spec, hp, scalars, [p for p, _ in live], [g for _, g in live], slot_dicts, backend)
+            plan = build_plan(self.state, self.spec, hp, group, backend)
+            if plan is not None:
+                group_plans[id(group)] = plan
         return loss
 
-    def _all_finite(self, plans: list) -> bool:
+    def _all_finite(self, work: list) -> bool:
         """Apply ``nan_policy`` "skip" or "raise": False (and one more skipped step) if some gradient is not finite."""
-        grads = []
-        for group, (_, _, live) in zip(self.param_groups, plans):
+        grads: list[Any] = []
+        for group, _, _, live, planned in work:
+            if planned is not None:
+                grads += planned[0].addresses(planned[1])
+                continue
             by_param = {id(p): g for p, g in live}
             grads += [by_param.get(id(p)) for p in group["params"]]
-        bad = first_nonfinite(grads, _tensor_address, lambda g: not bool(torch.isfinite(g).all()))
+        bad = first_nonfinite(grads, _grad_address, lambda g: not bool(torch.isfinite(g).all()))
         if bad is None:
             return True
         if self.nan_policy == "raise":
@@ -185,6 +207,13 @@ class Optimizer(torch.optim.Optimizer):
             raise refusal(bad, tuple(params[bad].shape))
         self.skipped_steps += 1
         return False
+
+    def _fresh_state(self, p: torch.Tensor, hp: Hyperparams) -> dict[str, torch.Tensor]:
+        """The initial state slots of ``p``, in ``state_dtype`` where it applies."""
+        with torch.no_grad():
+            if self.state_dtype is not None and p.dtype in HALF_DTYPES:
+                return self.spec.init_state(torch, torch.empty_like(p, dtype=self.state_dtype), hp)
+            return self.spec.init_state(torch, p.detach(), hp)
 
     def _advance(self, p: torch.Tensor, hp: Hyperparams) -> tuple[int, dict[str, float], dict[str, torch.Tensor]]:
         """Create the missing state of ``p`` and advance its step and host scalars.
@@ -211,8 +240,7 @@ class Optimizer(torch.optim.Optimizer):
             if not isinstance(state.get(key), torch.Tensor):
                 state[key] = torch.tensor(float(state.get(key, value)), dtype=scalar_dtype)
         if missing:
-            with torch.no_grad():
-                fresh = spec.init_state(torch, p.detach(), hp)
+            fresh = self._fresh_state(p, hp)
             state.update({k: fresh[k] for k in missing})
         slots = {k: state[k] for k in names}
         if not initial:
@@ -257,15 +285,36 @@ class Optimizer(torch.optim.Optimizer):
             filled.append({**own, **theirs, **options, **self._fixed})
         check_state_dict(self.spec, title, self.param_groups, state_dict, self._identity, filled=filled)
         super().load_state_dict({**state_dict, "param_groups": filled})
+        if self.state_dtype is not None:
+            self._restore_state_dtype(state_dict)
+
+    def _restore_state_dtype(self, state_dict: dict[str, Any]) -> None:
+        """torch's loader casts every floating state tensor to its parameter's dtype; with ``state_dtype`` the state
+        of bfloat16 and float16 parameters is taken again from the saved tensors, in float32 and unrounded."""
+        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        params = [p for group in self.param_groups for p in group["params"]]
+        for saved_id, p in zip(saved_ids, params):
+            saved = state_dict["state"].get(saved_id)
+            if p.dtype not in HALF_DTYPES or not isinstance(saved, dict):
+                continue
+            for key, value in saved.items():
+                if key != "step" and isinstance(value, torch.Tensor) and value.is_floating_point():
+                    self.state[p][key] = value.to(device=p.device, dtype=self.state_dtype, copy=True)
 
     def __getstate__(self) -> dict[str, Any]:
-        extra = {"convention": self.convention, "backend": self.backend, "nan_policy": self.nan_policy}
+        extra = {
+            "convention": self.convention,
+            "backend": self.backend,
+            "nan_policy": self.nan_policy,
+            "state_dtype": self.state_dtype,
+        }
         return {**super().__getstate__(), **extra, "skipped_steps": self.skipped_steps}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("convention", getattr(self, "convention", "torch"))
         state.setdefault("backend", getattr(self, "backend", "auto"))
         state.setdefault("nan_policy", getattr(self, "nan_policy", "propagate"))
+        state.setdefault("state_dtype", getattr(self, "state_dtype", None))
         state.setdefault("skipped_steps", getattr(self, "skipped_steps", 0))
         super().__setstate__(state)
         self._hps = HyperparamsCache(self.spec.hyperparams)

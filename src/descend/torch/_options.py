@@ -73,8 +73,23 @@ def signature_for(spec: AlgorithmSpec) -> tuple[inspect.Signature, dict[str, Any
         _P("convention", _P.KEYWORD_ONLY, default="torch"),
         _P("backend", _P.KEYWORD_ONLY, default="auto"),
         _P("nan_policy", _P.KEYWORD_ONLY, default="propagate"),
+        _P("state_dtype", _P.KEYWORD_ONLY, default=None),
     ]
     return inspect.Signature(parameters), options
+
+
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def check_state_dtype(title: str, value: Any) -> torch.dtype | None:
+    """``state_dtype=``: None (each parameter's state takes its dtype, as in torch) or ``torch.float32`` (bfloat16
+    and float16 parameters keep their state in float32; float32 and float64 parameters keep their own dtype)."""
+    if value is None or value is torch.float32:
+        return value
+    raise ValueError(
+        f"{title}: state_dtype must be None (the state takes each parameter's dtype) or torch.float32 (float32 state "
+        f"for bfloat16 and float16 parameters), got {value!r}"
+    )
 
 
 def check_options(title: str, options: dict[str, Any]) -> None:

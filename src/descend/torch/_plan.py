@@ -1,0 +1,206 @@
+"""The steady-state step of a param group: a plan of its layout, checked and run with one C call each.
+
+Once every parameter of a group that has a gradient also has its state, the group's layout stops changing: the same
+parameters at the same addresses, the same state tensors, the same dtype. :func:`build` records it in a
+:class:`GroupPlan`. Each step, :meth:`GroupPlan.gather` hands the plan to ``descend.kernels._fused.gather``, which
+confirms that nothing it records has changed, checks every gradient (dense, contiguous, the parameter's dtype and
+shape) and returns their addresses; :meth:`GroupPlan.run` advances the step counters in C and runs the kernel. So the
+Python work of a step no longer grows with the number of tensors, which is what lets a model of thousands of small
+tensors step faster than torch's fused path.
+
+Anything the plan does not cover (the first step, a new or changed state, a gradient in another layout, a parameter
+replaced through ``.data``, host scalars such as NAdam's ``mu_product``, the reference backend) makes ``gather``
+return None, having changed nothing, and the optimizer takes its general path, which gives the same bits and raises
+where torch would. Two changes are not looked for, because each check costs a cache miss per tensor on every step:
+assigning a state tensor's ``.data`` in place (replace the tensor in the state dict instead, or call
+``load_state_dict``) and changing a parameter's layout in place without moving it (``p.t_()``). The plan keeps the
+storages of the tensors it records alive, so a recorded address can never be reused by another tensor while the plan
+exists, and neither change can make a step write to freed memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from descend import kernels
+from descend.algorithms._spec import AlgorithmSpec, Hyperparams
+
+_TYPES = (torch.Tensor, torch.nn.Parameter)
+_KERNEL_DTYPES = {
+    torch.float32: "float32",
+    torch.float64: "float64",
+    torch.bfloat16: "bfloat16",
+    torch.float16: "float16",
+}
+_STEP_DTYPES = (torch.float32, torch.float64)
+
+
+def _plain(t: Any) -> bool:
+    return (
+        type(t) in _TYPES
+        and t.is_cpu
+        and t.layout is torch.strided
+        and t.is_contiguous()
+        and not t.is_neg()
+        and not t.is_conj()
+    )
+
+
+class GroupPlan:
+    """The recorded layout of one param group (see the module docstring). Built by :func:`build`."""
+
+    __slots__ = (
+        "spec",
+        "slots",
+        "params",
+        "source",
+        "entries",
+        "keys",
+        "dtype",
+        "names",
+        "p_ptrs",
+        "slot_ptrs",
+        "sizes",
+        "step_ptrs",
+        "step_tensors",
+        "step_double",
+        "keep",
+    )
+
+    def __init__(
+        self,
+        spec: AlgorithmSpec,
+        slots: tuple[str, ...],
+        source: list,
+        dtype: torch.dtype,
+        names: tuple[str, str],
+        step_dtype: torch.dtype | None,
+    ) -> None:
+        self.spec = spec
+        self.slots = slots
+        self.source = source  # the group's own list, to notice a group whose list was replaced
+        self.params: list = list(source)
+        self.entries: list = []
+        self.keys = slots + (("step",) if spec.has_step else ())
+        self.dtype = dtype
+        self.names = names
+        self.p_ptrs: list[int] = []
+        self.slot_ptrs: list[list[int]] = [[] for _ in slots]
+        self.sizes: list[int] = []
+        self.step_ptrs: list[int] = []
+        self.step_tensors: list[torch.Tensor] = []
+        self.step_double = step_dtype is torch.float64
+        self.keep: list[Any] = []  # the storages behind every recorded address
+
+    def gather(self, state: dict, group: dict[str, Any], hp: Hyperparams) -> list | None:
+        """The gradients' addresses (None where a parameter has no gradient), or None if the plan no longer holds."""
+        params = group["params"]
+        if params is not self.source or len(params) != len(self.params) or self.spec.state_slots(hp) != self.slots:
+            return None
+        return kernels.gather(params, self.params, self.entries, state, self.keys, self.dtype, torch.strided, _TYPES)
+
+    def addresses(self, grads: list) -> list[tuple[int, int, str] | None]:
+        """Per parameter, where the finite check reads its gradient (None where it has none)."""
+        name = self.names[0]
+        return [None if g is None else (g, n, name) for g, n in zip(grads, self.sizes)]
+
+    def run(self, hp: Hyperparams, grads: list) -> None:
+        """Advance the step counters of the parameters with a gradient and update them in one kernel call each."""
+        spec = self.spec
+        if None in grads:
+            members = [k for k, g in enumerate(grads) if g is not None]
+            if not members:
+                return
+            p_ptrs = [self.p_ptrs[k] for k in members]
+            g_ptrs = [grads[k] for k in members]
+            slot_ptrs = [[ptrs[k] for k in members] for ptrs in self.slot_ptrs]
+            sizes = [self.sizes[k] for k in members]
+            step_ptrs = [self.step_ptrs[k] for k in members] if spec.has_step else []
+            steps = [self.step_tensors[k] for k in members] if spec.has_step else []
+        else:
+            p_ptrs, g_ptrs, slot_ptrs, sizes = self.p_ptrs, grads, self.slot_ptrs, self.sizes
+            step_ptrs, steps = self.step_ptrs, self.step_tensors
+        if not spec.has_step:
+            runs = {2: None}  # the general path's count for a stateless or initialised step (SGD)
+        else:
+            count = kernels.advance_steps(step_ptrs, self.step_double)
+            if count is not None:
+                runs = {int(count): None}
+            else:  # parameters at different steps: one call per step count
+                runs = {}
+                for k, t in enumerate(steps):
+                    runs.setdefault(int(t.item()), []).append(k)
+        threads = torch.get_num_threads()
+        for count, members in runs.items():
+
+            def pick(values: list, members: list | None = members) -> list:
+                return values if members is None else [values[k] for k in members]
+
+            kernels.step(
+                spec.name,
+                spec.scalars(hp, count, {}),
+                pick(p_ptrs),
+                pick(g_ptrs),
+                {slot: pick(ptrs) for slot, ptrs in zip(self.slots, slot_ptrs)},
+                dtype=self.names[0],
+                state_dtype=self.names[1],
+                sizes=pick(sizes),
+                num_threads=threads,
+            )
+
+
+def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, Any], backend: str) -> GroupPlan | None:
+    """The plan of a group after a step, or None where the group does not fit one (see the module docstring)."""
+    if backend == "reference" or spec.host_slots(hp) or not kernels.available()[0]:
+        return None
+    params = group["params"]
+    slots = tuple(spec.state_slots(hp))
+    stateless = not slots and not spec.has_step  # SGD without momentum
+    with_state = params if stateless else [p for p in params if state.get(p)]
+    if not with_state:
+        return None
+    first = with_state[0]
+    dtype = first.dtype
+    state_dtype = state[first][slots[0]].dtype if slots and slots[0] in state[first] else dtype
+    names = (_KERNEL_DTYPES.get(dtype), _KERNEL_DTYPES.get(state_dtype))
+    if None in names or not kernels.supports(spec.name, *names):
+        return None
+    step = None if stateless else state[first].get("step")
+    step_dtype = step.dtype if isinstance(step, torch.Tensor) else None
+    if spec.has_step and step_dtype not in _STEP_DTYPES:
+        return None
+    plan = GroupPlan(spec, slots, params, dtype, names, step_dtype)  # type: ignore[arg-type]
+    for p in params:
+        st = None if stateless else state.get(p)
+        if not stateless and (not st or any(key not in st for key in plan.keys)):
+            plan.entries.append(None)  # no state yet: the general path runs if it gets a gradient
+            plan.p_ptrs.append(0)
+            plan.sizes.append(0)
+            for ptrs in plan.slot_ptrs:
+                ptrs.append(0)
+            if spec.has_step:
+                plan.step_ptrs.append(0)
+                plan.step_tensors.append(None)  # type: ignore[arg-type]
+            continue
+        if not (_plain(p) and p.dtype is dtype):
+            return None
+        tensors = tuple(st[key] for key in plan.keys) if st is not None else ()
+        for key, t in zip(plan.keys, tensors):
+            if key == "step":
+                if not (_plain(t) and t.numel() == 1 and t.dtype is step_dtype):
+                    return None
+            elif not (_plain(t) and t.dtype is state_dtype and t.shape == p.shape):
+                return None
+        plan.keep += [p.untyped_storage(), *(t.untyped_storage() for t in tensors)]
+        addresses = tuple(t.data_ptr() for t in tensors)
+        plan.entries.append((st, p.data_ptr(), p.shape, tensors))
+        plan.p_ptrs.append(p.data_ptr())
+        plan.sizes.append(p.numel())
+        for ptrs, address in zip(plan.slot_ptrs, addresses):
+            ptrs.append(address)
+        if spec.has_step:
+            plan.step_ptrs.append(addresses[-1])
+            plan.step_tensors.append(tensors[-1])
+    return plan

@@ -1,0 +1,256 @@
+"""descend.torch's steady-state plan: whatever changes between steps, the plan path gives the reference's bits.
+
+Each case trains the same parameters twice, with backend="auto" (the plan runs from the third step on) and
+backend="reference" (never planned), applying the same change to the optimizer or the tensors before step 5, and
+compares every parameter and state tensor bit for bit.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import descend.torch as dt  # noqa: E402
+from descend import kernels  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not kernels.available()[0], reason="the fused kernels are not built")
+
+SHAPES = [(4, 5), (7,), ()]
+
+
+def _grads(params: list, step: int, gen: torch.Generator) -> None:
+    for i, p in enumerate(params):
+        p.grad = (p.detach() * 0.3 + torch.randn(p.shape, generator=gen, dtype=p.dtype) * (i + 1) / (step + 1)).to(
+            p.dtype
+        )
+
+
+def _run(
+    backend: str,
+    change: Callable[[list, object], None],
+    *,
+    cls: type = dt.Adam,
+    dtype: torch.dtype = torch.float32,
+    steps: int = 9,
+    planned: bool = True,
+    **kwargs: object,
+) -> tuple[list[torch.Tensor], object]:
+    gen = torch.Generator().manual_seed(3)
+    params = [torch.randn(s, generator=gen).to(dtype).requires_grad_() for s in SHAPES]
+    opt = cls(params, backend=backend, **kwargs)
+    for step in range(steps):
+        _grads(params, step, gen)
+        if step == 4:
+            change(params, opt)
+        opt.step()
+        if backend == "auto" and step == 3:
+            assert bool(opt._plans) == planned, "a plan runs the steady state where the group fits one"
+    tensors = [p.detach().clone() for p in params]
+    for group in opt.param_groups:
+        for p in group["params"]:
+            tensors += [v.clone() if isinstance(v, torch.Tensor) else torch.tensor(v) for v in opt.state[p].values()]
+    return tensors, opt
+
+
+def _same(change: Callable[[list, object], None], **kwargs: object) -> object:
+    """Train with a plan and with the reference, making ``change`` before step 5; the bits must agree."""
+    planned, opt = _run("auto", change, **kwargs)
+    reference, _ = _run("reference", change, **kwargs)
+    assert len(planned) == len(reference)
+    for a, b in zip(planned, reference):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert torch.equal(a, b) or (a.isnan() == b.isnan()).all() and torch.equal(a.nan_to_num(), b.nan_to_num())
+    return opt
+
+
+def _nothing(params: list, opt: object) -> None:
+    pass
+
+
+def _reset_state_of_one(params: list, opt: object) -> None:
+    opt.state[params[0]] = {}
+
+
+def _delete_state_of_one(params: list, opt: object) -> None:
+    del opt.state[params[1]]
+
+
+def _load_state_dict(params: list, opt: object) -> None:
+    saved = copy.deepcopy(opt.state_dict())
+    for st in saved["state"].values():
+        st["exp_avg"].mul_(0.5)
+    opt.load_state_dict(saved)
+
+
+def _replace_param_memory(params: list, opt: object) -> None:
+    params[0].data = params[0].data.clone()
+
+
+def _replace_state_tensor(params: list, opt: object) -> None:
+    opt.state[params[0]]["exp_avg_sq"] = opt.state[params[0]]["exp_avg_sq"].clone() * 2
+
+
+def _edit_state_in_place(params: list, opt: object) -> None:
+    opt.state[params[1]]["exp_avg"].zero_()
+    opt.state[params[2]]["step"].fill_(100.0)  # this parameter now runs at another step count than the others
+
+
+def _non_contiguous_grad(params: list, opt: object) -> None:
+    params[0].grad = params[0].grad.t().contiguous().t()
+
+
+def _no_grad_for_one(params: list, opt: object) -> None:
+    params[1].grad = None
+
+
+def _no_grads_at_all(params: list, opt: object) -> None:
+    for p in params:
+        p.grad = None
+
+
+def _new_lr_and_betas(params: list, opt: object) -> None:
+    opt.param_groups[0]["lr"] = 0.003
+    opt.param_groups[0]["betas"] = (0.5, 0.9)
+
+
+def _switch_on_amsgrad(params: list, opt: object) -> None:
+    opt.param_groups[0]["amsgrad"] = True
+
+
+def _append_a_param(params: list, opt: object) -> None:
+    extra = torch.linspace(-1, 1, 6).requires_grad_()
+    extra.grad = torch.full_like(extra, 0.25)
+    opt.param_groups[0]["params"].append(extra)
+    params.append(extra)
+
+
+def _add_a_group(params: list, opt: object) -> None:
+    extra = torch.linspace(-1, 1, 6).requires_grad_()
+    extra.grad = torch.full_like(extra, 0.25)
+    opt.add_param_group({"params": [extra], "lr": 0.1})
+    params.append(extra)
+
+
+CHANGES = [
+    _nothing,
+    _reset_state_of_one,
+    _delete_state_of_one,
+    _load_state_dict,
+    _replace_param_memory,
+    _replace_state_tensor,
+    _edit_state_in_place,
+    _non_contiguous_grad,
+    _no_grad_for_one,
+    _no_grads_at_all,
+    _new_lr_and_betas,
+    _switch_on_amsgrad,
+    _append_a_param,
+    _add_a_group,
+]
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=lambda f: f.__name__.strip("_"))
+def test_a_change_between_steps_gives_the_reference_bits(change: Callable[[list, object], None]) -> None:
+    _same(change, lr=0.01)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [
+        (dt.SGD, {"lr": 0.1}),
+        (dt.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
+        (dt.RMSprop, {"lr": 0.01, "centered": True, "momentum": 0.5}),
+        (dt.Adagrad, {"lr": 0.1}),
+        (dt.Adadelta, {}),
+        (dt.AdamW, {"lr": 0.01, "amsgrad": True}),
+        (dt.Adamax, {"lr": 0.01}),
+        (dt.NAdam, {"lr": 0.01}),
+        (dt.RAdam, {"lr": 0.01, "decoupled_weight_decay": True, "weight_decay": 0.1}),
+    ],
+    ids=lambda v: v.__name__ if isinstance(v, type) else "",
+)
+def test_every_algorithm_runs_from_a_plan_with_the_reference_bits(cls: type, kwargs: dict) -> None:
+    # NAdam's host scalar (mu_product) keeps it on the general path
+    _same(_no_grad_for_one, cls=cls, planned=cls is not dt.NAdam, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+def test_other_dtypes_run_from_a_plan(dtype: torch.dtype) -> None:
+    _same(_reset_state_of_one, dtype=dtype, lr=0.01)
+
+
+def test_float32_state_for_bfloat16_params() -> None:
+    opt = _same(_nothing, dtype=torch.bfloat16, lr=0.01, state_dtype=torch.float32)
+    assert all(v.dtype == torch.float32 for st in opt.state.values() for k, v in st.items() if k != "step")
+
+
+def test_float64_step_counters_under_a_float64_default_dtype() -> None:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        opt = _same(_nothing, dtype=torch.float64, lr=0.01)
+    finally:
+        torch.set_default_dtype(previous)
+    assert all(st["step"].dtype == torch.float64 for st in opt.state.values())
+
+
+def test_float32_step_counters_stop_where_torch_stops() -> None:
+    def far(params: list, opt: object) -> None:
+        for p in params:
+            opt.state[p]["step"].fill_(2.0**24)  # float32 cannot count past this by adding 1
+
+    opt = _same(far, lr=0.01)
+    assert all(st["step"].item() == 2.0**24 for st in opt.state.values())
+
+
+def test_a_plan_is_dropped_and_rebuilt_when_the_group_changes() -> None:
+    params = [torch.ones(3, requires_grad=True), torch.ones(2, requires_grad=True)]
+    opt = dt.Adam(params, lr=0.1)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    first = opt._plans[id(opt.param_groups[0])]
+    opt.step()
+    assert opt._plans[id(opt.param_groups[0])] is first  # the steady state kept it
+    params[0].data = torch.zeros(3)
+    opt.step()
+    second = opt._plans[id(opt.param_groups[0])]
+    assert second is not first and second.p_ptrs[0] == params[0].data_ptr()
+
+
+@pytest.mark.parametrize("policy", ["skip", "raise"])
+def test_nan_policy_reads_the_planned_gradients(policy: str) -> None:
+    params = [torch.ones(3, requires_grad=True), torch.ones(2, requires_grad=True)]
+    opt = dt.Adam(params, lr=0.1, nan_policy=policy)
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.ones_like(p)
+        opt.step()
+    assert opt._plans
+    before = [p.detach().clone() for p in params] + [v.clone() for st in opt.state.values() for v in st.values()]
+    params[1].grad = torch.tensor([1.0, float("nan")])
+    if policy == "raise":
+        with pytest.raises(ValueError, match=r"gradient of parameter 1 \(shape \(2,\)\)"):
+            opt.step()
+    else:
+        opt.step()
+        assert opt.skipped_steps == 1
+    after = [p.detach().clone() for p in params] + [v.clone() for st in opt.state.values() for v in st.values()]
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_a_gradient_of_another_shape_is_refused_as_on_the_general_path() -> None:
+    w = torch.ones(2, 3, requires_grad=True)
+    opt = dt.Adam([w], lr=0.1)
+    for _ in range(3):
+        w.grad = torch.ones_like(w)
+        opt.step()
+    w.grad.data = torch.ones(3, 2)  # bypasses the grad setter's own check
+    before = w.detach().clone()
+    with pytest.raises(ValueError, match=r"shape \(3, 2\) was found for a parameter of dtype torch.float32 and shape"):
+        opt.step()
+    assert torch.equal(w.detach(), before)
