@@ -12,6 +12,7 @@ warning said so at import, and the fronts run the reference.
 
 from __future__ import annotations
 
+import array
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -120,13 +121,16 @@ def _require() -> None:
         raise RuntimeError(f"descend's fused kernels are unavailable: {_WHY}")
 
 
-def _round(value: float, compute: str) -> float:
-    """A host scalar rounded once to the compute dtype (float32 for every storage but float64)."""
+def _rounded(scalars: NamedTuple, compute: str) -> NamedTuple:
+    """The scalars with every float field rounded once to the compute dtype (float32 for every storage but float64);
+    rounding a value that is already rounded changes nothing."""
     if compute == "float64":
-        return float(value)
-    import numpy as np
-
-    return float(np.float32(value))
+        return scalars
+    at = [i for i, v in enumerate(scalars) if type(v) is float]
+    fields = list(scalars)
+    for i, v in zip(at, array.array("f", [fields[i] for i in at])):  # C float: round to nearest, as np.float32
+        fields[i] = v
+    return type(scalars)(*fields)
 
 
 def step(
@@ -171,9 +175,8 @@ def step(
         pairs = ", ".join(f"{p}/{s}" for p, s in COMBOS)
         raise ValueError(f"no fused kernel for {dtype} params with {state_dtype or dtype} state; supported: {pairs}")
     compute = "float64" if dtype == "float64" else "float32"
-    s = scalars._asdict()
-    values = [_round(s[field], compute) for field in layout.values]
-    rounded = type(scalars)(*(_round(v, compute) if type(v) is float else v for v in scalars))
+    rounded = _rounded(scalars, compute)
+    values = [float(getattr(rounded, field)) for field in layout.values]
     flags = sum(1 << bit for bit, on in enumerate(layout.flags(rounded)) if on)
     slot_lists = []
     for slot in layout.slots:
