@@ -172,18 +172,20 @@ def _contestants(
 
 def _optax_step(name: str, params: list[np.ndarray], grads: list[np.ndarray]) -> Callable[[], None] | None:
     optax, jax = _import("optax"), _import("jax")
-    make = {"adam": "adam", "adamw": "adamw", "sgd": "sgd", "rmsprop": "rmsprop", "adagrad": "adagrad"}.get(name)
-    if optax is None or jax is None or make is None:
+    # optax's transformations with the same rule as descend's defaults (descend's Momentum has no optax twin)
+    names = ("sgd", "rmsprop", "adagrad", "adadelta", "adam", "adamw", "adamax", "nadam", "radam")
+    if optax is None or jax is None or name not in names:
         return None
-    tx = optax.sgd(1e-3, momentum=0.9) if name == "sgd" else getattr(optax, make)(1e-3)
-    ps = [jax.numpy.asarray(p) for p in params]
-    gs = [jax.numpy.asarray(g) for g in grads]
+    tx = getattr(optax, name)(1e-3)
+    ps = [jax.numpy.array(p) for p in params]
+    gs = [jax.numpy.array(g) for g in grads]
     box = [ps, tx.init(ps)]
 
-    @jax.jit
-    def update(p: Any, s: Any, g: Any) -> Any:
+    def apply(p: Any, s: Any, g: Any) -> Any:
         u, s = tx.update(g, s, p)
         return optax.apply_updates(p, u), s
+
+    update = jax.jit(apply, donate_argnums=(0, 1))  # params and state updated in place, optax's fastest use
 
     def step() -> None:
         box[0], box[1] = update(box[0], box[1], gs)
