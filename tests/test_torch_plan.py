@@ -99,6 +99,11 @@ def _edit_state_in_place(params: list, opt: object) -> None:
     opt.state[params[2]]["step"].fill_(100.0)  # this parameter now runs at another step count than the others
 
 
+def _share_state_memory(params: list, opt: object) -> None:
+    for key in ("exp_avg", "step"):  # moves the data of the same storages into shared memory, freeing the old
+        opt.state[params[0]][key].share_memory_()
+
+
 def _non_contiguous_grad(params: list, opt: object) -> None:
     params[0].grad = params[0].grad.t().contiguous().t()
 
@@ -143,6 +148,7 @@ CHANGES = [
     _replace_param_memory,
     _replace_state_tensor,
     _edit_state_in_place,
+    _share_state_memory,
     _non_contiguous_grad,
     _no_grad_for_one,
     _no_grads_at_all,

@@ -2,16 +2,17 @@
  * plan of the group made by Python, and advancing the step counters.
  *
  * The torch front records a plan once a group's state exists (descend/torch/_plan.py): per parameter, its state
- * dict, its data address and shape, and its state tensors. Each step, gather() confirms that the group holds the same
- * parameters, that each parameter is still at its address and keeps the same state dict holding the same state
- * tensors, and that every gradient is a dense, contiguous tensor of the parameter's dtype and shape; it returns the
- * gradients' addresses, or None, changing nothing, as soon as one thing differs (the front then takes its general
- * path, which checks everything again and raises where torch would).
+ * dict, its data address and shape, and its state tensors with their storages. Each step, gather() confirms that the
+ * group holds the same parameters, that each parameter is still at its address and keeps the same state dict holding
+ * the same state tensors, that no state storage has moved its data (share_memory_(), resize_()), and that every
+ * gradient is a dense, contiguous tensor of the parameter's dtype and shape; it returns the gradients' addresses, or
+ * None, changing nothing, as soon as one thing differs (the front then takes its general path, which checks
+ * everything again and raises where torch would).
  *
  * Every check costs a cache miss or two per tensor once a step has streamed the tensors' data through the caches, so
- * the list is kept to what can plausibly change between two steps. Not checked again: the address of a state tensor
- * (reassigning its .data in place) and the layout of a parameter whose address is unchanged (an in-place transpose).
- * The plan holds the storages of everything it recorded, so even then no write can reach freed memory.
+ * the list is kept to what can change between two steps. Not checked again: a state tensor pointed at another storage
+ * in place (assigning its .data, set_()) and the layout of a parameter whose address is unchanged (an in-place
+ * transpose). The plan holds the storages it recorded, so even then every write lands in live memory.
  *
  * No torch header is used: everything goes through the Python attributes and methods every torch tensor has.
  */
@@ -75,9 +76,11 @@ static int address_is(PyObject *obj, PyObject *expected) {
  * *grad_address, a new reference), 0 if not, -1 with an exception set. */
 static int check_one(PyObject *p, PyObject *grad, PyObject *entry, PyObject *state, PyObject *keys, PyObject *dtype,
                      PyObject *layout, PyObject *types, PyObject **grad_address) {
-    /* entry: (state dict or None, param address, shape, state tensors in the order of keys) */
+    /* entry: (state dict or None, param address, shape, state tensors, their storages, the storages' addresses),
+     * the last three in the order of keys */
     PyObject *st = PyTuple_GET_ITEM(entry, 0), *p_address = PyTuple_GET_ITEM(entry, 1);
     PyObject *shape = PyTuple_GET_ITEM(entry, 2), *tensors = PyTuple_GET_ITEM(entry, 3);
+    PyObject *storages = PyTuple_GET_ITEM(entry, 4), *addresses = PyTuple_GET_ITEM(entry, 5);
     int ok = 0;
     const Py_ssize_t ntypes = PyTuple_GET_SIZE(types);
     for (Py_ssize_t k = 0; k < ntypes && !ok; k++) ok = (PyObject *)Py_TYPE(grad) == PyTuple_GET_ITEM(types, k);
@@ -95,6 +98,7 @@ static int check_one(PyObject *p, PyObject *grad, PyObject *entry, PyObject *sta
     for (Py_ssize_t k = 0; k < nkeys; k++) {
         PyObject *tensor = PyDict_GetItemWithError(st, PyTuple_GET_ITEM(keys, k));
         if (tensor != PyTuple_GET_ITEM(tensors, k)) return tensor || !PyErr_Occurred() ? 0 : -1;
+        if ((ok = address_is(PyTuple_GET_ITEM(storages, k), PyTuple_GET_ITEM(addresses, k))) != 1) return ok;
     }
     *grad_address = data_ptr(grad);
     return *grad_address ? 1 : -1;
@@ -114,12 +118,14 @@ PyObject *gather(PyObject *self, PyObject *args) {
         if (PyList_GET_ITEM(params, i) != PyList_GET_ITEM(planned, i)) Py_RETURN_NONE; /* the group changed */
         PyObject *entry = PyList_GET_ITEM(entries, i);
         if (entry == Py_None) continue;
-        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 4)
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 6)
             return PyErr_Format(PyExc_ValueError, "plan entry %zd is malformed", i);
         PyObject *st = PyTuple_GET_ITEM(entry, 0);
         const Py_ssize_t nkeys = st == Py_None ? 0 : PyTuple_GET_SIZE(keys);
         if (!(st == Py_None || PyDict_Check(st)) || !PyTuple_Check(PyTuple_GET_ITEM(entry, 3)) ||
-            PyTuple_GET_SIZE(PyTuple_GET_ITEM(entry, 3)) != nkeys)
+            PyTuple_GET_SIZE(PyTuple_GET_ITEM(entry, 3)) != nkeys || !PyTuple_Check(PyTuple_GET_ITEM(entry, 4)) ||
+            PyTuple_GET_SIZE(PyTuple_GET_ITEM(entry, 4)) != nkeys || !PyTuple_Check(PyTuple_GET_ITEM(entry, 5)) ||
+            PyTuple_GET_SIZE(PyTuple_GET_ITEM(entry, 5)) != nkeys)
             return PyErr_Format(PyExc_ValueError, "plan entry %zd is malformed", i);
     }
     PyObject *out = PyList_New(n);

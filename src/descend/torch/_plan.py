@@ -12,10 +12,10 @@ Anything the plan does not cover (the first step, a new or changed state, a grad
 replaced through ``.data``, host scalars such as NAdam's ``mu_product``, the reference backend) makes ``gather``
 return None, having changed nothing, and the optimizer takes its general path, which gives the same bits and raises
 where torch would. Two changes are not looked for, because each check costs a cache miss per tensor on every step:
-assigning a state tensor's ``.data`` in place (replace the tensor in the state dict instead, or call
-``load_state_dict``) and changing a parameter's layout in place without moving it (``p.t_()``). The plan keeps the
-storages of the tensors it records alive, so a recorded address can never be reused by another tensor while the plan
-exists, and neither change can make a step write to freed memory.
+pointing a state tensor at other memory in place (assigning its ``.data``; replace the tensor in the state dict
+instead, or call ``load_state_dict``) and changing a parameter's layout in place without moving it (``p.t_()``).
+The plan keeps the storages it records alive and checks that none has moved its data (``share_memory_()``), so no
+step can write to freed memory.
 """
 
 from __future__ import annotations
@@ -193,9 +193,11 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
                     return None
             elif not (_plain(t) and t.dtype is state_dtype and t.shape == p.shape):
                 return None
-        plan.keep += [p.untyped_storage(), *(t.untyped_storage() for t in tensors)]
+        storages = tuple(t.untyped_storage() for t in tensors)
+        plan.keep.append(p.untyped_storage())
         addresses = tuple(t.data_ptr() for t in tensors)
-        plan.entries.append((st, p.data_ptr(), p.shape, tensors))
+        bases = tuple(s.data_ptr() for s in storages)
+        plan.entries.append((st, p.data_ptr(), p.shape, tensors, storages, bases))
         plan.p_ptrs.append(p.data_ptr())
         plan.sizes.append(p.numel())
         for ptrs, address in zip(plan.slot_ptrs, addresses):
