@@ -20,6 +20,7 @@ from descend.algorithms.conventions import check_convention
 from descend.backends import check_backend
 from descend.nonfinite import check_nan_policy, first_nonfinite, refusal
 from descend.torch._dispatch import FLOAT_DTYPES, run_group
+from descend.torch._memory import in_huge_pages
 from descend.torch._options import HALF_DTYPES, check_options, check_state_dtype, group_backend
 from descend.torch._plan import build as build_plan
 from descend.torch._state_check import check_state_dict
@@ -209,11 +210,13 @@ class Optimizer(torch.optim.Optimizer):
         return False
 
     def _fresh_state(self, p: torch.Tensor, hp: Hyperparams) -> dict[str, torch.Tensor]:
-        """The initial state slots of ``p``, in ``state_dtype`` where it applies."""
+        """The initial state slots of ``p``, in ``state_dtype`` where it applies, in huge-page memory if large."""
         with torch.no_grad():
             if self.state_dtype is not None and p.dtype in HALF_DTYPES:
-                return self.spec.init_state(torch, torch.empty_like(p, dtype=self.state_dtype), hp)
-            return self.spec.init_state(torch, p.detach(), hp)
+                fresh = self.spec.init_state(torch, torch.empty_like(p, dtype=self.state_dtype), hp)
+            else:
+                fresh = self.spec.init_state(torch, p.detach(), hp)
+            return {key: in_huge_pages(value) for key, value in fresh.items()}
 
     def _advance(self, p: torch.Tensor, hp: Hyperparams) -> tuple[int, dict[str, float], dict[str, torch.Tensor]]:
         """Create the missing state of ``p`` and advance its step and host scalars.
