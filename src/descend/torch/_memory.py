@@ -4,8 +4,9 @@ A step streams every state tensor through memory once, so on the CPU its speed i
 4 KiB pages part of it goes to address translation. NumPy allocates large arrays in memory advised for transparent
 huge pages (2 MiB) on Linux; torch's CPU allocator does not. Large state tensors are therefore allocated through NumPy
 and shared with torch (``torch.from_numpy``, no copy after the first fill): ordinary CPU tensors that save, load,
-pickle and ``share_memory_()`` as any other, and that measure about 2% faster per step on GPT-2's shapes (see
-docs/benchmarks.md). Where the system does not use huge pages the advice changes nothing.
+pickle and ``share_memory_()`` as any other. On GPT-2's shapes an Adam step measured about 2% faster with its state
+there than in torch-allocated memory (the same optimizer, interleaved in one process). Where the system does not use
+huge pages the advice changes nothing.
 """
 
 from __future__ import annotations
