@@ -90,18 +90,32 @@ def first_nonfinite(addresses: list[int], sizes: list[int], dtype: str, num_thre
     return int(_fused.first_nonfinite(addresses, sizes, _FINITE_KINDS[dtype], num_threads or 0))
 
 
-def gather(
-    params: list, planned: list, entries: list, state: dict, keys: tuple, dtype: Any, layout: Any, types: tuple
-) -> list | None:
-    """Check a torch param group against its plan and read its gradients' addresses (see ``gather.c``).
+def compile_plan(planned: list, entries: list, keys: tuple) -> Any:
+    """A torch param group's plan (see :mod:`descend.torch._plan`) compiled into one C array, for :func:`gather`.
+
+    Args:
+        planned: the group's parameters.
+        entries: per parameter, None (no state yet) or ``(state dict or None, param address, shape, state tensors,
+            their storages, the storages' addresses)``, the last three in the order of ``keys``.
+        keys: the state keys the plan checks.
+
+    Raises:
+        ValueError, TypeError: a malformed entry.
+    """
+    _require()
+    return _fused.compile_plan(planned, entries, keys)
+
+
+def gather(params: list, plan: Any, state: dict, dtype: Any, layout: Any, types: tuple) -> list | None:
+    """Check a torch param group against its compiled plan and read its gradients' addresses (see ``gather.c``).
 
     Returns:
         Per parameter, its gradient's address (None where it has no gradient), or None, having changed nothing, if
-        the group no longer matches ``planned`` and ``entries`` or a gradient is not a dense contiguous tensor of
-        ``types``, ``dtype`` and the parameter's shape. Used by :mod:`descend.torch._plan`.
+        the group no longer matches the plan or a gradient is not a dense contiguous tensor of ``types``, ``dtype``
+        and the parameter's shape.
     """
     _require()
-    return _fused.gather(params, planned, entries, state, keys, dtype, layout, types)
+    return _fused.gather(params, plan, state, dtype, layout, types)
 
 
 def advance_steps(addresses: list[int], is_double: bool) -> float | None:

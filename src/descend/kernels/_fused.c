@@ -352,9 +352,11 @@ static PyMethodDef methods[] = {
     {"first_nonfinite", fused_first_nonfinite, METH_VARARGS,
      "first_nonfinite(addresses, sizes, kind, threads): the first tensor holding NaN or inf, or -1."},
     {"set_isa", fused_set_isa, METH_O, "Run with another instruction set the CPU supports (for tests)."},
+    {"compile_plan", compile_plan, METH_VARARGS,
+     "compile_plan(planned, entries, keys): a torch group's plan as a capsule for gather()."},
     {"gather", gather, METH_VARARGS,
-     "gather(params, entries, state, keys, dtype, layout, types): check a torch group against its plan and return "
-     "its gradients' addresses, or None if the plan no longer holds."},
+     "gather(params, plan, state, dtype, layout, types): check a torch group against its plan and return its "
+     "gradients' addresses, or None if the plan no longer holds."},
     {"advance_steps", advance_steps, METH_VARARGS,
      "advance_steps(addresses, is_double): add 1 to each step counter; their common value, or None if they differ."},
     {NULL, NULL, 0, NULL},

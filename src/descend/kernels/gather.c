@@ -33,20 +33,111 @@ int gather_init(void) {
     return (str_grad && str_dtype && str_layout && str_shape && str_data_ptr && str_is_contiguous) ? 0 : -1;
 }
 
+/* A plan compiled into one C array: what gather() compares, read from memory that the step walks in order, so that
+ * the only scattered reads left are those of the torch objects themselves. The Python objects named here are
+ * borrowed from the lists the capsule owns (owner: (planned params, entries, keys)). */
+#define MAX_KEYS 4
+#define MAX_DIMS 8
+
+typedef struct {
+    PyObject *param;
+    PyObject *st;     /* the state dict; Py_None: an algorithm keeping no state; NULL: no entry (no state yet) */
+    void *p_address;
+    int ndim;         /* -1: more dims than MAX_DIMS, compare with the shape object */
+    int64_t dims[MAX_DIMS];
+    PyObject *shape;
+    PyObject *tensors[MAX_KEYS];
+    PyObject *storages[MAX_KEYS];
+    void *bases[MAX_KEYS];
+} item_t;
+
+typedef struct {
+    Py_ssize_t n, nkeys;
+    PyObject *owner;
+    item_t items[];
+} plan_t;
+
+static const char *const PLAN_NAME = "descend.kernels.plan";
+
+static void plan_free(PyObject *capsule) {
+    plan_t *plan = PyCapsule_GetPointer(capsule, PLAN_NAME);
+    if (!plan) return;
+    Py_XDECREF(plan->owner);
+    PyMem_Free(plan);
+}
+
+/* *out = the address an int holds; 0, or -1 with an exception set. */
+static int int_address(PyObject *value, void **out) {
+    if (!PyLong_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "an address must be an int");
+        return -1;
+    }
+    *out = PyLong_AsVoidPtr(value);
+    return *out == NULL && PyErr_Occurred() ? -1 : 0;
+}
+
+PyObject *compile_plan(PyObject *self, PyObject *args) {
+    PyObject *planned, *entries, *keys;
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyList_Type, &planned, &PyList_Type, &entries, &PyTuple_Type, &keys))
+        return NULL;
+    const Py_ssize_t n = PyList_GET_SIZE(planned), nkeys = PyTuple_GET_SIZE(keys);
+    if (PyList_GET_SIZE(entries) != n)
+        return PyErr_Format(PyExc_ValueError, "a plan of %zd entries for %zd params", PyList_GET_SIZE(entries), n);
+    if (nkeys > MAX_KEYS) return PyErr_Format(PyExc_ValueError, "at most %d state keys, got %zd", MAX_KEYS, nkeys);
+    plan_t *plan = PyMem_Calloc(1, sizeof(plan_t) + (size_t)(n ? n : 1) * sizeof(item_t));
+    if (!plan) return PyErr_NoMemory();
+    plan->n = n;
+    plan->nkeys = nkeys;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        item_t *it = &plan->items[i];
+        it->param = PyList_GET_ITEM(planned, i);
+        PyObject *entry = PyList_GET_ITEM(entries, i);
+        if (entry == Py_None) continue;
+        /* entry: (state dict or None, param address, shape, state tensors, their storages, the storages' addresses) */
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 6) goto malformed;
+        PyObject *st = PyTuple_GET_ITEM(entry, 0), *shape = PyTuple_GET_ITEM(entry, 2);
+        PyObject *tensors = PyTuple_GET_ITEM(entry, 3), *storages = PyTuple_GET_ITEM(entry, 4);
+        PyObject *bases = PyTuple_GET_ITEM(entry, 5);
+        const Py_ssize_t used = st == Py_None ? 0 : nkeys;
+        if (!(st == Py_None || PyDict_Check(st)) || !PyTuple_Check(shape) || !PyTuple_Check(tensors) ||
+            !PyTuple_Check(storages) || !PyTuple_Check(bases) || PyTuple_GET_SIZE(tensors) != used ||
+            PyTuple_GET_SIZE(storages) != used || PyTuple_GET_SIZE(bases) != used)
+            goto malformed;
+        it->st = st;
+        it->shape = shape;
+        if (int_address(PyTuple_GET_ITEM(entry, 1), &it->p_address) < 0) goto fail;
+        const Py_ssize_t ndim = PyTuple_GET_SIZE(shape);
+        it->ndim = ndim <= MAX_DIMS ? (int)ndim : -1;
+        for (Py_ssize_t d = 0; d < ndim && d < MAX_DIMS; d++) {
+            it->dims[d] = PyLong_AsLongLong(PyTuple_GET_ITEM(shape, d));
+            if (it->dims[d] == -1 && PyErr_Occurred()) goto fail;
+        }
+        for (Py_ssize_t k = 0; k < used; k++) {
+            it->tensors[k] = PyTuple_GET_ITEM(tensors, k);
+            it->storages[k] = PyTuple_GET_ITEM(storages, k);
+            if (int_address(PyTuple_GET_ITEM(bases, k), &it->bases[k]) < 0) goto fail;
+        }
+    }
+    plan->owner = PyTuple_Pack(3, planned, entries, keys);
+    if (!plan->owner) goto fail;
+    PyObject *capsule = PyCapsule_New(plan, PLAN_NAME, plan_free);
+    if (!capsule) {
+        Py_DECREF(plan->owner);
+        PyMem_Free(plan);
+    }
+    return capsule;
+malformed:
+    PyErr_SetString(PyExc_ValueError, "a plan entry is malformed");
+fail:
+    PyMem_Free(plan);
+    return NULL;
+}
+
 /* 1 if getattr(obj, name) is `expected`, 0 if not, -1 with an exception set. */
 static int attr_is(PyObject *obj, PyObject *name, PyObject *expected) {
     PyObject *value = PyObject_GetAttr(obj, name);
     if (!value) return -1;
     const int same = value == expected;
-    Py_DECREF(value);
-    return same;
-}
-
-/* 1 if getattr(obj, name) == expected, 0 if not, -1 with an exception set. */
-static int attr_equals(PyObject *obj, PyObject *name, PyObject *expected) {
-    PyObject *value = PyObject_GetAttr(obj, name);
-    if (!value) return -1;
-    const int same = PyObject_RichCompareBool(value, expected, Py_EQ);
     Py_DECREF(value);
     return same;
 }
@@ -63,24 +154,42 @@ static int call_is_true(PyObject *obj, PyObject *name) {
 /* obj.data_ptr() as a new reference (a Python int), or NULL with an exception set. */
 static PyObject *data_ptr(PyObject *obj) { return PyObject_CallMethodNoArgs(obj, str_data_ptr); }
 
-/* 1 if obj.data_ptr() == expected (an int), 0 if not, -1 with an exception set. */
-static int address_is(PyObject *obj, PyObject *expected) {
+/* 1 if obj.data_ptr() is `expected`, 0 if not, -1 with an exception set. */
+static int address_is(PyObject *obj, void *expected) {
     PyObject *value = data_ptr(obj);
     if (!value) return -1;
-    const int same = PyObject_RichCompareBool(value, expected, Py_EQ);
+    void *now = NULL;
+    const int rc = int_address(value, &now);
     Py_DECREF(value);
+    return rc < 0 ? -1 : now == expected;
+}
+
+/* 1 if the gradient's shape is the recorded one, 0 if not, -1 with an exception set. */
+static int shape_is(PyObject *grad, const item_t *it) {
+    PyObject *shape = PyObject_GetAttr(grad, str_shape);
+    if (!shape) return -1;
+    int same;
+    if (it->ndim < 0 || !PyTuple_Check(shape)) {
+        same = PyObject_RichCompareBool(shape, it->shape, Py_EQ);
+    } else {
+        same = PyTuple_GET_SIZE(shape) == it->ndim;
+        for (int d = 0; same && d < it->ndim; d++) {
+            const long long size = PyLong_AsLongLong(PyTuple_GET_ITEM(shape, d));
+            if (size == -1 && PyErr_Occurred()) {
+                same = -1;
+                break;
+            }
+            same = size == it->dims[d];
+        }
+    }
+    Py_DECREF(shape);
     return same;
 }
 
 /* The checks of one parameter with a plan entry: 1 if it still matches and its gradient fits (its address is put in
  * *grad_address, a new reference), 0 if not, -1 with an exception set. */
-static int check_one(PyObject *p, PyObject *grad, PyObject *entry, PyObject *state, PyObject *keys, PyObject *dtype,
-                     PyObject *layout, PyObject *types, PyObject **grad_address) {
-    /* entry: (state dict or None, param address, shape, state tensors, their storages, the storages' addresses),
-     * the last three in the order of keys */
-    PyObject *st = PyTuple_GET_ITEM(entry, 0), *p_address = PyTuple_GET_ITEM(entry, 1);
-    PyObject *shape = PyTuple_GET_ITEM(entry, 2), *tensors = PyTuple_GET_ITEM(entry, 3);
-    PyObject *storages = PyTuple_GET_ITEM(entry, 4), *addresses = PyTuple_GET_ITEM(entry, 5);
+static int check_one(const item_t *it, PyObject *grad, PyObject *state, PyObject *keys, Py_ssize_t nkeys,
+                     PyObject *dtype, PyObject *layout, PyObject *types, PyObject **grad_address) {
     int ok = 0;
     const Py_ssize_t ntypes = PyTuple_GET_SIZE(types);
     for (Py_ssize_t k = 0; k < ntypes && !ok; k++) ok = (PyObject *)Py_TYPE(grad) == PyTuple_GET_ITEM(types, k);
@@ -88,69 +197,61 @@ static int check_one(PyObject *p, PyObject *grad, PyObject *entry, PyObject *sta
     if ((ok = attr_is(grad, str_dtype, dtype)) != 1) return ok;
     if ((ok = attr_is(grad, str_layout, layout)) != 1) return ok;
     if ((ok = call_is_true(grad, str_is_contiguous)) != 1) return ok;
-    if ((ok = attr_equals(grad, str_shape, shape)) != 1) return ok;
-    if ((ok = address_is(p, p_address)) != 1) return ok;
-    if (st != Py_None) { /* None: an algorithm that keeps no state with these settings */
-        PyObject *now = PyDict_GetItemWithError(state, p); /* borrowed; no defaultdict insertion */
-        if (now != st) return now || !PyErr_Occurred() ? 0 : -1;
-    }
-    const Py_ssize_t nkeys = st == Py_None ? 0 : PyTuple_GET_SIZE(keys);
-    for (Py_ssize_t k = 0; k < nkeys; k++) {
-        PyObject *tensor = PyDict_GetItemWithError(st, PyTuple_GET_ITEM(keys, k));
-        if (tensor != PyTuple_GET_ITEM(tensors, k)) return tensor || !PyErr_Occurred() ? 0 : -1;
-        if ((ok = address_is(PyTuple_GET_ITEM(storages, k), PyTuple_GET_ITEM(addresses, k))) != 1) return ok;
+    if ((ok = shape_is(grad, it)) != 1) return ok;
+    if ((ok = address_is(it->param, it->p_address)) != 1) return ok;
+    if (it->st != Py_None) { /* None: an algorithm that keeps no state with these settings */
+        PyObject *now = PyDict_GetItemWithError(state, it->param); /* borrowed; no defaultdict insertion */
+        if (now != it->st) return now || !PyErr_Occurred() ? 0 : -1;
+        for (Py_ssize_t k = 0; k < nkeys; k++) {
+            PyObject *tensor = PyDict_GetItemWithError(it->st, PyTuple_GET_ITEM(keys, k));
+            if (tensor != it->tensors[k]) return tensor || !PyErr_Occurred() ? 0 : -1;
+            if ((ok = address_is(it->storages[k], it->bases[k])) != 1) return ok;
+        }
     }
     *grad_address = data_ptr(grad);
     return *grad_address ? 1 : -1;
 }
 
 PyObject *gather(PyObject *self, PyObject *args) {
-    PyObject *params, *planned, *entries, *state, *keys, *dtype, *layout, *types;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!OOO!", &PyList_Type, &params, &PyList_Type, &planned, &PyList_Type,
-                          &entries, &PyDict_Type, &state, &PyTuple_Type, &keys, &dtype, &layout, &PyTuple_Type,
-                          &types))
+    PyObject *params, *capsule, *state, *dtype, *layout, *types;
+    if (!PyArg_ParseTuple(args, "O!OO!OOO!", &PyList_Type, &params, &capsule, &PyDict_Type, &state, &dtype, &layout,
+                          &PyTuple_Type, &types))
         return NULL;
-    const Py_ssize_t n = PyList_GET_SIZE(params);
-    if (PyList_GET_SIZE(entries) != n || PyList_GET_SIZE(planned) != n)
-        return PyErr_Format(PyExc_ValueError, "a plan of %zd entries and %zd params for %zd params",
-                            PyList_GET_SIZE(entries), PyList_GET_SIZE(planned), n);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (PyList_GET_ITEM(params, i) != PyList_GET_ITEM(planned, i)) Py_RETURN_NONE; /* the group changed */
-        PyObject *entry = PyList_GET_ITEM(entries, i);
-        if (entry == Py_None) continue;
-        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 6)
-            return PyErr_Format(PyExc_ValueError, "plan entry %zd is malformed", i);
-        PyObject *st = PyTuple_GET_ITEM(entry, 0);
-        const Py_ssize_t nkeys = st == Py_None ? 0 : PyTuple_GET_SIZE(keys);
-        if (!(st == Py_None || PyDict_Check(st)) || !PyTuple_Check(PyTuple_GET_ITEM(entry, 3)) ||
-            PyTuple_GET_SIZE(PyTuple_GET_ITEM(entry, 3)) != nkeys || !PyTuple_Check(PyTuple_GET_ITEM(entry, 4)) ||
-            PyTuple_GET_SIZE(PyTuple_GET_ITEM(entry, 4)) != nkeys || !PyTuple_Check(PyTuple_GET_ITEM(entry, 5)) ||
-            PyTuple_GET_SIZE(PyTuple_GET_ITEM(entry, 5)) != nkeys)
-            return PyErr_Format(PyExc_ValueError, "plan entry %zd is malformed", i);
-    }
+    plan_t *plan = PyCapsule_GetPointer(capsule, PLAN_NAME);
+    if (!plan) return NULL;
+    const Py_ssize_t n = plan->n;
+    PyObject *keys = PyTuple_GET_ITEM(plan->owner, 2);
+    if (PyList_GET_SIZE(params) != n) Py_RETURN_NONE; /* the group changed */
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (PyList_GET_ITEM(params, i) != plan->items[i].param) Py_RETURN_NONE;
+    Py_INCREF(capsule); /* the plan's objects stay alive while the checks run Python code (a hash) */
     PyObject *out = PyList_New(n);
-    if (!out) return NULL;
+    if (!out) goto fail;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *p = PyList_GET_ITEM(planned, i), *entry = PyList_GET_ITEM(entries, i); /* the plan's own lists */
-        PyObject *grad = PyObject_GetAttr(p, str_grad);
+        const item_t *it = &plan->items[i];
+        PyObject *grad = PyObject_GetAttr(it->param, str_grad);
         if (!grad) goto fail;
         if (grad == Py_None) { /* not updated this step, as in torch */
             PyList_SET_ITEM(out, i, grad);
             continue;
         }
         PyObject *address = NULL;
-        const int ok = entry == Py_None ? 0 : check_one(p, grad, entry, state, keys, dtype, layout, types, &address);
+        const int ok = it->st == NULL ? 0
+                                      : check_one(it, grad, state, keys, plan->nkeys, dtype, layout, types, &address);
         Py_DECREF(grad);
         if (ok < 0) goto fail;
         if (ok == 0) { /* the plan is stale or the gradient needs the general path */
             Py_DECREF(out);
+            Py_DECREF(capsule);
             Py_RETURN_NONE;
         }
         PyList_SET_ITEM(out, i, address);
     }
+    Py_DECREF(capsule);
     return out;
 fail:
-    Py_DECREF(out);
+    Py_XDECREF(out);
+    Py_DECREF(capsule);
     return NULL;
 }
 

@@ -5,8 +5,11 @@
 /* Interns the attribute names gather() reads; 0, or -1 with an exception set. */
 int gather_init(void);
 
-/* gather(params, entries, state, keys, dtype, layout, types): the gradients' addresses (None where a param has no
- * gradient), or None if the plan no longer holds. See gather.c. */
+/* compile_plan(planned, entries, keys): a capsule holding the plan as one C array. See gather.c. */
+PyObject *compile_plan(PyObject *self, PyObject *args);
+
+/* gather(params, plan, state, dtype, layout, types): the gradients' addresses (None where a param has no gradient),
+ * or None if the plan no longer holds. See gather.c. */
 PyObject *gather(PyObject *self, PyObject *args);
 
 /* advance_steps(addresses, is_double): add 1 to each step counter; their common value after, or None if they differ. */

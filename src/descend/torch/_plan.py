@@ -67,6 +67,7 @@ class GroupPlan:
         "step_tensors",
         "step_double",
         "keep",
+        "compiled",
     )
 
     def __init__(
@@ -93,13 +94,14 @@ class GroupPlan:
         self.step_tensors: list[torch.Tensor] = []
         self.step_double = step_dtype is torch.float64
         self.keep: list[Any] = []  # the storages behind every recorded address
+        self.compiled: Any = None  # the entries as one C array (kernels.compile_plan)
 
     def gather(self, state: dict, group: dict[str, Any], hp: Hyperparams) -> list | None:
         """The gradients' addresses (None where a parameter has no gradient), or None if the plan no longer holds."""
         params = group["params"]
         if params is not self.source or len(params) != len(self.params) or self.spec.state_slots(hp) != self.slots:
             return None
-        return kernels.gather(params, self.params, self.entries, state, self.keys, self.dtype, torch.strided, _TYPES)
+        return kernels.gather(params, self.compiled, state, self.dtype, torch.strided, _TYPES)
 
     def addresses(self, grads: list) -> list[tuple[int, int, str] | None]:
         """Per parameter, where the finite check reads its gradient (None where it has none)."""
@@ -205,4 +207,5 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
         if spec.has_step:
             plan.step_ptrs.append(addresses[-1])
             plan.step_tensors.append(tensors[-1])
+    plan.compiled = kernels.compile_plan(plan.params, plan.entries, plan.keys)
     return plan
