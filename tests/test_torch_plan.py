@@ -260,3 +260,23 @@ def test_a_gradient_of_another_shape_is_refused_as_on_the_general_path() -> None
     with pytest.raises(ValueError, match=r"shape \(3, 2\) was found for a parameter of dtype torch.float32 and shape"):
         opt.step()
     assert torch.equal(w.detach(), before)
+
+
+def test_compile_plan_refuses_malformed_entries() -> None:
+    p = torch.ones(3)
+    good = ({}, p.data_ptr(), p.shape, (), (), ())
+    assert kernels.gather(
+        [p], kernels.compile_plan([p], [good], ()), {p: good[0]}, torch.float32, torch.strided, (torch.Tensor,)
+    ) == [None]  # no gradient: nothing to update, the plan holds
+    with pytest.raises(ValueError, match="a plan of 2 entries for 1 params"):
+        kernels.compile_plan([p], [good, good], ())
+    with pytest.raises(ValueError, match="malformed"):
+        kernels.compile_plan([p], [good[:5]], ())
+    with pytest.raises(ValueError, match="malformed"):
+        kernels.compile_plan([p], [({}, p.data_ptr(), p.shape, (p,), (), ())], ("exp_avg",))
+    with pytest.raises(TypeError, match="an address must be an int"):
+        kernels.compile_plan([p], [({}, "here", p.shape, (), (), ())], ())
+    with pytest.raises(ValueError, match="at most 4 state keys"):
+        kernels.compile_plan([p], [None], ("a", "b", "c", "d", "e"))
+    with pytest.raises(ValueError):
+        kernels.gather([p], object(), {}, torch.float32, torch.strided, (torch.Tensor,))
