@@ -180,8 +180,9 @@ def test_a_change_between_steps_gives_the_reference_bits(change: Callable[[list,
     ids=lambda v: v.__name__ if isinstance(v, type) else "",
 )
 def test_every_algorithm_runs_from_a_plan_with_the_reference_bits(cls: type, kwargs: dict) -> None:
-    # NAdam's host scalar (mu_product) keeps it on the general path
-    _same(_no_grad_for_one, cls=cls, planned=cls is not dt.NAdam, **kwargs)
+    _same(_nothing, cls=cls, **kwargs)
+    # a parameter that misses a step holds another step count (and NAdam another mu_product) from then on
+    _same(_no_grad_for_one, cls=cls, **kwargs)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])

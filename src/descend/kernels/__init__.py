@@ -121,7 +121,19 @@ def gather(params: list, plan: Any, state: dict, dtype: Any, layout: Any, types:
 def advance_steps(addresses: list[int], is_double: bool) -> float | None:
     """Add 1 to each float32 (or float64) step counter at ``addresses``; their common value, or None if they differ."""
     _require()
-    return _fused.advance_steps(addresses, is_double)
+    return _fused.scalar_op(addresses, is_double, 1, 1.0)
+
+
+def common_value(addresses: list[int], is_double: bool) -> float | None:
+    """The value every float32 (or float64) scalar at ``addresses`` holds, or None if they differ."""
+    _require()
+    return _fused.scalar_op(addresses, is_double, 0, 0.0)
+
+
+def fill_value(addresses: list[int], value: float, is_double: bool) -> None:
+    """Store ``value`` (rounded to float32 unless ``is_double``) in the scalar at each of ``addresses``."""
+    _require()
+    _fused.scalar_op(addresses, is_double, 2, value)
 
 
 def get_num_threads() -> int:

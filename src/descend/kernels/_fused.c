@@ -357,8 +357,9 @@ static PyMethodDef methods[] = {
     {"gather", gather, METH_VARARGS,
      "gather(params, plan, state, dtype, layout, types): check a torch group against its plan and return its "
      "gradients' addresses, or None if the plan no longer holds."},
-    {"advance_steps", advance_steps, METH_VARARGS,
-     "advance_steps(addresses, is_double): add 1 to each step counter; their common value, or None if they differ."},
+    {"scalar_op", scalar_op, METH_VARARGS,
+     "scalar_op(addresses, is_double, op, value): read (0), add to (1) or set (2) scalars; their common value, or "
+     "None if they differ."},
     {NULL, NULL, 0, NULL},
 };
 

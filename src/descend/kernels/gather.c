@@ -255,16 +255,17 @@ fail:
     return NULL;
 }
 
-PyObject *advance_steps(PyObject *self, PyObject *args) {
+PyObject *scalar_op(PyObject *self, PyObject *args) {
     PyObject *addresses;
-    int is_double;
-    if (!PyArg_ParseTuple(args, "O!p", &PyList_Type, &addresses, &is_double)) return NULL;
+    int is_double, op;
+    double value;
+    if (!PyArg_ParseTuple(args, "O!pid", &PyList_Type, &addresses, &is_double, &op, &value)) return NULL;
+    if (op < 0 || op > 2) return PyErr_Format(PyExc_ValueError, "unknown scalar operation %d", op);
     const Py_ssize_t n = PyList_GET_SIZE(addresses);
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (!PyLong_Check(PyList_GET_ITEM(addresses, i)))
-            return PyErr_Format(PyExc_TypeError, "step address %zd is not an int", i);
-        if (PyLong_AsVoidPtr(PyList_GET_ITEM(addresses, i)) == NULL)
-            return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_ValueError, "step address %zd is null", i);
+        void *where = NULL;
+        if (int_address(PyList_GET_ITEM(addresses, i), &where) < 0) return NULL;
+        if (where == NULL) return PyErr_Format(PyExc_ValueError, "scalar address %zd is null", i);
     }
     double first = 0.0;
     int same = 1;
@@ -272,16 +273,18 @@ PyObject *advance_steps(PyObject *self, PyObject *args) {
         void *where = PyLong_AsVoidPtr(PyList_GET_ITEM(addresses, i));
         double now;
         if (is_double) {
-            double *step = where;
-            *step += 1.0;
-            now = *step;
+            double *x = where;
+            if (op == 1) *x += value;
+            if (op == 2) *x = value;
+            now = *x;
         } else {
-            float *step = where;
-            *step += 1.0f; /* as torch's state["step"] += 1 on a float32 tensor */
-            now = *step;
+            float *x = where;
+            if (op == 1) *x += (float)value; /* as torch's state["step"] += 1 on a float32 tensor */
+            if (op == 2) *x = (float)value;
+            now = *x;
         }
         if (i == 0) first = now;
-        else same = same && now == first;
+        else same = same && (now == first || (now != now && first != first));
     }
     if (!same) Py_RETURN_NONE;
     return PyFloat_FromDouble(first);

@@ -12,7 +12,8 @@ PyObject *compile_plan(PyObject *self, PyObject *args);
  * or None if the plan no longer holds. See gather.c. */
 PyObject *gather(PyObject *self, PyObject *args);
 
-/* advance_steps(addresses, is_double): add 1 to each step counter; their common value after, or None if they differ. */
-PyObject *advance_steps(PyObject *self, PyObject *args);
+/* scalar_op(addresses, is_double, op, value): read (op 0), add value to (1) or set to value (2) each float32 or
+ * float64 scalar at the addresses; their common value after, or None if they differ. */
+PyObject *scalar_op(PyObject *self, PyObject *args);
 
 #endif

@@ -9,7 +9,8 @@ Python work of a step no longer grows with the number of tensors, which is what 
 tensors step faster than torch's fused path.
 
 Anything the plan does not cover (the first step, a new or changed state, a gradient in another layout, a parameter
-replaced through ``.data``, host scalars such as NAdam's ``mu_product``, the reference backend) makes ``gather``
+replaced through ``.data``, parameters at different steps of NAdam, whose ``mu_product`` advances with the step, the
+reference backend) makes ``gather``
 return None, having changed nothing, and the optimizer takes its general path, which gives the same bits and raises
 where torch would. Two changes are not looked for, because each check costs a cache miss per tensor on every step:
 pointing a state tensor at other memory in place (assigning its ``.data``; replace the tensor in the state dict
@@ -66,6 +67,9 @@ class GroupPlan:
         "step_ptrs",
         "step_tensors",
         "step_double",
+        "host",
+        "host_ptrs",
+        "pending",
         "keep",
         "compiled",
     )
@@ -78,13 +82,15 @@ class GroupPlan:
         dtype: torch.dtype,
         names: tuple[str, str],
         step_dtype: torch.dtype | None,
+        host: tuple[str, ...],
     ) -> None:
         self.spec = spec
         self.slots = slots
         self.source = source  # the group's own list, to notice a group whose list was replaced
         self.params: list = list(source)
         self.entries: list = []
-        self.keys = slots + (("step",) if spec.has_step else ())
+        self.host = host  # host scalars kept in 0-d tensors beside the step (NAdam's mu_product)
+        self.keys = slots + (("step",) if spec.has_step else ()) + host
         self.dtype = dtype
         self.names = names
         self.p_ptrs: list[int] = []
@@ -93,6 +99,8 @@ class GroupPlan:
         self.step_ptrs: list[int] = []
         self.step_tensors: list[torch.Tensor] = []
         self.step_double = step_dtype is torch.float64
+        self.host_ptrs: list[list[int]] = [[] for _ in host]
+        self.pending: dict[str, float] = {}  # the host scalars gather() read, for run()
         self.keep: list[Any] = []  # the storages behind every recorded address
         self.compiled: Any = None  # the entries as one C array (kernels.compile_plan)
 
@@ -101,7 +109,20 @@ class GroupPlan:
         params = group["params"]
         if params is not self.source or len(params) != len(self.params) or self.spec.state_slots(hp) != self.slots:
             return None
-        return kernels.gather(params, self.compiled, state, self.dtype, torch.strided, _TYPES)
+        grads = kernels.gather(params, self.compiled, state, self.dtype, torch.strided, _TYPES)
+        if grads is None or not self.host:
+            return grads
+        # Host scalars advance with the step: the plan runs them only when every parameter is at the same step with
+        # the same values, which is the case unless some parameters missed steps.
+        if None in grads or kernels.common_value(self.step_ptrs, self.step_double) is None:
+            return None
+        self.pending = {}
+        for key, ptrs in zip(self.host, self.host_ptrs):
+            value = kernels.common_value(ptrs, self.step_double)
+            if value is None:
+                return None
+            self.pending[key] = value
+        return grads
 
     def addresses(self, grads: list) -> list[tuple[int, int, str] | None]:
         """Per parameter, where the finite check reads its gradient (None where it has none)."""
@@ -130,6 +151,7 @@ class GroupPlan:
             count = kernels.advance_steps(step_ptrs, self.step_double)
             if count is not None:
                 runs = {int(count): None}
+                host = self._advance_host(hp, int(count))
             else:  # parameters at different steps: one call per step count
                 runs = {}
                 for k, t in enumerate(steps):
@@ -142,7 +164,7 @@ class GroupPlan:
 
             kernels.step(
                 spec.name,
-                spec.scalars(hp, count, {}),
+                spec.scalars(hp, count, host if self.host else {}),
                 pick(p_ptrs),
                 pick(g_ptrs),
                 {slot: pick(ptrs) for slot, ptrs in zip(self.slots, slot_ptrs)},
@@ -152,10 +174,24 @@ class GroupPlan:
                 num_threads=threads,
             )
 
+    def _advance_host(self, hp: Hyperparams, count: int) -> dict[str, float]:
+        """Advance the host scalars as the general path does (the same torch op on a 0-d tensor), and store them."""
+        if not self.host:
+            return {}
+        dtype = torch.float64 if self.step_double else torch.float32
+        now = {key: torch.tensor(value, dtype=dtype) for key, value in self.pending.items()}
+        with torch.no_grad():
+            advanced = self.spec.advance_host(hp, count, now)
+        values = {key: float(torch.as_tensor(value, dtype=dtype)) for key, value in advanced.items()}
+        for key, ptrs in zip(self.host, self.host_ptrs):
+            kernels.fill_value(ptrs, values[key], self.step_double)
+        return values
+
 
 def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, Any], backend: str) -> GroupPlan | None:
     """The plan of a group after a step, or None where the group does not fit one (see the module docstring)."""
-    if backend == "reference" or spec.host_slots(hp) or not kernels.available()[0]:
+    host = tuple(spec.host_slots(hp))
+    if backend == "reference" or not kernels.available()[0] or (host and not spec.has_step):
         return None
     params = group["params"]
     slots = tuple(spec.state_slots(hp))
@@ -173,7 +209,7 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
     step_dtype = step.dtype if isinstance(step, torch.Tensor) else None
     if spec.has_step and step_dtype not in _STEP_DTYPES:
         return None
-    plan = GroupPlan(spec, slots, params, dtype, names, step_dtype)  # type: ignore[arg-type]
+    plan = GroupPlan(spec, slots, params, dtype, names, step_dtype, host)  # type: ignore[arg-type]
     for p in params:
         st = None if stateless else state.get(p)
         if not stateless and (not st or any(key not in st for key in plan.keys)):
@@ -185,12 +221,14 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
             if spec.has_step:
                 plan.step_ptrs.append(0)
                 plan.step_tensors.append(None)  # type: ignore[arg-type]
+            for ptrs in plan.host_ptrs:
+                ptrs.append(0)
             continue
         if not (_plain(p) and p.dtype is dtype):
             return None
         tensors = tuple(st[key] for key in plan.keys) if st is not None else ()
         for key, t in zip(plan.keys, tensors):
-            if key == "step":
+            if key == "step" or key in host:
                 if not (_plain(t) and t.numel() == 1 and t.dtype is step_dtype):
                     return None
             elif not (_plain(t) and t.dtype is state_dtype and t.shape == p.shape):
@@ -205,7 +243,9 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
         for ptrs, address in zip(plan.slot_ptrs, addresses):
             ptrs.append(address)
         if spec.has_step:
-            plan.step_ptrs.append(addresses[-1])
-            plan.step_tensors.append(tensors[-1])
+            plan.step_ptrs.append(addresses[len(slots)])
+            plan.step_tensors.append(tensors[len(slots)])
+        for ptrs, address in zip(plan.host_ptrs, addresses[len(slots) + 1 :]):
+            ptrs.append(address)
     plan.compiled = kernels.compile_plan(plan.params, plan.entries, plan.keys)
     return plan
