@@ -9,10 +9,9 @@ Python work of a step no longer grows with the number of tensors, which is what 
 tensors step faster than torch's fused path.
 
 Anything the plan does not cover (the first step, a new or changed state, a gradient in another layout, a parameter
-replaced through ``.data``, parameters at different steps of NAdam, whose ``mu_product`` advances with the step, the
-reference backend) makes ``gather``
-return None, having changed nothing, and the optimizer takes its general path, which gives the same bits and raises
-where torch would. Two changes are not looked for, because each check costs a cache miss per tensor on every step:
+replaced through ``.data``, NAdam parameters at different steps, whose ``mu_product`` advances with the step, the
+reference backend) makes ``gather`` return None, having changed nothing, and the optimizer takes its general path,
+which gives the same bits and raises where torch would. Two changes are not looked for, because each check costs a cache miss per tensor on every step:
 pointing a state tensor at other memory in place (assigning its ``.data``; replace the tensor in the state dict
 instead, or call ``load_state_dict``) and changing a parameter's layout in place without moving it (``p.t_()``).
 The plan keeps the storages it records alive and checks that none has moved its data (``share_memory_()``), so no
