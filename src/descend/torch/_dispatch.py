@@ -27,9 +27,16 @@ from descend import kernels
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, cast_scalars
 from descend.torch import _xp
 
-__all__ = ["FLOAT_DTYPES", "compute_dtype", "fused_ready", "run_group", "scalar_caster"]
+__all__ = ["DTYPE_NAMES", "FLOAT_DTYPES", "compute_dtype", "fused_ready", "plain", "run_group", "scalar_caster"]
 
-FLOAT_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+# The float dtypes descend updates, with the names the kernels know them by.
+DTYPE_NAMES: dict[torch.dtype, str] = {
+    torch.float32: "float32",
+    torch.float64: "float64",
+    torch.bfloat16: "bfloat16",
+    torch.float16: "float16",
+}
+FLOAT_DTYPES: tuple[torch.dtype, ...] = tuple(DTYPE_NAMES)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -99,7 +106,7 @@ def run_group(
             _reference_one(spec, p, g, state, cast_scalars(s, scalar_caster(p.dtype)))
 
 
-def _plain(t: torch.Tensor) -> bool:
+def plain(t: torch.Tensor) -> bool:
     """A dense, contiguous CPU tensor whose memory holds its values as they read (no lazy negation or conjugation)."""
     return (
         type(t) in (torch.Tensor, torch.nn.Parameter)
@@ -131,10 +138,10 @@ def _buckets(
         fits = (
             not state_dtypes
             and kernels.supports(spec.name, dtype, state_dtype)
-            and _plain(p)
-            and _plain(g)
+            and plain(p)
+            and plain(g)
             and g.dtype == p.dtype
-            and all(_plain(v) and v.shape == p.shape for v in state.values())
+            and all(plain(v) and v.shape == p.shape for v in state.values())
         )
         if fits:
             buckets.setdefault((dtype, state_dtype, s), []).append(k)

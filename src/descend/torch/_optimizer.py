@@ -19,7 +19,7 @@ from descend.algorithms._spec import AlgorithmSpec, Hyperparams, HyperparamsCach
 from descend.algorithms.conventions import check_convention
 from descend.backends import check_backend
 from descend.nonfinite import check_nan_policy, first_nonfinite, refusal
-from descend.torch._dispatch import FLOAT_DTYPES, run_group
+from descend.torch._dispatch import DTYPE_NAMES, FLOAT_DTYPES, plain, run_group
 from descend.torch._memory import in_huge_pages
 from descend.torch._options import HALF_DTYPES, check_options, check_state_dtype, group_backend
 from descend.torch._plan import build as build_plan
@@ -39,21 +39,13 @@ def _check_tensor_hyperparams(title: str, values: dict[str, Any]) -> None:
             raise ValueError(f"{title}: Tensor {name} must have one element, got shape {tuple(value.shape)}")
 
 
-_ADDRESSABLE = {
-    torch.float32: "float32",
-    torch.float64: "float64",
-    torch.bfloat16: "bfloat16",
-    torch.float16: "float16",
-}
-
-
 def _grad_address(g: torch.Tensor | tuple[int, int, str]) -> tuple[int, int, str] | None:
     """Where the finite check can read ``g`` directly: a dense contiguous CPU float tensor (or a group plan's
     address of it, given as it is)."""
     if type(g) is tuple:
         return g
-    name = _ADDRESSABLE.get(g.dtype)
-    if name and g.is_cpu and g.layout is torch.strided and g.is_contiguous() and not g.is_neg():
+    name = DTYPE_NAMES.get(g.dtype)
+    if name and plain(g):
         return g.data_ptr(), g.numel(), name
     return None
 

@@ -11,11 +11,11 @@ tensors step faster than torch's fused path.
 Anything the plan does not cover (the first step, a new or changed state, a gradient in another layout, a parameter
 replaced through ``.data``, NAdam parameters at different steps, whose ``mu_product`` advances with the step, the
 reference backend) makes ``gather`` return None, having changed nothing, and the optimizer takes its general path,
-which gives the same bits and raises where torch would. Two changes are not looked for, because each check costs a cache miss per tensor on every step:
-pointing a state tensor at other memory in place (assigning its ``.data``; replace the tensor in the state dict
-instead, or call ``load_state_dict``) and changing a parameter's layout in place without moving it (``p.t_()``).
-The plan keeps the storages it records alive and checks that none has moved its data (``share_memory_()``), so no
-step can write to freed memory.
+which gives the same bits and raises where torch would. Two changes are not looked for, because each check costs a
+cache miss per tensor on every step: pointing a state tensor at other memory in place (assigning its ``.data``;
+replace the tensor in the state dict instead, or call ``load_state_dict``) and changing a parameter's layout in place
+without moving it (``p.t_()``). The plan keeps the storages it records alive and checks that none has moved its data
+(``share_memory_()``), so no step can write to freed memory.
 """
 
 from __future__ import annotations
@@ -26,26 +26,10 @@ import torch
 
 from descend import kernels
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams
+from descend.torch._dispatch import DTYPE_NAMES, plain
 
 _TYPES = (torch.Tensor, torch.nn.Parameter)
-_KERNEL_DTYPES = {
-    torch.float32: "float32",
-    torch.float64: "float64",
-    torch.bfloat16: "bfloat16",
-    torch.float16: "float16",
-}
 _STEP_DTYPES = (torch.float32, torch.float64)
-
-
-def _plain(t: Any) -> bool:
-    return (
-        type(t) in _TYPES
-        and t.is_cpu
-        and t.layout is torch.strided
-        and t.is_contiguous()
-        and not t.is_neg()
-        and not t.is_conj()
-    )
 
 
 class GroupPlan:
@@ -68,7 +52,6 @@ class GroupPlan:
         "step_double",
         "host",
         "host_ptrs",
-        "pending",
         "keep",
         "compiled",
     )
@@ -99,7 +82,6 @@ class GroupPlan:
         self.step_tensors: list[torch.Tensor] = []
         self.step_double = step_dtype is torch.float64
         self.host_ptrs: list[list[int]] = [[] for _ in host]
-        self.pending: dict[str, float] = {}  # the host scalars gather() read, for run()
         self.keep: list[Any] = []  # the storages behind every recorded address
         self.compiled: Any = None  # the entries as one C array (kernels.compile_plan)
 
@@ -113,14 +95,9 @@ class GroupPlan:
             return grads
         # Host scalars advance with the step: the plan runs them only when every parameter is at the same step with
         # the same values, which is the case unless some parameters missed steps.
-        if None in grads or kernels.common_value(self.step_ptrs, self.step_double) is None:
+        uniform = [self.step_ptrs, *self.host_ptrs]
+        if None in grads or any(kernels.common_value(ptrs, self.step_double) is None for ptrs in uniform):
             return None
-        self.pending = {}
-        for key, ptrs in zip(self.host, self.host_ptrs):
-            value = kernels.common_value(ptrs, self.step_double)
-            if value is None:
-                return None
-            self.pending[key] = value
         return grads
 
     def addresses(self, grads: list) -> list[tuple[int, int, str] | None]:
@@ -131,45 +108,36 @@ class GroupPlan:
     def run(self, hp: Hyperparams, grads: list) -> None:
         """Advance the step counters of the parameters with a gradient and update them in one kernel call each."""
         spec = self.spec
-        if None in grads:
-            members = [k for k, g in enumerate(grads) if g is not None]
-            if not members:
-                return
-            p_ptrs = [self.p_ptrs[k] for k in members]
-            g_ptrs = [grads[k] for k in members]
-            slot_ptrs = [[ptrs[k] for k in members] for ptrs in self.slot_ptrs]
-            sizes = [self.sizes[k] for k in members]
-            step_ptrs = [self.step_ptrs[k] for k in members] if spec.has_step else []
-            steps = [self.step_tensors[k] for k in members] if spec.has_step else []
-        else:
-            p_ptrs, g_ptrs, slot_ptrs, sizes = self.p_ptrs, grads, self.slot_ptrs, self.sizes
-            step_ptrs, steps = self.step_ptrs, self.step_tensors
+        present = None if None not in grads else [k for k, g in enumerate(grads) if g is not None]
+        if present == []:
+            return
+
+        def pick(values: list, members: list[int] | None) -> list:
+            return values if members is None else [values[k] for k in members]
+
+        host: dict[str, float] = {}
         if not spec.has_step:
-            runs = {2: None}  # the general path's count for a stateless or initialised step (SGD)
+            runs = {2: present}  # the general path's count for a stateless or initialised step (SGD)
         else:
-            count = kernels.advance_steps(step_ptrs, self.step_double)
+            count = kernels.advance_steps(pick(self.step_ptrs, present), self.step_double)
             if count is not None:
-                runs = {int(count): None}
+                runs = {int(count): present}
                 host = self._advance_host(hp, int(count))
-            else:  # parameters at different steps: one call per step count
+            else:  # parameters at different steps (never with host scalars, see gather): one call per step count
                 runs = {}
-                for k, t in enumerate(steps):
-                    runs.setdefault(int(t.item()), []).append(k)
+                for k in range(len(grads)) if present is None else present:
+                    runs.setdefault(int(self.step_tensors[k].item()), []).append(k)
         threads = torch.get_num_threads()
         for count, members in runs.items():
-
-            def pick(values: list, members: list | None = members) -> list:
-                return values if members is None else [values[k] for k in members]
-
             kernels.step(
                 spec.name,
-                spec.scalars(hp, count, host if self.host else {}),
-                pick(p_ptrs),
-                pick(g_ptrs),
-                {slot: pick(ptrs) for slot, ptrs in zip(self.slots, slot_ptrs)},
+                spec.scalars(hp, count, host),
+                pick(self.p_ptrs, members),
+                pick(grads, members),
+                {slot: pick(ptrs, members) for slot, ptrs in zip(self.slots, self.slot_ptrs)},
                 dtype=self.names[0],
                 state_dtype=self.names[1],
-                sizes=pick(sizes),
+                sizes=pick(self.sizes, members),
                 num_threads=threads,
             )
 
@@ -178,7 +146,10 @@ class GroupPlan:
         if not self.host:
             return {}
         dtype = torch.float64 if self.step_double else torch.float32
-        now = {key: torch.tensor(value, dtype=dtype) for key, value in self.pending.items()}
+        now = {  # gather() found each the same for every parameter
+            key: torch.tensor(kernels.common_value(ptrs, self.step_double), dtype=dtype)
+            for key, ptrs in zip(self.host, self.host_ptrs)
+        }
         with torch.no_grad():
             advanced = self.spec.advance_host(hp, count, now)
         values = {key: float(torch.as_tensor(value, dtype=dtype)) for key, value in advanced.items()}
@@ -201,7 +172,7 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
     first = with_state[0]
     dtype = first.dtype
     state_dtype = state[first][slots[0]].dtype if slots and slots[0] in state[first] else dtype
-    names = (_KERNEL_DTYPES.get(dtype), _KERNEL_DTYPES.get(state_dtype))
+    names = (DTYPE_NAMES.get(dtype), DTYPE_NAMES.get(state_dtype))
     if None in names or not kernels.supports(spec.name, *names):
         return None
     step = None if stateless else state[first].get("step")
@@ -223,14 +194,14 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
             for ptrs in plan.host_ptrs:
                 ptrs.append(0)
             continue
-        if not (_plain(p) and p.dtype is dtype):
+        if not (plain(p) and p.dtype is dtype):
             return None
         tensors = tuple(st[key] for key in plan.keys) if st is not None else ()
         for key, t in zip(plan.keys, tensors):
             if key == "step" or key in host:
-                if not (_plain(t) and t.numel() == 1 and t.dtype is step_dtype):
+                if not (plain(t) and t.numel() == 1 and t.dtype is step_dtype):
                     return None
-            elif not (_plain(t) and t.dtype is state_dtype and t.shape == p.shape):
+            elif not (plain(t) and t.dtype is state_dtype and t.shape == p.shape):
                 return None
         storages = tuple(t.untyped_storage() for t in tensors)
         plan.keep.append(p.untyped_storage())
