@@ -48,6 +48,18 @@ def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     return (x_train - mean) / std, y_train.astype(np.int64), (x_test - mean) / std, y_test.astype(np.int64)
 
 
+def minibatches(
+    x_all: np.ndarray, y_all: np.ndarray, batch_size: int | None, rngs: Sequence[np.random.Generator]
+) -> tuple[np.ndarray, np.ndarray]:
+    """One batch per run, stacked on a leading axis: the whole dataset where ``batch_size`` is None or covers it,
+    else ``batch_size`` rows drawn without replacement from each run's generator."""
+    n = x_all.shape[0]
+    if batch_size is None or batch_size >= n:
+        return x_all[None], y_all[None]
+    idx = np.stack([rng.choice(n, size=batch_size, replace=False) for rng in rngs])
+    return x_all[idx], y_all[idx]
+
+
 def _softplus(z: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, z)
 
@@ -134,13 +146,7 @@ class DataProblem(Problem):
             return self._loss_and_dlogits(logits, y[None])[0]
 
     def grad(self, params: Sequence[np.ndarray], step: int, rngs: Sequence[np.random.Generator]) -> list[np.ndarray]:
-        x_all, y_all = self.data()[:2]
-        n = x_all.shape[0]
-        if self.batch_size is None or self.batch_size >= n:
-            x, y = x_all[None], y_all[None]
-        else:
-            idx = np.stack([rng.choice(n, size=self.batch_size, replace=False) for rng in rngs])
-            x, y = x_all[idx], y_all[idx]
+        x, y = minibatches(*self.data()[:2], self.batch_size, rngs)
         with np.errstate(all="ignore"):
             logits, hidden = self._forward(params, x)
             _, dz = self._loss_and_dlogits(logits, y)
@@ -168,8 +174,12 @@ class DataProblem(Problem):
 
 
 _TITLES = {"logistic": "Logistic regression", "softmax": "Softmax regression", "mlp": "MLP (one tanh layer of 32)"}
-_SETS = {"breast-cancer": "breast cancer (569 × 30, 2 classes)", "digits": "digits (1797 × 64, 10 classes)",
-         "wine": "wine (178 × 13, 3 classes)", "iris": "iris (150 × 4, 3 classes)"}
+_SETS = {
+    "breast-cancer": "breast cancer (569 × 30, 2 classes)",
+    "digits": "digits (1797 × 64, 10 classes)",
+    "wine": "wine (178 × 13, 3 classes)",
+    "iris": "iris (150 × 4, 3 classes)",
+}
 
 
 def _make(model: str, dataset: str, steps: int, record_every: int) -> DataProblem:

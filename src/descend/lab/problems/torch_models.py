@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from descend.lab.problems.data import DataProblem
+from descend.lab.problems.data import DataProblem, minibatches
 
 __all__ = ["TorchDataProblem", "make_torch_problems", "torch_missing"]
 
@@ -90,13 +90,7 @@ class TorchDataProblem(DataProblem):
 
     def grad(self, params: Sequence[Any], step: int, rngs: Sequence[np.random.Generator]) -> list[Any]:
         torch = _torch()
-        x_all, y_all = self.data()[:2]
-        n = x_all.shape[0]
-        if self.batch_size is None or self.batch_size >= n:
-            x, y = x_all[None], y_all[None]
-        else:
-            idx = np.stack([rng.choice(n, size=self.batch_size, replace=False) for rng in rngs])
-            x, y = x_all[idx], y_all[idx]
+        x, y = minibatches(*self.data()[:2], self.batch_size, rngs)
         leaves = [p.detach().clone().requires_grad_(True) for p in params]
         losses, _ = self._graph(leaves, torch.from_numpy(x), torch.from_numpy(y))
         grads = torch.autograd.grad(losses.sum(), leaves)  # runs are independent: the sum's gradient is each run's
