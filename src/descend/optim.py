@@ -273,23 +273,21 @@ class Optimizer:
             buckets.setdefault(key, []).append((i, p, g, state, step, host))
         for (dtype, step, host_items), entries in buckets.items():
             s = spec.scalars(hp, step, dict(host_items))
-            fused = entries
             try:
-                self._kernel(s, fused, slots, dtype)
-            except (ValueError, TypeError):
+                self._kernel(s, entries, slots, dtype)
+                refused = [False] * len(entries)
+            except (ValueError, TypeError):  # checked before anything runs: nothing was changed
                 if self.backend == "fused":
                     raise
-                fused = [e for e in entries if not _why_not_fused(e[1], e[2], e[3], slots)]
+                refused = [bool(_why_not_fused(e[1], e[2], e[3], slots)) for e in entries]
+                fused = [e for e, no in zip(entries, refused) if not no]
                 if fused:
                     self._kernel(s, fused, slots, dtype)
-                for e in entries:
-                    if _why_not_fused(e[1], e[2], e[3], slots):
-                        self._update(e[0], e[1], e[2], hp, (e[3], e[4], e[5]))
-                        continue
+            for e, no in zip(entries, refused):
+                if no:
+                    self._update(e[0], e[1], e[2], hp, (e[3], e[4], e[5]))
+                else:
                     self._commit(e[0], e[3], e[4], e[5])
-                continue
-            for e in entries:
-                self._commit(e[0], e[3], e[4], e[5])
 
     def _fused_steady(self, items: list[tuple[int, np.ndarray, np.ndarray]], hp: Hyperparams, slots: Any) -> bool:
         """The common case in one kernel call, with no per-tensor Python work beyond gathering the lists: every
