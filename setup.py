@@ -8,27 +8,48 @@ still installs and runs its reference path.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+import types
 from concurrent.futures import ThreadPoolExecutor
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = os.path.join("src", "descend", "kernels")
-SOURCES = ["_fused.c", "sgd.c", "rms.c", "adam.c", "nadam.c", "roofline.c", "finite.c", "gather.c"]
-HEADERS = [
-    "common.h",
-    "finite.h",
-    "gather.h",
-    "instances.h",
-    "combos.h",
-    "sgd_loops.h",
-    "rms_loops.h",
-    "adam_loops.h",
-    "nadam_loops.h",
-    "roofline_loops.h",
-]
+GENERATED = os.path.join("build", "generated")
+SOURCES = ["_fused.c", "finite.c", "gather.c"]
+HEADERS = ["common.h", "finite.h", "gather.h", "instances.h", "combos.h"]
+
+
+def kernel_interface() -> types.ModuleType:
+    """descend/kernels/_layout.py, the table of every kernel's values, flags and slots, loaded without importing the
+    package (it needs only the standard library and descend.algorithms)."""
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "src", "descend")
+    for name, path in (("descend", root), ("descend.kernels", os.path.join(root, "kernels"))):
+        if name not in sys.modules:
+            package = types.ModuleType(name)
+            package.__path__ = [path]
+            sys.modules[name] = package
+    return importlib.import_module("descend.kernels._layout")
+
+
+def generate() -> list[str]:
+    """Write interface.h and one instantiation file per loop body into build/generated; return the C files."""
+    layout = kernel_interface()
+    os.makedirs(GENERATED, exist_ok=True)
+    files = {"interface.h": layout.header()}
+    files.update({f"{k.body}.c": layout.source(k.body) for k in layout.bodies()})
+    for name, text in files.items():
+        path = os.path.join(GENERATED, name)
+        if not os.path.exists(path) or open(path).read() != text:
+            with open(path, "w") as f:
+                f.write(text)
+    return [os.path.join(GENERATED, f"{k.body}.c") for k in layout.bodies()]
+
+
+BODIES = generate()
 FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-std=c11"]
 
 
@@ -57,8 +78,11 @@ setup(
     ext_modules=[
         Extension(
             "descend.kernels._fused",
-            sources=[os.path.join(KERNELS, name) for name in SOURCES],
-            depends=[os.path.join(KERNELS, name) for name in HEADERS],
+            sources=[os.path.join(KERNELS, name) for name in SOURCES] + BODIES,
+            depends=[os.path.join(KERNELS, name) for name in HEADERS]
+            + [os.path.join(KERNELS, "bodies", os.path.basename(c)[:-2] + ".h") for c in BODIES]
+            + [os.path.join(GENERATED, "interface.h")],
+            include_dirs=[KERNELS, GENERATED],
             extra_compile_args=FLAGS,
             extra_link_args=["-fopenmp"],
         )

@@ -44,6 +44,8 @@ TARGETS=(
     tests/test_kernels_half.py
     tests/test_kernels_torch_front.py
     tests/test_torch_plan.py
+    tests/test_atomic_steps.py
+    tests/test_threads.py
     tests/test_torch_state_dtype.py
     tests/test_fuzz.py
     tests/test_long_runs.py::test_two_threads_give_the_bits_of_one_after_the_other

@@ -7,6 +7,7 @@ import pytest
 
 import descend
 from descend.algorithms import CONVENTIONS, REGISTRY
+from tests.test_kernels_strategies import reference_steps
 from tests.tolerances import TRANSCRIPTION_FLOAT64, assert_close
 
 
@@ -19,11 +20,44 @@ def test_every_module_documents_its_rule_and_references(name: str) -> None:
 @pytest.mark.parametrize("convention", CONVENTIONS)
 @pytest.mark.parametrize("name", list(REGISTRY))
 def test_describe_under_every_convention_names_the_values_in_force(name: str, convention: str) -> None:
+    """Whatever changes the rule changes what describe() prints: each hyperparameter in turn is given another valid
+    value, and wherever that changes the per-step scalars (so the update), the text must change too."""
+    import dataclasses
+
     spec = REGISTRY[name]
     hp = spec.make(convention)
     text = spec.describe(hp)
-    assert f"{hp.lr:g}" in text
-    assert "theta_t" in text
+    assert f"{hp.lr:g}" in text and "theta_t" in text
+    changed = 0
+
+    def run(h: object) -> bytes:
+        param = np.linspace(-1.0, 1.0, 7)
+        grads = [np.sin(np.arange(7.0) + k) for k in range(3)]
+        reference_steps(name, h, param, grads)
+        return param.tobytes()
+
+    base = run(hp)
+    for field in dataclasses.fields(hp):
+        value = getattr(hp, field.name)
+        if isinstance(value, bool):
+            others = [not value]
+        elif isinstance(value, float):
+            others = [value * 0.5 + 0.0123, value + 0.0456]
+        elif isinstance(value, tuple):
+            others = [(value[0] * 0.5, value[1]), (value[0], value[1] * 0.99)]
+        elif isinstance(value, str):
+            others = ["raw", "corrected"]
+        else:
+            continue
+        for other in others:
+            try:
+                hp2 = dataclasses.replace(hp, **{field.name: other}).validate()
+            except (ValueError, TypeError):
+                continue
+            if run(hp2) != base:
+                changed += 1
+                assert spec.describe(hp2) != text, f"{name}: {field.name}={other!r} changes the rule, not the text"
+    assert changed >= 2
 
 
 @pytest.mark.parametrize(

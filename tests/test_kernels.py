@@ -135,7 +135,8 @@ def test_fused_refuses_non_contiguous_before_changing_anything() -> None:
     big = np.ones((4, 6))
     strided, flat = big[:, ::2], np.ones(5)
     opt = descend.SGD([flat, strided], lr=0.1, momentum=0.9, backend="fused")
-    with pytest.raises(ValueError, match="parameter 1: the parameter is not C-contiguous"):
+    refusal = r"parameter 1 of SGD \(shape \(4, 3\), dtype float64\): the parameter is not C-contiguous"
+    with pytest.raises(ValueError, match=refusal):
         opt.step([np.ones(5), np.ones(strided.shape)])
     assert opt.state == {} and np.all(flat == 1.0) and np.all(big == 1.0)
 
@@ -170,16 +171,53 @@ def test_step_rejects_bad_arguments() -> None:
         kernels.set_num_threads(-1)
 
 
-def test_the_layout_uses_every_scalar() -> None:
-    """Every float field of each scalars tuple reaches the kernel as a value or a flag, so none is dropped."""
-    from descend.kernels._layout import LAYOUTS
+def test_the_build_follows_the_interface_table() -> None:
+    """The compiled module was generated from _layout.py as it is now: every body's values, flags and slots, by name
+    and in order. A scalar dropped from or moved within a scalars NamedTuple changes the table and fails here (and
+    descend refuses the stale build at import)."""
+    from descend.kernels import _fused
+    from descend.kernels._layout import interface
 
-    for name, layout in LAYOUTS.items():
-        spec = registry.get(name)
-        hp = spec.make()
-        fields = spec.scalars(hp, 1, spec.advance_host(hp, 1, spec.host_slots(hp)))._fields
-        assert set(layout.values) <= set(fields), name
-        assert set(layout.slots) >= set(spec.state_slots(hp)), name
+    assert dict(_fused.INTERFACE) == interface()
+    assert [name for name, _ in _fused.INTERFACE] == list(_fused.ALGORITHMS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_scalar_reaches_the_kernel(name: str) -> None:
+    """Each field of the algorithm's scalars is a value the kernel reads (every float, in order) or a flag bit, and
+    the kernel's slots are the state slots the algorithm keeps with every flag on."""
+    from descend.kernels._layout import KERNELS
+
+    layout = KERNELS[name]
+    spec = registry.get(name)
+    hp = spec.make()
+    s = spec.scalars(hp, 1, spec.advance_host(hp, 1, spec.host_slots(hp)), True)
+    assert type(s) is layout.scalars
+    floats = tuple(f for f in s._fields if isinstance(getattr(s, f), float))
+    bools = {f for f in s._fields if isinstance(getattr(s, f), bool)}
+    assert layout.values == floats, "every float field, in the NamedTuple's order"
+    assert bools <= set(layout.flag_names), "every bool field is a flag bit"
+    assert layout.flag_names[0] == "maximize" and set(layout.flag_names) <= set(s._fields)
+    assert set(spec.state_slots(hp)) <= set(layout.slot_names)
+
+
+def test_a_value_moved_in_the_table_changes_the_kernels_bits() -> None:
+    """The kernel reads each value by its generated index: feeding the values in another order gives other bits,
+    which is what the interface check above guards against."""
+    from descend.kernels._layout import KERNELS
+
+    spec = registry.get("adam")
+    hp = spec.make(lr=0.1, weight_decay=0.1)
+    s = spec.scalars(hp, 3, {}, False)
+    good = [np.linspace(-1, 1, 9) for _ in range(3)]
+    bad = [a.copy() for a in good]
+    g = np.linspace(0.5, -0.5, 9)
+    kernels.step("adam", s, [good[0]], [g], {"exp_avg": [good[1]], "exp_avg_sq": [good[2]]}, dtype="float64")
+    values = list(KERNELS["adam"].values)
+    i, j = values.index("eps"), values.index("neg_step_size")
+    swapped = s._replace(eps=s.neg_step_size, neg_step_size=s.eps)
+    kernels.step("adam", swapped, [bad[0]], [g], {"exp_avg": [bad[1]], "exp_avg_sq": [bad[2]]}, dtype="float64")
+    assert i != j and not same_bits(good[0], bad[0])
 
 
 def test_without_the_extension_descend_imports_warns_once_and_runs_the_reference() -> None:

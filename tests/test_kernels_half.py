@@ -52,7 +52,7 @@ def _run(name: str, kwargs: dict, dtype: str, state_dtype: str, sizes: list[int]
     for step in range(1, steps + 1):
         grads = [torch.randn(n, generator=gen).to(tdtype) for n in sizes]
         host = spec.advance_host(hp, step, host)
-        s = spec.scalars(hp, step, host)
+        s = spec.scalars(hp, step, host, step == 1)
         kernels.step(
             name,
             s,

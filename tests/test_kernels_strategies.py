@@ -91,7 +91,7 @@ def reference_steps(name: str, hp: Any, param: np.ndarray, grads: list[np.ndarra
     host = spec.host_slots(hp)
     for step, g in enumerate(grads, start=1):
         host = spec.advance_host(hp, step, host)
-        s = cast_scalars(spec.scalars(hp, step, host), cast or param.dtype.type)
+        s = cast_scalars(spec.scalars(hp, step, host, step == 1), cast or param.dtype.type)
         with np.errstate(all="ignore"):  # eps = 0 with zero gradients divides 0 by 0, in both paths alike
             spec.reference_update(np, param, g, state, s)
     return state

@@ -40,12 +40,29 @@ def test_fused_reference_and_auto_are_bit_identical(name: str, kwargs: dict, dty
         assert torch.equal(a, b) and torch.equal(a, c)
 
 
-def test_fused_true_runs_the_kernel() -> None:
+def test_fused_true_runs_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fused=True hands every tensor to the kernel, on the first step and from the plan, and never to the
+    reference rule."""
+    import dataclasses
+
+    from descend import kernels
+
     w = torch.ones(4, requires_grad=True)
     opt = dt.Adam([w], lr=0.1, fused=True)
-    w.grad = torch.ones(4)
-    opt.step()
-    assert torch.all(w < 1)
+    ran: list = []
+    original = kernels.run
+    monkeypatch.setattr(kernels, "run", lambda jobs, threads=0: (ran.extend(jobs), original(jobs, threads)))
+
+    def no_reference(*args: object) -> None:
+        raise AssertionError("the reference rule ran")
+
+    engine = opt._engine
+    monkeypatch.setattr(engine, "spec", dataclasses.replace(engine.spec, reference_update=no_reference))
+    for _ in range(3):
+        w.grad = torch.ones(4)
+        opt.step()
+    assert len(ran) == 3 and all(job[4] == [w.data_ptr()] for job in ran)
+    assert opt._plans and torch.all(w < 1)
 
 
 def test_forced_fused_refuses_a_tensor_it_cannot_take_before_changing_anything() -> None:

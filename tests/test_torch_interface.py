@@ -211,3 +211,40 @@ def test_describe_shows_the_rule_in_force() -> None:
     assert "0.05" in second and "L2 weight decay" in first
     assert dt.AdamW([a]).describe().startswith("AdamW")
     assert "epsilon hat" in dt.Adam([a], convention="keras").describe()
+
+
+def test_a_torch_with_an_extra_argument_still_imports() -> None:
+    """The signatures are descend's own (a test above holds them to torch's): a torch release that gives
+    torch.optim.Adam a new keyword changes nothing at import, and the class still builds and steps."""
+    import subprocess
+    import sys
+
+    script = (
+        "import torch\n"
+        "class Adam(torch.optim.Adam):\n"
+        "    def __init__(self, params, lr=1e-3, *, new_knob=False, **kwargs):\n"
+        "        super().__init__(params, lr=lr, **kwargs)\n"
+        "torch.optim.Adam = Adam\n"
+        "import descend.torch as dt\n"
+        "w = torch.nn.Parameter(torch.ones(3))\n"
+        "opt = dt.Adam([w], lr=0.5)\n"
+        "w.grad = torch.ones(3)\n"
+        "opt.step()\n"
+        "v = torch.nn.Parameter(torch.ones(3))\n"
+        "theirs = torch.optim.Adam([v], lr=0.5, new_knob=True)\n"
+        "v.grad = torch.ones(3)\n"
+        "theirs.step()\n"
+        "print(torch.equal(w, v))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("name", list(dt.OPTIMIZERS))
+def test_every_class_is_written_out(name: str) -> None:
+    """Each class is a class statement a reader can find, in descend.torch and in descend."""
+    for module in (dt, descend):
+        cls = getattr(module, dt.OPTIMIZERS[name].__name__)
+        assert cls is module.OPTIMIZERS[name]
+        assert inspect.getsource(cls).startswith(f"class {cls.__name__}(Optimizer):")

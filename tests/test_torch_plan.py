@@ -133,6 +133,34 @@ def _append_a_param(params: list, opt: object) -> None:
     params.append(extra)
 
 
+def _point_state_data_elsewhere(params: list, opt: object) -> None:
+    opt.state[params[0]]["exp_avg"].data = torch.zeros(params[0].shape)  # the same tensor object, other memory
+
+
+def _set_state_to_other_storage(params: list, opt: object) -> None:
+    st = opt.state[params[1]]
+    st["exp_avg_sq"].set_(st["exp_avg_sq"].clone() * 3)
+
+
+def _point_step_data_elsewhere(params: list, opt: object) -> None:
+    opt.state[params[2]]["step"].data = torch.tensor(40.0)
+
+
+def _transpose_param_in_place(params: list, opt: object) -> None:
+    params[0].data = params[0].data.t()  # (4, 5) -> (5, 4) at the same address: the layout changed, not the memory
+    params[0].grad = params[0].grad.t().contiguous()
+    for key in ("exp_avg", "exp_avg_sq"):
+        opt.state[params[0]][key] = opt.state[params[0]][key].t().contiguous()
+
+
+def _transpose_state_in_place(params: list, opt: object) -> None:
+    opt.state[params[0]]["exp_avg"].t_()  # now (5, 4) and no longer the parameter's shape: torch refuses to add them
+
+
+def _shrink_state_in_place(params: list, opt: object) -> None:
+    opt.state[params[1]]["exp_avg"].resize_(3)  # the same address, fewer elements: refused as torch refuses it
+
+
 def _add_a_group(params: list, opt: object) -> None:
     extra = torch.linspace(-1, 1, 6).requires_grad_()
     extra.grad = torch.full_like(extra, 0.25)
@@ -156,12 +184,49 @@ CHANGES = [
     _switch_on_amsgrad,
     _append_a_param,
     _add_a_group,
+    _point_state_data_elsewhere,
+    _set_state_to_other_storage,
+    _point_step_data_elsewhere,
+    _transpose_param_in_place,
 ]
+
+# Changes that leave a state tensor that cannot be added to its parameter: both backends must refuse the step and
+# change nothing (with a plan, it would write where the old layout was).
+REFUSED = [_transpose_state_in_place, _shrink_state_in_place]
 
 
 @pytest.mark.parametrize("change", CHANGES, ids=lambda f: f.__name__.strip("_"))
 def test_a_change_between_steps_gives_the_reference_bits(change: Callable[[list, object], None]) -> None:
     _same(change, lr=0.01)
+
+
+def test_the_state_data_swap_from_the_docs_is_seen() -> None:
+    """A state tensor given other memory through .data is read and written there, as torch.optim does."""
+    w = torch.nn.Parameter(torch.randn(5, generator=torch.Generator().manual_seed(0)))
+    opt = dt.Adam([w], lr=0.1)
+    for i in range(6):
+        w.grad = torch.full((5,), 1.0 + i)
+        opt.step()
+        if i == 2:
+            opt.state[w]["exp_avg"].data = torch.zeros(5)
+    assert torch.allclose(opt.state[w]["exp_avg"], torch.full((5,), 1.3740), atol=1e-4)
+
+
+@pytest.mark.parametrize("change", REFUSED, ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+def test_a_state_tensor_of_another_layout_is_refused_with_nothing_changed(change: Callable, backend: str) -> None:
+    gen = torch.Generator().manual_seed(3)
+    params = [torch.randn(s, generator=gen).requires_grad_() for s in SHAPES]
+    opt = dt.Adam(params, lr=0.01, backend=backend)
+    for step in range(4):
+        _grads(params, step, gen)
+        opt.step()
+    change(params, opt)
+    before = [p.detach().clone() for p in params] + [v.clone() for st in opt.state.values() for v in st.values()]
+    with pytest.raises((ValueError, RuntimeError)):
+        opt.step()
+    after = [p.detach().clone() for p in params] + [v.clone() for st in opt.state.values() for v in st.values()]
+    assert all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(before, after))
 
 
 @pytest.mark.parametrize(
@@ -267,17 +332,19 @@ def test_compile_plan_refuses_malformed_entries() -> None:
     p = torch.ones(3)
     good = ({}, p.data_ptr(), p.shape, (), (), ())
     assert kernels.gather(
-        [p], kernels.compile_plan([p], [good], ()), {p: good[0]}, torch.float32, torch.strided, (torch.Tensor,)
-    ) == [None]  # no gradient: nothing to update, the plan holds
+        [p], kernels.compile_plan([p], [good], (), 0), {p: good[0]}, torch.float32, torch.strided, (torch.Tensor,)
+    ) == ([None], [None])  # no gradient: nothing to update, the plan holds
     with pytest.raises(ValueError, match="a plan of 2 entries for 1 params"):
-        kernels.compile_plan([p], [good, good], ())
+        kernels.compile_plan([p], [good, good], (), 0)
     with pytest.raises(ValueError, match="malformed"):
-        kernels.compile_plan([p], [good[:5]], ())
+        kernels.compile_plan([p], [good[:5]], (), 0)
     with pytest.raises(ValueError, match="malformed"):
-        kernels.compile_plan([p], [({}, p.data_ptr(), p.shape, (p,), (), ())], ("exp_avg",))
+        kernels.compile_plan([p], [({}, p.data_ptr(), p.shape, (p,), (), ())], ("exp_avg",), 1)
     with pytest.raises(TypeError, match="an address must be an int"):
-        kernels.compile_plan([p], [({}, "here", p.shape, (), (), ())], ())
+        kernels.compile_plan([p], [({}, "here", p.shape, (), (), ())], (), 0)
     with pytest.raises(ValueError, match="at most 4 state keys"):
-        kernels.compile_plan([p], [None], ("a", "b", "c", "d", "e"))
+        kernels.compile_plan([p], [None], ("a", "b", "c", "d", "e"), 0)
+    with pytest.raises(ValueError, match="2 tensor slots among 1 keys"):
+        kernels.compile_plan([p], [None], ("a",), 2)
     with pytest.raises(ValueError):
         kernels.gather([p], object(), {}, torch.float32, torch.strided, (torch.Tensor,))

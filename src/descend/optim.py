@@ -18,20 +18,22 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from descend import kernels
 from descend._state_check import checked_state
-from descend.algorithms import registry
-from descend.algorithms._spec import AlgorithmSpec, Hyperparams, HyperparamsCache, cast_scalars
+from descend.algorithms._spec import AlgorithmSpec, HyperparamsCache
 from descend.algorithms.conventions import check_convention
 from descend.backends import check_backend
-from descend.nonfinite import check_nan_policy, first_nonfinite, refusal
+from descend.engine import Engine, GroupWork, Item, NumpyKind
+from descend.nonfinite import check_nan_policy
 
 __all__ = ["Optimizer"]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_NUMPY = NumpyKind()
 
 
 def _check_param(p: Any, where: str) -> np.ndarray:
+    if isinstance(p, np.matrix):
+        raise TypeError(f"{where} is an np.matrix, whose * is a matrix product; pass np.asarray(it) instead")
     if not isinstance(p, np.ndarray):
         raise TypeError(f"{where} must be a NumPy array, got {type(p).__name__}")
     if p.dtype not in FLOAT_DTYPES:
@@ -51,31 +53,6 @@ def _group_params(params: Any, where: str) -> list[np.ndarray]:
     return [_check_param(p, f"{where}[{i}]") for i, p in enumerate(params)]
 
 
-def _why_not_fused(p: np.ndarray, g: np.ndarray, state: Mapping[str, Any], slots: Sequence[str]) -> str:
-    """Why the fused kernel cannot update ``p`` (empty if it can): every array must be C-contiguous, in the param's
-    dtype, and the param and state writable."""
-    arrays = [("the parameter", p), ("its gradient", g)] + [(f"its state {k!r}", state[k]) for k in slots if k in state]
-    for what, a in arrays:
-        if not isinstance(a, np.ndarray):
-            return f"{what} is a {type(a).__name__}, not a NumPy array"
-        if not a.flags.c_contiguous:
-            return f"{what} is not C-contiguous (strides {a.strides}); use backend='auto' to run the reference for it"
-        if a.dtype != p.dtype:
-            return f"{what} has dtype {a.dtype}, the parameter {p.dtype}"
-        if a is not g and not a.flags.writeable:
-            return f"{what} is read-only"
-        if a.shape != p.shape:
-            return f"{what} has shape {a.shape}, the parameter {p.shape}"
-    return ""
-
-
-def _array_address(g: np.ndarray) -> tuple[int, int, str] | None:
-    """Where the finite check can read ``g`` directly: a C-contiguous float32/float64 array."""
-    if g.flags.c_contiguous and g.dtype in FLOAT_DTYPES:
-        return g.ctypes.data, g.size, g.dtype.name
-    return None
-
-
 class Optimizer:
     """Base of the NumPy optimizers. Subclasses only name their algorithm spec.
 
@@ -89,6 +66,29 @@ class Optimizer:
     """
 
     spec: ClassVar[AlgorithmSpec]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass names its spec (``spec = ADAM``); its signature and a docstring, if it has none, follow."""
+        super().__init_subclass__(**kwargs)
+        spec = cls.__dict__.get("spec")
+        if spec is None:
+            return
+        if not cls.__doc__:
+            cls.__doc__ = (
+                f"{spec.title} on NumPy arrays: {spec.summary}.\n\nThe rule, its flags and references are documented "
+                f"in :mod:`{spec.module.__name__}`; ``describe()`` prints the rule in force. See "
+                ":class:`descend.optim.Optimizer` for the arguments shared by every optimizer."
+            )
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        cls.__signature__ = inspect.Signature(
+            [inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+            + list(cls._hp_signature().parameters.values())
+            + [
+                inspect.Parameter("convention", keyword, default="torch"),
+                inspect.Parameter("backend", keyword, default="auto"),
+                inspect.Parameter("nan_policy", keyword, default="propagate"),
+            ]
+        )
 
     def __init__(
         self,
@@ -108,10 +108,10 @@ class Optimizer:
         self.backend = check_backend(backend)
         self.nan_policy = check_nan_policy(nan_policy)
         self._hps = HyperparamsCache(self.spec.hyperparams)
-        self.skipped_steps = 0
+        self.state: dict[int, dict[str, Any]] = {}
+        self._engine = Engine(self.spec, _NUMPY, lambda: self.state, nan_policy=self.nan_policy)
         self.defaults: dict[str, Any] = self.spec.make(convention, **bound.arguments).as_dict()
         self.param_groups: list[dict[str, Any]] = []
-        self.state: dict[int, dict[str, Any]] = {}
         if isinstance(params, np.ndarray):
             _group_params(params, "params")  # raises the clear error
         groups = list(params) if isinstance(params, Iterable) and not isinstance(params, (str, bytes)) else None
@@ -147,6 +147,8 @@ class Optimizer:
             if id(p) in seen:
                 raise ValueError(f"{where}[{i}] appears more than once in the optimizer; each array may appear once")
             seen.add(id(p))
+        everything = [p for g in self.param_groups for p in g["params"]] + params
+        self._engine.check_overlaps(everything, range(len(everything)))
         options = {k: v for k, v in group.items() if k != "params"}
         hp_names = set(self.spec.hyperparams.names())
         merged = {**self.defaults, **options}
@@ -194,149 +196,36 @@ class Optimizer:
 
     def step(self, grads: Sequence[np.ndarray | None]) -> None:
         """Update every parameter in place from its gradient (``None`` skips a parameter, as torch skips params
-        without a ``.grad``). Nothing is changed if any gradient or hyperparameter is invalid, or if
-        ``backend="fused"`` and some parameter cannot run in the fused kernel.
+        without a ``.grad``). Nothing is changed if anything is refused: a gradient, a hyperparameter, a state array,
+        or ``backend="fused"`` for an array the kernel cannot take.
 
         With the fused kernel, each param group is updated in one call (one per dtype and step count if they
-        differ within the group); tensors the kernel cannot take (not C-contiguous) run the reference.
+        differ within the group); arrays the kernel cannot take (not C-contiguous) run the reference. The step is
+        :class:`descend.engine.Engine`'s; two threads stepping one optimizer run one after the other.
         """
-        grads = self._check_grads(grads)
-        hps = [self._hps.get(g) for g in self.param_groups]
-        if self.nan_policy != "propagate":
-            bad = first_nonfinite(grads, _array_address, lambda g: not np.isfinite(g).all())
-            if bad is not None:
-                if self.nan_policy == "raise":
-                    raise refusal(bad, grads[bad].shape)
-                self.skipped_steps += 1
-                return
-        work, index = [], 0
-        for group, hp in zip(self.param_groups, hps):
-            items = [(index + k, p, grads[index + k]) for k, p in enumerate(group["params"])]
-            work.append(([item for item in items if item[2] is not None], hp))
-            index += len(items)
-        use_kernel = self.backend != "reference" and kernels.available()[0]
-        if self.backend == "fused":
-            for items, hp in work:
-                for i, p, g in items:
-                    why = _why_not_fused(p, g, self.state.get(i, {}), self.spec.state_slots(hp))
-                    if why:
-                        raise ValueError(f"backend='fused' cannot update parameter {i}: {why}")
-        for items, hp in work:
-            if use_kernel:
-                self._fused_group(items, hp)
-            else:
-                for i, p, g in items:
-                    self._update(i, p, g, hp, self._prepare(i, p, hp))
+        engine = self._engine
+        with engine.lock:
+            grads = self._check_grads(grads)
+            work, index = [], 0
+            for group in self.param_groups:
+                hp = self._hps.get(group)
+                items = [
+                    Item(index + k, p, grads[index + k], self.state.get(index + k), index + k)
+                    for k, p in enumerate(group["params"])
+                    if grads[index + k] is not None
+                ]
+                index += len(group["params"])
+                work.append(GroupWork(hp, self.backend, items, engine.prepare_uniform(hp, self.backend, items)))
+            engine.step(work)
 
-    def _prepare(self, index: int, p: np.ndarray, hp: Hyperparams) -> tuple[dict[str, Any], int, dict[str, float]]:
-        """Create any missing state slot; return the state, this step's count and the advanced host scalars."""
-        spec = self.spec
-        state = self.state.setdefault(index, {})
-        missing = [s for s in spec.state_slots(hp) if s not in state]
-        if missing:
-            fresh = spec.init_state(np, p, hp)
-            state.update({s: fresh[s] for s in missing})
-        if spec.has_step:
-            step = int(state.get("step", 0)) + 1
-        else:
-            step = 1 if missing else 2
-        host = {k: state.get(k, v) for k, v in spec.host_slots(hp).items()}
-        return state, step, spec.advance_host(hp, step, host)
+    @property
+    def skipped_steps(self) -> int:
+        """How many steps ``nan_policy="skip"`` skipped."""
+        return self._engine.skipped_steps
 
-    def _commit(self, index: int, state: dict[str, Any], step: int, host: dict[str, float]) -> None:
-        if self.spec.has_step:
-            state["step"] = step
-        state.update(host)
-        if not state:  # SGD without momentum keeps no state, as in torch
-            del self.state[index]
-
-    def _update(
-        self, index: int, p: np.ndarray, g: np.ndarray, hp: Hyperparams, prepared: tuple[Any, int, dict[str, float]]
-    ) -> None:
-        """The reference path for one parameter."""
-        spec = self.spec
-        state, step, host = prepared
-        s = cast_scalars(spec.scalars(hp, step, host), p.dtype.type)
-        spec.reference_update(np, p, g, {k: state[k] for k in spec.state_slots(hp)}, s)
-        self._commit(index, state, step, host)
-
-    def _fused_group(self, items: list[tuple[int, np.ndarray, np.ndarray]], hp: Hyperparams) -> None:
-        """One kernel call per (dtype, step, host state) bucket of a group; the reference for what it cannot take."""
-        spec = self.spec
-        slots = spec.state_slots(hp)
-        if items and self._fused_steady(items, hp, slots):
-            return
-        buckets: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
-        for i, p, g in items:
-            state, step, host = self._prepare(i, p, hp)
-            key = (p.dtype, step, tuple(host.items()))
-            buckets.setdefault(key, []).append((i, p, g, state, step, host))
-        for (dtype, step, host_items), entries in buckets.items():
-            s = spec.scalars(hp, step, dict(host_items))
-            try:
-                self._kernel(s, entries, slots, dtype)
-                refused = [False] * len(entries)
-            except (ValueError, TypeError):  # checked before anything runs: nothing was changed
-                if self.backend == "fused":
-                    raise
-                refused = [bool(_why_not_fused(e[1], e[2], e[3], slots)) for e in entries]
-                fused = [e for e, no in zip(entries, refused) if not no]
-                if fused:
-                    self._kernel(s, fused, slots, dtype)
-            for e, no in zip(entries, refused):
-                if no:
-                    self._update(e[0], e[1], e[2], hp, (e[3], e[4], e[5]))
-                else:
-                    self._commit(e[0], e[3], e[4], e[5])
-
-    def _fused_steady(self, items: list[tuple[int, np.ndarray, np.ndarray]], hp: Hyperparams, slots: Any) -> bool:
-        """The common case in one kernel call, with no per-tensor Python work beyond gathering the lists: every
-        tensor already has its state, at the same step and host state. Returns False, having changed nothing, when
-        the case does not apply or the kernel refuses an array."""
-        spec = self.spec
-        host_keys = tuple(spec.host_slots(hp))
-        states = [self.state.get(i) for i, _, _ in items]
-        try:
-            lists = {slot: [st[slot] for st in states] for slot in slots}
-            steps = [st["step"] for st in states] if spec.has_step else [1]
-            hosts = [tuple(st[k] for k in host_keys) for st in states] if host_keys else [()]
-        except (KeyError, TypeError):  # a tensor without state (None) or without some slot yet
-            return False
-        if steps.count(steps[0]) != len(steps) or hosts.count(hosts[0]) != len(hosts):
-            return False
-        step = int(steps[0]) + 1 if spec.has_step else 2
-        host = spec.advance_host(hp, step, dict(zip(host_keys, hosts[0])))
-        dtype = items[0][1].dtype
-        if any(p.dtype != dtype for _, p, _ in items):  # a mixed group takes the bucketed path, without a refusal
-            return False
-        try:
-            kernels.step(
-                spec.name,
-                spec.scalars(hp, step, host),
-                [p for _, p, _ in items],
-                [g for _, _, g in items],
-                lists,
-                dtype=dtype.name,
-            )
-        except (ValueError, TypeError):  # checked before anything runs: nothing was changed
-            return False
-        if spec.has_step:
-            for st in states:
-                st["step"] = step
-        if host:
-            for st in states:
-                st.update(host)
-        return True
-
-    def _kernel(self, s: Any, entries: list[tuple[Any, ...]], slots: tuple[str, ...], dtype: np.dtype) -> None:
-        kernels.step(
-            self.spec.name,
-            s,
-            [e[1] for e in entries],
-            [e[2] for e in entries],
-            {slot: [e[3][slot] for e in entries] for slot in slots},
-            dtype=dtype.name,
-        )
+    @skipped_steps.setter
+    def skipped_steps(self, value: int) -> None:
+        self._engine.skipped_steps = value
 
     # -- inspection and persistence -------------------------------------------------------------------------------
 
@@ -380,24 +269,3 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines += [f"    {k}: {v}" for k, v in group.items() if k != "params"]
         return "\n".join(lines + [")"])
-
-
-def _make_class(name: str) -> type[Optimizer]:
-    spec = registry.get(name)
-    doc = (
-        f"{spec.title} on NumPy arrays: {spec.summary}.\n\n"
-        f"The rule, its flags and references are documented in :mod:`{spec.module.__name__}`; ``describe()`` prints "
-        f"the rule in force. See :class:`descend.optim.Optimizer` for the arguments shared by every optimizer."
-    )
-    cls = type(spec.title, (Optimizer,), {"spec": spec, "__doc__": doc, "__module__": "descend"})
-    hp_params = list(Optimizer.__dict__["_hp_signature"].__func__(cls).parameters.values())
-    cls.__signature__ = inspect.Signature(
-        [inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-        + hp_params
-        + [
-            inspect.Parameter("convention", inspect.Parameter.KEYWORD_ONLY, default="torch"),
-            inspect.Parameter("backend", inspect.Parameter.KEYWORD_ONLY, default="auto"),
-            inspect.Parameter("nan_policy", inspect.Parameter.KEYWORD_ONLY, default="propagate"),
-        ]
-    )
-    return cls

@@ -179,7 +179,9 @@ class AlgorithmSpec:
         hyperparams: the frozen dataclass of hyperparameters.
         state_slots: ``hp -> tuple of array-valued state keys``, in torch's names (``step`` is not listed).
         init_state: ``(xp, param, hp) -> dict`` of fresh array slots, each shaped and typed like ``param``.
-        scalars: ``(hp, step, host) -> NamedTuple`` of per-step quantities computed in float64 on the host.
+        scalars: ``(hp, step, host, first) -> NamedTuple`` of per-step quantities computed in float64 on the host:
+            ``step`` is the parameter's step number (0 for an algorithm that keeps none), ``host`` its host scalars
+            after :attr:`advance_host`, ``first`` whether this is its first update (its state is new).
         reference_update: ``(xp, param, grad, state, s) -> None``, the in-place elementwise rule.
         describe_rule: ``hp -> str``, the rule in force with the given values, as plain text (see :meth:`describe`).
         presets: convention name -> hyperparameter overrides for that convention.

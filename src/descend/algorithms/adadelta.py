@@ -57,7 +57,9 @@ class AdadeltaScalars(NamedTuple):
     neg_lr: float
 
 
-def scalars(hp: AdadeltaHyperparams, step: int, host: dict[str, float] | None = None) -> AdadeltaScalars:
+def scalars(
+    hp: AdadeltaHyperparams, step: int, host: dict[str, float] | None = None, first: bool = False
+) -> AdadeltaScalars:
     return AdadeltaScalars(
         maximize=bool(hp.maximize),
         weight_decay=float(hp.weight_decay),

@@ -57,7 +57,9 @@ class AdagradScalars(NamedTuple):
     neg_clr: float  # -lr / (1 + (t - 1) * lr_decay)
 
 
-def scalars(hp: AdagradHyperparams, step: int, host: dict[str, float] | None = None) -> AdagradScalars:
+def scalars(
+    hp: AdagradHyperparams, step: int, host: dict[str, float] | None = None, first: bool = False
+) -> AdagradScalars:
     return AdagradScalars(
         maximize=bool(hp.maximize),
         weight_decay=float(hp.weight_decay),

@@ -130,7 +130,7 @@ class AdamScalars(NamedTuple):
     neg_step_size: float  # -lr / (1 - beta1^t), with the Keras factor sqrt(1 - beta2^t) under eps_hat
 
 
-def scalars(hp: Any, step: int, host: dict[str, float] | None = None) -> AdamScalars:
+def scalars(hp: Any, step: int, host: dict[str, float] | None = None, first: bool = False) -> AdamScalars:
     beta1, beta2 = hp.betas
     decoupled = bool(hp.decoupled_weight_decay) and hp.weight_decay != 0
     bc1 = 1.0 - beta1**step if hp.bias_correction else 1.0

@@ -58,7 +58,9 @@ class AdamaxScalars(NamedTuple):
     neg_clr: float  # -lr / (1 - beta1^t)
 
 
-def scalars(hp: AdamaxHyperparams, step: int, host: dict[str, float] | None = None) -> AdamaxScalars:
+def scalars(
+    hp: AdamaxHyperparams, step: int, host: dict[str, float] | None = None, first: bool = False
+) -> AdamaxScalars:
     beta1, beta2 = hp.betas
     return AdamaxScalars(
         maximize=bool(hp.maximize),

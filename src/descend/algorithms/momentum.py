@@ -60,7 +60,9 @@ class MomentumScalars(NamedTuple):
     neg_lr: float
 
 
-def scalars(hp: MomentumHyperparams, step: int, host: dict[str, float] | None = None) -> MomentumScalars:
+def scalars(
+    hp: MomentumHyperparams, step: int, host: dict[str, float] | None = None, first: bool = False
+) -> MomentumScalars:
     return MomentumScalars(
         maximize=bool(hp.maximize),
         nesterov=bool(hp.nesterov),

@@ -80,7 +80,7 @@ def advance_host(hp: NAdamHyperparams, step: int, host: dict[str, float]) -> dic
     return {"mu_product": host["mu_product"] * _mu(hp, step)}
 
 
-def scalars(hp: NAdamHyperparams, step: int, host: dict[str, float] | None = None) -> NAdamScalars:
+def scalars(hp: NAdamHyperparams, step: int, host: dict[str, float] | None = None, first: bool = False) -> NAdamScalars:
     """``host["mu_product"]`` is the product up to and including this step (after :func:`advance_host`)."""
     if host is None:
         raise ValueError("NAdam's scalars need the host state mu_product")

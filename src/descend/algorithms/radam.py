@@ -67,7 +67,7 @@ class RAdamScalars(NamedTuple):
     rect: float
 
 
-def scalars(hp: RAdamHyperparams, step: int, host: dict[str, float] | None = None) -> RAdamScalars:
+def scalars(hp: RAdamHyperparams, step: int, host: dict[str, float] | None = None, first: bool = False) -> RAdamScalars:
     beta1, beta2 = hp.betas
     bc1 = 1.0 - beta1**step
     bc2 = 1.0 - beta2**step

@@ -75,7 +75,9 @@ class RMSpropScalars(NamedTuple):
     neg_lr: float
 
 
-def scalars(hp: RMSpropHyperparams, step: int, host: dict[str, float] | None = None) -> RMSpropScalars:
+def scalars(
+    hp: RMSpropHyperparams, step: int, host: dict[str, float] | None = None, first: bool = False
+) -> RMSpropScalars:
     return RMSpropScalars(
         maximize=bool(hp.maximize),
         centered=bool(hp.centered),

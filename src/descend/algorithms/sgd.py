@@ -71,16 +71,16 @@ class SGDScalars(NamedTuple):
     neg_lr: float
 
 
-def scalars(hp: SGDHyperparams, step: int, host: dict[str, float] | None = None) -> SGDScalars:
-    """``step`` is 1 for a parameter's first update; SGD keeps no count, so the fronts pass 1 or 2."""
+def scalars(hp: SGDHyperparams, step: int, host: dict[str, float] | None = None, first: bool = False) -> SGDScalars:
+    """SGD keeps no step count (``step`` is 0); ``first`` says the momentum buffer is new this step."""
     return SGDScalars(
         maximize=bool(hp.maximize),
         use_momentum=hp.momentum != 0,
         nesterov=bool(hp.nesterov),
-        first_step=step == 1,
+        first_step=bool(first),
         weight_decay=float(hp.weight_decay),
         momentum=float(hp.momentum),
-        grad_scale=1.0 if step == 1 else 1.0 - hp.dampening,
+        grad_scale=1.0 if first else 1.0 - hp.dampening,
         neg_lr=-float(hp.lr),
     )
 

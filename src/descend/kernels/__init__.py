@@ -17,13 +17,15 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from descend.kernels._layout import COMBOS, LAYOUTS
+from descend.kernels._layout import COMBOS, KERNELS, interface
 
 __all__ = [
     "available",
     "get_num_threads",
     "isa",
+    "job",
     "roofline",
+    "run",
     "set_num_threads",
     "step",
     "supports",
@@ -37,6 +39,10 @@ except ImportError as exc:  # pragma: no cover - depends on the build
     warnings.warn(f"descend's fused kernels are unavailable: {_WHY}; the reference path runs", stacklevel=2)
 else:
     _WHY = ""
+    if dict(_fused.INTERFACE) != interface():  # a build from another version of _layout.py's table
+        _WHY = "the compiled kernels were built for another kernel interface; reinstall descend to rebuild them"
+        warnings.warn(f"descend's fused kernels are unavailable: {_WHY}; the reference path runs", stacklevel=2)
+        _fused = None
 
 _KERNEL_IDS: dict[str, int] = {name: i for i, name in enumerate(_fused.ALGORITHMS)} if _fused else {}
 DTYPES = ("float32", "float64", "bfloat16", "float16")
@@ -51,7 +57,7 @@ def available() -> tuple[bool, str]:
 
 def supports(name: str, dtype: str, state_dtype: str | None = None) -> bool:
     """Whether :func:`step` can run algorithm ``name`` for params of ``dtype`` with state of ``state_dtype``."""
-    return _fused is not None and name in LAYOUTS and (dtype, state_dtype or dtype) in COMBOS
+    return _fused is not None and name in KERNELS and (dtype, state_dtype or dtype) in COMBOS
 
 
 def isa() -> str | None:
@@ -90,29 +96,31 @@ def first_nonfinite(addresses: list[int], sizes: list[int], dtype: str, num_thre
     return int(_fused.first_nonfinite(addresses, sizes, _FINITE_KINDS[dtype], num_threads or 0))
 
 
-def compile_plan(planned: list, entries: list, keys: tuple) -> Any:
-    """A torch param group's plan (see :mod:`descend.torch._plan`) compiled into one C array, for :func:`gather`.
+def compile_plan(planned: list, entries: list, keys: tuple, nslots: int) -> Any:
+    """A torch param group's plan (see :mod:`descend.engine.plan`) compiled into one C array, for :func:`gather`.
 
     Args:
         planned: the group's parameters.
         entries: per parameter, None (no state yet) or ``(state dict or None, param address, shape, state tensors,
-            their storages, the storages' addresses)``, the last three in the order of ``keys``.
-        keys: the state keys the plan checks.
+            their storages, the tensors' addresses)``, the last three in the order of ``keys``.
+        keys: the state keys the plan checks: first the ``nslots`` tensors of the parameter's shape, then scalars.
+        nslots: how many of ``keys`` are tensors of the parameter's shape.
 
     Raises:
         ValueError, TypeError: a malformed entry.
     """
     _require()
-    return _fused.compile_plan(planned, entries, keys)
+    return _fused.compile_plan(planned, entries, keys, nslots)
 
 
-def gather(params: list, plan: Any, state: dict, dtype: Any, layout: Any, types: tuple) -> list | None:
-    """Check a torch param group against its compiled plan and read its gradients' addresses (see ``gather.c``).
+def gather(params: list, plan: Any, state: dict, dtype: Any, layout: Any, types: tuple) -> tuple | None:
+    """Check a torch param group against its compiled plan and read its gradients (see ``gather.c``).
 
     Returns:
-        Per parameter, its gradient's address (None where it has no gradient), or None, having changed nothing, if
-        the group no longer matches the plan or a gradient is not a dense contiguous tensor of ``types``, ``dtype``
-        and the parameter's shape.
+        ``(addresses, grads)``: per parameter, its gradient's address and the gradient itself (None where it has
+        none; hold the gradients while a kernel reads them), or None, having changed nothing, if the group no longer
+        matches the plan or a gradient is not a dense contiguous tensor of ``types``, ``dtype`` and the parameter's
+        shape.
     """
     _require()
     return _fused.gather(params, plan, state, dtype, layout, types)
@@ -159,6 +167,71 @@ def _rounded(scalars: NamedTuple, compute: str) -> NamedTuple:
     return type(scalars)(*fields)
 
 
+def job(
+    name: str,
+    scalars: NamedTuple,
+    params: Sequence[Any],
+    grads: Sequence[Any],
+    states: Mapping[str, Sequence[Any]],
+    *,
+    dtype: str,
+    state_dtype: str | None = None,
+    sizes: Sequence[int] | None = None,
+) -> tuple:
+    """One kernel call over the tensors of a group that share dtypes and scalars, ready for :func:`run`.
+
+    Args:
+        name: the registry name of the algorithm (``"adam"``, ``"adamw"``, ...).
+        scalars: ``spec.scalars(hp, step, host, first)``, the same for every tensor of the call; float fields are
+            rounded here to the compute dtype (rounding a value that is already rounded changes nothing).
+        params: per tensor, a C-contiguous writable buffer (a NumPy array) or an address (an int, e.g. torch's
+            ``data_ptr()``).
+        grads: per tensor, the gradient, in the same form and dtype as the params; it is only read.
+        states: slot name -> per-tensor buffers or addresses, for the slots ``spec.state_slots(hp)`` names.
+        dtype: the storage dtype of params and grads: ``"float32"``, ``"float64"``, ``"bfloat16"`` or ``"float16"``.
+        state_dtype: the storage dtype of the state (default: ``dtype``); float32 state is allowed for 16-bit params.
+        sizes: per tensor, the number of elements; required where addresses are given.
+
+    Raises:
+        RuntimeError: the kernels are not built.
+        ValueError: an unknown algorithm or dtype pair, or a missing state slot.
+    """
+    _require()
+    layout = KERNELS.get(name)
+    if layout is None:
+        raise ValueError(f"no fused kernel for algorithm {name!r}; kernels exist for {', '.join(KERNELS)}")
+    combo = COMBOS.get((dtype, state_dtype or dtype))
+    if combo is None:
+        pairs = ", ".join(f"{p}/{s}" for p, s in COMBOS)
+        raise ValueError(f"no fused kernel for {dtype} params with {state_dtype or dtype} state; supported: {pairs}")
+    compute = "float64" if dtype == "float64" else "float32"
+    rounded = _rounded(scalars, compute)
+    values = [float(getattr(rounded, field)) for field in layout.values]
+    flags = sum(1 << bit for bit, on in enumerate(layout.flags(rounded)) if on)
+    slot_lists = [states.get(slot) for slot in layout.slot_names]
+    for slot, need, given in zip(layout.slot_names, layout.needed(rounded), slot_lists):
+        if need and given is None:  # the kernel would otherwise read a missing array
+            raise ValueError(f"{name} with these settings needs the state slot {slot!r}, which was not given")
+    return (_KERNEL_IDS[layout.body], combo, flags, values, params, grads, slot_lists, sizes)
+
+
+def run(jobs: Sequence[tuple], num_threads: int = 0) -> None:
+    """Run the calls of :func:`job`, in place. Every call is checked (buffers C-contiguous, writable, of the right
+    dtype and size) before the first one runs, so a refusal changes nothing. The GIL is released while they run.
+
+    Args:
+        jobs: what :func:`job` returned, for every call of a step.
+        num_threads: threads to use; 0 uses :func:`set_num_threads`'s value, else OpenMP's default.
+
+    Raises:
+        ValueError, TypeError: a buffer was refused; nothing was changed.
+    """
+    if not jobs:
+        return
+    _require()
+    _fused.run(jobs, num_threads)
+
+
 def step(
     name: str,
     scalars: NamedTuple,
@@ -171,59 +244,8 @@ def step(
     sizes: Sequence[int] | None = None,
     num_threads: int = 0,
 ) -> None:
-    """Update every param (and its state) of one group, in one call, in place.
-
-    Args:
-        name: the registry name of the algorithm (``"adam"``, ``"adamw"``, ...).
-        scalars: ``spec.scalars(hp, step, host)``, the same for every tensor of the call; float fields are rounded
-            here to the compute dtype (rounding a value that is already rounded changes nothing).
-        params: per tensor, a C-contiguous writable buffer (a NumPy array) or an address (an int, e.g. torch's
-            ``data_ptr()``).
-        grads: per tensor, the gradient, in the same form and dtype as the params; it is only read.
-        states: slot name -> per-tensor buffers or addresses, for the slots ``spec.state_slots(hp)`` names.
-        dtype: the storage dtype of params and grads: ``"float32"``, ``"float64"``, ``"bfloat16"`` or ``"float16"``.
-        state_dtype: the storage dtype of the state (default: ``dtype``); float32 state is allowed for 16-bit params.
-        sizes: per tensor, the number of elements; required where addresses are given.
-        num_threads: threads to use; 0 uses :func:`set_num_threads`'s value, else OpenMP's default.
-
-    Raises:
-        RuntimeError: the kernels are not built.
-        ValueError: an unknown algorithm or dtype pair, a missing state slot, or a buffer that is not C-contiguous,
-            writable or of the right size; nothing has been changed.
-        TypeError: a buffer of the wrong dtype; nothing has been changed.
-    """
-    _require()
-    layout = LAYOUTS.get(name)
-    if layout is None:
-        raise ValueError(f"no fused kernel for algorithm {name!r}; kernels exist for {', '.join(LAYOUTS)}")
-    combo = COMBOS.get((dtype, state_dtype or dtype))
-    if combo is None:
-        pairs = ", ".join(f"{p}/{s}" for p, s in COMBOS)
-        raise ValueError(f"no fused kernel for {dtype} params with {state_dtype or dtype} state; supported: {pairs}")
-    compute = "float64" if dtype == "float64" else "float32"
-    rounded = _rounded(scalars, compute)
-    values = [float(getattr(rounded, field)) for field in layout.values]
-    flags = sum(1 << bit for bit, on in enumerate(layout.flags(rounded)) if on)
-    slot_lists = []
-    for slot in layout.slots:
-        if slot in states:
-            slot_lists.append(states[slot])
-        else:
-            slot_lists.append(None)
-    _check_slots(name, layout.kernel, flags, slot_lists)
-    _fused.step(_KERNEL_IDS[layout.kernel], combo, flags, values, params, grads, slot_lists, sizes, num_threads)
-
-
-def _check_slots(name: str, kernel: str, flags: int, slot_lists: list[Any]) -> None:
-    """Every slot the flags use must be given (the kernel would otherwise read a missing array)."""
-    needed = {
-        "sgd": [bool(flags & 4)],
-        "rmsprop": [True, bool(flags & 4), bool(flags & 8)],
-        "adam": [True, True, bool(flags & 8)],
-    }.get(kernel, [True] * len(LAYOUTS[name].slots))
-    for slot, need, given in zip(LAYOUTS[name].slots, needed, slot_lists):
-        if need and given is None:
-            raise ValueError(f"{name} with these settings needs the state slot {slot!r}, which was not given")
+    """One kernel call, run at once: :func:`job` then :func:`run` (arguments as theirs)."""
+    run([job(name, scalars, params, grads, states, dtype=dtype, state_dtype=state_dtype, sizes=sizes)], num_threads)
 
 
 def roofline(
@@ -245,7 +267,7 @@ def roofline(
         raise ValueError(f"no roofline kernel for dtype {dtype!r}; supported: {', '.join(DTYPES)}")
     flags = len(states) << 1
     slot_lists = list(states) + [None] * (3 - len(states))
-    _fused.step(_KERNEL_IDS["roofline"], combo, flags, [], params, grads, slot_lists, sizes, num_threads)
+    _fused.run([(_KERNEL_IDS["roofline"], combo, flags, [], params, grads, slot_lists, sizes)], num_threads)
 
 
 def _set_isa(name: str) -> None:

@@ -19,14 +19,15 @@
 
 #define CHUNK ((int64_t)1 << 15)
 
-enum { ALG_SGD, ALG_MOMENTUM, ALG_RMSPROP, ALG_ADAGRAD, ALG_ADADELTA, ALG_ADAM, ALG_ADAMAX, ALG_NADAM, ALG_RADAM,
-       ALG_ROOFLINE, N_ALG };
-
-static const char *const alg_names[N_ALG] = {"sgd",  "momentum", "rmsprop", "adagrad", "adadelta",
-                                             "adam", "adamax",   "nadam",   "radam",   "roofline"};
-static const range_fn (*const tables[N_ALG])[N_COMBO] = {
-    sgd_table, momentum_table, rmsprop_table, adagrad_table, adadelta_table,
-    adam_table, adamax_table, nadam_table, radam_table, roofline_table};
+/* The loop bodies, numbered in the order of the generated DESCEND_BODIES (descend/kernels/_layout.py). */
+#define BODY_ID(name) BODY_##name,
+enum { DESCEND_BODIES(BODY_ID) N_ALG };
+#define BODY_NAME(name) #name,
+static const char *const alg_names[N_ALG] = {DESCEND_BODIES(BODY_NAME)};
+#define BODY_TABLE(name) name##_table,
+static const range_fn (*const tables[N_ALG])[N_COMBO] = {DESCEND_BODIES(BODY_TABLE)};
+#define BODY_INTERFACE(name) name##_interface,
+static const char *const alg_interfaces[N_ALG] = {DESCEND_BODIES(BODY_INTERFACE)};
 
 static const char *const combo_names[N_COMBO] = {"float32", "float64", "bfloat16", "bfloat16+float32",
                                                  "float16", "float16+float32"};
@@ -135,54 +136,75 @@ static int item_address(PyObject *item, Py_buffer *view, int writable, int items
     return 0;
 }
 
-static PyObject *fused_step(PyObject *self, PyObject *args) {
-    int alg, combo, threads;
+/* One parsed call: the job, the function that runs it, and what must be released after it ran. */
+typedef struct {
+    job_t job;
+    range_fn fn;
+    PyObject *seqs[2 + MAX_STATES];
+    int64_t *offsets;
+    void **ptrs;
+    Py_buffer *views;
+    Py_ssize_t nviews;
+} parsed_t;
+
+static void parsed_release(parsed_t *pj) {
+    for (Py_ssize_t k = 0; k < pj->nviews; k++) PyBuffer_Release(&pj->views[k]);
+    PyMem_Free(pj->views);
+    PyMem_Free(pj->ptrs);
+    PyMem_Free(pj->offsets);
+    for (int s = 0; s < 2 + MAX_STATES; s++) Py_XDECREF(pj->seqs[s]);
+    memset(pj, 0, sizeof *pj);
+}
+
+/* Parses and checks one call (alg, combo, flags, values, params, grads, states, sizes) into *pj, which must be
+ * zeroed. Returns 0, or -1 with an exception set (what was taken is released by parsed_release). */
+static int parse_job(PyObject *args, parsed_t *pj) {
+    int alg, combo;
     unsigned int flags;
     PyObject *values_obj, *params_obj, *grads_obj, *states_obj, *sizes_obj;
-    if (!PyArg_ParseTuple(args, "iiIOOOOOi", &alg, &combo, &flags, &values_obj, &params_obj, &grads_obj,
-                          &states_obj, &sizes_obj, &threads))
-        return NULL;
-    if (alg < 0 || alg >= N_ALG) return PyErr_Format(PyExc_ValueError, "unknown algorithm id %d", alg);
-    if (combo < 0 || combo >= N_COMBO) return PyErr_Format(PyExc_ValueError, "unknown dtype combination %d", combo);
-
-    job_t job;
-    memset(&job, 0, sizeof job);
-    job.flags = flags;
+    if (!PyArg_ParseTuple(args, "iiIOOOOO", &alg, &combo, &flags, &values_obj, &params_obj, &grads_obj,
+                          &states_obj, &sizes_obj))
+        return -1;
+    if (alg < 0 || alg >= N_ALG) {
+        PyErr_Format(PyExc_ValueError, "unknown algorithm id %d", alg);
+        return -1;
+    }
+    if (combo < 0 || combo >= N_COMBO) {
+        PyErr_Format(PyExc_ValueError, "unknown dtype combination %d", combo);
+        return -1;
+    }
+    job_t *job = &pj->job;
+    job->flags = flags;
     PyObject *values = PySequence_Fast(values_obj, "values must be a sequence of floats");
-    if (!values) return NULL;
+    if (!values) return -1;
     Py_ssize_t nvalues = PySequence_Fast_GET_SIZE(values);
     if (nvalues > MAX_VALUES) {
         Py_DECREF(values);
-        return PyErr_Format(PyExc_ValueError, "at most %d values, got %zd", MAX_VALUES, nvalues);
+        PyErr_Format(PyExc_ValueError, "at most %d values, got %zd", MAX_VALUES, nvalues);
+        return -1;
     }
     for (Py_ssize_t k = 0; k < nvalues; k++) {
-        job.values[k] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(values, k));
+        job->values[k] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(values, k));
     }
     Py_DECREF(values);
-    if (PyErr_Occurred()) return NULL;
+    if (PyErr_Occurred()) return -1;
 
-    PyObject *seqs[2 + MAX_STATES] = {NULL};
-    PyObject *result = NULL;
-    int64_t *offsets = NULL;
-    void **ptrs = NULL;
-    Py_buffer *views = NULL;
-    Py_ssize_t n = 0, nviews = 0;
-
+    PyObject **seqs = pj->seqs;
     seqs[0] = PySequence_Fast(params_obj, "params must be a sequence");
-    if (!seqs[0]) goto done;
-    n = PySequence_Fast_GET_SIZE(seqs[0]);
+    if (!seqs[0]) return -1;
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(seqs[0]);
     if (n > INT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "too many tensors in one call");
-        goto done;
+        return -1;
     }
     seqs[1] = PySequence_Fast(grads_obj, "grads must be a sequence");
-    if (!seqs[1]) goto done;
+    if (!seqs[1]) return -1;
     PyObject *states = PySequence_Fast(states_obj, "states must be a sequence of up to 3 sequences or None");
-    if (!states) goto done;
+    if (!states) return -1;
     if (PySequence_Fast_GET_SIZE(states) > MAX_STATES) {
         Py_DECREF(states);
         PyErr_Format(PyExc_ValueError, "at most %d state slots", MAX_STATES);
-        goto done;
+        return -1;
     }
     for (Py_ssize_t s = 0; s < PySequence_Fast_GET_SIZE(states); s++) {
         PyObject *slot = PySequence_Fast_GET_ITEM(states, s);
@@ -190,7 +212,7 @@ static PyObject *fused_step(PyObject *self, PyObject *args) {
         seqs[2 + s] = PySequence_Fast(slot, "each state slot must be a sequence or None");
         if (!seqs[2 + s]) {
             Py_DECREF(states);
-            goto done;
+            return -1;
         }
     }
     Py_DECREF(states);
@@ -198,28 +220,30 @@ static PyObject *fused_step(PyObject *self, PyObject *args) {
         if (seqs[s] && PySequence_Fast_GET_SIZE(seqs[s]) != n) {
             PyErr_Format(PyExc_ValueError, "%s has %zd entries for %zd params", s == 1 ? "grads" : "a state slot",
                          PySequence_Fast_GET_SIZE(seqs[s]), n);
-            goto done;
+            return -1;
         }
     }
     PyObject *sizes = NULL;
     if (sizes_obj != Py_None) {
         sizes = PySequence_Fast(sizes_obj, "sizes must be a sequence of ints or None");
-        if (!sizes) goto done;
+        if (!sizes) return -1;
         if (PySequence_Fast_GET_SIZE(sizes) != n) {
             Py_DECREF(sizes);
             PyErr_Format(PyExc_ValueError, "sizes has %zd entries for %zd params", PySequence_Fast_GET_SIZE(sizes), n);
-            goto done;
+            return -1;
         }
     }
 
-    offsets = PyMem_Malloc((size_t)(n + 1) * sizeof(int64_t));
-    ptrs = PyMem_Calloc((size_t)((2 + MAX_STATES) * n + 1), sizeof(void *));
-    views = PyMem_Calloc((size_t)((2 + MAX_STATES) * n + 1), sizeof(Py_buffer));
-    if (!offsets || !ptrs || !views) {
+    pj->offsets = PyMem_Malloc((size_t)(n + 1) * sizeof(int64_t));
+    pj->ptrs = PyMem_Calloc((size_t)((2 + MAX_STATES) * n + 1), sizeof(void *));
+    pj->views = PyMem_Calloc((size_t)((2 + MAX_STATES) * n + 1), sizeof(Py_buffer));
+    if (!pj->offsets || !pj->ptrs || !pj->views) {
         Py_XDECREF(sizes);
         PyErr_NoMemory();
-        goto done;
+        return -1;
     }
+    int64_t *offsets = pj->offsets;
+    void **ptrs = pj->ptrs;
     offsets[0] = 0;
     for (Py_ssize_t t = 0; t < n; t++) {
         int64_t size = -1;
@@ -228,7 +252,7 @@ static PyObject *fused_step(PyObject *self, PyObject *args) {
             if (v < 0) {
                 if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "sizes[%zd] is negative: %lld", t, v);
                 Py_DECREF(sizes);
-                goto done;
+                return -1;
             }
             size = v;
         }
@@ -237,44 +261,89 @@ static PyObject *fused_step(PyObject *self, PyObject *args) {
             static const char *const what[2 + MAX_STATES] = {"params", "grads", "states[0]", "states[1]",
                                                              "states[2]"};
             PyObject *item = PySequence_Fast_GET_ITEM(seqs[s], t);
-            Py_buffer *view = &views[nviews];
+            Py_buffer *view = &pj->views[pj->nviews];
             void *ptr = NULL;
             const int rc = item_address(item, view, s != 1, s < 2 ? param_size[combo] : state_size[combo],
                                         s < 2 ? param_format[combo] : state_format[combo], &size, what[s], t, &ptr);
-            if (view->obj) nviews++;
+            if (view->obj) pj->nviews++;
             if (rc != 0) {
                 Py_XDECREF(sizes);
-                goto done;
+                return -1;
             }
             ptrs[s * n + t] = ptr;
         }
         if (size < 0) {
             PyErr_Format(PyExc_ValueError, "params[%zd] is an address, so sizes must be given", t);
             Py_XDECREF(sizes);
-            goto done;
+            return -1;
+        }
+        /* Every array of tensor t must have memory of its own: a gradient that is (part of) the memory being
+         * written would be read after it changed, and two written arrays that overlap give order-dependent bits. */
+        for (int a = 0; a < 2 + MAX_STATES && size > 0; a++) {
+            if (!seqs[a]) continue;
+            const char *lo_a = (const char *)ptrs[a * n + t];
+            const char *hi_a = lo_a + size * (a < 2 ? param_size[combo] : state_size[combo]);
+            for (int b = a + 1; b < 2 + MAX_STATES; b++) {
+                if (!seqs[b] || (a == 1 && b == 1)) continue;
+                const char *lo_b = (const char *)ptrs[b * n + t];
+                const char *hi_b = lo_b + size * (b < 2 ? param_size[combo] : state_size[combo]);
+                if (lo_a < hi_b && lo_b < hi_a) {
+                    PyErr_Format(PyExc_ValueError, "the arrays of tensor %zd share memory (%s and %s)", t,
+                                 a == 0 ? "param" : a == 1 ? "grad" : "a state slot", b == 1 ? "grad" : "a state slot");
+                    Py_XDECREF(sizes);
+                    return -1;
+                }
+            }
         }
         offsets[t + 1] = offsets[t] + size;
     }
     Py_XDECREF(sizes);
 
-    job.n = (int)n;
-    job.offsets = offsets;
-    job.param = ptrs;
-    job.grad = (const void *const *)(ptrs + n);
-    for (int s = 0; s < MAX_STATES; s++) job.state[s] = seqs[2 + s] ? ptrs + (2 + s) * n : NULL;
-    range_fn fn = tables[alg][current_isa][combo];
+    job->n = (int)n;
+    job->offsets = offsets;
+    job->param = ptrs;
+    job->grad = (const void *const *)(ptrs + n);
+    for (int s = 0; s < MAX_STATES; s++) job->state[s] = seqs[2 + s] ? ptrs + (2 + s) * n : NULL;
+    pj->fn = tables[alg][current_isa][combo];
+    return 0;
+}
+
+/* run(jobs, threads): every job is parsed and checked before the first one runs, so a refusal changes nothing. */
+static PyObject *fused_run(PyObject *self, PyObject *args) {
+    PyObject *jobs_obj;
+    int threads;
+    if (!PyArg_ParseTuple(args, "Oi", &jobs_obj, &threads)) return NULL;
+    PyObject *jobs = PySequence_Fast(jobs_obj, "jobs must be a sequence of tuples");
+    if (!jobs) return NULL;
+    const Py_ssize_t njobs = PySequence_Fast_GET_SIZE(jobs);
+    parsed_t *parsed = PyMem_Calloc((size_t)(njobs ? njobs : 1), sizeof(parsed_t));
+    PyObject *result = NULL;
+    if (!parsed) {
+        Py_DECREF(jobs);
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t k = 0;
+    for (; k < njobs; k++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(jobs, k);
+        if (!PyTuple_Check(item)) {
+            PyErr_Format(PyExc_TypeError, "jobs[%zd] must be a tuple", k);
+            k++;
+            goto done;
+        }
+        if (parse_job(item, &parsed[k]) != 0) {
+            k++;
+            goto done;
+        }
+    }
     threads = effective_threads(threads);
     Py_BEGIN_ALLOW_THREADS
-    run_job(&job, fn, threads);
+    for (Py_ssize_t i = 0; i < njobs; i++) run_job(&parsed[i].job, parsed[i].fn, threads);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
-
 done:
-    for (Py_ssize_t k = 0; k < nviews; k++) PyBuffer_Release(&views[k]);
-    PyMem_Free(views);
-    PyMem_Free(ptrs);
-    PyMem_Free(offsets);
-    for (int s = 0; s < 2 + MAX_STATES; s++) Py_XDECREF(seqs[s]);
+    for (Py_ssize_t i = 0; i < k; i++) parsed_release(&parsed[i]);
+    PyMem_Free(parsed);
+    Py_DECREF(jobs);
     return result;
 }
 
@@ -344,8 +413,8 @@ static PyObject *fused_first_nonfinite(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"step", fused_step, METH_VARARGS,
-     "step(alg, combo, flags, values, params, grads, states, sizes, threads): update every tensor in one call."},
+    {"run", fused_run, METH_VARARGS,
+     "run(jobs, threads): check every job (alg, combo, flags, values, params, grads, states, sizes), then run them."},
     {"set_num_threads", fused_set_num_threads, METH_O, "Set the default thread count (0: OpenMP's default)."},
     {"get_num_threads", fused_get_num_threads, METH_NOARGS, "The thread count a step uses by default."},
     {"isa", fused_isa, METH_NOARGS, "The instruction set the kernels run with."},
@@ -371,8 +440,13 @@ PyMODINIT_FUNC PyInit__fused(void) {
     if (!m) return NULL;
     best_isa = current_isa = detect_isa();
     PyObject *algs = PyTuple_New(N_ALG), *combos = PyTuple_New(N_COMBO), *isas = PyTuple_New(N_ISA - best_isa);
-    if (!algs || !combos || !isas) goto fail;
+    PyObject *interface = PyTuple_New(N_ALG);
+    if (!algs || !combos || !isas || !interface) goto fail;
     for (int k = 0; k < N_ALG; k++) PyTuple_SET_ITEM(algs, k, PyUnicode_FromString(alg_names[k]));
+    for (int k = 0; k < N_ALG; k++)
+        PyTuple_SET_ITEM(interface, k, Py_BuildValue("(ss)", alg_names[k], alg_interfaces[k]));
+    if (PyModule_AddObject(m, "INTERFACE", interface) < 0) goto fail;
+    interface = NULL;
     for (int k = 0; k < N_COMBO; k++) PyTuple_SET_ITEM(combos, k, PyUnicode_FromString(combo_names[k]));
     for (int k = best_isa; k < N_ISA; k++) PyTuple_SET_ITEM(isas, k - best_isa, PyUnicode_FromString(isa_names[k]));
     if (PyModule_AddObject(m, "ALGORITHMS", algs) < 0) goto fail;
@@ -384,6 +458,7 @@ PyMODINIT_FUNC PyInit__fused(void) {
     if (PyModule_AddIntConstant(m, "CHUNK", (long)CHUNK) < 0) goto fail;
     return m;
 fail:
+    Py_XDECREF(interface);
     Py_XDECREF(algs);
     Py_XDECREF(combos);
     Py_XDECREF(isas);

@@ -1,85 +1,150 @@
-"""How each algorithm's host scalars and state slots map onto the compiled kernels' arguments.
+"""The kernel interface, stated once: for each algorithm, the loop body that runs it, its flag bits and its slots.
 
-For every registry name: the kernel that runs it, the flag bits (read from the scalars, in bit order), the values
-(scalar field names, in the order the kernel reads them) and the state slots (in the kernel's slot order; a slot the
-settings do not use is passed as ``None``). The C sources document the same order at the top of each loop file.
+One line per registry name. The values a body reads are every float field of the algorithm's scalars NamedTuple, in
+field order; the flag bits are the names listed (a bool field, or a float field standing for "is not zero"), bit 0
+always ``maximize``; the state slots are in the body's order. The build generates ``interface.h`` from this table
+(:func:`header`): a named index for every value, flag bit and slot, which the C bodies in ``bodies/`` use instead of
+positions, and the names themselves, which the compiled module exports so that a test can hold the build to this
+table. A body that reads a scalar the NamedTuple no longer has does not compile.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import typing
 from typing import Any, NamedTuple
 
+from descend.algorithms.adadelta import AdadeltaScalars
+from descend.algorithms.adagrad import AdagradScalars
+from descend.algorithms.adam import AdamScalars
+from descend.algorithms.adamax import AdamaxScalars
+from descend.algorithms.momentum import MomentumScalars
+from descend.algorithms.nadam import NAdamScalars
+from descend.algorithms.radam import RAdamScalars
+from descend.algorithms.rmsprop import RMSpropScalars
+from descend.algorithms.sgd import SGDScalars
 
-class Layout(NamedTuple):
-    kernel: str
-    flags: Callable[[Any], tuple[bool, ...]]
-    values: tuple[str, ...]
-    slots: tuple[str, ...]
+
+class Kernel(NamedTuple):
+    """One algorithm's kernel: ``body`` (the file ``bodies/<body>.h``), its scalars type, flag names in bit order,
+    and its state slots in the body's order, each with the flag that must be on for it to be used (None: always)."""
+
+    body: str
+    scalars: type
+    flag_names: tuple[str, ...]
+    slots: tuple[tuple[str, str | None], ...]
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """The scalars the body reads: every float field, in order."""
+        hints = typing.get_type_hints(self.scalars)
+        return tuple(f for f in self.scalars._fields if hints[f] is float)
+
+    @property
+    def slot_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.slots)
+
+    def flags(self, s: Any) -> tuple[bool, ...]:
+        """The flag bits for scalars ``s``, in bit order."""
+        return tuple(bool(getattr(s, name)) for name in self.flag_names)
+
+    def needed(self, s: Any) -> tuple[bool, ...]:
+        """Per slot, whether the body reads it with these scalars."""
+        return tuple(when is None or bool(getattr(s, when)) for _, when in self.slots)
 
 
-_ADAM = Layout(
+_ADAM = Kernel(
     "adam",
-    lambda s: (s.maximize, s.l2 != 0, s.decoupled, s.amsgrad),
-    ("l2", "decay_factor", "one_minus_beta1", "beta2", "one_minus_beta2", "amsgrad_div", "root_add", "root_div",
-     "eps", "neg_step_size"),
-    ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+    AdamScalars,
+    ("maximize", "l2", "decoupled", "amsgrad"),
+    (("exp_avg", None), ("exp_avg_sq", None), ("max_exp_avg_sq", "amsgrad")),
 )
 
-LAYOUTS: dict[str, Layout] = {
-    "sgd": Layout(
+KERNELS: dict[str, Kernel] = {
+    "sgd": Kernel(
         "sgd",
-        lambda s: (s.maximize, s.weight_decay != 0, s.use_momentum, s.first_step, s.nesterov),
-        ("weight_decay", "momentum", "grad_scale", "neg_lr"),
-        ("momentum_buffer",),
+        SGDScalars,
+        ("maximize", "weight_decay", "use_momentum", "first_step", "nesterov"),
+        (("momentum_buffer", "use_momentum"),),
     ),
-    "momentum": Layout(
-        "momentum",
-        lambda s: (s.maximize, s.weight_decay != 0, s.nesterov),
-        ("weight_decay", "beta", "one_minus_beta", "neg_lr"),
-        ("exp_avg",),
-    ),
-    "rmsprop": Layout(
+    "momentum": Kernel("momentum", MomentumScalars, ("maximize", "weight_decay", "nesterov"), (("exp_avg", None),)),
+    "rmsprop": Kernel(
         "rmsprop",
-        lambda s: (s.maximize, s.weight_decay != 0, s.centered, s.use_momentum),
-        ("weight_decay", "alpha", "one_minus_alpha", "eps_root", "eps", "momentum", "neg_lr"),
-        ("square_avg", "grad_avg", "momentum_buffer"),
+        RMSpropScalars,
+        ("maximize", "weight_decay", "centered", "use_momentum"),
+        (("square_avg", None), ("grad_avg", "centered"), ("momentum_buffer", "use_momentum")),
     ),
-    "adagrad": Layout(
-        "adagrad",
-        lambda s: (s.maximize, s.weight_decay != 0),
-        ("weight_decay", "eps_root", "eps", "neg_clr"),
-        ("sum",),
-    ),
-    "adadelta": Layout(
-        "adadelta",
-        lambda s: (s.maximize, s.weight_decay != 0),
-        ("weight_decay", "rho", "one_minus_rho", "eps", "neg_lr"),
-        ("square_avg", "acc_delta"),
+    "adagrad": Kernel("adagrad", AdagradScalars, ("maximize", "weight_decay"), (("sum", None),)),
+    "adadelta": Kernel(
+        "adadelta", AdadeltaScalars, ("maximize", "weight_decay"), (("square_avg", None), ("acc_delta", None))
     ),
     "adam": _ADAM,
     "adamw": _ADAM,
-    "adamax": Layout(
-        "adamax",
-        lambda s: (s.maximize, s.weight_decay != 0),
-        ("weight_decay", "one_minus_beta1", "beta2", "eps_in", "eps_out", "neg_clr"),
-        ("exp_avg", "exp_inf"),
-    ),
-    "nadam": Layout(
-        "nadam",
-        lambda s: (s.maximize, s.l2 != 0, s.decoupled),
-        ("l2", "decay_factor", "one_minus_beta1", "beta2", "one_minus_beta2", "bias_correction2", "eps",
-         "grad_coef", "exp_avg_coef"),
-        ("exp_avg", "exp_avg_sq"),
-    ),
-    "radam": Layout(
-        "radam",
-        lambda s: (s.maximize, s.l2 != 0, s.decoupled, s.rectify),
-        ("l2", "decay_factor", "one_minus_beta1", "beta2", "one_minus_beta2", "bias_correction1", "lr",
-         "bias_correction2_sqrt", "eps", "rect"),
-        ("exp_avg", "exp_avg_sq"),
+    "adamax": Kernel("adamax", AdamaxScalars, ("maximize", "weight_decay"), (("exp_avg", None), ("exp_inf", None))),
+    "nadam": Kernel("nadam", NAdamScalars, ("maximize", "l2", "decoupled"), (("exp_avg", None), ("exp_avg_sq", None))),
+    "radam": Kernel(
+        "radam", RAdamScalars, ("maximize", "l2", "decoupled", "rectify"), (("exp_avg", None), ("exp_avg_sq", None))
     ),
 }
+
+
+class _RooflineScalars(NamedTuple):
+    maximize: bool
+
+
+# The memory roofline (x += grad for the param and each used slot): not an algorithm, measured by descend bench.
+ROOFLINE = Kernel(
+    "roofline",
+    _RooflineScalars,
+    ("maximize", "slot1", "slot2", "slot3"),
+    (("slot1", None), ("slot2", None), ("slot3", None)),
+)
+
+
+def bodies() -> list[Kernel]:
+    """Each loop body once, in the order the compiled module numbers them."""
+    seen: dict[str, Kernel] = {}
+    for kernel in [*KERNELS.values(), ROOFLINE]:
+        seen.setdefault(kernel.body, kernel)
+    return list(seen.values())
+
+
+def header() -> str:
+    """``interface.h``: the named indices of every body's values, flag bits and slots, the list of bodies, and their
+    names as strings for the compiled module to export."""
+    lines = [
+        "/* Generated by the build from descend/kernels/_layout.py: do not edit. */",
+        "#ifndef DESCEND_KERNELS_INTERFACE_H",
+        "#define DESCEND_KERNELS_INTERFACE_H",
+        "",
+    ]
+    for k in bodies():
+        for kind, names in (("v", k.values), ("f", k.flag_names), ("s", k.slot_names)):
+            lines += [f"#define {k.body}_{kind}_{name} {i}" for i, name in enumerate(names)]
+        lines.append(f"#define {k.body}_n_values {len(k.values)}")
+        joined = {kind: " ".join(names) for kind, names in (("v", k.values), ("f", k.flag_names), ("s", k.slot_names))}
+        lines.append(f'#define {k.body}_interface "{joined["v"]}|{joined["f"]}|{joined["s"]}"')
+        lines.append("")
+    lines.append("#define DESCEND_BODIES(X) " + " ".join(f"X({k.body})" for k in bodies()))
+    lines += ["", "#endif", ""]
+    return "\n".join(lines)
+
+
+def interface() -> dict[str, str]:
+    """Per body, ``"values|flags|slots"`` (space-separated names), as :func:`header` states it and the compiled
+    module exports it."""
+    return {k.body: f"{' '.join(k.values)}|{' '.join(k.flag_names)}|{' '.join(k.slot_names)}" for k in bodies()}
+
+
+def source(body: str) -> str:
+    """The C file that instantiates ``bodies/<body>.h`` for every instruction set and storage combination."""
+    return (
+        "/* Generated by the build from descend/kernels/_layout.py: do not edit. */\n"
+        '#include "common.h"\n'
+        f'#define IMPL "bodies/{body}.h"\n'
+        '#include "instances.h"\n'
+        f"DEFINE_TABLE({body});\n"
+    )
+
 
 # (param dtype, state dtype) -> the kernels' storage combination, in the order of common.h's enum.
 COMBOS: dict[tuple[str, str], int] = {

@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "interface.h"
+
 #define MAX_STATES 3
 #define MAX_VALUES 16
 
@@ -160,18 +162,8 @@ static inline __attribute__((always_inline)) f16_t f16_store(float f) {
 #define KINLINE static inline __attribute__((always_inline)) void
 #define KRANGE_ARGS const job_t *j, int t, int64_t lo, int64_t hi
 
-/* Declares the table of one family's range functions, [ISA][combo]. */
-#define DECLARE_TABLE(name) extern const range_fn name##_table[N_ISA][N_COMBO]
-
-DECLARE_TABLE(sgd);
-DECLARE_TABLE(momentum);
-DECLARE_TABLE(rmsprop);
-DECLARE_TABLE(adagrad);
-DECLARE_TABLE(adadelta);
-DECLARE_TABLE(adam);
-DECLARE_TABLE(adamax);
-DECLARE_TABLE(nadam);
-DECLARE_TABLE(radam);
-DECLARE_TABLE(roofline);
+/* Declares the table of every loop body named in the generated interface.h (from descend/kernels/_layout.py). */
+#define DECLARE_TABLE(name) extern const range_fn name##_table[N_ISA][N_COMBO];
+DESCEND_BODIES(DECLARE_TABLE)
 
 #endif

@@ -9,10 +9,11 @@
  * None, changing nothing, as soon as one thing differs (the front then takes its general path, which checks
  * everything again and raises where torch would).
  *
- * Every check costs a cache miss or two per tensor once a step has streamed the tensors' data through the caches, so
- * the list is kept to what can change between two steps. Not checked again: a state tensor pointed at another storage
- * in place (assigning its .data, set_()) and the layout of a parameter whose address is unchanged (an in-place
- * transpose). The plan holds the storages it recorded, so even then every write lands in live memory.
+ * Every tensor the kernel writes is checked again each step: the same object in the state dict, still at its
+ * recorded address (a .data swap, set_(), share_memory_() or a growing resize_() moves it), contiguous and of its
+ * recorded shape (an in-place transpose or a shrinking resize_() keeps the address). The plan holds the storages it
+ * recorded, and gather() returns the gradients it read so that the caller holds them while the kernel runs: no step
+ * reads or writes freed memory, even when another thread assigns a .grad meanwhile.
  *
  * No torch header is used: everything goes through the Python attributes and methods every torch tensor has.
  */
@@ -47,12 +48,11 @@ typedef struct {
     int64_t dims[MAX_DIMS];
     PyObject *shape;
     PyObject *tensors[MAX_KEYS];
-    PyObject *storages[MAX_KEYS];
-    void *bases[MAX_KEYS];
+    void *addresses[MAX_KEYS]; /* each state tensor's data_ptr() when the plan was made */
 } item_t;
 
 typedef struct {
-    Py_ssize_t n, nkeys;
+    Py_ssize_t n, nkeys, nslots; /* the first nslots keys are tensors of the parameter's shape, the rest scalars */
     PyObject *owner;
     item_t items[];
 } plan_t;
@@ -78,22 +78,27 @@ static int int_address(PyObject *value, void **out) {
 
 PyObject *compile_plan(PyObject *self, PyObject *args) {
     PyObject *planned, *entries, *keys;
-    if (!PyArg_ParseTuple(args, "O!O!O!", &PyList_Type, &planned, &PyList_Type, &entries, &PyTuple_Type, &keys))
+    Py_ssize_t nslots;
+    if (!PyArg_ParseTuple(args, "O!O!O!n", &PyList_Type, &planned, &PyList_Type, &entries, &PyTuple_Type, &keys,
+                          &nslots))
         return NULL;
     const Py_ssize_t n = PyList_GET_SIZE(planned), nkeys = PyTuple_GET_SIZE(keys);
     if (PyList_GET_SIZE(entries) != n)
         return PyErr_Format(PyExc_ValueError, "a plan of %zd entries for %zd params", PyList_GET_SIZE(entries), n);
     if (nkeys > MAX_KEYS) return PyErr_Format(PyExc_ValueError, "at most %d state keys, got %zd", MAX_KEYS, nkeys);
+    if (nslots < 0 || nslots > nkeys)
+        return PyErr_Format(PyExc_ValueError, "%zd tensor slots among %zd keys", nslots, nkeys);
     plan_t *plan = PyMem_Calloc(1, sizeof(plan_t) + (size_t)(n ? n : 1) * sizeof(item_t));
     if (!plan) return PyErr_NoMemory();
     plan->n = n;
     plan->nkeys = nkeys;
+    plan->nslots = nslots;
     for (Py_ssize_t i = 0; i < n; i++) {
         item_t *it = &plan->items[i];
         it->param = PyList_GET_ITEM(planned, i);
         PyObject *entry = PyList_GET_ITEM(entries, i);
         if (entry == Py_None) continue;
-        /* entry: (state dict or None, param address, shape, state tensors, their storages, the storages' addresses) */
+        /* entry: (state dict or None, param address, shape, state tensors, their storages, the tensors' addresses) */
         if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 6) goto malformed;
         PyObject *st = PyTuple_GET_ITEM(entry, 0), *shape = PyTuple_GET_ITEM(entry, 2);
         PyObject *tensors = PyTuple_GET_ITEM(entry, 3), *storages = PyTuple_GET_ITEM(entry, 4);
@@ -114,8 +119,7 @@ PyObject *compile_plan(PyObject *self, PyObject *args) {
         }
         for (Py_ssize_t k = 0; k < used; k++) {
             it->tensors[k] = PyTuple_GET_ITEM(tensors, k);
-            it->storages[k] = PyTuple_GET_ITEM(storages, k);
-            if (int_address(PyTuple_GET_ITEM(bases, k), &it->bases[k]) < 0) goto fail;
+            if (int_address(PyTuple_GET_ITEM(bases, k), &it->addresses[k]) < 0) goto fail;
         }
     }
     plan->owner = PyTuple_Pack(3, planned, entries, keys);
@@ -164,9 +168,9 @@ static int address_is(PyObject *obj, void *expected) {
     return rc < 0 ? -1 : now == expected;
 }
 
-/* 1 if the gradient's shape is the recorded one, 0 if not, -1 with an exception set. */
-static int shape_is(PyObject *grad, const item_t *it) {
-    PyObject *shape = PyObject_GetAttr(grad, str_shape);
+/* 1 if the tensor's shape is the recorded one, 0 if not, -1 with an exception set. */
+static int shape_is(PyObject *tensor, const item_t *it) {
+    PyObject *shape = PyObject_GetAttr(tensor, str_shape);
     if (!shape) return -1;
     int same;
     if (it->ndim < 0 || !PyTuple_Check(shape)) {
@@ -189,7 +193,7 @@ static int shape_is(PyObject *grad, const item_t *it) {
 /* The checks of one parameter with a plan entry: 1 if it still matches and its gradient fits (its address is put in
  * *grad_address, a new reference), 0 if not, -1 with an exception set. */
 static int check_one(const item_t *it, PyObject *grad, PyObject *state, PyObject *keys, Py_ssize_t nkeys,
-                     PyObject *dtype, PyObject *layout, PyObject *types, PyObject **grad_address) {
+                     Py_ssize_t nslots, PyObject *dtype, PyObject *layout, PyObject *types, PyObject **grad_address) {
     int ok = 0;
     const Py_ssize_t ntypes = PyTuple_GET_SIZE(types);
     for (Py_ssize_t k = 0; k < ntypes && !ok; k++) ok = (PyObject *)Py_TYPE(grad) == PyTuple_GET_ITEM(types, k);
@@ -199,13 +203,19 @@ static int check_one(const item_t *it, PyObject *grad, PyObject *state, PyObject
     if ((ok = call_is_true(grad, str_is_contiguous)) != 1) return ok;
     if ((ok = shape_is(grad, it)) != 1) return ok;
     if ((ok = address_is(it->param, it->p_address)) != 1) return ok;
+    if ((ok = call_is_true(it->param, str_is_contiguous)) != 1) return ok;
+    if ((ok = shape_is(it->param, it)) != 1) return ok;
     if (it->st != Py_None) { /* None: an algorithm that keeps no state with these settings */
         PyObject *now = PyDict_GetItemWithError(state, it->param); /* borrowed; no defaultdict insertion */
         if (now != it->st) return now || !PyErr_Occurred() ? 0 : -1;
         for (Py_ssize_t k = 0; k < nkeys; k++) {
             PyObject *tensor = PyDict_GetItemWithError(it->st, PyTuple_GET_ITEM(keys, k));
             if (tensor != it->tensors[k]) return tensor || !PyErr_Occurred() ? 0 : -1;
-            if ((ok = address_is(it->storages[k], it->bases[k])) != 1) return ok;
+            if ((ok = address_is(tensor, it->addresses[k])) != 1) return ok;
+            if (k < nslots) {
+                if ((ok = call_is_true(tensor, str_is_contiguous)) != 1) return ok;
+                if ((ok = shape_is(tensor, it)) != 1) return ok;
+            }
         }
     }
     *grad_address = data_ptr(grad);
@@ -225,32 +235,41 @@ PyObject *gather(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < n; i++)
         if (PyList_GET_ITEM(params, i) != plan->items[i].param) Py_RETURN_NONE;
     Py_INCREF(capsule); /* the plan's objects stay alive while the checks run Python code (a hash) */
-    PyObject *out = PyList_New(n);
-    if (!out) goto fail;
+    PyObject *out = PyList_New(n), *grads = PyList_New(n);
+    if (!out || !grads) goto fail;
     for (Py_ssize_t i = 0; i < n; i++) {
         const item_t *it = &plan->items[i];
         PyObject *grad = PyObject_GetAttr(it->param, str_grad);
         if (!grad) goto fail;
         if (grad == Py_None) { /* not updated this step, as in torch */
-            PyList_SET_ITEM(out, i, grad);
+            PyList_SET_ITEM(out, i, Py_NewRef(Py_None));
+            PyList_SET_ITEM(grads, i, grad);
             continue;
         }
         PyObject *address = NULL;
         const int ok = it->st == NULL ? 0
-                                      : check_one(it, grad, state, keys, plan->nkeys, dtype, layout, types, &address);
-        Py_DECREF(grad);
-        if (ok < 0) goto fail;
-        if (ok == 0) { /* the plan is stale or the gradient needs the general path */
+                                      : check_one(it, grad, state, keys, plan->nkeys, plan->nslots, dtype, layout,
+                                                  types, &address);
+        if (ok <= 0) {
+            Py_DECREF(grad);
+            if (ok < 0) goto fail;
+            /* the plan is stale or the gradient needs the general path */
             Py_DECREF(out);
+            Py_DECREF(grads);
             Py_DECREF(capsule);
             Py_RETURN_NONE;
         }
         PyList_SET_ITEM(out, i, address);
+        PyList_SET_ITEM(grads, i, grad); /* held by the caller while the kernel reads it */
     }
     Py_DECREF(capsule);
-    return out;
+    PyObject *result = PyTuple_Pack(2, out, grads);
+    Py_DECREF(out);
+    Py_DECREF(grads);
+    return result;
 fail:
     Py_XDECREF(out);
+    Py_XDECREF(grads);
     Py_DECREF(capsule);
     return NULL;
 }

@@ -16,12 +16,17 @@ keyword-only. ``Momentum`` has no torch counterpart. ``describe()`` prints the r
 
 from __future__ import annotations
 
-import inspect
-
-from descend.algorithms import registry
+from descend.algorithms import REGISTRY
+from descend.algorithms.adadelta import ADADELTA
+from descend.algorithms.adagrad import ADAGRAD
+from descend.algorithms.adam import ADAM, ADAMW
+from descend.algorithms.adamax import ADAMAX
+from descend.algorithms.momentum import MOMENTUM
+from descend.algorithms.nadam import NADAM
+from descend.algorithms.radam import RADAM
+from descend.algorithms.rmsprop import RMSPROP
+from descend.algorithms.sgd import SGD as SGD_SPEC
 from descend.torch._optimizer import Optimizer
-from descend.torch._options import signature_for
-from descend.torch._state_check import identity_keys
 
 __all__ = [
     "OPTIMIZERS",
@@ -38,54 +43,135 @@ __all__ = [
     "RMSprop",
 ]
 
+_OPTIONS = ("foreach", "maximize", "capturable", "differentiable", "fused")
 
-def _make_class(name: str) -> type[Optimizer]:
-    spec = registry.get(name)
-    signature, options = signature_for(spec)
-    positional = tuple(
-        p.name for p in signature.parameters.values() if p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD
+
+class SGD(Optimizer):
+    spec = SGD_SPEC
+    torch_order = (
+        "lr",
+        "momentum",
+        "dampening",
+        "weight_decay",
+        "nesterov",
+        "*",
+        "maximize",
+        "foreach",
+        "differentiable",
+        "fused",
     )
-    if spec.torch_name:
-        kinship = (
-            f"A ``torch.optim.Optimizer`` with the signature, state and state_dict layout of "
-            f"``torch.optim.{spec.torch_name}``."
-        )
-    else:
-        kinship = (
-            "A ``torch.optim.Optimizer`` with no torch.optim counterpart: its signature comes from its "
-            "hyperparameters, and its state_dict uses torch's layout with its own state keys."
-        )
-    doc = (
-        f"{spec.title} for torch tensors: {spec.summary}.\n\n{kinship} The rule, its flags and references are "
-        f"documented in :mod:`{spec.module.__name__}`; ``describe()`` prints the rule in force. "
-        f"See :class:`descend.torch.Optimizer` for the arguments shared by every optimizer."
+
+
+class Momentum(Optimizer):
+    spec = MOMENTUM
+
+
+class RMSprop(Optimizer):
+    spec = RMSPROP
+    torch_order = (
+        "lr",
+        "alpha",
+        "eps",
+        "weight_decay",
+        "momentum",
+        "centered",
+        "capturable",
+        "foreach",
+        "maximize",
+        "differentiable",
     )
-    fixed = {"decoupled_weight_decay": True} if spec.name == "adamw" else {}
-    attrs = {
-        "spec": spec,
-        "__doc__": doc,
-        "__module__": __name__,
-        "__qualname__": spec.title,
-        "__signature__": signature,
-        "_options": options,
-        "_fixed": fixed,
-        "_identity": identity_keys(spec, positional, tuple(fixed)),
-        "_eager_state": spec.name == "adagrad",
+
+
+class Adagrad(Optimizer):
+    spec = ADAGRAD
+    torch_order = (
+        "lr",
+        "lr_decay",
+        "weight_decay",
+        "initial_accumulator_value",
+        "eps",
+        "foreach",
+        "*",
+        "maximize",
+        "differentiable",
+        "fused",
+    )
+    _eager_state = True  # torch's Adagrad creates its state in the constructor
+
+
+class Adadelta(Optimizer):
+    spec = ADADELTA
+    torch_order = ("lr", "rho", "eps", "weight_decay", "foreach", "*", "capturable", "maximize", "differentiable")
+
+
+class Adam(Optimizer):
+    spec = ADAM
+    torch_order = ("lr", "betas", "eps", "weight_decay", "amsgrad", "*", *_OPTIONS, "decoupled_weight_decay")
+
+
+class AdamW(Optimizer):
+    spec = ADAMW
+    torch_order = (
+        "lr",
+        "betas",
+        "eps",
+        "weight_decay",
+        "amsgrad",
+        "*",
+        "maximize",
+        "foreach",
+        "capturable",
+        "differentiable",
+        "fused",
+    )
+    _fixed = {"decoupled_weight_decay": True}  # as torch's AdamW keeps it in every group
+
+
+class Adamax(Optimizer):
+    spec = ADAMAX
+    torch_order = ("lr", "betas", "eps", "weight_decay", "foreach", "*", "maximize", "differentiable", "capturable")
+
+
+class NAdam(Optimizer):
+    spec = NADAM
+    torch_order = (
+        "lr",
+        "betas",
+        "eps",
+        "weight_decay",
+        "momentum_decay",
+        "decoupled_weight_decay",
+        "*",
+        "foreach",
+        "maximize",
+        "capturable",
+        "differentiable",
+    )
+
+
+class RAdam(Optimizer):
+    spec = RADAM
+    torch_order = (
+        "lr",
+        "betas",
+        "eps",
+        "weight_decay",
+        "decoupled_weight_decay",
+        "*",
+        "foreach",
+        "maximize",
+        "capturable",
+        "differentiable",
+    )
+
+
+def _classes() -> dict[str, type[Optimizer]]:
+    """Every registry algorithm's class: the ones above, and one made the same way for any other."""
+    known = {cls.spec.name: cls for cls in Optimizer.__subclasses__() if "spec" in cls.__dict__}
+    return {
+        name: known.get(name) or type(spec.title, (Optimizer,), {"spec": spec, "__module__": __name__})
+        for name, spec in REGISTRY.items()
     }
-    return type(spec.title, (Optimizer,), attrs)
 
 
-SGD = _make_class("sgd")
-Momentum = _make_class("momentum")
-RMSprop = _make_class("rmsprop")
-Adagrad = _make_class("adagrad")
-Adadelta = _make_class("adadelta")
-Adam = _make_class("adam")
-AdamW = _make_class("adamw")
-Adamax = _make_class("adamax")
-NAdam = _make_class("nadam")
-RAdam = _make_class("radam")
-
-OPTIMIZERS: dict[str, type[Optimizer]] = {
-    cls.spec.name: cls for cls in (SGD, Momentum, RMSprop, Adagrad, Adadelta, Adam, AdamW, Adamax, NAdam, RAdam)
-}
+OPTIMIZERS: dict[str, type[Optimizer]] = _classes()

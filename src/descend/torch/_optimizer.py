@@ -1,9 +1,9 @@
-"""The ``torch.optim.Optimizer`` subclass every ``descend.torch`` class is made from.
+"""The ``torch.optim.Optimizer`` subclass every ``descend.torch`` class derives from.
 
 Everything torch.optim's base class does (param groups, ``zero_grad``, ``state_dict``, hooks, schedulers, GradScaler,
 ZeroRedundancyOptimizer) is inherited. This class adds the hyperparameters of an algorithm spec, their validation,
-the step (which computes the host scalars and hands each group to :func:`descend.torch._dispatch.run_group`), a
-checked ``load_state_dict`` and ``describe()``.
+the step (handed to :class:`descend.engine.Engine`, with a recorded plan per param group in its steady state, see
+:mod:`descend.engine.plan`), a checked ``load_state_dict`` and ``describe()``.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from typing import Any, ClassVar
 import torch
 from torch.optim.optimizer import _get_scalar_dtype
 
-from descend.algorithms._spec import AlgorithmSpec, Hyperparams, HyperparamsCache
+from descend.algorithms._spec import AlgorithmSpec, HyperparamsCache
 from descend.algorithms.conventions import check_convention
 from descend.backends import check_backend
-from descend.nonfinite import check_nan_policy, first_nonfinite, refusal
-from descend.torch._dispatch import DTYPE_NAMES, FLOAT_DTYPES, plain, run_group
-from descend.torch._memory import in_huge_pages
-from descend.torch._options import HALF_DTYPES, check_options, check_state_dtype, group_backend
-from descend.torch._plan import build as build_plan
-from descend.torch._state_check import check_state_dict
+from descend.engine import Engine, GroupWork, Item
+from descend.engine.plan import build as build_plan
+from descend.engine.torch_arrays import FLOAT_DTYPES, TorchKind
+from descend.nonfinite import check_nan_policy
+from descend.torch._options import HALF_DTYPES, check_options, check_state_dtype, group_backend, signature_for
+from descend.torch._state_check import check_state_dict, identity_keys
 
 __all__ = ["Optimizer"]
 
@@ -39,19 +39,28 @@ def _check_tensor_hyperparams(title: str, values: dict[str, Any]) -> None:
             raise ValueError(f"{title}: Tensor {name} must have one element, got shape {tuple(value.shape)}")
 
 
-def _grad_address(g: torch.Tensor | tuple[int, int, str]) -> tuple[int, int, str] | None:
-    """Where the finite check can read ``g`` directly: a dense contiguous CPU float tensor (or a group plan's
-    address of it, given as it is)."""
-    if type(g) is tuple:
-        return g
-    name = DTYPE_NAMES.get(g.dtype)
-    if name and plain(g):
-        return g.data_ptr(), g.numel(), name
-    return None
+_TORCH = TorchKind()
+
+
+def _by_occurrence(items: list[Item]) -> list[list[Item]]:
+    """The items in rounds: a tensor listed twice in a group (which torch.optim warns about and updates twice, one
+    update after the other) has its second update in a second round. Usually one round, all the items."""
+    if len({id(item.param) for item in items}) == len(items):
+        return [items]
+    rounds: list[list[Item]] = []
+    seen: dict[int, int] = {}
+    for item in items:
+        r = seen.get(id(item.param), 0)
+        seen[id(item.param)] = r + 1
+        rounds += [[] for _ in range(r + 1 - len(rounds))]
+        # the state of a later round is the one the earlier round stores, so it is read when that round runs
+        rounds[r].append(item)
+    return rounds
 
 
 class Optimizer(torch.optim.Optimizer):
-    """Base of the ``descend.torch`` optimizers. A subclass names its spec; its signature is made from torch's.
+    """Base of the ``descend.torch`` optimizers. A subclass names its spec and, where torch.optim has the same rule,
+    torch's argument order (``torch_order``); its signature follows (see :func:`descend.torch._options.signature_for`).
 
     Args:
         params: an iterable of tensors, of ``(name, tensor)`` pairs, or of param-group dicts, as in torch.optim.
@@ -72,6 +81,33 @@ class Optimizer(torch.optim.Optimizer):
     _fixed: ClassVar[dict[str, Any]] = {}  # group keys torch sets regardless of arguments (AdamW's decoupling)
     _identity: ClassVar[tuple[frozenset[str], frozenset[str]]] = (frozenset(), frozenset())
     _eager_state: ClassVar[bool] = False  # torch's Adagrad creates its state in the constructor
+    torch_order: ClassVar[tuple[str, ...] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        spec = cls.__dict__.get("spec")
+        if spec is None:
+            return
+        signature, options = signature_for(spec, cls.torch_order)
+        positional = tuple(
+            p.name for p in signature.parameters.values() if p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD
+        )
+        cls.__signature__ = signature
+        cls._options = options
+        cls._identity = identity_keys(spec, positional, tuple(cls._fixed))
+        if not cls.__doc__:
+            kinship = (
+                f"A ``torch.optim.Optimizer`` with the signature, state and state_dict layout of "
+                f"``torch.optim.{spec.torch_name}``."
+                if spec.torch_name
+                else "A ``torch.optim.Optimizer`` with no torch.optim counterpart: its signature comes from its "
+                "hyperparameters, and its state_dict uses torch's layout with its own state keys."
+            )
+            cls.__doc__ = (
+                f"{spec.title} for torch tensors: {spec.summary}.\n\n{kinship} The rule, its flags and references "
+                f"are documented in :mod:`{spec.module.__name__}`; ``describe()`` prints the rule in force. See "
+                ":class:`descend.torch.Optimizer` for the arguments shared by every optimizer."
+            )
 
     def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
         try:
@@ -86,7 +122,7 @@ class Optimizer(torch.optim.Optimizer):
         self.nan_policy = check_nan_policy(explicit.pop("nan_policy", "propagate"))
         self.state_dtype = check_state_dtype(type(self).__name__, explicit.pop("state_dtype", None))
         self._hps = HyperparamsCache(self.spec.hyperparams)
-        self.skipped_steps = 0
+        self._engine = self._new_engine()
         options = {name: explicit.pop(name, default) for name, default in self._options.items()}
         check_options(type(self).__name__, options)
         group_backend(self.backend, options)
@@ -114,13 +150,33 @@ class Optimizer(torch.optim.Optimizer):
         if self._eager_state:
             self._init_state(self.param_groups[-1])
 
+    def _new_engine(self) -> Engine:
+        self._plans: dict[int, Any] = {}
+        return Engine(
+            self.spec,
+            _TORCH,
+            lambda: self.state,
+            nan_policy=self.nan_policy,
+            state_dtype=self.state_dtype,
+            threads=torch.get_num_threads,
+        )
+
+    @property
+    def skipped_steps(self) -> int:
+        """How many steps ``nan_policy="skip"`` skipped."""
+        return self._engine.skipped_steps
+
+    @skipped_steps.setter
+    def skipped_steps(self, value: int) -> None:
+        self._engine.skipped_steps = value
+
     def _init_state(self, group: dict[str, Any]) -> None:
         hp = self.spec.hyperparams.from_group(group)
         for p in group["params"]:
             state = self.state[p]
             if not state:
                 state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
-                state.update(self._fresh_state(p, hp))
+                state.update(_TORCH.new_state(self.spec, p, hp, list(self.spec.state_slots(hp)), self.state_dtype))
 
     # -- the step -------------------------------------------------------------------------------------------------
 
@@ -143,111 +199,51 @@ class Optimizer(torch.optim.Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient, and return the closure's loss (or None).
 
-        The hyperparameters of every group and every gradient are checked before any tensor changes. A group in its
-        steady state runs from its plan (:mod:`descend.torch._plan`); any other takes the general path, which then
-        records a plan for the next step.
+        Everything that can be refused (hyperparameters, gradients, state) is checked before any tensor changes, so
+        a step that raises changes nothing. A group in its steady state runs from its plan
+        (:mod:`descend.engine.plan`); any other takes the engine's general path, which then records a plan for the
+        next step. Two threads stepping the same optimizer run one after the other.
         """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        group_plans = self.__dict__.setdefault("_plans", {})
-        work = []
-        for group in self.param_groups:
-            hp = self._hps.get(group)
-            backend = group_backend(self.backend, group)
-            plan = group_plans.get(id(group))
-            grads = plan.gather(self.state, group, hp) if plan is not None else None
-            if grads is None:
-                group_plans.pop(id(group), None)
-                live = [(p, self._checked_grad(p)) for p in group["params"] if p.grad is not None]
-                work.append((group, hp, backend, live, None))
-            else:
-                work.append((group, hp, backend, None, (plan, grads)))
-        if self.nan_policy != "propagate" and not self._all_finite(work):
-            return loss
-        for group, hp, backend, live, planned in work:
-            if planned is not None:
-                planned[0].run(hp, planned[1])
-                continue
-            if not live:
-                continue
-            scalars, slot_dicts = [], []
-            for p, _ in live:
-                step, host, slots = self._advance(p, hp)
-                scalars.append(self.spec.scalars(hp, step, host))
-                slot_dicts.append(slots)
-            run_group(self.spec, hp, scalars, [p for p, _ in live], [g for _, g in live], slot_dicts, backend)
-            plan = build_plan(self.state, self.spec, hp, group, backend)
-            if plan is not None:
-                group_plans[id(group)] = plan
+        engine = self._engine
+        checks = self.nan_policy != "propagate"
+        with engine.lock, torch.no_grad():
+            rounds: list[list[GroupWork]] = [[]]
+            offset = 0
+            for group in self.param_groups:
+                hp = self._hps.get(group)
+                backend = group_backend(self.backend, group)
+                plan = self._plans.get(id(group))
+                prepared = plan.prepare(self.state, group, hp, offset, checks) if plan is not None else None
+                if prepared is not None:
+                    rounds[0].append(GroupWork(hp, backend, prepared=prepared))
+                else:
+                    self._plans.pop(id(group), None)
+                    items = [
+                        Item(p, p, self._checked_grad(p), self.state.get(p), offset + k)
+                        for k, p in enumerate(group["params"])
+                        if p.grad is not None
+                    ]
+                    parts = _by_occurrence(items)
+                    rounds += [[] for _ in range(len(parts) - len(rounds))]
+                    for r, part in enumerate(parts):
+                        done = self._planner(group, hp, backend) if r == len(parts) - 1 else None
+                        rounds[r].append(GroupWork(hp, backend, part, on_done=done))
+                offset += len(group["params"])
+            for work in rounds:
+                engine.step(work)
         return loss
 
-    def _all_finite(self, work: list) -> bool:
-        """Apply ``nan_policy`` "skip" or "raise": False (and one more skipped step) if some gradient is not finite."""
-        grads: list[Any] = []
-        for group, _, _, live, planned in work:
-            if planned is not None:
-                grads += planned[0].addresses(planned[1])
-                continue
-            by_param = {id(p): g for p, g in live}
-            grads += [by_param.get(id(p)) for p in group["params"]]
-        bad = first_nonfinite(grads, _grad_address, lambda g: not bool(torch.isfinite(g).all()))
-        if bad is None:
-            return True
-        if self.nan_policy == "raise":
-            params = [p for group in self.param_groups for p in group["params"]]
-            raise refusal(bad, tuple(params[bad].shape))
-        self.skipped_steps += 1
-        return False
+    def _planner(self, group: dict[str, Any], hp: Any, backend: str) -> Callable[[], None]:
+        def record() -> None:
+            plan = build_plan(self.state, self.spec, hp, group, backend)
+            if plan is not None:
+                self._plans[id(group)] = plan
 
-    def _fresh_state(self, p: torch.Tensor, hp: Hyperparams) -> dict[str, torch.Tensor]:
-        """The initial state slots of ``p``, in ``state_dtype`` where it applies, in huge-page memory if large."""
-        with torch.no_grad():
-            if self.state_dtype is not None and p.dtype in HALF_DTYPES:
-                fresh = self.spec.init_state(torch, torch.empty_like(p, dtype=self.state_dtype), hp)
-            else:
-                fresh = self.spec.init_state(torch, p.detach(), hp)
-            return {key: in_huge_pages(value) for key, value in fresh.items()}
-
-    def _advance(self, p: torch.Tensor, hp: Hyperparams) -> tuple[int, dict[str, float], dict[str, torch.Tensor]]:
-        """Create the missing state of ``p`` and advance its step and host scalars.
-
-        Returns:
-            The step number, the host scalars for this step, and the array-valued state slots.
-        """
-        spec = self.spec
-        names = spec.state_slots(hp)
-        if not (names or spec.has_step or spec.host_slots(hp)):
-            return 2, {}, {}  # SGD without momentum keeps no state, as in torch
-        state = self.state[p]
-        missing = [k for k in names if k not in state]
-        scalar_dtype = _get_scalar_dtype()
-        if spec.has_step:  # created first, so the state lists its keys in torch's order
-            if not isinstance(state.get("step"), torch.Tensor):
-                state["step"] = torch.tensor(float(state.get("step", 0.0)), dtype=scalar_dtype)
-            state["step"] += 1
-            step = int(state["step"].item())
-        else:
-            step = 1 if missing else 2
-        initial = spec.host_slots(hp)
-        for key, value in initial.items():
-            if not isinstance(state.get(key), torch.Tensor):
-                state[key] = torch.tensor(float(state.get(key, value)), dtype=scalar_dtype)
-        if missing:
-            fresh = self._fresh_state(p, hp)
-            state.update({k: fresh[k] for k in missing})
-        slots = {k: state[k] for k in names}
-        if not initial:
-            return step, {}, slots
-        # The host state is kept as torch keeps it, in 0-d tensors, and advanced in them (NAdam's mu_product is a
-        # float32 product, as in torch); the scalars then read it as stored, so a run resumed from a state_dict
-        # follows the same path as one that never stopped.
-        with torch.no_grad():
-            host = spec.advance_host(hp, step, {k: state[k] for k in initial})
-            for key, value in host.items():
-                state[key].copy_(torch.as_tensor(value))
-        return step, {k: state[k].item() for k in initial}, slots
+        return record
 
     # -- inspection and persistence -------------------------------------------------------------------------------
 
@@ -303,16 +299,21 @@ class Optimizer(torch.optim.Optimizer):
             "nan_policy": self.nan_policy,
             "state_dtype": self.state_dtype,
         }
-        return {**super().__getstate__(), **extra, "skipped_steps": self.skipped_steps}
+        state = {**super().__getstate__(), **extra, "skipped_steps": self.skipped_steps}
+        state.pop("_engine", None)
+        state.pop("_plans", None)
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("convention", getattr(self, "convention", "torch"))
         state.setdefault("backend", getattr(self, "backend", "auto"))
         state.setdefault("nan_policy", getattr(self, "nan_policy", "propagate"))
         state.setdefault("state_dtype", getattr(self, "state_dtype", None))
-        state.setdefault("skipped_steps", getattr(self, "skipped_steps", 0))
+        skipped = state.pop("skipped_steps", 0)
         super().__setstate__(state)
         self._hps = HyperparamsCache(self.spec.hyperparams)
+        self._engine = self._new_engine()
+        self._engine.skipped_steps = skipped
         for group in self.param_groups:
             for key, value in {**self.defaults, **self._fixed}.items():
                 group.setdefault(key, value)

@@ -1,8 +1,9 @@
 """Constructor signatures and torch's compatibility options (``foreach``, ``fused``, ``capturable``, ...).
 
-Each ``descend.torch`` class takes torch.optim's constructor signature for its algorithm, read from the installed
-torch so that positional order, the keyword-only marker and defaults are torch's own, followed by descend's extra
-flags (keyword-only) and ``convention=`` and ``backend=``.
+Each ``descend.torch`` class takes torch.optim's constructor signature for its algorithm: the class states torch's
+argument order (``torch_order``), the defaults are the hyperparameters' own (torch's), and descend's extra flags,
+``convention=``, ``backend=``, ``nan_policy=`` and ``state_dtype=`` follow, keyword-only. A test compares every
+signature with the installed torch's.
 
 ``foreach`` and ``fused`` are accepted and kept in the param groups, as torch keeps them, and choose a backend:
 
@@ -29,9 +30,9 @@ import torch
 
 from descend.algorithms._spec import AlgorithmSpec
 from descend.backends import check_backend
-from descend.torch._dispatch import fused_ready
+from descend.kernels import available as fused_ready
 
-__all__ = ["COMPAT_OPTIONS", "check_options", "group_backend", "signature_for"]
+__all__ = ["COMPAT_OPTIONS", "OPTION_DEFAULTS", "check_options", "group_backend", "signature_for"]
 
 # torch.optim arguments that choose an implementation rather than a rule.
 COMPAT_OPTIONS: tuple[str, ...] = ("foreach", "fused", "capturable", "differentiable")
@@ -39,34 +40,51 @@ COMPAT_OPTIONS: tuple[str, ...] = ("foreach", "fused", "capturable", "differenti
 _P = inspect.Parameter
 
 
+# torch's defaults for its implementation options.
+OPTION_DEFAULTS: dict[str, Any] = {"foreach": None, "fused": None, "capturable": False, "differentiable": False}
+
+
 def torch_class(spec: AlgorithmSpec) -> type[torch.optim.Optimizer] | None:
-    """The torch.optim class with the same rule as ``spec``, or None."""
-    return getattr(torch.optim, spec.torch_name) if spec.torch_name else None
+    """The torch.optim class with the same rule as ``spec``, or None (for tests and messages; nothing at import)."""
+    return getattr(torch.optim, spec.torch_name, None) if spec.torch_name else None
 
 
-def signature_for(spec: AlgorithmSpec) -> tuple[inspect.Signature, dict[str, Any]]:
+def signature_for(spec: AlgorithmSpec, torch_order: tuple[str, ...] | None) -> tuple[inspect.Signature, dict[str, Any]]:
     """The constructor signature of ``spec``'s class, and its compatibility options with their defaults.
 
+    Args:
+        spec: the algorithm.
+        torch_order: the arguments of the torch.optim class with the same rule, in its order, ``"*"`` marking where
+            its keyword-only arguments start; None for an algorithm torch does not have, whose signature follows
+            its hyperparameters (and takes none of torch's implementation options). A test holds these orders to
+            the installed torch's signatures; nothing is read from torch here, so a torch that adds an argument
+            changes nothing at import.
+
     Raises:
-        TypeError: the installed torch takes an argument that is neither a hyperparameter of the spec nor one of
-            :data:`COMPAT_OPTIONS`, so descend cannot honour it.
+        ValueError: ``torch_order`` names something that is neither a hyperparameter nor an option.
     """
     names = spec.hyperparams.names()
     fields = {f.name: f for f in dataclasses.fields(spec.hyperparams)}
     parameters = [_P("params", _P.POSITIONAL_OR_KEYWORD)]
     options: dict[str, Any] = {}
-    cls = torch_class(spec)
-    if cls is not None:
-        for p in list(inspect.signature(cls.__init__).parameters.values())[2:]:
-            if p.name not in names and p.name not in COMPAT_OPTIONS:
-                raise TypeError(f"torch.optim.{cls.__name__} takes {p.name!r}, which descend.torch does not know")
-            if p.name in COMPAT_OPTIONS:
-                options[p.name] = p.default
-            parameters.append(_P(p.name, p.kind, default=p.default, annotation=p.annotation))
-    else:
+    if torch_order is None:  # torch has no such class, and none of its implementation options
         for f in fields.values():
             kind = _P.KEYWORD_ONLY if f.kw_only else _P.POSITIONAL_OR_KEYWORD
             parameters.append(_P(f.name, kind, default=f.default))
+        torch_order = ()
+    kind = _P.POSITIONAL_OR_KEYWORD
+    for name in torch_order:
+        if name == "*":
+            kind = _P.KEYWORD_ONLY
+        elif name in OPTION_DEFAULTS:
+            options[name] = OPTION_DEFAULTS[name]
+            parameters.append(_P(name, kind, default=OPTION_DEFAULTS[name]))
+        elif name in fields:
+            if any(p.name == name for p in parameters):
+                continue
+            parameters.append(_P(name, kind, default=fields[name].default))
+        else:
+            raise ValueError(f"{spec.title}: {name!r} is neither a hyperparameter nor one of {list(OPTION_DEFAULTS)}")
     taken = {p.name for p in parameters}
     parameters += [_P(name, _P.KEYWORD_ONLY, default=fields[name].default) for name in names if name not in taken]
     parameters += [

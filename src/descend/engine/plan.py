@@ -9,24 +9,25 @@ Python work of a step no longer grows with the number of tensors, which is what 
 tensors step faster than torch's fused path.
 
 Anything the plan does not cover (the first step, a new or changed state, a gradient in another layout, a parameter
-replaced through ``.data``, NAdam parameters at different steps, whose ``mu_product`` advances with the step, the
-reference backend) makes ``gather`` return None, having changed nothing, and the optimizer takes its general path,
-which gives the same bits and raises where torch would. Two changes are not looked for, because each check costs a
-cache miss per tensor on every step: pointing a state tensor at other memory in place (assigning its ``.data``;
-replace the tensor in the state dict instead, or call ``load_state_dict``) and changing a parameter's layout in place
-without moving it (``p.t_()``). The plan keeps the storages it records alive and checks that none has moved its data
-(``share_memory_()``), so no step can write to freed memory.
+or state tensor pointed at other memory or given another layout in place (``.data =``, ``set_()``, ``resize_()``,
+``t_()``, ``share_memory_()``), parameters at different steps, the reference backend) makes ``gather`` return None,
+having changed nothing, and the engine takes its general path, which gives the same bits and raises where torch
+would. So the plan is invisible: nothing done between two steps gives other bits than the reference backend. The plan
+keeps the storages it records alive, and holds every gradient it reads until the kernel is done, so no step reads or
+writes freed memory even when another thread replaces a ``.grad``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from descend import kernels
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams
-from descend.torch._dispatch import DTYPE_NAMES, plain
+from descend.engine.step import Prepared
+from descend.engine.torch_arrays import DTYPE_NAMES, plain
 
 _TYPES = (torch.Tensor, torch.nn.Parameter)
 _STEP_DTYPES = (torch.float32, torch.float64)
@@ -85,77 +86,92 @@ class GroupPlan:
         self.keep: list[Any] = []  # the storages behind every recorded address
         self.compiled: Any = None  # the entries as one C array (kernels.compile_plan)
 
-    def gather(self, state: dict, group: dict[str, Any], hp: Hyperparams) -> list | None:
-        """The gradients' addresses (None where a parameter has no gradient), or None if the plan no longer holds."""
-        params = group["params"]
-        if params is not self.source or len(params) != len(self.params) or self.spec.state_slots(hp) != self.slots:
-            return None
-        grads = kernels.gather(params, self.compiled, state, self.dtype, torch.strided, _TYPES)
-        if grads is None or not self.host:
-            return grads
-        # Host scalars advance with the step: the plan runs them only when every parameter is at the same step with
-        # the same values, which is the case unless some parameters missed steps.
-        uniform = [self.step_ptrs, *self.host_ptrs]
-        if None in grads or any(kernels.common_value(ptrs, self.step_double) is None for ptrs in uniform):
-            return None
-        return grads
+    def prepare(
+        self, state: dict, group: dict[str, Any], hp: Hyperparams, offset: int, checks: bool
+    ) -> Prepared | None:
+        """The group's step from the plan, ready for the engine to write; None, having changed nothing, where the
+        plan no longer holds (the engine then prepares the group in full).
 
-    def addresses(self, grads: list) -> list[tuple[int, int, str] | None]:
-        """Per parameter, where the finite check reads its gradient (None where it has none)."""
-        name = self.names[0]
-        return [None if g is None else (g, n, name) for g, n in zip(grads, self.sizes)]
-
-    def run(self, hp: Hyperparams, grads: list) -> None:
-        """Advance the step counters of the parameters with a gradient and update them in one kernel call each."""
+        Args:
+            state: the optimizer's state mapping.
+            group: the param group the plan was built for.
+            hp: its hyperparameters for this step.
+            offset: the index of the group's first parameter over all groups (for messages).
+            checks: whether the engine needs the gradients for its finite check.
+        """
         spec = self.spec
-        present = None if None not in grads else [k for k, g in enumerate(grads) if g is not None]
+        params = group["params"]
+        if params is not self.source or len(params) != len(self.params) or spec.state_slots(hp) != self.slots:
+            return None
+        got = kernels.gather(params, self.compiled, state, self.dtype, torch.strided, _TYPES)
+        if got is None:
+            return None
+        addresses, grads = got
+        present = None if None not in addresses else [k for k, a in enumerate(addresses) if a is not None]
         if present == []:
-            return
+            return Prepared()
 
-        def pick(values: list, members: list[int] | None) -> list:
-            return values if members is None else [values[k] for k in members]
+        def pick(values: list) -> list:
+            return values if present is None else [values[k] for k in present]
 
+        step_ptrs = pick(self.step_ptrs) if spec.has_step else []
         host: dict[str, float] = {}
-        if not spec.has_step:
-            runs = {2: present}  # the general path's count for a stateless or initialised step (SGD)
-        else:
-            count = kernels.advance_steps(pick(self.step_ptrs, present), self.step_double)
-            if count is not None:
-                runs = {int(count): present}
-                host = self._advance_host(hp, int(count))
-            else:  # parameters at different steps (never with host scalars, see gather): one call per step count
-                runs = {}
-                for k in range(len(grads)) if present is None else present:
-                    runs.setdefault(int(self.step_tensors[k].item()), []).append(k)
-        threads = torch.get_num_threads()
-        for count, members in runs.items():
-            kernels.step(
-                spec.name,
-                spec.scalars(hp, count, host),
-                pick(self.p_ptrs, members),
-                pick(grads, members),
-                {slot: pick(ptrs, members) for slot, ptrs in zip(self.slots, self.slot_ptrs)},
-                dtype=self.names[0],
-                state_dtype=self.names[1],
-                sizes=pick(self.sizes, members),
-                num_threads=threads,
-            )
+        count, count_value = 0, 0.0
+        if spec.has_step:
+            now = kernels.common_value(step_ptrs, self.step_double)
+            if now is None:  # parameters at different steps: the engine's general path takes one call per step
+                return None
+            count_value = now + 1.0 if self.step_double else float(np.float32(now) + np.float32(1.0))
+            count = int(count_value)
+            host = self._advance_host(hp, count, pick)
+            if host is None:
+                return None
+        scalars = spec.scalars(hp, count, host, False)
+        job = kernels.job(
+            spec.name,
+            scalars,
+            pick(self.p_ptrs),
+            [a for a in addresses if a is not None],
+            {slot: pick(ptrs) for slot, ptrs in zip(self.slots, self.slot_ptrs)},
+            dtype=self.names[0],
+            state_dtype=self.names[1],
+            sizes=pick(self.sizes),
+        )
+        out = Prepared(jobs=[job], keep=grads)
+        if checks:
+            name = self.names[0]
+            out.checks = [
+                (offset + k, grads[k], (addresses[k], self.sizes[k], name))
+                for k in range(len(addresses))
+                if addresses[k] is not None
+            ]
+        host_ptrs = [pick(ptrs) for ptrs in self.host_ptrs]
+        double = self.step_double
 
-    def _advance_host(self, hp: Hyperparams, count: int) -> dict[str, float]:
-        """Advance the host scalars as the general path does (the same torch op on a 0-d tensor), and store them."""
+        def commit() -> None:
+            if step_ptrs:
+                kernels.fill_value(step_ptrs, count_value, double)
+            for key, ptrs in zip(self.host, host_ptrs):
+                kernels.fill_value(ptrs, host[key], double)
+
+        out.commits.append(commit)
+        return out
+
+    def _advance_host(self, hp: Hyperparams, count: int, pick: Any) -> dict[str, float] | None:
+        """The host scalars after this step, advanced as the general path advances them (the same torch op on a
+        0-d tensor of the counters' dtype), or None if the parameters hold different values."""
         if not self.host:
             return {}
         dtype = torch.float64 if self.step_double else torch.float32
-        now = {  # gather() found each the same for every parameter
-            key: torch.tensor(kernels.common_value(ptrs, self.step_double), dtype=dtype)
-            for key, ptrs in zip(self.host, self.host_ptrs)
-        }
+        now = {}
+        for key, ptrs in zip(self.host, self.host_ptrs):
+            value = kernels.common_value(pick(ptrs), self.step_double)
+            if value is None:
+                return None
+            now[key] = torch.tensor(value, dtype=dtype)
         with torch.no_grad():
             advanced = self.spec.advance_host(hp, count, now)
-        values = {key: float(torch.as_tensor(value, dtype=dtype)) for key, value in advanced.items()}
-        for key, ptrs in zip(self.host, self.host_ptrs):
-            kernels.fill_value(ptrs, values[key], self.step_double)
-        return values
+        return {key: float(torch.as_tensor(value, dtype=dtype)) for key, value in advanced.items()}
 
 
 def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, Any], backend: str) -> GroupPlan | None:
@@ -164,6 +180,8 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
     if backend == "reference" or not kernels.available()[0] or (host and not spec.has_step):
         return None
     params = group["params"]
+    if len({id(p) for p in params}) != len(params):  # a tensor listed twice is updated twice, one round each
+        return None
     slots = tuple(spec.state_slots(hp))
     stateless = not slots and not spec.has_step  # SGD without momentum
     with_state = params if stateless else [p for p in params if state.get(p)]
@@ -206,8 +224,7 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
         storages = tuple(t.untyped_storage() for t in tensors)
         plan.keep.append(p.untyped_storage())
         addresses = tuple(t.data_ptr() for t in tensors)
-        bases = tuple(s.data_ptr() for s in storages)
-        plan.entries.append((st, p.data_ptr(), p.shape, tensors, storages, bases))
+        plan.entries.append((st, p.data_ptr(), p.shape, tensors, storages, addresses))
         plan.p_ptrs.append(p.data_ptr())
         plan.sizes.append(p.numel())
         for ptrs, address in zip(plan.slot_ptrs, addresses):
@@ -217,5 +234,5 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
             plan.step_tensors.append(tensors[len(slots)])
         for ptrs, address in zip(plan.host_ptrs, addresses[len(slots) + 1 :]):
             ptrs.append(address)
-    plan.compiled = kernels.compile_plan(plan.params, plan.entries, plan.keys)
+    plan.compiled = kernels.compile_plan(plan.params, plan.entries, plan.keys, len(slots))
     return plan

@@ -1,0 +1,215 @@
+"""The array kinds the engine updates, behind one small interface: NumPy here, torch in :mod:`.torch_arrays`.
+
+A kind answers the few questions a step asks of an array: its dtype name, whether the fused kernel can take it and in
+what form (the array itself or its address), how to make a working copy for the reference rule and write it back, how
+to create state, and how the step counter and host scalars are stored in a state dict. The engine
+(:mod:`descend.engine.step`) asks nothing else, so it never tests for NumPy or torch itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from descend.algorithms._spec import AlgorithmSpec, Hyperparams
+
+__all__ = ["ArrayKind", "NumpyKind", "ranges_overlap"]
+
+
+def ranges_overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether the byte ranges ``[start, end)`` a and b share a byte (empty ranges share none)."""
+    return a[0] < a[1] and b[0] < b[1] and a[0] < b[1] and b[0] < a[1]
+
+
+class ArrayKind:
+    """What the engine needs to know about one kind of array. Subclasses implement every method."""
+
+    #: the namespace ``reference_update`` runs with (NumPy, or torch with a correctly rounded square root)
+    xp: Any
+    #: a name for messages ("array", "tensor")
+    noun: str = "array"
+    #: whether the kernel checks this kind's arrays itself (buffers), so a group may be tried without checks first
+    kernel_checks: bool = False
+
+    def dtype_name(self, a: Any) -> str | None:
+        """``"float32"``, ``"float64"``, ``"bfloat16"`` or ``"float16"``, or None for any other dtype."""
+        raise NotImplementedError
+
+    def operand(self, a: Any, writable: bool) -> Any | None:
+        """What the kernel reads or writes for ``a`` (the array, or its address), or None if it cannot take it: not
+        dense and contiguous, misaligned, on another device, or read-only where ``writable``."""
+        raise NotImplementedError
+
+    def why_not(self, a: Any, writable: bool) -> str:
+        """Why :meth:`operand` refuses ``a``, as the end of a sentence ("is not C-contiguous ...")."""
+        raise NotImplementedError
+
+    def size(self, a: Any) -> int:
+        raise NotImplementedError
+
+    def span(self, a: Any) -> tuple[int, int]:
+        """The byte range ``[start, end)`` that ``a``'s elements occupy (start == end for an empty array)."""
+        raise NotImplementedError
+
+    def same_layout(self, a: Any, b: Any) -> bool:
+        """Whether a and b have the same shape."""
+        raise NotImplementedError
+
+    def shares_memory(self, a: Any, b: Any) -> bool:
+        """Whether a and b, whose byte ranges overlap, have an element in common (True where unsure)."""
+        return True
+
+    def new_state(self, spec: AlgorithmSpec, p: Any, hp: Hyperparams, keys: list[str], state_dtype: Any) -> dict:
+        """Fresh state slots ``keys`` for parameter ``p``."""
+        raise NotImplementedError
+
+    def work_copy(self, a: Any, dtype_name: str) -> Any:
+        """A copy of ``a`` in the compute dtype of ``dtype_name`` storage (float32 or float64)."""
+        raise NotImplementedError
+
+    def write_back(self, dst: Any, src: Any) -> None:
+        """Store ``src`` into ``dst`` in place, rounding to ``dst``'s dtype."""
+        raise NotImplementedError
+
+    def scalar_caster(self, dtype_name: str) -> Any:
+        """The function rounding a float64 host scalar to the compute dtype of ``dtype_name`` storage."""
+        return float if dtype_name == "float64" else _round_to_float32
+
+    def next_step(self, state: Mapping[str, Any]) -> Any:
+        """The step counter after this step, in the form the state dict keeps it, computed without writing."""
+        raise NotImplementedError
+
+    def count(self, step: Any) -> int:
+        """The step number a counter of :meth:`next_step` stands for."""
+        raise NotImplementedError
+
+    def read_host(self, state: Mapping[str, Any], key: str, initial: float) -> Any:
+        """A host scalar of the state dict (NAdam's ``mu_product``) in the form ``advance_host`` computes with."""
+        raise NotImplementedError
+
+    def store_counters(self, state: dict, step: Any, host: Mapping[str, Any]) -> None:
+        """Store the new ``step`` (None: the algorithm keeps none) and host scalars in the state dict."""
+        raise NotImplementedError
+
+    def shape(self, a: Any) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def describe(self, a: Any) -> str:
+        """A short description for messages: type, shape and dtype."""
+        raise NotImplementedError
+
+    def check_param(self, p: Any, where: str) -> None:
+        """Raise if ``p`` cannot be updated in place (read-only)."""
+
+    def nonfinite_address(self, g: Any) -> tuple[int, int, str] | None:
+        """Where the kernels' finite check reads ``g`` directly, or None."""
+        raise NotImplementedError
+
+    def has_nonfinite(self, g: Any) -> bool:
+        raise NotImplementedError
+
+
+def _round_to_float32(value: float) -> float:
+    return float(np.float32(value))
+
+
+_NP_FLOATS = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
+
+
+class NumpyKind(ArrayKind):
+    """NumPy arrays: float32 and float64, updated in place; the kernel takes C-contiguous aligned arrays."""
+
+    xp = np
+    noun = "array"
+    kernel_checks = True
+
+    def dtype_name(self, a: Any) -> str | None:
+        return _NP_FLOATS.get(a.dtype) if isinstance(a, np.ndarray) else None
+
+    def operand(self, a: Any, writable: bool) -> Any | None:
+        flags = a.flags
+        if type(a) is not np.ndarray or not flags.c_contiguous or not flags.aligned:
+            return None
+        if writable and not flags.writeable:
+            return None
+        return a
+
+    def why_not(self, a: Any, writable: bool) -> str:
+        if type(a) is not np.ndarray:
+            return f"is a {type(a).__name__}, not a plain NumPy array"
+        if not a.flags.c_contiguous:
+            return f"is not C-contiguous (strides {a.strides})"
+        if not a.flags.aligned:
+            return "is not aligned to its item size"
+        return "is read-only" if writable and not a.flags.writeable else "is accepted"
+
+    def size(self, a: Any) -> int:
+        return a.size
+
+    def span(self, a: Any) -> tuple[int, int]:
+        if not isinstance(a, np.ndarray) or a.size == 0:
+            return 0, 0
+        lo = hi = a.ctypes.data
+        for n, stride in zip(a.shape, a.strides):
+            if stride < 0:
+                lo += (n - 1) * stride
+            else:
+                hi += (n - 1) * stride
+        return lo, hi + a.itemsize
+
+    def same_layout(self, a: Any, b: Any) -> bool:
+        return isinstance(a, np.ndarray) and a.shape == b.shape
+
+    def shares_memory(self, a: Any, b: Any) -> bool:
+        try:
+            return bool(np.shares_memory(a, b, max_work=100_000))
+        except np.exceptions.TooHardError:
+            return True
+
+    def new_state(self, spec: AlgorithmSpec, p: Any, hp: Hyperparams, keys: list[str], state_dtype: Any) -> dict:
+        fresh = spec.init_state(np, np.zeros(p.shape, dtype=p.dtype), hp)
+        return {k: fresh[k] for k in keys}
+
+    def work_copy(self, a: Any, dtype_name: str) -> Any:
+        return np.array(a, dtype=np.float64 if dtype_name == "float64" else np.float32, order="C", copy=True)
+
+    def write_back(self, dst: Any, src: Any) -> None:
+        np.copyto(dst, src, casting="unsafe")
+
+    def next_step(self, state: Mapping[str, Any]) -> Any:
+        return int(state.get("step", 0)) + 1
+
+    def count(self, step: Any) -> int:
+        return step
+
+    def read_host(self, state: Mapping[str, Any], key: str, initial: float) -> Any:
+        return float(state.get(key, initial))
+
+    def store_counters(self, state: dict, step: Any, host: Mapping[str, Any]) -> None:
+        if step is not None:
+            state["step"] = step
+        for key, value in host.items():
+            state[key] = float(value)
+
+    def shape(self, a: Any) -> tuple[int, ...]:
+        return tuple(a.shape)
+
+    def describe(self, a: Any) -> str:
+        if not isinstance(a, np.ndarray):
+            return f"a {type(a).__name__}"
+        return f"shape {a.shape}, dtype {a.dtype}"
+
+    def check_param(self, p: Any, where: str) -> None:
+        if not p.flags.writeable:
+            raise ValueError(f"{where} is read-only; the optimizer updates parameters in place")
+
+    def nonfinite_address(self, g: Any) -> tuple[int, int, str] | None:
+        name = _NP_FLOATS.get(g.dtype)
+        if name and g.flags.c_contiguous and g.flags.aligned:
+            return g.ctypes.data, g.size, name
+        return None
+
+    def has_nonfinite(self, g: Any) -> bool:
+        return not bool(np.isfinite(g).all())

@@ -1,0 +1,356 @@
+"""One optimizer step, for both fronts: everything between "these parameters have these gradients" and "updated".
+
+The fronts (:mod:`descend.optim` for NumPy, :mod:`descend.torch` for torch) turn their own contract into a list of
+:class:`GroupWork`, one per param group, and call :meth:`Engine.step`. The engine then, for every param group:
+
+1. **prepares** each parameter with a gradient: the state it needs (created, not yet stored), its next step count and
+   host scalars (NAdam's ``mu_product``) computed out of place, the per-step scalars, and the choice between the fused
+   kernel and the reference rule by one rule (:meth:`Engine._route`); everything that can be refused is refused here;
+2. applies ``nan_policy`` to every gradient of every group;
+3. **computes** the reference rule for the parameters the kernel does not take, on working copies;
+4. **writes**: runs the kernel jobs (checked whole before the first one runs), stores the reference's results, and
+   commits new state and counters.
+
+Nothing is written before step 4, and nothing in step 4 can be refused, so a step that raises leaves every param and
+state array as it was. A group in its steady state may come as a ready :class:`Prepared` from the kind's plan (the
+torch front's, see :mod:`descend.engine.plan`), which gives the same bits with less work per tensor.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from descend import kernels
+from descend.algorithms._spec import AlgorithmSpec, Hyperparams, cast_scalars
+from descend.engine.arrays import ArrayKind, ranges_overlap
+from descend.nonfinite import first_nonfinite, refusal
+
+__all__ = ["Engine", "GroupWork", "Item", "Prepared"]
+
+
+@dataclass
+class Item:
+    """One parameter to update: where the front keeps its state (``key``), the arrays, and its state dict (None if it
+    has none yet). ``index`` is its position over all groups, for messages."""
+
+    key: Any
+    param: Any
+    grad: Any
+    state: dict | None
+    index: int
+
+
+@dataclass
+class GroupWork:
+    """A param group's share of a step: its validated hyperparameters, its backend, and its items (or a ready
+    :class:`Prepared` from a plan)."""
+
+    hp: Hyperparams
+    backend: str
+    items: list[Item] = field(default_factory=list)
+    prepared: Prepared | None = None
+    on_done: Callable[[], None] | None = None  # called after the group's writes (a front records a plan)
+
+
+@dataclass
+class Prepared:
+    """A group's step, checked and ready to write.
+
+    Attributes:
+        jobs: kernel calls, as :func:`descend.kernels.job` builds them.
+        reference: per parameter the reference runs for, ``(pairs, compute)``: ``compute()`` returns the working
+            copies to store, and ``pairs`` the arrays they go to.
+        commits: callables run last, storing new state and counters; they cannot fail.
+        checks: per parameter with a gradient, ``(index, gradient, address)`` for the finite check, the address
+            being ``(data address, element count, dtype name)`` where the kernels can read it, else None.
+        keep: objects that must stay alive until the writes are done (gradients whose addresses the jobs hold).
+    """
+
+    jobs: list = field(default_factory=list)
+    reference: list = field(default_factory=list)
+    commits: list = field(default_factory=list)
+    checks: list = field(default_factory=list)  # per gradient: (param index, gradient, where the kernel reads it)
+    keep: list = field(default_factory=list)
+    optimistic: bool = False  # the kernel's own checks decide: if it refuses, the group is prepared again in full
+
+
+class Engine:
+    """The step of one optimizer: its algorithm, its array kind and its options.
+
+    Args:
+        spec: the algorithm.
+        kind: the array kind of its parameters.
+        nan_policy: ``"propagate"``, ``"skip"`` or ``"raise"`` (see :mod:`descend.nonfinite`).
+        states: a callable giving the front's state mapping (param key -> state dict), where new state goes.
+        state_dtype: passed to ``kind.new_state`` (the torch front's float32 state for 16-bit params).
+        threads: a callable giving the kernel's thread count for a step (0: the kernels' default).
+    """
+
+    def __init__(
+        self,
+        spec: AlgorithmSpec,
+        kind: ArrayKind,
+        states: Callable[[], Any],
+        *,
+        nan_policy: str = "propagate",
+        state_dtype: Any = None,
+        threads: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.spec = spec
+        self.kind = kind
+        self.states = states
+        self.nan_policy = nan_policy
+        self.state_dtype = state_dtype
+        self.threads = threads
+        self.skipped_steps = 0
+        # One step at a time per optimizer: two threads stepping the same optimizer run one after the other, so no
+        # counter update is lost and no array is read while another step writes it.
+        self.lock = threading.RLock()
+
+    # -- the step ---------------------------------------------------------------------------------------------------
+
+    def step(self, groups: Sequence[GroupWork]) -> bool:
+        """Update every group; False (and nothing changed) if ``nan_policy="skip"`` skipped the step.
+
+        Raises:
+            ValueError, TypeError: something was refused; nothing was changed.
+        """
+        prepared = [g.prepared if g.prepared is not None else self.prepare(g) for g in groups]
+        if self.nan_policy != "propagate" and not self._finite(prepared):
+            return False
+        results = [[compute() for _, compute in p.reference] for p in prepared]
+        try:
+            kernels.run([job for p in prepared for job in p.jobs], self.threads())
+        except (ValueError, TypeError):  # refused before anything ran
+            if not any(p.optimistic for p in prepared):
+                raise
+            redo = [p.optimistic for p in prepared]
+            prepared = [self.prepare(g) if again else p for g, p, again in zip(groups, prepared, redo)]
+            results = [
+                [compute() for _, compute in p.reference] if again else r
+                for p, r, again in zip(prepared, results, redo)
+            ]
+            kernels.run([job for p in prepared for job in p.jobs], self.threads())
+        for p, outputs in zip(prepared, results):
+            for (pairs, _), out in zip(p.reference, outputs):
+                for dst, src in zip(pairs, out):
+                    self.kind.write_back(dst, src)
+            for commit in p.commits:
+                commit()
+        for g in groups:
+            if g.on_done is not None:
+                g.on_done()
+        return True
+
+    def _finite(self, prepared: list[Prepared]) -> bool:
+        checks = [c for p in prepared for c in p.checks]
+        bad = first_nonfinite(
+            list(range(len(checks))), lambda k: checks[k][2], lambda k: self.kind.has_nonfinite(checks[k][1])
+        )
+        if bad is None:
+            return True
+        if self.nan_policy == "raise":
+            index, grad, _ = checks[bad]
+            raise refusal(index, self.kind.shape(grad))
+        self.skipped_steps += 1
+        return False
+
+    # -- one group ----------------------------------------------------------------------------------------------------
+
+    def prepare_uniform(self, hp: Hyperparams, backend: str, items: list[Item]) -> Prepared | None:
+        """A group's steady state with little Python per parameter, or None where it does not apply: every
+        parameter already has all its state, at one step with the same host scalars, in one dtype, and the kind's
+        arrays are checked by the kernel itself (NumPy's buffers: C-contiguous, writable, dtype, size, apart from
+        the memory being written). Should the kernel refuse one, the group is prepared again in full (nothing has
+        run by then). Nothing here is cached, so nothing done between steps can go unseen."""
+        spec, kind = self.spec, self.kind
+        if backend == "reference" or not items or not kind.kernel_checks or not kernels.available()[0]:
+            return None
+        slots = spec.state_slots(hp)
+        host_keys = tuple(spec.host_slots(hp))
+        states = [item.state for item in items]
+        try:
+            lists = {k: [st[k] for st in states] for k in slots}
+            steps = [st["step"] for st in states] if spec.has_step else [0]
+            hosts = [tuple(st[k] for k in host_keys) for st in states] if host_keys else [()]
+        except (KeyError, TypeError):  # a parameter without state (None) or without some slot yet
+            return None
+        if steps.count(steps[0]) != len(steps) or hosts.count(hosts[0]) != len(hosts):
+            return None
+        params = [item.param for item in items]
+        dtype = kind.dtype_name(params[0])
+        if not kernels.supports(spec.name, dtype or "") or any(kind.dtype_name(p) != dtype for p in params):
+            return None
+        if spec.has_step:
+            step = kind.next_step(states[0])
+            count = kind.count(step)
+        else:
+            step, count = None, 0
+        host = spec.advance_host(hp, count, dict(zip(host_keys, hosts[0]))) if host_keys else {}
+        scalars = spec.scalars(hp, count, {k: float(v) for k, v in host.items()}, False)
+        grads = [item.grad for item in items]
+        out = Prepared(optimistic=True, keep=grads)
+        out.jobs.append(kernels.job(spec.name, scalars, params, grads, lists, dtype=dtype))
+        if self.nan_policy != "propagate":
+            out.checks = [(item.index, item.grad, kind.nonfinite_address(item.grad)) for item in items]
+
+        def commit() -> None:
+            for st in states:
+                kind.store_counters(st, step, host)
+
+        out.commits.append(commit)
+        return out
+
+    def prepare(self, work: GroupWork) -> Prepared:
+        """Check and prepare a group's step (see the module docstring); nothing is written."""
+        spec, kind, hp = self.spec, self.kind, work.hp
+        slots = spec.state_slots(hp)
+        initial_host = spec.host_slots(hp)
+        out = Prepared()
+        buckets: dict[tuple, list] = {}
+        self._check_overlaps(work.items)
+        states = self.states()
+        for item in work.items:
+            if item.state is None:  # a state stored since the item was made (an earlier round of this step)
+                item.state = states.get(item.key)
+            p, g, st = item.param, item.grad, item.state
+            where = f"parameter {item.index}"
+            kind.check_param(p, where)
+            current = st if st is not None else {}
+            missing = [k for k in slots if k not in current]
+            fresh = kind.new_state(spec, p, hp, missing, self.state_dtype) if missing else {}
+            arrays = {k: current[k] if k in current else fresh[k] for k in slots}
+            self._check_state(item, arrays)
+            if spec.has_step:
+                native_step = kind.next_step(current)
+                count = kind.count(native_step)
+                first = "step" not in current
+            else:
+                native_step, count, first = None, 0, bool(missing)
+            host_now = {k: kind.read_host(current, k, v) for k, v in initial_host.items()}
+            host = spec.advance_host(hp, count, host_now) if host_now else {}
+            scalars = spec.scalars(hp, count, {k: float(v) for k, v in host.items()}, first)
+            out.checks.append((item.index, g, kind.nonfinite_address(g)))
+            route = self._route(work.backend, item, arrays)
+            if route is not None:
+                buckets.setdefault((route, scalars), []).append((item, arrays))
+            else:
+                out.reference.append(self._reference(p, g, arrays, scalars))
+            out.commits.append(self._committer(item, fresh, native_step, host))
+        for ((dtype, state_dtype), scalars), members in buckets.items():
+            out.jobs.append(
+                kernels.job(
+                    spec.name,
+                    scalars,
+                    [kind.operand(item.param, True) for item, _ in members],
+                    [kind.operand(item.grad, False) for item, _ in members],
+                    {k: [kind.operand(arrays[k], True) for _, arrays in members] for k in slots},
+                    dtype=dtype,
+                    state_dtype=state_dtype,
+                    sizes=[kind.size(item.param) for item, _ in members],
+                )
+            )
+            out.keep += [item.grad for item, _ in members]
+        return out
+
+    def _route(self, backend: str, item: Item, arrays: Mapping[str, Any]) -> tuple[str, str] | None:
+        """The one rule: the kernel runs a parameter when the backend allows it, the kernels are built for its
+        algorithm and dtypes, and the param, gradient and every state array are dense, contiguous, aligned, of one
+        shape, with the gradient in the param's dtype and apart from the memory being written. Else the reference
+        runs it; under ``backend="fused"`` that is an error instead."""
+        if backend == "reference":
+            return None
+        kind, p, g = self.kind, item.param, item.grad
+        dtype = kind.dtype_name(p)
+        state_dtypes = {kind.dtype_name(a) for a in arrays.values()}
+        state_dtype = state_dtypes.pop() if len(state_dtypes) == 1 else dtype if not state_dtypes else None
+        why = ""
+        if not kernels.supports(self.spec.name, dtype or "", state_dtype):
+            why = f"no kernel runs {self.spec.name} with {dtype} params and {state_dtype} state here"
+        elif kind.dtype_name(g) != dtype:
+            why = f"its gradient has dtype {kind.dtype_name(g)}, the parameter {dtype}"
+        else:
+            named = [("the parameter", p, True), ("its gradient", g, False)]
+            named += [(f"its state {k!r}", a, True) for k, a in arrays.items()]
+            for what, a, writable in named:
+                if kind.operand(a, writable) is None:
+                    why = f"{what} {kind.why_not(a, writable)}"
+                    break
+            else:
+                if any(ranges_overlap(kind.span(g), kind.span(a)) for a in (p, *arrays.values())):
+                    why = "its gradient shares memory with the parameter or its state"
+        if not why:
+            return dtype, state_dtype  # type: ignore[return-value]
+        if backend == "fused":
+            raise ValueError(
+                f"backend='fused' cannot update parameter {item.index} of {self.spec.title} ({kind.describe(p)}): "
+                f"{why}; use backend='auto' to run the reference for it"
+            )
+        return None
+
+    def _reference(self, p: Any, g: Any, arrays: Mapping[str, Any], scalars: Any) -> tuple:
+        """The reference rule on working copies in the compute dtype; the copies are stored only at write time."""
+        kind, spec = self.kind, self.spec
+        name = kind.dtype_name(p) or "float64"
+
+        def compute() -> list:
+            work_p = kind.work_copy(p, name)
+            work_g = kind.work_copy(g, name)
+            work_state = {k: kind.work_copy(a, name) for k, a in arrays.items()}
+            spec.reference_update(kind.xp, work_p, work_g, work_state, cast_scalars(scalars, kind.scalar_caster(name)))
+            return [work_p, *work_state.values()]
+
+        return [p, *arrays.values()], compute
+
+    def _committer(self, item: Item, fresh: dict, native_step: Any, host: Mapping[str, Any]) -> Callable[[], None]:
+        """Store the new state and counters of ``item``: in its state dict, or in a new one (step first, then the
+        host scalars, then the arrays, in torch's order) that the front's state mapping receives."""
+        kind, has_step, store = self.kind, self.spec.has_step, self.states
+
+        def commit() -> None:
+            st = item.state if item.state is not None else {}
+            kind.store_counters(st, native_step if has_step else None, host)
+            st.update(fresh)
+            if item.state is None and st:
+                store()[item.key] = st
+
+        return commit
+
+    def _check_state(self, item: Item, arrays: Mapping[str, Any]) -> None:
+        """Every state array must fit its parameter: same shape, a float dtype, apart from the parameter."""
+        kind, p = self.kind, item.param
+        for key, a in arrays.items():
+            if kind.dtype_name(a) is None or not kind.same_layout(a, p):
+                raise ValueError(
+                    f"the state {key!r} of parameter {item.index} has {kind.describe(a)}; it must be a float "
+                    f"{kind.noun} of the parameter's shape ({kind.describe(p)})"
+                )
+            if ranges_overlap(kind.span(a), kind.span(p)):
+                raise ValueError(f"the state {key!r} of parameter {item.index} shares memory with the parameter")
+
+    def _check_overlaps(self, items: list[Item]) -> None:
+        self.check_overlaps([item.param for item in items], [item.index for item in items])
+
+    def check_overlaps(self, params: Sequence[Any], indices: Sequence[int]) -> None:
+        """Two parameters that share memory would be updated in an order-dependent way: refuse them.
+
+        Raises:
+            ValueError: naming the first two parameters (by ``indices``) whose memory overlaps.
+        """
+        kind = self.kind
+        spans = sorted((kind.span(p), i, k) for k, (p, i) in enumerate(zip(params, indices)))
+        active: list[tuple[tuple[int, int], int, int]] = []  # spans that may still overlap the next ones
+        for span, i, k in spans:
+            if span[0] == span[1]:
+                continue
+            active = [a for a in active if a[0][1] > span[0]]
+            for _, j, m in active:  # bounds overlap; interleaved views (w[::2], w[1::2]) do not share an element
+                if kind.shares_memory(params[k], params[m]):
+                    raise ValueError(
+                        f"parameters {min(i, j)} and {max(i, j)} share memory; each parameter must have memory of "
+                        "its own"
+                    )
+            active.append((span, i, k))

@@ -1,0 +1,190 @@
+"""torch tensors as an array kind of the engine: CPU tensors for the kernel, anything else for the reference rule.
+
+- A dense, contiguous CPU tensor of float32, float64, bfloat16 or float16 whose memory holds its values as they read
+  (no lazy negation or conjugation) goes to the kernel by address.
+- A ``DTensor`` (FSDP2, tensor parallelism) is updated through its local shard: the rules are elementwise, so each
+  rank updates the elements it holds, with the kernel where the shard is a plain CPU tensor.
+- Tensors on other devices, and layouts the kernel does not take, run the reference rule in torch ops.
+
+The step counter is kept as torch keeps it: a 0-d float32 tensor (float64 where torch's default dtype is), advanced
+in that dtype, so a float32 count stops at 2**24 exactly as torch's does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch.optim.optimizer import _get_scalar_dtype
+
+from descend.algorithms._spec import AlgorithmSpec, Hyperparams
+from descend.engine.arrays import ArrayKind
+from descend.torch import _xp
+from descend.torch._memory import in_huge_pages
+
+__all__ = ["DTYPE_NAMES", "FLOAT_DTYPES", "HALF_DTYPES", "TorchKind", "local", "plain"]
+
+DTYPE_NAMES: dict[torch.dtype, str] = {
+    torch.float32: "float32",
+    torch.float64: "float64",
+    torch.bfloat16: "bfloat16",
+    torch.float16: "float16",
+}
+FLOAT_DTYPES: tuple[torch.dtype, ...] = tuple(DTYPE_NAMES)
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+try:
+    from torch.distributed.tensor import DTensor
+except ImportError:  # pragma: no cover - a torch built without distributed
+    DTensor = None
+
+
+def local(t: Any) -> Any:
+    """The tensor holding ``t``'s elements on this process: its local shard for a DTensor, else ``t``."""
+    if DTensor is not None and isinstance(t, DTensor):
+        return t.to_local()
+    return t
+
+
+def plain(t: torch.Tensor) -> bool:
+    """A dense, contiguous CPU tensor whose memory holds its values as they read (no lazy negation or conjugation)."""
+    return (
+        type(t) in _PLAIN_TYPES
+        and t.device.type == "cpu"
+        and t.layout == torch.strided
+        and t.is_contiguous()
+        and not t.is_neg()
+        and not t.is_conj()
+    )
+
+
+_SAME_SIZE_INTS = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _numpy_view(t: torch.Tensor) -> np.ndarray | None:
+    """A NumPy view of a CPU tensor's elements (as integers of their size, so any dtype), or None."""
+    if t.device.type != "cpu" or t.layout != torch.strided or type(t) not in _PLAIN_TYPES:
+        return None
+    as_int = _SAME_SIZE_INTS.get(t.element_size())
+    return t.detach().view(as_int).numpy() if as_int is not None else None
+
+
+class TorchKind(ArrayKind):
+    """torch tensors (see the module docstring)."""
+
+    xp = _xp
+    noun = "tensor"
+
+    def dtype_name(self, a: Any) -> str | None:
+        return DTYPE_NAMES.get(a.dtype) if isinstance(a, torch.Tensor) else None
+
+    def operand(self, a: Any, writable: bool) -> Any | None:
+        t = local(a)
+        if not plain(t):
+            return None
+        address = t.data_ptr()
+        if address % t.element_size():
+            return None
+        return address
+
+    def why_not(self, a: Any, writable: bool) -> str:
+        t = local(a)
+        if t.device.type != "cpu":
+            return f"is on {t.device}; the kernel takes CPU tensors"
+        if t.layout != torch.strided:
+            return f"has layout {t.layout}"
+        if not t.is_contiguous():
+            return f"is not contiguous (strides {t.stride()})"
+        if t.is_neg() or t.is_conj():
+            return "is a lazily negated or conjugated view"
+        if type(t) not in _PLAIN_TYPES:
+            return f"is a {type(t).__name__}"
+        return "is not aligned to its item size" if t.data_ptr() % t.element_size() else "is accepted"
+
+    def size(self, a: Any) -> int:
+        return local(a).numel()
+
+    def span(self, a: Any) -> tuple[int, int]:
+        t = local(a)
+        if t.device.type != "cpu" or t.numel() == 0 or t.layout != torch.strided:
+            return 0, 0
+        if t.is_contiguous():
+            start = t.data_ptr()
+            return start, start + t.numel() * t.element_size()
+        storage = t.untyped_storage()
+        return storage.data_ptr(), storage.data_ptr() + storage.nbytes()
+
+    def shares_memory(self, a: Any, b: Any) -> bool:
+        views = [_numpy_view(local(t)) for t in (a, b)]
+        if views[0] is None or views[1] is None:
+            return True
+        try:
+            return bool(np.shares_memory(views[0], views[1], max_work=100_000))
+        except np.exceptions.TooHardError:
+            return True
+
+    def same_layout(self, a: Any, b: Any) -> bool:
+        return isinstance(a, torch.Tensor) and a.shape == b.shape and a.device == b.device
+
+    def new_state(self, spec: AlgorithmSpec, p: Any, hp: Hyperparams, keys: list[str], state_dtype: Any) -> dict:
+        with torch.no_grad():
+            if state_dtype is not None and p.dtype in HALF_DTYPES:
+                fresh = spec.init_state(torch, torch.empty_like(p, dtype=state_dtype), hp)
+            else:
+                fresh = spec.init_state(torch, p.detach(), hp)
+        return {k: in_huge_pages(fresh[k]) for k in keys}
+
+    def work_copy(self, a: Any, dtype_name: str) -> Any:
+        t = local(a).detach()
+        return t.to(dtype=torch.float64 if dtype_name == "float64" else torch.float32, copy=True)
+
+    def write_back(self, dst: Any, src: Any) -> None:
+        with torch.no_grad():
+            local(dst).copy_(src)
+
+    def next_step(self, state: Mapping[str, Any]) -> Any:
+        old = state.get("step", 0.0)
+        if not isinstance(old, torch.Tensor):
+            old = torch.tensor(float(old), dtype=_get_scalar_dtype())
+        with torch.no_grad():
+            return old.detach() + 1
+
+    def count(self, step: Any) -> int:
+        return int(step.item())
+
+    def read_host(self, state: Mapping[str, Any], key: str, initial: float) -> Any:
+        value = state.get(key, initial)
+        if isinstance(value, torch.Tensor):
+            return value.detach()
+        return torch.tensor(float(value), dtype=_get_scalar_dtype())
+
+    def store_counters(self, state: dict, step: Any, host: Mapping[str, Any]) -> None:
+        values = dict(host) if step is None else {"step": step, **host}
+        with torch.no_grad():
+            for key, value in values.items():
+                old = state.get(key)
+                if isinstance(old, torch.Tensor) and old.dtype == value.dtype and old.shape == value.shape:
+                    old.copy_(value)  # in place, as torch advances its counters
+                else:
+                    state[key] = value
+
+    def shape(self, a: Any) -> tuple[int, ...]:
+        return tuple(a.shape)
+
+    def describe(self, a: Any) -> str:
+        if not isinstance(a, torch.Tensor):
+            return f"a {type(a).__name__}"
+        return f"shape {tuple(a.shape)}, dtype {a.dtype}, device {a.device}"
+
+    def nonfinite_address(self, g: Any) -> tuple[int, int, str] | None:
+        t = local(g)
+        name = DTYPE_NAMES.get(t.dtype)
+        if name and plain(t):
+            return t.data_ptr(), t.numel(), name
+        return None
+
+    def has_nonfinite(self, g: Any) -> bool:
+        return not bool(torch.isfinite(local(g)).all())

@@ -1,0 +1,26 @@
+/* adagrad: restates its algorithm's reference_update operation by operation. Its values, flag bits and state
+ * slots are named in descend/kernels/_layout.py; the build generates the indices used here.
+ */
+_Static_assert(adagrad_f_maximize == 0 && adagrad_f_weight_decay == 1, "adagrad's flag bits are in _layout.py's order");
+
+KINLINE KNAME(adagrad_body)(KRANGE_ARGS, const unsigned f) {
+    KPROLOGUE;
+    const int wd_on = f & 1u;
+    ST *restrict sum = (ST *)j->state[adagrad_s_sum][t];
+    const CT wd = (CT)j->values[adagrad_v_weight_decay], eps_root = (CT)j->values[adagrad_v_eps_root], eps = (CT)j->values[adagrad_v_eps], neg_clr = (CT)j->values[adagrad_v_neg_clr];
+    for (int64_t i = lo; i < hi; i++) {
+        CT pi = LDP(p[i]);
+        CT gi = NEG(LDP(g[i]), sign);
+        if (wd_on) gi = gi + wd * pi;
+        CT s = LDS(sum[i]);
+        s = s + gi * gi;
+        sum[i] = STS(s);
+        const CT std = SQRT(s + eps_root) + eps;
+        pi = pi + (neg_clr * gi) / std;
+        p[i] = STP(pi);
+    }
+}
+
+void KNAME(adagrad)(KRANGE_ARGS) {
+    SWITCH2(KNAME(adagrad_body), (j->flags >> 1) & 1u, j, t, lo, hi)
+}

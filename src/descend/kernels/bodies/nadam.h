@@ -1,0 +1,35 @@
+/* nadam: restates its algorithm's reference_update operation by operation. Its values, flag bits and state
+ * slots are named in descend/kernels/_layout.py; the build generates the indices used here.
+ */
+_Static_assert(nadam_f_maximize == 0 && nadam_f_l2 == 1 && nadam_f_decoupled == 2, "nadam's flag bits are in _layout.py's order");
+
+KINLINE KNAME(nadam_body)(KRANGE_ARGS, const unsigned f) {
+    KPROLOGUE;
+    const int l2_on = f & 1u, decoupled = (f >> 1) & 1u;
+    ST *restrict exp_avg = (ST *)j->state[nadam_s_exp_avg][t];
+    ST *restrict exp_avg_sq = (ST *)j->state[nadam_s_exp_avg_sq][t];
+    const CT l2 = (CT)j->values[nadam_v_l2], decay = (CT)j->values[nadam_v_decay_factor], omb1 = (CT)j->values[nadam_v_one_minus_beta1], beta2 = (CT)j->values[nadam_v_beta2];
+    const CT omb2 = (CT)j->values[nadam_v_one_minus_beta2], bc2 = (CT)j->values[nadam_v_bias_correction2], eps = (CT)j->values[nadam_v_eps];
+    const CT grad_coef = (CT)j->values[nadam_v_grad_coef], exp_avg_coef = (CT)j->values[nadam_v_exp_avg_coef];
+    for (int64_t i = lo; i < hi; i++) {
+        CT pi = LDP(p[i]);
+        CT gi = NEG(LDP(g[i]), sign);
+        if (l2_on) gi = gi + l2 * pi;
+        if (decoupled) pi = pi * decay;
+        CT m = LDS(exp_avg[i]);
+        m = m + omb1 * (gi - m);
+        exp_avg[i] = STS(m);
+        CT v = LDS(exp_avg_sq[i]);
+        v = v * beta2;
+        v = v + (omb2 * gi) * gi;
+        exp_avg_sq[i] = STS(v);
+        const CT denom = SQRT(v / bc2) + eps;
+        pi = pi + (grad_coef * gi) / denom;
+        pi = pi + (exp_avg_coef * m) / denom;
+        p[i] = STP(pi);
+    }
+}
+
+void KNAME(nadam)(KRANGE_ARGS) {
+    SWITCH4(KNAME(nadam_body), (j->flags >> 1) & 3u, j, t, lo, hi)
+}

@@ -1,0 +1,35 @@
+/* radam: restates its algorithm's reference_update operation by operation. Its values, flag bits and state
+ * slots are named in descend/kernels/_layout.py; the build generates the indices used here.
+ */
+_Static_assert(radam_f_maximize == 0 && radam_f_l2 == 1 && radam_f_decoupled == 2 && radam_f_rectify == 3, "radam's flag bits are in _layout.py's order");
+
+KINLINE KNAME(radam_body)(KRANGE_ARGS, const unsigned f) {
+    KPROLOGUE;
+    const int l2_on = f & 1u, decoupled = (f >> 1) & 1u, rectify = (f >> 2) & 1u;
+    ST *restrict exp_avg = (ST *)j->state[radam_s_exp_avg][t];
+    ST *restrict exp_avg_sq = (ST *)j->state[radam_s_exp_avg_sq][t];
+    const CT l2 = (CT)j->values[radam_v_l2], decay = (CT)j->values[radam_v_decay_factor], omb1 = (CT)j->values[radam_v_one_minus_beta1], beta2 = (CT)j->values[radam_v_beta2];
+    const CT omb2 = (CT)j->values[radam_v_one_minus_beta2], bc1 = (CT)j->values[radam_v_bias_correction1], lr = (CT)j->values[radam_v_lr];
+    const CT bc2_sqrt = (CT)j->values[radam_v_bias_correction2_sqrt], eps = (CT)j->values[radam_v_eps], rect = (CT)j->values[radam_v_rect];
+    for (int64_t i = lo; i < hi; i++) {
+        CT pi = LDP(p[i]);
+        CT gi = NEG(LDP(g[i]), sign);
+        if (l2_on) gi = gi + l2 * pi;
+        if (decoupled) pi = pi * decay;
+        CT m = LDS(exp_avg[i]);
+        m = m + omb1 * (gi - m);
+        exp_avg[i] = STS(m);
+        CT v = LDS(exp_avg_sq[i]);
+        v = v * beta2;
+        v = v + (omb2 * gi) * gi;
+        exp_avg_sq[i] = STS(v);
+        CT update = (m / bc1) * lr;
+        if (rectify) update = (update * (bc2_sqrt / (SQRT(v) + eps))) * rect;
+        pi = pi - update;
+        p[i] = STP(pi);
+    }
+}
+
+void KNAME(radam)(KRANGE_ARGS) {
+    SWITCH8(KNAME(radam_body), (j->flags >> 1) & 7u, j, t, lo, hi)
+}

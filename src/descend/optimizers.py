@@ -1,0 +1,85 @@
+"""The NumPy optimizers, one class per algorithm; :data:`OPTIMIZERS` maps every registry name to its class.
+
+Each class only names its algorithm's spec: the signature (the hyperparameters in torch's order, then
+``convention``, ``backend`` and ``nan_policy``) and the behaviour come from :class:`descend.optim.Optimizer`. An
+algorithm in the registry without a class here still gets one in :data:`OPTIMIZERS`, made the same way.
+"""
+
+from __future__ import annotations
+
+from descend.algorithms import REGISTRY
+from descend.algorithms.adadelta import ADADELTA
+from descend.algorithms.adagrad import ADAGRAD
+from descend.algorithms.adam import ADAM, ADAMW
+from descend.algorithms.adamax import ADAMAX
+from descend.algorithms.momentum import MOMENTUM
+from descend.algorithms.nadam import NADAM
+from descend.algorithms.radam import RADAM
+from descend.algorithms.rmsprop import RMSPROP
+from descend.algorithms.sgd import SGD as SGD_SPEC
+from descend.optim import Optimizer
+
+__all__ = [
+    "OPTIMIZERS",
+    "SGD",
+    "Adadelta",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "Momentum",
+    "NAdam",
+    "RAdam",
+    "RMSprop",
+]
+
+
+class SGD(Optimizer):
+    spec = SGD_SPEC
+
+
+class Momentum(Optimizer):
+    spec = MOMENTUM
+
+
+class RMSprop(Optimizer):
+    spec = RMSPROP
+
+
+class Adagrad(Optimizer):
+    spec = ADAGRAD
+
+
+class Adadelta(Optimizer):
+    spec = ADADELTA
+
+
+class Adam(Optimizer):
+    spec = ADAM
+
+
+class AdamW(Optimizer):
+    spec = ADAMW
+
+
+class Adamax(Optimizer):
+    spec = ADAMAX
+
+
+class NAdam(Optimizer):
+    spec = NADAM
+
+
+class RAdam(Optimizer):
+    spec = RADAM
+
+
+def _classes() -> dict[str, type[Optimizer]]:
+    known = {cls.spec.name: cls for cls in Optimizer.__subclasses__() if "spec" in cls.__dict__}
+    return {
+        name: known.get(name) or type(spec.title, (Optimizer,), {"spec": spec, "__module__": "descend"})
+        for name, spec in REGISTRY.items()
+    }
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = _classes()
