@@ -16,10 +16,11 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = os.path.join("src", "descend", "kernels")
-SOURCES = ["_fused.c", "sgd.c", "rms.c", "adam.c", "nadam.c", "roofline.c", "finite.c", "gather.c"]
+SOURCES = ["_fused.c", "sgd.c", "rms.c", "adam.c", "nadam.c", "roofline.c", "finite.c", "gather.c", "fork.c"]
 HEADERS = [
     "common.h",
     "finite.h",
+    "fork.h",
     "gather.h",
     "instances.h",
     "combos.h",
