@@ -276,7 +276,11 @@ CHECKPOINTS = [
     ("half the file", _truncated(0.5), r"bad.npz is not a readable descend checkpoint"),
     ("all but the last bytes", _truncated(0.98), r"bad.npz is not a readable descend checkpoint"),
     ("empty file", _truncated(0.0), r"bad.npz is not a readable descend checkpoint"),
-    ("a pickled object", _pickled, r"not a readable descend checkpoint: Object arrays cannot be loaded"),
+    (
+        "a pickled object",
+        _pickled,
+        r"not a readable descend checkpoint: entry .param/0. holds Python objects \(dtype object\)",
+    ),
     ("a torch file", _torch_file, r"bad.npz is not a descend checkpoint: it has no 'meta' entry"),
     ("a directory", lambda tmp_path, opt: tmp_path, r"is not a readable descend checkpoint"),
     ("another format", _rewrite(lambda e, m: m.update(format="other")), r"not a descend checkpoint \(format 'other'"),
