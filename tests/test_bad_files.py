@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import gc
+import io
 import json
+import pickle
+import struct
 import warnings
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -276,7 +280,11 @@ CHECKPOINTS = [
     ("half the file", _truncated(0.5), r"bad.npz is not a readable descend checkpoint"),
     ("all but the last bytes", _truncated(0.98), r"bad.npz is not a readable descend checkpoint"),
     ("empty file", _truncated(0.0), r"bad.npz is not a readable descend checkpoint"),
-    ("a pickled object", _pickled, r"not a readable descend checkpoint: Object arrays cannot be loaded"),
+    (
+        "a pickled object",
+        _pickled,
+        r"not a readable descend checkpoint: entry .param/0. holds Python objects \(dtype object\)",
+    ),
     ("a torch file", _torch_file, r"bad.npz is not a descend checkpoint: it has no 'meta' entry"),
     ("a directory", lambda tmp_path, opt: tmp_path, r"is not a readable descend checkpoint"),
     ("another format", _rewrite(lambda e, m: m.update(format="other")), r"not a descend checkpoint \(format 'other'"),
@@ -367,3 +375,246 @@ def test_save_and_load_refuse_what_is_not_a_numpy_optimizer(tmp_path: Any) -> No
     with pytest.raises(TypeError, match=r"extra values must be JSON-serialisable: .*ndarray"):
         descend.save(tmp_path / "d.npz", numpy_opt(), weights=np.ones(2))
     assert not (tmp_path / "d.npz").exists()
+
+
+# -- crafted checkpoints: each refused with a ValueError or TypeError that says what is wrong -------------------------
+
+
+def _raw_meta(text: str) -> Any:
+    """A checkpoint whose meta entry is ``text`` as it stands."""
+
+    def make(tmp_path: Any, opt: Any) -> Any:
+        entries = _entries(descend.save(tmp_path / "good.npz", opt))
+        entries["meta"] = np.array(text)
+        np.savez(tmp_path / "bad.npz", **entries)
+        return tmp_path / "bad.npz"
+
+    return make
+
+
+def _bytes(data: bytes) -> Any:
+    def make(tmp_path: Any, opt: Any) -> Any:
+        (tmp_path / "bad.npz").write_bytes(data)
+        return tmp_path / "bad.npz"
+
+    return make
+
+
+def _members(change: Any) -> Any:
+    """A checkpoint rewritten member by member: ``change(name, npy bytes)`` returns a list of (name, bytes)."""
+
+    def make(tmp_path: Any, opt: Any) -> Any:
+        good = descend.save(tmp_path / "good.npz", opt)
+        with zipfile.ZipFile(good) as z:
+            members = [(i.filename, z.read(i)) for i in z.infolist()]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile warns of a duplicate name
+            with zipfile.ZipFile(tmp_path / "bad.npz", "w", zipfile.ZIP_DEFLATED) as z:
+                for name, data in members:
+                    for new_name, new_data in change(name, data):
+                        z.writestr(new_name, new_data)
+        return tmp_path / "bad.npz"
+
+    return make
+
+
+def _npy(array: np.ndarray) -> bytes:
+    f = io.BytesIO()
+    np.lib.format.write_array(f, array, allow_pickle=False)
+    return f.getvalue()
+
+
+def _header_only(dtype: str, shape: tuple[int, ...], fortran: bool = False) -> bytes:
+    f = io.BytesIO()
+    np.lib.format.write_array_header_1_0(f, {"descr": dtype, "fortran_order": fortran, "shape": shape})
+    return f.getvalue()
+
+
+def _replace(member: str, data: bytes) -> Any:
+    return _members(lambda name, old: [(name, data if name == member else old)])
+
+
+def _corrupted(member: str) -> Any:
+    """A checkpoint with the last stored byte of ``member`` flipped: its CRC-32 no longer matches."""
+
+    def make(tmp_path: Any, opt: Any) -> Any:
+        data = bytearray(descend.save(tmp_path / "good.npz", opt).read_bytes())
+        with zipfile.ZipFile(tmp_path / "good.npz") as z:
+            info = z.getinfo(member)
+        name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)
+        data[info.header_offset + 30 + name_len + extra_len + info.compress_size - 1] ^= 0xFF
+        (tmp_path / "bad.npz").write_bytes(bytes(data))
+        return tmp_path / "bad.npz"
+
+    return make
+
+
+_GROUP = "m['param_groups'][0]"
+CRAFTED = [
+    ("deeply nested meta", _raw_meta("[" * 100_000 + "]" * 100_000), ValueError, r"JSON is nested too deeply"),
+    ("meta a number", _raw_meta("5"), ValueError, r"is not a descend checkpoint \(format None\)"),
+    ("meta huge int", _raw_meta("9" * 10_000), ValueError, r"corrupt 'meta' entry: .*digits"),
+    ("version true", _rewrite(lambda e, m: m.update(version=True)), ValueError, r"a version True checkpoint"),
+    ("algorithm a list", _rewrite(lambda e, m: m.update(algorithm=["adam"])), ValueError, r"'algorithm' must be"),
+    ("extra a list", _rewrite(lambda e, m: m.update(extra=[1])), ValueError, r"'extra' must be a dict, got \[1\]"),
+    (
+        "group params a number",
+        _rewrite(lambda e, m: m["param_groups"][0].update(params=5)),
+        ValueError,
+        r"param group 0's 'params' must be a list of parameter numbers, got 5",
+    ),
+    (
+        "group params nested",
+        _rewrite(lambda e, m: m["param_groups"][0].update(params=[[0], [1]])),
+        ValueError,
+        r"param group 0's 'params' must be a list of parameter numbers, got \[\[0\], \[1\]\]",
+    ),
+    (
+        "group params floats",
+        _rewrite(lambda e, m: m["param_groups"][0].update(params=[0.0, 1.0])),
+        ValueError,
+        r"param group 0's 'params' must be a list of parameter numbers",
+    ),
+    (
+        "group a list",
+        _rewrite(lambda e, m: m["param_groups"].__setitem__(0, [1])),
+        ValueError,
+        r"param group 0 must be a dict, got \[1\]",
+    ),
+    (
+        "hyperparameter a dict",
+        _rewrite(lambda e, m: m["param_groups"][0].update(lr={"a": 1})),
+        ValueError,
+        r"param group 0's 'lr' is \{'a': 1\}; a hyperparameter is a number",
+    ),
+    ("lr a string", _rewrite(lambda e, m: m["param_groups"][0].update(lr="x")), TypeError, r"lr must be a real number"),
+    (
+        "betas one number",
+        _rewrite(lambda e, m: m["param_groups"][0].update(betas=[0.9])),
+        TypeError,
+        r"betas must be a pair of numbers",
+    ),
+    ("group without lr", _rewrite(lambda e, m: m["param_groups"][0].pop("lr")), ValueError, r"lacks lr"),
+    (
+        "scalar state of a superscript param",
+        _rewrite(lambda e, m: m["scalar_state"].update({"\u00b2": {"step": 1}})),
+        ValueError,
+        r"'scalar_state' must map parameter numbers to dicts, got '\u00b2'",
+    ),
+    (
+        "scalar state a list",
+        _rewrite(lambda e, m: m["scalar_state"]["0"].update(step=[1, 2])),
+        ValueError,
+        r"scalar state 'step' of parameter 0 is \[1, 2\]; it must be a number",
+    ),
+    (
+        "scalar state replaces an array",
+        _rewrite(lambda e, m: m["scalar_state"]["0"].update(exp_avg=5)),
+        ValueError,
+        r"state 'exp_avg' for param 0 has shape \(\), the parameter has shape \(2, 3\)",
+    ),
+    ("missing state slot", _rewrite(lambda e, m: e.pop("state/0/exp_avg")), ValueError, r"state for param 0 has keys"),
+    (
+        "state of an unknown param",
+        _rewrite(lambda e, m: e.update({"state/7/exp_avg": np.zeros(3)})),
+        ValueError,
+        r"state for param 7, which none of its groups lists",
+    ),
+    ("param index with a leading zero", _rewrite(lambda e, m: e.update({"param/01": e["param/1"]})), ValueError, r"01"),
+    (
+        "huge declared shape",
+        _replace("param/0.npy", _header_only("<f8", (10**12,)) + bytes(48)),
+        ValueError,
+        r"entry 'param/0' declares \d+ bytes, but its header \(float64, shape \(1000000000000,\)\) makes it",
+    ),
+    (
+        "negative shape",
+        _replace("param/0.npy", _header_only("<f8", (-1, 3)) + bytes(48)),
+        ValueError,
+        r"entry 'param/0' has shape \(-1, 3\), with a negative dimension",
+    ),
+    (
+        "object dtype state",
+        _replace("state/0/exp_avg.npy", _header_only("|O", (2, 3))),
+        ValueError,
+        r"entry 'state/0/exp_avg' holds Python objects \(dtype object\)",
+    ),
+    (
+        "structured dtype",
+        _replace("param/0.npy", _npy(np.zeros((2, 3), [("a", "<f4"), ("b", "<f4")]))),
+        ValueError,
+        r"entry 'param/0' has the structured dtype",
+    ),
+    (
+        "subarray dtype",
+        _replace("state/1/exp_avg.npy", _header_only("('<f4', (2,))", (4,)) + bytes(32)),
+        ValueError,
+        r"entry 'state/1/exp_avg' (has the structured dtype|has no readable array header)",
+    ),
+    (
+        "fortran order of another shape",
+        _replace("param/0.npy", _npy(np.asfortranarray(np.zeros((3, 2))))),
+        ValueError,
+        r"parameter 0 in .* has shape \(3, 2\) and dtype float64; the optimizer's has shape \(2, 3\)",
+    ),
+    (
+        "meta of bytes",
+        _replace("meta.npy", _npy(np.array(b'{"format": "descend-checkpoint"}'))),
+        ValueError,
+        r"corrupt 'meta' entry: it must be one text, got dtype \|S\d+",
+    ),
+    (
+        "a broken array header",
+        _replace("param/0.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': 5}    "),
+        ValueError,
+        "header",
+    ),
+    ("not an array", _replace("param/1.npy", b"hello"), ValueError, r"entry 'param/1' has no readable array header"),
+    (
+        "a damaged member",
+        _corrupted("param/0.npy"),
+        ValueError,
+        r"entry 'param/0' (cannot be read|has no readable array header) \(Bad CRC-32",
+    ),
+    (
+        "duplicate member names",
+        _members(lambda name, data: [(name, data)] * (2 if name == "param/0.npy" else 1)),
+        ValueError,
+        r"it holds more than one entry named \['param/0.npy'\]",
+    ),
+    ("a text file", _bytes(b"just some notes\n"), ValueError, r"it is not a \.npz \(zip\) archive"),
+    ("a pickle", _bytes(pickle.dumps({"state": {}})), ValueError, r"it is not a \.npz \(zip\) archive"),
+    ("an empty zip", _bytes(b"PK\x05\x06" + bytes(18)), ValueError, r"it has no 'meta' entry"),
+    ("a zip without its directory", _bytes(b"PK\x03\x04" + bytes(100)), ValueError, r"its zip structure is damaged"),
+    ("empty", _bytes(b""), ValueError, r"is not a readable descend checkpoint: the file is empty"),
+    ("a folder", lambda tmp_path, opt: tmp_path, ValueError, r"is not a readable descend checkpoint: it is a folder"),
+]
+
+
+@pytest.mark.parametrize(("what", "make", "error", "match"), CRAFTED, ids=[c[0] for c in CRAFTED])
+def test_crafted_checkpoints_are_refused_whole(tmp_path: Any, what: str, make: Any, error: type, match: str) -> None:
+    opt = numpy_opt()
+    path = make(tmp_path, numpy_opt(steps=3))
+    before = snapshot(opt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(error, match=match) as caught:
+            descend.load(path, opt)
+    assert "allow_pickle=True" not in str(caught.value) and ".tmp" not in str(caught.value)
+    assert_unchanged(opt, before)
+
+
+def test_fortran_order_entries_load_as_their_values(tmp_path: Any) -> None:
+    """What np.savez writes for a Fortran-ordered array loads value for value (descend.save writes it for a
+    Fortran-ordered parameter)."""
+    rng = np.random.default_rng(1)
+    params = [np.asfortranarray(rng.standard_normal((3, 5))), rng.standard_normal(2)]
+    opt = descend.Adam(params, lr=0.1, backend="reference")
+    opt.step([np.asfortranarray(rng.standard_normal((3, 5))), rng.standard_normal(2)])
+    path = descend.save(tmp_path / "f.npz", opt)
+    with zipfile.ZipFile(path) as z:
+        assert b"'fortran_order': True" in z.read("param/0.npy")[:128]
+    fresh = descend.Adam([np.zeros((3, 5)), np.zeros(2)], lr=0.1, backend="reference")
+    descend.load(path, fresh)
+    assert np.array_equal(fresh.params[0], params[0]) and np.array_equal(fresh.params[1], params[1])
+    assert np.array_equal(fresh.state[0]["exp_avg"], opt.state[0]["exp_avg"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import zipfile
 
 import numpy as np
@@ -119,3 +120,43 @@ def test_truncated_and_foreign_files_are_refused(tmp_path) -> None:
         descend.load(tmp_path / "pickled.npz", opt)
     with pytest.raises(FileNotFoundError):
         descend.load(tmp_path / "missing.npz", opt)
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o600])
+def test_save_keeps_the_mode_of_the_file_it_replaces(tmp_path, mode: int) -> None:
+    _, opt = _problem()
+    path = descend.save(tmp_path / "c.npz", opt)
+    os.chmod(path, mode)
+    descend.save(path, opt)
+    assert stat.S_IMODE(os.stat(path).st_mode) == mode
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_a_new_checkpoint_gets_the_mode_the_umask_leaves(tmp_path, umask: int) -> None:
+    _, opt = _problem()
+    old = os.umask(umask)
+    try:
+        path = descend.save(tmp_path / "c.npz", opt)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask
+
+
+def test_save_into_a_missing_folder_names_that_folder(tmp_path) -> None:
+    _, opt = _problem()
+    with pytest.raises(FileNotFoundError) as caught:
+        descend.save(tmp_path / "missing" / "c.npz", opt)
+    assert caught.value.filename == str(tmp_path / "missing")
+    assert "the folder does not exist" in str(caught.value) and ".tmp" not in str(caught.value)
+
+
+@pytest.mark.parametrize("content", [b"hello, not a checkpoint", b"\x80\x04K\x05.", b"\x00" * 64])
+def test_a_file_that_is_not_npz_gets_our_message(tmp_path, content: bytes) -> None:
+    _, opt = _problem()
+    path = tmp_path / "c.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as caught:
+        descend.load(path, opt)
+    message = str(caught.value)
+    assert "allow_pickle" not in message and "pickle" not in message
+    assert f"{path} is not a readable descend checkpoint: it is not a .npz (zip) archive" in message

@@ -15,6 +15,7 @@
 
 #include "common.h"
 #include "finite.h"
+#include "fork.h"
 #include "gather.h"
 
 #define CHUNK ((int64_t)1 << 15)
@@ -88,6 +89,7 @@ static void run_job(const job_t *job, range_fn fn, int threads) {
 }
 
 static int effective_threads(int requested) {
+    if (default_threads == FORK_CHILD_THREADS) return 1; /* a forked child, until set_num_threads: fork.h */
     if (requested > 0) return requested;
     if (default_threads > 0) return default_threads;
     return omp_get_max_threads();
@@ -435,6 +437,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fused", NULL, -1, methods};
 
 PyMODINIT_FUNC PyInit__fused(void) {
+    if (fork_init(&default_threads) != 0) return PyErr_NoMemory();
     if (gather_init() < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
