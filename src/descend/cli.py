@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 try:
     import typer
@@ -39,10 +39,24 @@ else:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
-    console = Console()
+    UNWRAPPED_WIDTH = 100_000
 
-    def _fail(message: str) -> None:
-        Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    def _console(stderr: bool = False) -> Console:
+        """A console on stdout (or stderr) as it is now. A terminal gets Rich's usual layout; anything else (a pipe, a
+        file, a test runner) gets lines as long as they need to be, never hard-wrapped, so paths, formulas and messages
+        stay whole whatever the terminal width or the COLUMNS variable say."""
+        probe = Console(stderr=stderr)
+        if probe.is_terminal:
+            return probe
+        return Console(stderr=stderr, soft_wrap=True, width=UNWRAPPED_WIDTH)
+
+    def _print(*objects: object, **kwargs: Any) -> None:
+        _console().print(*objects, **kwargs)
+
+    def _fail(message: str) -> NoReturn:
+        from rich.markup import escape
+
+        _console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
         raise typer.Exit(code=2)
 
     def _check_file(path: Path, suffix: str) -> None:
@@ -67,13 +81,13 @@ else:
             table.add_column(column)
         for spec in REGISTRY.values():
             table.add_row(spec.name, spec.title, spec.torch_name or "-", spec.summary)
-        console.print(table)
+        _print(table)
         conventions = Table(title="Conventions (--convention)")
         conventions.add_column("name")
         conventions.add_column("what it sets")
         for name in CONVENTIONS:
             conventions.add_row(name, DESCRIPTIONS[name])
-        console.print(conventions)
+        _print(conventions)
         ok, why = fused_available()
         backends = Table(title="Backends (backend=)")
         backends.add_column("name")
@@ -81,11 +95,11 @@ else:
         for name in BACKENDS:
             here = "yes" if name != "fused" or ok else f"no: {why}"
             backends.add_row(name, here)
-        console.print(backends)
+        _print(backends)
         from descend.lab import listing
 
         for table in listing.lab_tables():
-            console.print(table)
+            _print(table)
 
     @app.command()
     def describe(
@@ -103,10 +117,10 @@ else:
             hp = spec.make(convention)
         except ValueError as exc:
             _fail(str(exc))
-        console.print(f"[bold]{spec.title}[/] under the [bold]{convention}[/] convention", highlight=False)
-        console.print(spec.describe(hp), highlight=False, markup=False)
+        _print(f"[bold]{spec.title}[/] under the [bold]{convention}[/] convention", highlight=False)
+        _print(spec.describe(hp), highlight=False, markup=False)
         values = ", ".join(f"{k}={v!r}" for k, v in hp.as_dict().items())
-        console.print(f"hyperparameters: {values}", highlight=False, markup=False)
+        _print(f"hyperparameters: {values}", highlight=False, markup=False)
 
     @app.command("fit-line")
     def fit_line_command(
@@ -141,7 +155,7 @@ else:
         except (ValueError, TypeError) as exc:
             _fail(str(exc))
         settings = ", ".join(f"{k}={v!r}" for k, v in result.hyperparams.items())
-        console.print(f"[bold]{optimizer}[/] on y = 2x + 1 + noise ({points} points), {settings}", highlight=False)
+        _print(f"[bold]{optimizer}[/] on y = 2x + 1 + noise ({points} points), {settings}", highlight=False)
         table = Table()
         for column in ("update", "a", "b", "loss"):
             table.add_column(column, justify="right")
@@ -155,22 +169,22 @@ else:
                 str(i), f"{result.a_history[i]:.6f}", f"{result.b_history[i]:.6f}", f"{result.loss_history[i]:.6f}"
             )
             previous = i
-        console.print(table)
-        console.print(f"final: a = {result.a:.6f}, b = {result.b:.6f}, loss = {result.loss:.6f}", highlight=False)
+        _print(table)
+        _print(f"final: a = {result.a:.6f}, b = {result.b:.6f}, loss = {result.loss:.6f}", highlight=False)
         if plot is not None:
             from descend.lab.plots import fit_line_plot
 
             how = "one update per sample" if per_sample else "one update per pass"
             title = f"{optimizer}, lr {result.hyperparams['lr']:g} ({convention} convention), {epochs} passes, {how}"
             fit_line_plot(x, y, result.a_history, result.b_history, result.loss_history, title, plot)
-            console.print(f"plot: {plot}", highlight=False)
+            _print(f"plot: {plot}", highlight=False)
 
     def _progress() -> Progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         return Progress(
             TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=False,
+            console=_console(), transient=False,
         )
 
     def _pair(text: str | None, what: str) -> tuple[float, float] | None:
@@ -246,18 +260,19 @@ else:
         try:
             outcome, plots_done = _run_compare(config, folder, resume, jobs, plots, total, began)
         except KeyboardInterrupt:
-            Console(stderr=True).print(
+            _console(stderr=True).print(
                 f"interrupted: the runs finished so far are saved in {folder}; continue with "
                 f"--resume --out {folder}", highlight=False)
             raise typer.Exit(code=130) from None
-        from descend.lab.tables import rich_tables
+        from descend.lab.tables import rich_tables, rich_verdict
+        from descend.lab.verdict import verdict
 
-        for table in rich_tables(outcome):
-            console.print(table)
+        for renderable in [*rich_verdict(outcome, verdict(outcome)), *rich_tables(outcome)]:
+            _print(renderable)
         if outcome.resumed:
-            console.print(f"kept {len(outcome.resumed)} runs already saved in {folder}", highlight=False)
+            _print(f"kept {len(outcome.resumed)} runs already saved in {folder}", highlight=False)
         report = f", {folder / 'report.html'}" if plots_done else ""
-        console.print(f"results: {folder / 'results.json'}, {folder / 'results.csv'}{report}", highlight=False)
+        _print(f"results: {folder / 'results.json'}, {folder / 'results.csv'}{report}", highlight=False)
 
     def _run_compare(
         config: object, folder: Path, resume: bool, jobs: int, plots: bool, total: int, began: float
@@ -278,8 +293,11 @@ else:
                 from descend.lab.report import picture_count, write_pictures, write_report
 
                 task2 = bar.add_task("pictures", total=picture_count(outcome))
-                pictures = write_pictures(outcome, folder, jobs=jobs, on_picture=lambda name: bar.update(
-                    task2, advance=1, description=f"drew {name}"))
+
+                def drew(name: str) -> None:
+                    bar.update(task2, advance=1, description=f"drew {name}")
+
+                pictures = write_pictures(outcome, folder, jobs=jobs, on_picture=drew, summary=True)
                 write_report(outcome, folder, pictures, elapsed=time.perf_counter() - began)
         return outcome, plots
 
@@ -323,9 +341,9 @@ else:
         for r in results:
             table.add_row(r.optimizer, f"{r.hyperparams['lr']:g}", f"{r.train_loss[-1]:.4f}",
                           f"{100 * r.test_accuracy:.1f}%", f"{r.wall_time:.2f}")
-        console.print(table)
+        _print(table)
         if lr is None:
-            console.print(f"lr: each optimizer's default under the {convention} convention, not tuned; set one with "
+            _print(f"lr: each optimizer's default under the {convention} convention, not tuned; set one with "
                           "--lr, or compare tuned rates with `descend compare --problems torch-mlp-digits`",
                           highlight=False)
 

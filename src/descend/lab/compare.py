@@ -29,6 +29,7 @@ from descend.lab.problems import get as get_problem
 from descend.lab.runner import RunResult, finite_or_none, jsonable, run
 from descend.lab.store import write_json, write_text
 from descend.lab.tuner import DEFAULT_LR_GRID, MOMENTUM_GRID, objective_text, tune
+from descend.lab.verdict import verdict
 
 __all__ = [
     "Cell",
@@ -62,6 +63,9 @@ class CompareConfig:
         tune_momentum: also tune each optimizer's momentum (beta1 for the Adam family) over (0.5, 0.9, 0.99).
         source_hyperparams: use the hyperparameters and schedule a problem's source ran with (the AMSGrad
             counterexample's betas and lr / sqrt(t)).
+        like_with_like: set weight decay to 0 on problems that define their own minimiser (every problem but the
+            data ones): decay moves the minimiser, so an optimizer that decays by default (AdamW) would be judged
+            on reaching a point it is told not to reach. On data problems decay is regularisation and stays.
     """
 
     optimizers: Sequence[str] = DEFAULT_OPTIMIZERS
@@ -76,6 +80,7 @@ class CompareConfig:
     tune_seeds: int = 2
     tune_momentum: bool = False
     source_hyperparams: bool = True
+    like_with_like: bool = True
 
     def checked(self) -> tuple[list[Problem], list[str]]:
         """Validate everything; return the problems and optimizer names. Raises ValueError naming the bad value."""
@@ -109,6 +114,7 @@ class CompareConfig:
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data["tune"] = self.tuning  # a fixed lr turns tuning off, whatever tune says
         data["problems"] = [p.name if isinstance(p, Problem) else p for p in self.problems]
         data["optimizers"] = list(self.optimizers)
         data["grid"] = list(self.grid)
@@ -123,6 +129,7 @@ class Cell:
     trials: list[dict[str, Any]] = field(default_factory=list)
     tuned: dict[str, Any] = field(default_factory=dict)
     objective: str = ""
+    adjusted: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -159,7 +166,8 @@ def _median(values: np.ndarray | None) -> float | None:
 
 
 def summarize(problem: Problem, cell: Cell) -> dict[str, Any]:
-    """The table row of a cell: medians over seeds, success rate and test accuracy where they apply."""
+    """The table row of a cell: medians over seeds, success rate, test accuracy where it applies, the seconds to the
+    tolerance and the settings changed to compare like with like."""
     r = cell.result
     reached = r.steps_to_tol[r.steps_to_tol >= 0]
     row: dict[str, Any] = {
@@ -172,9 +180,14 @@ def summarize(problem: Problem, cell: Cell) -> dict[str, Any]:
         "distance": _median(r.distance),
         "steps_to_tol": float(np.median(reached)) if reached.size else None,
         "success_rate": None if r.success is None else float(np.mean(r.success)),
-        "diverged": int(np.sum(~np.isfinite(r.final_loss))),
+        "diverged": (sum(1 for why in r.stopped if why == "diverged") if r.stopped
+                     else int(np.sum(~np.isfinite(r.final_loss)))),
+        "undefined": sum(1 for why in r.stopped if why == "undefined"),
         "runs": len(r.seeds),
         "wall_time": r.wall_time,
+        "seconds_to_tol": (float(np.median(reached)) * r.wall_time / max(int(r.steps[-1]), 1)
+                           if reached.size else None),
+        "adjusted": ", ".join(f"{k}={_fmt(v)}" for k, v in cell.adjusted.items()) or "",
     }
     for name, values in r.metrics.items():
         finite = np.asarray(values, dtype=np.float64)
@@ -189,8 +202,12 @@ def _fmt(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+FORMAT = 2  # the version of the saved cells; older ones are run again
+
+
 def _key(config: CompareConfig, problem: Problem, optimizer: str, steps: int) -> str:
     settings = {
+        "format": FORMAT,
         "problem": problem.summary(),
         "problem_settings": getattr(problem, "settings", None),
         "optimizer": optimizer,
@@ -212,7 +229,8 @@ def _load_cell(path: Path, key: str) -> Cell | None:
         return None
     if data.get("key") != key:
         return None
-    return Cell(RunResult.from_json(data["result"]), data["trials"], data["tuned"], data["objective"])
+    return Cell(RunResult.from_json(data["result"]), data["trials"], data["tuned"], data["objective"],
+                data.get("adjusted", {}))
 
 
 def _units(config: CompareConfig, contestant_knob: str | None) -> int:
@@ -232,6 +250,8 @@ def run_cell(
     tune_seeds = [config.seed + 10_000 + i for i in range(config.tune_seeds)]
     accepted = set(contestant.hyperparameter_names())
     base = {k: v for k, v in problem.source_hyperparams.items() if k in accepted} if config.source_hyperparams else {}
+    adjusted = like_with_like(problem, contestant, config)
+    base.update(adjusted)
     schedule = problem.source_schedule if config.source_hyperparams else None
     trials: list[dict[str, Any]] = []
     tuned: dict[str, Any] = {}
@@ -247,8 +267,23 @@ def run_cell(
         tuned = {"lr": hp["lr"], **({knob: hp[knob]} if knob else {})}
     else:
         hp = {**base, **({"lr": float(config.lr)} if config.lr is not None else {})}
+    # A short untimed run first, so that first-call costs (imports, allocations, caches) are not timed.
+    run(problem, contestant, hp, min(steps, WARM_UP_STEPS), seeds[:1], config.convention, keep_path=False,
+        schedule=schedule)
     result = run(problem, contestant, hp, steps, seeds, config.convention, schedule=schedule)
-    return Cell(result, trials, tuned, objective)
+    return Cell(result, trials, tuned, objective, adjusted)
+
+
+WARM_UP_STEPS = 10
+
+
+def like_with_like(problem: Problem, contestant: Any, config: CompareConfig) -> dict[str, Any]:
+    """The settings changed so that ``contestant`` is judged on the problem as posed: weight decay 0 where the
+    problem defines its own minimiser (see :attr:`CompareConfig.like_with_like`)."""
+    if not config.like_with_like or problem.family == "data":
+        return {}
+    decay = contestant.defaults(config.convention).get("weight_decay", 0.0)
+    return {"weight_decay": 0.0} if decay else {}
 
 
 # The work of a parallel comparison, inherited by the forked workers (problems hold functions, which do not pickle).
@@ -305,7 +340,8 @@ def compare(
         cells[(problem.name, name)] = cell
         if path is not None:
             write_json(path, {"key": key, "result": cell.result.to_json(), "trials": cell.trials,
-                              "tuned": jsonable(cell.tuned), "objective": cell.objective})
+                              "tuned": jsonable(cell.tuned), "objective": cell.objective,
+                              "adjusted": jsonable(cell.adjusted)}, compact=True)
 
     parallel = jobs > 1 and len(todo) > 1 and "fork" in multiprocessing.get_all_start_methods()
     if not parallel:
@@ -361,6 +397,7 @@ def write_results(outcome: CompareResult, out: Path) -> None:
         "tuning_objective": objective_text(outcome.problems[0]) if outcome.config.tuning else None,
         "problems": [p.summary() for p in outcome.problems],
         "rows": rows,
+        "verdict": verdict(outcome).as_json(),
         "tuning": tuning,
     }
     write_json(out / "results.json", finite_or_none(json.loads(json.dumps(data, default=str))))
