@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -204,7 +207,9 @@ else:
             str | None, typer.Option(help='Your own f(x, y), e.g. "(1-x)**2 + 100*(y-x**2)**2"; numbers, x, y, '
                                           "+ - * / ** and sin cos tan exp log sqrt tanh sinh cosh abs atan.")
         ] = None,
-        start: Annotated[str | None, typer.Option(help="Start point x,y for --expr (default -1.5,1.5).")] = None,
+        start: Annotated[str | None, typer.Option(
+            help="Start point x,y for --expr (default -1.5,1.5): the first run starts there, the others at points "
+                 "around it (Gaussian, sd 0.1), so that success over runs says how much the start matters.")] = None,
         steps: Annotated[int | None, typer.Option(min=1, help="Updates per run (default: each problem's own).")] = None,
         seeds: Annotated[int, typer.Option(min=1, help="Runs per optimizer and problem (seeds or start points).")] = 3,
         seed: Annotated[int, typer.Option(min=0, help="First seed; the same seed gives the same results.")] = 0,
@@ -254,16 +259,27 @@ else:
                     _fail("--resume found no earlier run under descend-runs/; give --out FOLDER")
                 out = found[-1]
             folder = check_writable(out or lab.default_out_dir())
+            if not resume:
+                _refuse_earlier_results(folder)
         except ValueError as exc:
             _fail(str(exc))
+        if expr is not None:
+            beside = f" beside {', '.join(str(p) for p in chosen[:-1])}" if len(chosen) > 1 else (
+                " alone (add --problems NAMES to run lab problems beside it)")
+            first = f"run 1 starts at {start}" if start is not None else "run 1 starts at -1.5,1.5"
+            others = f", runs 2 to {seeds} at points around it (sd 0.1)" if seeds > 1 else ""
+            _print(f"--expr: your function runs{beside}; {first}{others}", highlight=False, markup=False)
         began = time.perf_counter()
         try:
-            outcome, plots_done = _run_compare(config, folder, resume, jobs, plots, total, began)
+            with _sigterm_as_interrupt():
+                outcome, plots_done = _run_compare(config, folder, resume, jobs, plots, total, began)
         except KeyboardInterrupt:
             _console(stderr=True).print(
                 f"interrupted: the runs finished so far are saved in {folder}; continue with "
-                f"--resume --out {folder}", highlight=False)
+                f"--resume --out {folder}", highlight=False, markup=False)
             raise typer.Exit(code=130) from None
+        except ValueError as exc:  # a saved run that cannot be read back with --resume
+            _fail(str(exc))
         from descend.lab.tables import rich_tables, rich_verdict
         from descend.lab.verdict import verdict
 
@@ -273,6 +289,35 @@ else:
             _print(f"kept {len(outcome.resumed)} runs already saved in {folder}", highlight=False)
         report = f", {folder / 'report.html'}" if plots_done else ""
         _print(f"results: {folder / 'results.json'}, {folder / 'results.csv'}{report}", highlight=False)
+
+    def _refuse_earlier_results(folder: Path) -> None:
+        """Refuse an output folder that holds an earlier comparison, so that old pictures and results never sit
+        beside new ones."""
+        if not folder.is_dir():
+            return
+        found = sorted(p.name for p in folder.iterdir() if p.name in ("results.json", "results.csv", "report.html",
+                                                                       "runs") or p.suffix in (".png", ".gif"))
+        if found:
+            shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+            raise ValueError(f"the output folder {str(folder)!r} already holds an earlier comparison ({shown}); add "
+                             "--resume to continue it, or give another --out")
+
+    @contextmanager
+    def _sigterm_as_interrupt() -> Iterator[None]:
+        """Treat SIGTERM like Ctrl-C while a comparison runs: stop the workers, keep what was saved, no debris."""
+
+        def interrupt(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        try:
+            previous = signal.signal(signal.SIGTERM, interrupt)
+        except ValueError:  # not the main thread: leave signals alone
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     def _run_compare(
         config: object, folder: Path, resume: bool, jobs: int, plots: bool, total: int, began: float
@@ -351,7 +396,8 @@ else:
     def bench(ctx: typer.Context) -> None:
         """Time the optimizers' step (runs descend.bench; extra arguments are passed on to it).
 
-        Its own options: descend bench -- --help
+        With no arguments, a quick look (the mlp case, sgd and adam, 3 repeats); --all runs every case and algorithm
+        with 9 repeats (minutes, and about 10 GB of memory). Its own options: descend bench -- --help
 
         Example: descend bench --cases mlp --algorithms adam sgd --repeats 3
         """
@@ -361,7 +407,14 @@ else:
             _fail(f"the benchmark is not available in this installation (descend.bench: {exc})")
         if not hasattr(bench_module, "main"):
             _fail("the benchmark is not available in this installation (descend.bench has no main())")
-        code = bench_module.main(list(ctx.args))
+        args = list(ctx.args)
+        if not args:
+            _console(stderr=True).print("a quick run: the mlp case, sgd and adam, 3 repeats; descend bench --all runs "
+                                        "everything", highlight=False, markup=False)
+            args = ["--quick"]
+        elif args == ["--all"]:
+            args = []
+        code = bench_module.main(args)
         raise typer.Exit(code=code if isinstance(code, int) else 0)
 
     def main() -> None:

@@ -13,6 +13,7 @@ import io
 import json
 import math
 import multiprocessing
+import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,18 @@ __all__ = [
 ]
 
 Progress = Callable[[int, str], None]
+
+
+MAX_STEPS = 1_000_000
+MAX_SEEDS = 1_000
+MAX_RECORDED_BYTES = 2 * 2**30
+
+
+def recorded_bytes(problem: Problem, steps: int, seeds: int) -> int:
+    """About how many bytes a cell's reporting runs record: the path of a 2-D problem (every step, two float64 per
+    run) and the recorded losses."""
+    path = (steps + 1) * seeds * 2 * 8 if problem.is_2d else 0
+    return path + (steps // max(problem.record_every, 1) + 2) * seeds * 8
 
 
 @dataclass
@@ -100,6 +113,17 @@ class CompareConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{what} must be a positive integer, got {value!r}")
+        if self.steps is not None and self.steps > MAX_STEPS:
+            raise ValueError(f"steps must be at most {MAX_STEPS:,}, got {self.steps:,}")
+        if self.seeds > MAX_SEEDS or self.tune_seeds > MAX_SEEDS:
+            raise ValueError(f"seeds must be at most {MAX_SEEDS:,}, got {max(self.seeds, self.tune_seeds):,}")
+        for problem in problems:
+            need = recorded_bytes(problem, self.steps or problem.default_steps, self.seeds)
+            if need > MAX_RECORDED_BYTES:
+                raise ValueError(
+                    f"{self.steps or problem.default_steps:,} steps × {self.seeds:,} seeds on {problem.name} would "
+                    f"record about {need / 2**30:.1f} GiB of losses and paths; at most {MAX_RECORDED_BYTES / 2**30:g} "
+                    "GiB is allowed: give fewer --steps or --seeds")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
@@ -222,15 +246,58 @@ def cell_path(out: Path, problem: str, optimizer: str) -> Path:
     return out / "runs" / f"{problem}__{optimizer}.json"
 
 
-def _load_cell(path: Path, key: str) -> Cell | None:
+MAX_CELL_BYTES = 256 * 2**20  # far above what the largest allowed run writes
+
+
+def read_capped(path: Path, limit: int = MAX_CELL_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (read no further), or a ValueError saying what it is."""
+    if not path.is_file():
+        raise ValueError(f"{str(path)!r} is not a regular file")
+    with path.open("rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{str(path)!r} is larger than {limit // 2**20} MiB")
+    return data
+
+
+def _load_cell(path: Path, key: str, seeds: int) -> Cell | None:
+    """The saved cell at ``path`` if it was made with the settings of ``key``; None if with other settings.
+
+    Raises:
+        ValueError: the file is not a cell file descend wrote (unreadable, not JSON, wrong types or shapes); the
+            message names it. Nothing is overwritten, so an edited file is never lost.
+    """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if data.get("key") != key:
-        return None
-    return Cell(RunResult.from_json(data["result"]), data["trials"], data["tuned"], data["objective"],
-                data.get("adjusted", {}))
+        data = json.loads(read_capped(path).decode("utf-8"))
+        if not isinstance(data, dict):
+            raise TypeError(f"the file holds a {type(data).__name__}, not an object")
+        if data.get("key") != key:
+            return None
+        cell = Cell(RunResult.from_json(data["result"]), list(data["trials"]), dict(data["tuned"]),
+                    str(data["objective"]), dict(data.get("adjusted", {})))
+        _check_cell(cell, seeds)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        raise ValueError(
+            f"--resume cannot read the saved run {str(path)!r} ({type(exc).__name__}: {exc}); it was changed or is "
+            "not one descend wrote. Move it away to run that cell again, or run without --resume into another "
+            "--out") from None
+    return cell
+
+
+def _check_cell(cell: Cell, seeds: int) -> None:
+    """Refuse a loaded cell whose arrays do not fit together (a hand-edited file)."""
+    r = cell.result
+    if not isinstance(r.problem, str) or not isinstance(r.optimizer, str):
+        raise TypeError("problem and optimizer must be names")
+    if len(r.seeds) != seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in r.seeds):
+        raise ValueError(f"it holds {len(r.seeds)} seeds where {seeds} integers were expected")
+    if r.loss.shape != (len(r.steps), seeds) or r.final_loss.shape != (seeds,) or r.steps_to_tol.shape != (seeds,):
+        raise ValueError(f"its loss has shape {r.loss.shape}, not ({len(r.steps)}, {seeds})")
+    if r.path is not None and (r.path.ndim != 3 or r.path.shape[1:] != (seeds, 2)):
+        raise ValueError(f"its path has shape {r.path.shape}")
+    for t in cell.trials:
+        if not isinstance(t, dict) or not isinstance(t.get("lr"), (int, float)):
+            raise TypeError(f"a tuning trial is {t!r}, not a dict with a numeric lr")
 
 
 def _units(config: CompareConfig, contestant_knob: str | None) -> int:
@@ -326,8 +393,8 @@ def compare(
             key = _key(config, problem, name, steps)
             path = None if out_path is None else cell_path(out_path, problem.name, name)
             units = _units(config, get_contestant(name).momentum_knob)
-            if resume and path is not None and path.exists():
-                cell = _load_cell(path, key)
+            if resume and path is not None and (path.exists() or path.is_symlink()):
+                cell = _load_cell(path, key, config.seeds)
                 if cell is not None:
                     cells[(problem.name, name)] = cell
                     resumed.append((problem.name, name))
@@ -358,7 +425,8 @@ def compare(
                 progress(units - min(done[0], units - 1), f"{problem.name} · {name}")
     else:
         _PENDING[:] = [(config, t[0], t[1]) for t in todo]
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
+                                 initializer=worker_signals) as pool:
             futures = {pool.submit(_run_pending, i): t for i, t in enumerate(todo)}
             try:
                 for future in as_completed(futures):
@@ -367,8 +435,7 @@ def compare(
                     if progress:
                         progress(units, f"{problem.name} · {name}")
             except BaseException:
-                for future in futures:
-                    future.cancel()
+                stop_workers(pool)
                 raise
             finally:
                 _PENDING.clear()
@@ -376,6 +443,24 @@ def compare(
     if out_path is not None:
         write_results(outcome, out_path)
     return outcome
+
+
+def worker_signals() -> None:
+    """In a worker: the default SIGTERM (the parent's handler, inherited by fork, turns it into an exception) and
+    no Ctrl-C (the parent stops the workers)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End the workers now, rather than waiting for their running tasks. The pool then marks every unfinished task
+    as broken (cancelling them as well would make its management thread fail while it does so)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
 
 
 def total_units(config: CompareConfig) -> int:

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from descend.lab.compare import CompareResult
+from descend.lab.compare import CompareResult, stop_workers, worker_signals
 from descend.lab.store import write_text
 from descend.lab.tables import format_rows, right_aligned
 
@@ -96,10 +96,15 @@ def write_pictures(
     if jobs > 1 and len(order) > 1 and "fork" in multiprocessing.get_all_start_methods():
         _PENDING[:] = [(outcome, out, animate)]
         try:
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
+                                     initializer=worker_signals) as pool:
                 futures = {pool.submit(_draw_pending, i): i for i in order}
-                for future in as_completed(futures):
-                    done(futures[future], future.result())
+                try:
+                    for future in as_completed(futures):
+                        done(futures[future], future.result())
+                except BaseException:
+                    stop_workers(pool)
+                    raise
         finally:
             _PENDING.clear()
     else:

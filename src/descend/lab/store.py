@@ -61,6 +61,9 @@ def check_writable(folder: str | Path) -> Path:
     probe = path
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+    if not probe.is_dir():
+        raise ValueError(f"the output folder {str(path)!r} cannot be written: {str(probe)!r} is in the way, and it is "
+                         "a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
         raise ValueError(f"the output folder {str(path)!r} cannot be written (no write permission on {str(probe)!r})")
     return path
