@@ -427,8 +427,10 @@ def compare(
         _PENDING[:] = [(config, t[0], t[1]) for t in todo]
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
                                  initializer=worker_signals) as pool:
-            futures = {pool.submit(_run_pending, i): t for i, t in enumerate(todo)}
+            futures: dict = {}
             try:
+                for i, t in enumerate(todo):
+                    futures[pool.submit(_run_pending, i)] = t
                 for future in as_completed(futures):
                     problem, name, key, path, units = futures[future]
                     finish(problem, name, key, path, future.result())
@@ -453,12 +455,13 @@ def worker_signals() -> None:
 
 
 def stop_workers(pool: ProcessPoolExecutor) -> None:
-    """End the workers now, rather than waiting for their running tasks. The pool then marks every unfinished task
-    as broken (cancelling them as well would make its management thread fail while it does so)."""
+    """End the workers now, rather than waiting for their running tasks. Workers write no files, so they are
+    killed outright (a worker just forked may not have set up its signals yet). The pool then marks every unfinished
+    task as broken (cancelling them as well would make its management thread fail while it does so)."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
     for process in processes:
         if process.is_alive():
-            process.terminate()
+            process.kill()
     for process in processes:
         process.join(timeout=5)
 

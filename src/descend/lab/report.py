@@ -98,8 +98,10 @@ def write_pictures(
         try:
             with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
                                      initializer=worker_signals) as pool:
-                futures = {pool.submit(_draw_pending, i): i for i in order}
+                futures: dict = {}
                 try:
+                    for i in order:
+                        futures[pool.submit(_draw_pending, i)] = i
                     for future in as_completed(futures):
                         done(futures[future], future.result())
                 except BaseException:
