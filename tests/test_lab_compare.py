@@ -10,14 +10,14 @@ import pytest
 from PIL import Image
 
 from descend.lab.compare import CompareConfig, compare
-from descend.lab.report import write_pictures, write_report
+from descend.lab.report import SUMMARY, write_pictures, write_report
 from descend.lab.store import atomic_write, check_writable
 
 SMALL = {"optimizers": ["sgd", "adam"], "problems": ["saddle", "softmax-iris"], "steps": 30, "seeds": 2}
 
 
 def _rows(outcome):
-    return [{k: v for k, v in row.items() if k != "wall_time"} for row in outcome.rows()]
+    return [{k: v for k, v in row.items() if k not in ("wall_time", "seconds_to_tol")} for row in outcome.rows()]
 
 
 def test_same_seed_same_results_other_seed_other_results():
@@ -88,12 +88,13 @@ def test_bad_settings_are_refused_before_anything_runs():
             compare(CompareConfig(**{**SMALL, **bad}))
 
 
-def test_every_picture_is_a_valid_image_and_the_report_embeds_each(tmp_path):
+def test_every_picture_is_a_valid_image_and_the_report_shows_each(tmp_path):
     outcome = compare(CompareConfig(optimizers=["sgd", "momentum", "adam"], problems=["beale", "softmax-iris"],
                                     steps=40, seeds=2), tmp_path)
-    pictures = write_pictures(outcome, tmp_path)
+    pictures = write_pictures(outcome, tmp_path, summary=True)
     kinds = {name: [k for k, _ in made] for name, made in pictures.items()}
-    assert kinds == {"beale": ["loss", "contour", "animation"], "softmax-iris": ["loss"]}
+    assert kinds == {SUMMARY: ["profile", "target", "lr"], "beale": ["loss", "contour", "animation"],
+                     "softmax-iris": ["loss"]}
     report = write_report(outcome, tmp_path, pictures).read_text()
     for made in pictures.values():
         for _, path in made:
@@ -104,6 +105,10 @@ def test_every_picture_is_a_valid_image_and_the_report_embeds_each(tmp_path):
                 assert pixels.std() > 10  # not a blank canvas
                 if path.suffix == ".gif":
                     assert image.n_frames > 10
+                else:
+                    assert image.mode == "P"  # palette PNGs keep the report small
             assert f'title="{path.name}"' in report
-    assert report.count("data:image/png;base64,") == 3 and report.count("data:image/gif;base64,") == 1
+    assert report.count("data:image/png;base64,") == 6 and 'src="paths_beale.gif"' in report
     assert "Tuning." in report and "test acc" in report
+    # the verdict comes before the per-problem sections
+    assert report.index("Verdict") < report.index("Performance profile") < report.index('id="beale"')

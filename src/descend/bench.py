@@ -280,6 +280,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+QUICK: dict[str, Any] = {"cases": ["mlp"], "algorithms": ["sgd", "adam"], "repeats": 3}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: choose cases, algorithms, contestants, repeats and threads; print and optionally write a report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -291,7 +294,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="threads for descend and torch (default: all)")
     parser.add_argument("--out", default=None, help="write a Markdown report here (e.g. docs/benchmarks.md)")
     parser.add_argument("--append", action="store_true", help="add this run as a section of --out, keeping the rest")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a quick look: unless given, cases {' '.join(QUICK['cases'])}, algorithms "
+                             f"{' '.join(QUICK['algorithms'])}, {QUICK['repeats']} repeats (seconds, not minutes)")
     args = parser.parse_args(argv)
+    if args.quick:
+        given = set(argv or sys.argv[1:])
+        for option, value in QUICK.items():
+            if f"--{option}" not in given:
+                setattr(args, option, value)
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     torch = _import("torch")
@@ -301,11 +312,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
     print(stamp())
     rows: list[dict[str, Any]] = []
-    for case in args.cases:
-        for name in args.algorithms:
-            new = run(case, name, args.repeats, args.contestants)
-            rows += new
-            print(table(new).split("\n", 2)[2], flush=True)
+    jobs = [(case, name) for case in args.cases for name in args.algorithms]
+    print("\n".join(table([]).split("\n")[:2]), flush=True)  # the header once, the rows as they come
+    began = time.perf_counter()
+    for k, (case, name) in enumerate(jobs):
+        elapsed = time.perf_counter() - began
+        left = f", about {elapsed / k * (len(jobs) - k):.0f} s left" if k else ""
+        print(f"[{k + 1}/{len(jobs)}] {case} {name} ({elapsed:.0f} s so far{left})", file=sys.stderr, flush=True)
+        new = run(case, name, args.repeats, args.contestants)
+        rows += new
+        print(table(new).split("\n", 2)[2], flush=True)
     text = table(rows)
     if args.out:
         command = "python benchmarks/step_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 try:
     import typer
@@ -39,10 +42,24 @@ else:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
-    console = Console()
+    UNWRAPPED_WIDTH = 100_000
 
-    def _fail(message: str) -> None:
-        Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    def _console(stderr: bool = False) -> Console:
+        """A console on stdout (or stderr) as it is now. A terminal gets Rich's usual layout; anything else (a pipe, a
+        file, a test runner) gets lines as long as they need to be, never hard-wrapped, so paths, formulas and messages
+        stay whole whatever the terminal width or the COLUMNS variable say."""
+        probe = Console(stderr=stderr)
+        if probe.is_terminal:
+            return probe
+        return Console(stderr=stderr, soft_wrap=True, width=UNWRAPPED_WIDTH)
+
+    def _print(*objects: object, **kwargs: Any) -> None:
+        _console().print(*objects, **kwargs)
+
+    def _fail(message: str) -> NoReturn:
+        from rich.markup import escape
+
+        _console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
         raise typer.Exit(code=2)
 
     def _check_file(path: Path, suffix: str) -> None:
@@ -67,13 +84,13 @@ else:
             table.add_column(column)
         for spec in REGISTRY.values():
             table.add_row(spec.name, spec.title, spec.torch_name or "-", spec.summary)
-        console.print(table)
+        _print(table)
         conventions = Table(title="Conventions (--convention)")
         conventions.add_column("name")
         conventions.add_column("what it sets")
         for name in CONVENTIONS:
             conventions.add_row(name, DESCRIPTIONS[name])
-        console.print(conventions)
+        _print(conventions)
         ok, why = fused_available()
         backends = Table(title="Backends (backend=)")
         backends.add_column("name")
@@ -81,11 +98,11 @@ else:
         for name in BACKENDS:
             here = "yes" if name != "fused" or ok else f"no: {why}"
             backends.add_row(name, here)
-        console.print(backends)
+        _print(backends)
         from descend.lab import listing
 
         for table in listing.lab_tables():
-            console.print(table)
+            _print(table)
 
     @app.command()
     def describe(
@@ -103,10 +120,10 @@ else:
             hp = spec.make(convention)
         except ValueError as exc:
             _fail(str(exc))
-        console.print(f"[bold]{spec.title}[/] under the [bold]{convention}[/] convention", highlight=False)
-        console.print(spec.describe(hp), highlight=False, markup=False)
+        _print(f"[bold]{spec.title}[/] under the [bold]{convention}[/] convention", highlight=False)
+        _print(spec.describe(hp), highlight=False, markup=False)
         values = ", ".join(f"{k}={v!r}" for k, v in hp.as_dict().items())
-        console.print(f"hyperparameters: {values}", highlight=False, markup=False)
+        _print(f"hyperparameters: {values}", highlight=False, markup=False)
 
     @app.command("fit-line")
     def fit_line_command(
@@ -141,7 +158,7 @@ else:
         except (ValueError, TypeError) as exc:
             _fail(str(exc))
         settings = ", ".join(f"{k}={v!r}" for k, v in result.hyperparams.items())
-        console.print(f"[bold]{optimizer}[/] on y = 2x + 1 + noise ({points} points), {settings}", highlight=False)
+        _print(f"[bold]{optimizer}[/] on y = 2x + 1 + noise ({points} points), {settings}", highlight=False)
         table = Table()
         for column in ("update", "a", "b", "loss"):
             table.add_column(column, justify="right")
@@ -155,22 +172,22 @@ else:
                 str(i), f"{result.a_history[i]:.6f}", f"{result.b_history[i]:.6f}", f"{result.loss_history[i]:.6f}"
             )
             previous = i
-        console.print(table)
-        console.print(f"final: a = {result.a:.6f}, b = {result.b:.6f}, loss = {result.loss:.6f}", highlight=False)
+        _print(table)
+        _print(f"final: a = {result.a:.6f}, b = {result.b:.6f}, loss = {result.loss:.6f}", highlight=False)
         if plot is not None:
             from descend.lab.plots import fit_line_plot
 
             how = "one update per sample" if per_sample else "one update per pass"
             title = f"{optimizer}, lr {result.hyperparams['lr']:g} ({convention} convention), {epochs} passes, {how}"
             fit_line_plot(x, y, result.a_history, result.b_history, result.loss_history, title, plot)
-            console.print(f"plot: {plot}", highlight=False)
+            _print(f"plot: {plot}", highlight=False)
 
     def _progress() -> Progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         return Progress(
             TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=False,
+            console=_console(), transient=False,
         )
 
     def _pair(text: str | None, what: str) -> tuple[float, float] | None:
@@ -190,7 +207,9 @@ else:
             str | None, typer.Option(help='Your own f(x, y), e.g. "(1-x)**2 + 100*(y-x**2)**2"; numbers, x, y, '
                                           "+ - * / ** and sin cos tan exp log sqrt tanh sinh cosh abs atan.")
         ] = None,
-        start: Annotated[str | None, typer.Option(help="Start point x,y for --expr (default -1.5,1.5).")] = None,
+        start: Annotated[str | None, typer.Option(
+            help="Start point x,y for --expr (default -1.5,1.5): the first run starts there, the others at points "
+                 "around it (Gaussian, sd 0.1), so that success over runs says how much the start matters.")] = None,
         steps: Annotated[int | None, typer.Option(min=1, help="Updates per run (default: each problem's own).")] = None,
         seeds: Annotated[int, typer.Option(min=1, help="Runs per optimizer and problem (seeds or start points).")] = 3,
         seed: Annotated[int, typer.Option(min=0, help="First seed; the same seed gives the same results.")] = 0,
@@ -240,24 +259,65 @@ else:
                     _fail("--resume found no earlier run under descend-runs/; give --out FOLDER")
                 out = found[-1]
             folder = check_writable(out or lab.default_out_dir())
+            if not resume:
+                _refuse_earlier_results(folder)
         except ValueError as exc:
             _fail(str(exc))
+        if expr is not None:
+            beside = f" beside {', '.join(str(p) for p in chosen[:-1])}" if len(chosen) > 1 else (
+                " alone (add --problems NAMES to run lab problems beside it)")
+            first = f"run 1 starts at {start}" if start is not None else "run 1 starts at -1.5,1.5"
+            others = f", runs 2 to {seeds} at points around it (sd 0.1)" if seeds > 1 else ""
+            _print(f"--expr: your function runs{beside}; {first}{others}", highlight=False, markup=False)
         began = time.perf_counter()
         try:
-            outcome, plots_done = _run_compare(config, folder, resume, jobs, plots, total, began)
+            with _sigterm_as_interrupt():
+                outcome, plots_done = _run_compare(config, folder, resume, jobs, plots, total, began)
         except KeyboardInterrupt:
-            Console(stderr=True).print(
+            _console(stderr=True).print(
                 f"interrupted: the runs finished so far are saved in {folder}; continue with "
-                f"--resume --out {folder}", highlight=False)
+                f"--resume --out {folder}", highlight=False, markup=False)
             raise typer.Exit(code=130) from None
-        from descend.lab.tables import rich_tables
+        except ValueError as exc:  # a saved run that cannot be read back with --resume
+            _fail(str(exc))
+        from descend.lab.tables import rich_tables, rich_verdict
+        from descend.lab.verdict import verdict
 
-        for table in rich_tables(outcome):
-            console.print(table)
+        for renderable in [*rich_verdict(outcome, verdict(outcome)), *rich_tables(outcome)]:
+            _print(renderable)
         if outcome.resumed:
-            console.print(f"kept {len(outcome.resumed)} runs already saved in {folder}", highlight=False)
+            _print(f"kept {len(outcome.resumed)} runs already saved in {folder}", highlight=False)
         report = f", {folder / 'report.html'}" if plots_done else ""
-        console.print(f"results: {folder / 'results.json'}, {folder / 'results.csv'}{report}", highlight=False)
+        _print(f"results: {folder / 'results.json'}, {folder / 'results.csv'}{report}", highlight=False)
+
+    def _refuse_earlier_results(folder: Path) -> None:
+        """Refuse an output folder that holds an earlier comparison, so that old pictures and results never sit
+        beside new ones."""
+        if not folder.is_dir():
+            return
+        found = sorted(p.name for p in folder.iterdir() if p.name in ("results.json", "results.csv", "report.html",
+                                                                       "runs") or p.suffix in (".png", ".gif"))
+        if found:
+            shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+            raise ValueError(f"the output folder {str(folder)!r} already holds an earlier comparison ({shown}); add "
+                             "--resume to continue it, or give another --out")
+
+    @contextmanager
+    def _sigterm_as_interrupt() -> Iterator[None]:
+        """Treat SIGTERM like Ctrl-C while a comparison runs: stop the workers, keep what was saved, no debris."""
+
+        def interrupt(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        try:
+            previous = signal.signal(signal.SIGTERM, interrupt)
+        except ValueError:  # not the main thread: leave signals alone
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     def _run_compare(
         config: object, folder: Path, resume: bool, jobs: int, plots: bool, total: int, began: float
@@ -278,8 +338,11 @@ else:
                 from descend.lab.report import picture_count, write_pictures, write_report
 
                 task2 = bar.add_task("pictures", total=picture_count(outcome))
-                pictures = write_pictures(outcome, folder, jobs=jobs, on_picture=lambda name: bar.update(
-                    task2, advance=1, description=f"drew {name}"))
+
+                def drew(name: str) -> None:
+                    bar.update(task2, advance=1, description=f"drew {name}")
+
+                pictures = write_pictures(outcome, folder, jobs=jobs, on_picture=drew, summary=True)
                 write_report(outcome, folder, pictures, elapsed=time.perf_counter() - began)
         return outcome, plots
 
@@ -323,9 +386,9 @@ else:
         for r in results:
             table.add_row(r.optimizer, f"{r.hyperparams['lr']:g}", f"{r.train_loss[-1]:.4f}",
                           f"{100 * r.test_accuracy:.1f}%", f"{r.wall_time:.2f}")
-        console.print(table)
+        _print(table)
         if lr is None:
-            console.print(f"lr: each optimizer's default under the {convention} convention, not tuned; set one with "
+            _print(f"lr: each optimizer's default under the {convention} convention, not tuned; set one with "
                           "--lr, or compare tuned rates with `descend compare --problems torch-mlp-digits`",
                           highlight=False)
 
@@ -333,7 +396,8 @@ else:
     def bench(ctx: typer.Context) -> None:
         """Time the optimizers' step (runs descend.bench; extra arguments are passed on to it).
 
-        Its own options: descend bench -- --help
+        With no arguments, a quick look (the mlp case, sgd and adam, 3 repeats); --all runs every case and algorithm
+        with 9 repeats (minutes, and about 10 GB of memory). Its own options: descend bench -- --help
 
         Example: descend bench --cases mlp --algorithms adam sgd --repeats 3
         """
@@ -343,7 +407,14 @@ else:
             _fail(f"the benchmark is not available in this installation (descend.bench: {exc})")
         if not hasattr(bench_module, "main"):
             _fail("the benchmark is not available in this installation (descend.bench has no main())")
-        code = bench_module.main(list(ctx.args))
+        args = list(ctx.args)
+        if not args:
+            _console(stderr=True).print("a quick run: the mlp case, sgd and adam, 3 repeats; descend bench --all runs "
+                                        "everything", highlight=False, markup=False)
+            args = ["--quick"]
+        elif args == ["--all"]:
+            args = []
+        code = bench_module.main(args)
         raise typer.Exit(code=code if isinstance(code, int) else 0)
 
     def main() -> None:

@@ -13,6 +13,7 @@ import io
 import json
 import math
 import multiprocessing
+import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,7 @@ from descend.lab.problems import get as get_problem
 from descend.lab.runner import RunResult, finite_or_none, jsonable, run
 from descend.lab.store import write_json, write_text
 from descend.lab.tuner import DEFAULT_LR_GRID, MOMENTUM_GRID, objective_text, tune
+from descend.lab.verdict import verdict
 
 __all__ = [
     "Cell",
@@ -42,6 +44,18 @@ __all__ = [
 ]
 
 Progress = Callable[[int, str], None]
+
+
+MAX_STEPS = 1_000_000
+MAX_SEEDS = 1_000
+MAX_RECORDED_BYTES = 2 * 2**30
+
+
+def recorded_bytes(problem: Problem, steps: int, seeds: int) -> int:
+    """About how many bytes a cell's reporting runs record: the path of a 2-D problem (every step, two float64 per
+    run) and the recorded losses."""
+    path = (steps + 1) * seeds * 2 * 8 if problem.is_2d else 0
+    return path + (steps // max(problem.record_every, 1) + 2) * seeds * 8
 
 
 @dataclass
@@ -62,6 +76,9 @@ class CompareConfig:
         tune_momentum: also tune each optimizer's momentum (beta1 for the Adam family) over (0.5, 0.9, 0.99).
         source_hyperparams: use the hyperparameters and schedule a problem's source ran with (the AMSGrad
             counterexample's betas and lr / sqrt(t)).
+        like_with_like: set weight decay to 0 on problems that define their own minimiser (every problem but the
+            data ones): decay moves the minimiser, so an optimizer that decays by default (AdamW) would be judged
+            on reaching a point it is told not to reach. On data problems decay is regularisation and stays.
     """
 
     optimizers: Sequence[str] = DEFAULT_OPTIMIZERS
@@ -76,6 +93,7 @@ class CompareConfig:
     tune_seeds: int = 2
     tune_momentum: bool = False
     source_hyperparams: bool = True
+    like_with_like: bool = True
 
     def checked(self) -> tuple[list[Problem], list[str]]:
         """Validate everything; return the problems and optimizer names. Raises ValueError naming the bad value."""
@@ -95,6 +113,17 @@ class CompareConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{what} must be a positive integer, got {value!r}")
+        if self.steps is not None and self.steps > MAX_STEPS:
+            raise ValueError(f"steps must be at most {MAX_STEPS:,}, got {self.steps:,}")
+        if self.seeds > MAX_SEEDS or self.tune_seeds > MAX_SEEDS:
+            raise ValueError(f"seeds must be at most {MAX_SEEDS:,}, got {max(self.seeds, self.tune_seeds):,}")
+        for problem in problems:
+            need = recorded_bytes(problem, self.steps or problem.default_steps, self.seeds)
+            if need > MAX_RECORDED_BYTES:
+                raise ValueError(
+                    f"{self.steps or problem.default_steps:,} steps × {self.seeds:,} seeds on {problem.name} would "
+                    f"record about {need / 2**30:.1f} GiB of losses and paths; at most {MAX_RECORDED_BYTES / 2**30:g} "
+                    "GiB is allowed: give fewer --steps or --seeds")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
@@ -109,6 +138,7 @@ class CompareConfig:
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data["tune"] = self.tuning  # a fixed lr turns tuning off, whatever tune says
         data["problems"] = [p.name if isinstance(p, Problem) else p for p in self.problems]
         data["optimizers"] = list(self.optimizers)
         data["grid"] = list(self.grid)
@@ -123,6 +153,7 @@ class Cell:
     trials: list[dict[str, Any]] = field(default_factory=list)
     tuned: dict[str, Any] = field(default_factory=dict)
     objective: str = ""
+    adjusted: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -159,7 +190,8 @@ def _median(values: np.ndarray | None) -> float | None:
 
 
 def summarize(problem: Problem, cell: Cell) -> dict[str, Any]:
-    """The table row of a cell: medians over seeds, success rate and test accuracy where they apply."""
+    """The table row of a cell: medians over seeds, success rate, test accuracy where it applies, the seconds to the
+    tolerance and the settings changed to compare like with like."""
     r = cell.result
     reached = r.steps_to_tol[r.steps_to_tol >= 0]
     row: dict[str, Any] = {
@@ -172,9 +204,14 @@ def summarize(problem: Problem, cell: Cell) -> dict[str, Any]:
         "distance": _median(r.distance),
         "steps_to_tol": float(np.median(reached)) if reached.size else None,
         "success_rate": None if r.success is None else float(np.mean(r.success)),
-        "diverged": int(np.sum(~np.isfinite(r.final_loss))),
+        "diverged": (sum(1 for why in r.stopped if why == "diverged") if r.stopped
+                     else int(np.sum(~np.isfinite(r.final_loss)))),
+        "undefined": sum(1 for why in r.stopped if why == "undefined"),
         "runs": len(r.seeds),
         "wall_time": r.wall_time,
+        "seconds_to_tol": (float(np.median(reached)) * r.wall_time / max(int(r.steps[-1]), 1)
+                           if reached.size else None),
+        "adjusted": ", ".join(f"{k}={_fmt(v)}" for k, v in cell.adjusted.items()) or "",
     }
     for name, values in r.metrics.items():
         finite = np.asarray(values, dtype=np.float64)
@@ -189,8 +226,12 @@ def _fmt(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+FORMAT = 2  # the version of the saved cells; older ones are run again
+
+
 def _key(config: CompareConfig, problem: Problem, optimizer: str, steps: int) -> str:
     settings = {
+        "format": FORMAT,
         "problem": problem.summary(),
         "problem_settings": getattr(problem, "settings", None),
         "optimizer": optimizer,
@@ -205,14 +246,58 @@ def cell_path(out: Path, problem: str, optimizer: str) -> Path:
     return out / "runs" / f"{problem}__{optimizer}.json"
 
 
-def _load_cell(path: Path, key: str) -> Cell | None:
+MAX_CELL_BYTES = 256 * 2**20  # far above what the largest allowed run writes
+
+
+def read_capped(path: Path, limit: int = MAX_CELL_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (read no further), or a ValueError saying what it is."""
+    if not path.is_file():
+        raise ValueError(f"{str(path)!r} is not a regular file")
+    with path.open("rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{str(path)!r} is larger than {limit // 2**20} MiB")
+    return data
+
+
+def _load_cell(path: Path, key: str, seeds: int) -> Cell | None:
+    """The saved cell at ``path`` if it was made with the settings of ``key``; None if with other settings.
+
+    Raises:
+        ValueError: the file is not a cell file descend wrote (unreadable, not JSON, wrong types or shapes); the
+            message names it. Nothing is overwritten, so an edited file is never lost.
+    """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if data.get("key") != key:
-        return None
-    return Cell(RunResult.from_json(data["result"]), data["trials"], data["tuned"], data["objective"])
+        data = json.loads(read_capped(path).decode("utf-8"))
+        if not isinstance(data, dict):
+            raise TypeError(f"the file holds a {type(data).__name__}, not an object")
+        if data.get("key") != key:
+            return None
+        cell = Cell(RunResult.from_json(data["result"]), list(data["trials"]), dict(data["tuned"]),
+                    str(data["objective"]), dict(data.get("adjusted", {})))
+        _check_cell(cell, seeds)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        raise ValueError(
+            f"--resume cannot read the saved run {str(path)!r} ({type(exc).__name__}: {exc}); it was changed or is "
+            "not one descend wrote. Move it away to run that cell again, or run without --resume into another "
+            "--out") from None
+    return cell
+
+
+def _check_cell(cell: Cell, seeds: int) -> None:
+    """Refuse a loaded cell whose arrays do not fit together (a hand-edited file)."""
+    r = cell.result
+    if not isinstance(r.problem, str) or not isinstance(r.optimizer, str):
+        raise TypeError("problem and optimizer must be names")
+    if len(r.seeds) != seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in r.seeds):
+        raise ValueError(f"it holds {len(r.seeds)} seeds where {seeds} integers were expected")
+    if r.loss.shape != (len(r.steps), seeds) or r.final_loss.shape != (seeds,) or r.steps_to_tol.shape != (seeds,):
+        raise ValueError(f"its loss has shape {r.loss.shape}, not ({len(r.steps)}, {seeds})")
+    if r.path is not None and (r.path.ndim != 3 or r.path.shape[1:] != (seeds, 2)):
+        raise ValueError(f"its path has shape {r.path.shape}")
+    for t in cell.trials:
+        if not isinstance(t, dict) or not isinstance(t.get("lr"), (int, float)):
+            raise TypeError(f"a tuning trial is {t!r}, not a dict with a numeric lr")
 
 
 def _units(config: CompareConfig, contestant_knob: str | None) -> int:
@@ -232,6 +317,8 @@ def run_cell(
     tune_seeds = [config.seed + 10_000 + i for i in range(config.tune_seeds)]
     accepted = set(contestant.hyperparameter_names())
     base = {k: v for k, v in problem.source_hyperparams.items() if k in accepted} if config.source_hyperparams else {}
+    adjusted = like_with_like(problem, contestant, config)
+    base.update(adjusted)
     schedule = problem.source_schedule if config.source_hyperparams else None
     trials: list[dict[str, Any]] = []
     tuned: dict[str, Any] = {}
@@ -247,8 +334,23 @@ def run_cell(
         tuned = {"lr": hp["lr"], **({knob: hp[knob]} if knob else {})}
     else:
         hp = {**base, **({"lr": float(config.lr)} if config.lr is not None else {})}
+    # A short untimed run first, so that first-call costs (imports, allocations, caches) are not timed.
+    run(problem, contestant, hp, min(steps, WARM_UP_STEPS), seeds[:1], config.convention, keep_path=False,
+        schedule=schedule)
     result = run(problem, contestant, hp, steps, seeds, config.convention, schedule=schedule)
-    return Cell(result, trials, tuned, objective)
+    return Cell(result, trials, tuned, objective, adjusted)
+
+
+WARM_UP_STEPS = 10
+
+
+def like_with_like(problem: Problem, contestant: Any, config: CompareConfig) -> dict[str, Any]:
+    """The settings changed so that ``contestant`` is judged on the problem as posed: weight decay 0 where the
+    problem defines its own minimiser (see :attr:`CompareConfig.like_with_like`)."""
+    if not config.like_with_like or problem.family == "data":
+        return {}
+    decay = contestant.defaults(config.convention).get("weight_decay", 0.0)
+    return {"weight_decay": 0.0} if decay else {}
 
 
 # The work of a parallel comparison, inherited by the forked workers (problems hold functions, which do not pickle).
@@ -291,8 +393,8 @@ def compare(
             key = _key(config, problem, name, steps)
             path = None if out_path is None else cell_path(out_path, problem.name, name)
             units = _units(config, get_contestant(name).momentum_knob)
-            if resume and path is not None and path.exists():
-                cell = _load_cell(path, key)
+            if resume and path is not None and (path.exists() or path.is_symlink()):
+                cell = _load_cell(path, key, config.seeds)
                 if cell is not None:
                     cells[(problem.name, name)] = cell
                     resumed.append((problem.name, name))
@@ -305,7 +407,8 @@ def compare(
         cells[(problem.name, name)] = cell
         if path is not None:
             write_json(path, {"key": key, "result": cell.result.to_json(), "trials": cell.trials,
-                              "tuned": jsonable(cell.tuned), "objective": cell.objective})
+                              "tuned": jsonable(cell.tuned), "objective": cell.objective,
+                              "adjusted": jsonable(cell.adjusted)}, compact=True)
 
     parallel = jobs > 1 and len(todo) > 1 and "fork" in multiprocessing.get_all_start_methods()
     if not parallel:
@@ -322,17 +425,19 @@ def compare(
                 progress(units - min(done[0], units - 1), f"{problem.name} · {name}")
     else:
         _PENDING[:] = [(config, t[0], t[1]) for t in todo]
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = {pool.submit(_run_pending, i): t for i, t in enumerate(todo)}
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
+                                 initializer=worker_signals) as pool:
+            futures: dict = {}
             try:
+                for i, t in enumerate(todo):
+                    futures[pool.submit(_run_pending, i)] = t
                 for future in as_completed(futures):
                     problem, name, key, path, units = futures[future]
                     finish(problem, name, key, path, future.result())
                     if progress:
                         progress(units, f"{problem.name} · {name}")
             except BaseException:
-                for future in futures:
-                    future.cancel()
+                stop_workers(pool)
                 raise
             finally:
                 _PENDING.clear()
@@ -340,6 +445,25 @@ def compare(
     if out_path is not None:
         write_results(outcome, out_path)
     return outcome
+
+
+def worker_signals() -> None:
+    """In a worker: the default SIGTERM (the parent's handler, inherited by fork, turns it into an exception) and
+    no Ctrl-C (the parent stops the workers)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End the workers now, rather than waiting for their running tasks. Workers write no files, so they are
+    killed outright (a worker just forked may not have set up its signals yet). The pool then marks every unfinished
+    task as broken (cancelling them as well would make its management thread fail while it does so)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+    for process in processes:
+        process.join(timeout=5)
 
 
 def total_units(config: CompareConfig) -> int:
@@ -361,6 +485,7 @@ def write_results(outcome: CompareResult, out: Path) -> None:
         "tuning_objective": objective_text(outcome.problems[0]) if outcome.config.tuning else None,
         "problems": [p.summary() for p in outcome.problems],
         "rows": rows,
+        "verdict": verdict(outcome).as_json(),
         "tuning": tuning,
     }
     write_json(out / "results.json", finite_or_none(json.loads(json.dumps(data, default=str))))

@@ -58,7 +58,12 @@ def _convert(node: ast.AST, depth: int = 0, in_exponent: bool = False) -> Node:
     if isinstance(node, ast.Constant):
         if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
             raise ExpressionError(f"the constant {node.value!r} is not allowed; allowed are {_allowed_text()}")
-        value = float(node.value)
+        try:
+            value = float(node.value)
+        except OverflowError:
+            digits = len(str(abs(node.value))) if isinstance(node.value, int) else 0
+            raise ExpressionError(f"the number {str(node.value)[:20]}... ({digits} digits) is too large for a float; "
+                                  "numbers must be below about 1.8e308") from None
         if not math.isfinite(value):
             raise ExpressionError(f"the number {node.value!r} is not finite")
         return ("num", value)

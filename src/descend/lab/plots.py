@@ -16,13 +16,17 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from descend.lab.problems import Problem
 from descend.lab.runner import RunResult
 from descend.lab.store import write_bytes
 
-__all__ = ["colors_for", "contour_plot", "fit_line_plot", "loss_plot", "trajectory_gif"]
+__all__ = [
+    "colors_for", "contour_plot", "fit_line_plot", "loss_plot", "lr_plot", "profile_plot", "stop_note",
+    "target_plot", "trajectory_gif", "visible_path",
+]
 
 # Okabe-Ito and Tableau colours, chosen to stay apart from each other and from the contour map's blues and greys.
 PALETTE = (
@@ -49,16 +53,45 @@ def _figure(**kwargs: Any) -> Figure:
     return fig
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
-    """Write the figure as PNG. Layouts are fixed by hand: automatic ones measure every label and cost seconds."""
+def _save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write the figure as a palette PNG (256 colours, a third to a quarter of the size of a full-colour one and
+    the same picture to the eye). Layouts are fixed by hand: automatic ones measure every label and cost seconds."""
+    from PIL import Image
+
+    fig.set_dpi(dpi)
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]
+    image = Image.fromarray(np.ascontiguousarray(rgb)).quantize(colors=256, method=Image.Quantize.FASTOCTREE)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
+    image.save(buffer, format="PNG", optimize=True)
     return write_bytes(path, buffer.getvalue())
 
 
 def _label(name: str, hp: Mapping[str, Any]) -> str:
     lr = hp.get("lr")
     return f"{name} (lr {lr:.3g})" if isinstance(lr, float) else name
+
+
+def stop_note(result: RunResult) -> str:
+    """What happened to the runs that stopped early, in words ("" when none did): ``all 3 runs diverged by step
+    12``, ``1 of 3 runs left the function's domain at step 40``."""
+    stopped = [(why, step) for why, step in zip(result.stopped, result.stop_step) if why]
+    if not stopped and not result.stopped:  # results saved before reasons were recorded
+        dead = ~np.isfinite(np.asarray(result.final_loss, dtype=np.float64))
+        stopped = [("diverged", -1)] * int(np.sum(dead))
+    if not stopped:
+        return ""
+    n = len(result.seeds)
+    notes = []
+    for why, words in (("diverged", "diverged"), ("undefined", "left the function's domain")):
+        steps = [step for w, step in stopped if w == why]
+        if not steps:
+            continue
+        who = (f"all {n} runs" if n > 1 else "the run") if len(steps) == n else f"{len(steps)} of {n} runs"
+        last = max(steps)
+        when = "" if last < 0 else (f" at step {last}" if len(steps) == 1 else f" by step {last}")
+        notes.append(f"{who} {words}{when}")
+    return "; ".join(notes)
 
 
 def _loss_values(problem: Problem, results: Mapping[str, RunResult]) -> tuple[dict[str, tuple], bool, float]:
@@ -80,6 +113,57 @@ def _loss_values(problem: Problem, results: Mapping[str, RunResult]) -> tuple[di
     return curves, log, floor
 
 
+def _limits(curves: Mapping[str, tuple], log: bool) -> tuple[float, float] | None:
+    """y-limits that hold every curve's start and every final value (the median's and the band's), and as much of
+    the rest as stays within a factor of 1000 (log) or ten ranges (linear) of those, so that a run on its way to
+    infinity cannot squash the others into a line."""
+    must, rest = [], []
+    for _, median, low, high in curves.values():
+        for v in (median, low, high):
+            v = np.asarray(v, dtype=np.float64)
+            ok = v[np.isfinite(v)]
+            if ok.size:
+                must.append(float(ok[0]))
+                rest.append(ok)
+            if v.size and np.isfinite(v[-1]):
+                must.append(float(v[-1]))
+    if not must:
+        return None
+    everything = np.concatenate(rest)
+    lo, hi = min(must), max(must)
+    if log:
+        keep = everything[(everything >= lo / 1e3) & (everything <= hi * 1e3)]
+        lo, hi = min(lo, float(keep.min())), max(hi, float(keep.max()))
+        if hi <= lo * 1.5:
+            lo, hi = lo / 2, hi * 2
+        return lo / 10 ** 0.15, hi * 10 ** 0.15
+    span = max(hi - lo, abs(hi) * 1e-6, 1e-12)
+    keep = everything[(everything >= lo - 10 * span) & (everything <= hi + 10 * span)]
+    lo, hi = min(lo, float(keep.min())), max(hi, float(keep.max()))
+    pad = max(hi - lo, abs(hi) * 1e-6, 1e-12) * 0.05
+    return lo - pad, hi + pad
+
+
+def _end_mark(ax: Axes, steps: np.ndarray, median: np.ndarray, color: str, limits: tuple[float, float] | None) -> None:
+    """An x where the median curve ends early (held inside the axis when it ended above or below it)."""
+    finite = np.flatnonzero(np.isfinite(median))
+    if finite.size and finite[-1] < len(median) - 1:
+        y = float(median[finite[-1]])
+        if limits:
+            y = min(max(y, limits[0]), limits[1])
+        ax.plot(steps[finite[-1]], y, "x", color=color, ms=9, mew=2.2, zorder=6, clip_on=False)
+
+
+def _mark_stops(ax: Axes, steps: np.ndarray, median: np.ndarray, color: str, note: str,
+                limits: tuple[float, float] | None) -> None:
+    """An x where the median curve ends early, and the note in the panel."""
+    if not note:
+        return
+    _end_mark(ax, steps, median, color, limits)
+    ax.text(0.98, 0.95, note, transform=ax.transAxes, ha="right", va="top", fontsize=8, color=color, zorder=7,
+            bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": color, "boxstyle": "round,pad=0.25"})
+
+
 def _loss_axes(ax: Axes, problem: Problem, log: bool, ylabel: bool = True, decades: float = 10.0) -> None:
     if log:
         ax.set_yscale("log")
@@ -99,27 +183,36 @@ def loss_plot(problem: Problem, results: Mapping[str, RunResult], path: str | Pa
     """Loss (minus the known minimum) against step: the median over the runs as a line, their range as a band.
 
     Up to four optimizers share one panel; more get one small panel each (the others' medians in grey behind), so
-    the bands stay readable.
+    the bands stay readable. The y-axis holds every run's final loss; a run that stopped early (diverged, or left
+    the function's domain) ends in an x and is named in its panel or its legend entry.
     """
     colors = colors_for(list(results))
     curves, log, floor = _loss_values(problem, results)
-    tops = [np.nanmax(c[3]) for c in curves.values() if np.isfinite(c[3]).any()]
-    bottoms = [np.nanmin(c[2]) for c in curves.values() if np.isfinite(c[2]).any()]
-    decades = float(np.log10(max(tops) / max(min(bottoms), floor))) if log and tops else 10.0
+    limits = _limits(curves, log)
+    if limits:  # values far off the axis are drawn at its edge: huge ones would overflow the axis' transforms
+        low_edge, high_edge = (limits[0] / 10, limits[1] * 10) if log else (
+            limits[0] - (limits[1] - limits[0]), limits[1] + (limits[1] - limits[0]))
+        curves = {name: (c[0], *(np.clip(v, low_edge, high_edge) for v in c[1:])) for name, c in curves.items()}
+    decades = float(np.log10(limits[1] / limits[0])) if log and limits else 10.0
     runs = len(next(iter(results.values())).seeds)
     spread = f"median over {runs} runs, band: min to max" if runs > 1 else "one run"
     dotted = "; dotted line: the success tolerance" if log and problem.tol is not None else ""
     names = list(results)
+    notes = {name: stop_note(results[name]) for name in names}
     if len(names) <= 4:
         fig = _figure(figsize=(8.0, 4.6))
         ax = fig.subplots()
         for i, name in enumerate(names):
             steps, median, low, high = curves[name]
-            ax.plot(steps, median, color=colors[name], linestyle=_style(i), lw=1.8,
-                    label=_label(name, results[name].hyperparams))
+            label = _label(name, results[name].hyperparams) + (f"\n{notes[name]}" if notes[name] else "")
+            ax.plot(steps, median, color=colors[name], linestyle=_style(i), lw=1.8, label=label)
             if runs > 1:
                 ax.fill_between(steps, low, high, color=colors[name], alpha=0.15, lw=0)
+            if notes[name]:
+                _end_mark(ax, steps, median, colors[name], limits)
         _loss_axes(ax, problem, log, decades=decades)
+        if limits:
+            ax.set_ylim(*limits)
         ax.set_xlabel("step")
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=9)
         ax.set_title(f"{problem.title}\n{spread}{dotted}", fontsize=11)
@@ -138,6 +231,7 @@ def loss_plot(problem: Problem, results: Mapping[str, RunResult], path: str | Pa
         if runs > 1:
             ax.fill_between(steps, low, high, color=colors[name], alpha=0.25, lw=0, zorder=2)
         ax.plot(steps, median, color=colors[name], lw=1.9, zorder=3)
+        _mark_stops(ax, steps, median, colors[name], notes[name], limits)
         ax.set_title(_label(name, results[name].hyperparams), fontsize=10, color=colors[name], loc="left")
         _loss_axes(ax, problem, log, ylabel=i % cols == 0, decades=decades)
         if log and decades >= 2:  # minor ticks on nine log axes cost seconds and add little at this size
@@ -146,6 +240,8 @@ def loss_plot(problem: Problem, results: Mapping[str, RunResult], path: str | Pa
         if i // cols == rows - 1 or i + cols >= len(names):
             ax.set_xlabel("step")
             ax.xaxis.set_tick_params(labelbottom=True)
+    if limits:
+        axes[0][0].set_ylim(*limits)  # shared by every panel
     for j in range(len(names), rows * cols):
         axes[j // cols][j % cols].set_visible(False)
     fig.suptitle(f"{problem.title}\n{spread}{dotted}; grey: the other optimizers' medians", fontsize=11)
@@ -162,16 +258,22 @@ def _grid(problem: Problem, n: int = 160) -> tuple[np.ndarray, np.ndarray, np.nd
 
 def _background(ax: Axes, problem: Problem) -> None:
     xs, ys, zs = _grid(problem)
-    shift = problem.f_min if problem.f_min is not None else float(np.nanmin(zs))
-    gap = zs - shift
-    if np.nanmin(gap) >= 0 and np.nanmax(gap) > 0 and np.nanmax(gap) / max(np.nanpercentile(gap, 5), 1e-12) > 50:
-        low = max(np.nanpercentile(gap, 0.5), np.nanmax(gap) * 1e-8, 1e-8)
-        levels = np.logspace(np.log10(low), np.log10(np.nanmax(gap)), 24)
-        ax.contourf(xs, ys, np.maximum(gap, low), levels=levels, norm=LogNorm(), cmap="Greys", alpha=0.45)
-        ax.contour(xs, ys, np.maximum(gap, low), levels=levels[::2], norm=LogNorm(), colors="0.6", linewidths=0.4)
-    else:
-        ax.contourf(xs, ys, zs, levels=24, cmap="Greys", alpha=0.45)
-        ax.contour(xs, ys, zs, levels=12, colors="0.6", linewidths=0.4)
+    finite = zs[np.isfinite(zs)]
+    if finite.size >= 4 and finite.max() > finite.min():  # where f is undefined (log of a negative) stays blank
+        shift = problem.f_min if problem.f_min is not None else float(finite.min())
+        gap = np.ma.masked_invalid(zs - shift)
+        values = finite - shift
+        top = float(values.max())
+        if values.min() >= 0 and top > 0 and top / max(float(np.percentile(values, 5)), 1e-12) > 50:
+            low = max(float(np.percentile(values, 0.5)), top * 1e-8, 1e-8)
+            levels = np.logspace(np.log10(low), np.log10(top), 24)
+            ax.contourf(xs, ys, np.ma.maximum(gap, low), levels=levels, norm=LogNorm(), cmap="Greys", alpha=0.45)
+            ax.contour(xs, ys, np.ma.maximum(gap, low), levels=levels[::2], norm=LogNorm(), colors="0.6",
+                       linewidths=0.4)
+        else:
+            levels = np.linspace(float(finite.min()), float(finite.max()), 25)
+            ax.contourf(xs, ys, np.ma.masked_invalid(zs), levels=levels, cmap="Greys", alpha=0.45)
+            ax.contour(xs, ys, np.ma.masked_invalid(zs), levels=levels[::2], colors="0.6", linewidths=0.4)
     x0, x1, y0, y1 = problem.box
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
@@ -187,8 +289,40 @@ def _marks(ax: Axes, problem: Problem, start: np.ndarray) -> None:
         ax.plot(opt[:, 0], opt[:, 1], "*", color="gold", mec="black", ms=15, zorder=5, label="minimum")
 
 
+def visible_path(pts: np.ndarray, box: Sequence[float]) -> tuple[np.ndarray, int | None]:
+    """The part of a path to draw: up to its last point before it first leaves the drawing box widened by the box's
+    size on every side (or stops being finite), so that a run flying off to infinity is not drawn as a straight
+    line across the picture. Returns that part and the step at which the path left, or None if it never did."""
+    x0, x1, y0, y1 = box
+    w, h = x1 - x0, y1 - y0
+    with np.errstate(invalid="ignore"):
+        inside = (np.isfinite(pts).all(axis=1) & (pts[:, 0] >= x0 - w) & (pts[:, 0] <= x1 + w)
+                  & (pts[:, 1] >= y0 - h) & (pts[:, 1] <= y1 + h))
+    out = np.flatnonzero(~inside)
+    if not out.size:
+        return pts, None
+    return pts[: max(int(out[0]), 1)], int(out[0])
+
+
+def _path_note(result: RunResult, left: int | None) -> str:
+    """Why the first run's path ends early: it diverged, left the domain, or only left the picture."""
+    why = result.stopped[0] if result.stopped else ""
+    step = result.stop_step[0] if result.stop_step else -1
+    if why == "diverged":
+        return f"diverged at step {step}" if step >= 0 else "diverged"
+    if why == "undefined":
+        return f"left the domain at step {step}" if step >= 0 else "left the domain"
+    if left is not None:
+        return f"left the picture at step {left}"
+    return ""
+
+
 def contour_plot(problem: Problem, results: Mapping[str, RunResult], path: str | Path) -> Path:
-    """The function's contours with the path of the first run of every optimizer, the start and the minima."""
+    """The function's contours with the path of the first run of every optimizer, the start and the minima.
+
+    A path that leaves the picture far behind (or diverges) is drawn up to where it left, ends in an x, and its
+    legend entry says what happened.
+    """
     colors = colors_for(list(results))
     fig = _figure(figsize=(8.0, 6.4))
     ax = fig.subplots()
@@ -197,17 +331,22 @@ def contour_plot(problem: Problem, results: Mapping[str, RunResult], path: str |
     for i, (name, r) in enumerate(results.items()):
         if r.path is None:
             continue
-        pts = np.asarray(r.path)[:, 0, :]
+        pts, left = visible_path(np.asarray(r.path)[:, 0, :], problem.box)
         start = pts[0]
+        note = _path_note(r, left)
         ax.plot(pts[:, 0], pts[:, 1], color=colors[name], linestyle=_style(i), lw=1.6, alpha=0.9,
-                label=_label(name, r.hyperparams))
+                label=_label(name, r.hyperparams) + (f"\n{note}" if note else ""))
         last = pts[np.isfinite(pts).all(axis=1)][-1]
-        ax.plot(*last, "o", color=colors[name], mec="black", mew=0.6, ms=6, zorder=4)
+        if note:
+            ax.plot(*last, "x", color=colors[name], ms=10, mew=2.4, zorder=4)
+        else:
+            ax.plot(*last, "o", color=colors[name], mec="black", mew=0.6, ms=6, zorder=4)
     if start is not None:
         _marks(ax, problem, start)
-    ax.set_title(f"{problem.title}\npath of run 1 from the usual start; dot: where each optimizer ends", fontsize=11)
+    ax.set_title(f"{problem.title}\npath of run 1 from the usual start; dot: where each optimizer ends,\n"
+                 "x: where its path diverged or left the picture", fontsize=10.5)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=9)
-    fig.subplots_adjust(left=0.08, right=0.72, top=0.89, bottom=0.08)
+    fig.subplots_adjust(left=0.08, right=0.72, top=0.87, bottom=0.08)
     return _save(fig, path)
 
 
@@ -222,10 +361,11 @@ def trajectory_gif(
     from PIL import Image
 
     colors = colors_for(list(results))
-    paths = {n: np.asarray(r.path)[:, 0, :] for n, r in results.items() if r.path is not None}
+    paths = {n: visible_path(np.asarray(r.path)[:, 0, :], problem.box)[0] for n, r in results.items()
+             if r.path is not None}
     if not paths:
         raise ValueError(f"problem {problem.name!r} has no 2-D paths to animate")
-    n_steps = max(len(p) for p in paths.values()) - 1
+    n_steps = max(len(r.path) for r in results.values() if r.path is not None) - 1
     # Early steps move most: sample the frames more densely there.
     ticks = np.unique(np.round(np.geomspace(1, n_steps + 1, frames) - 1).astype(int))
     fig = _figure(figsize=(7.2, 5.4), dpi=80)
@@ -264,6 +404,148 @@ def trajectory_gif(
     buffer = io.BytesIO()
     images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
     return write_bytes(path, buffer.getvalue())
+
+
+def profile_plot(
+    taus: np.ndarray, rho: Mapping[str, np.ndarray], names: Sequence[str], path: str | Path, subtitle: str
+) -> Path:
+    """Performance profiles: for each optimizer, the share of problems it solves within tau times the best
+    optimizer's steps, as a step curve over tau (log scale). Higher and further left is better."""
+    colors = colors_for(list(names))
+    fig = _figure(figsize=(8.0, 4.6))
+    ax = fig.subplots()
+    for i, name in enumerate(names):
+        ax.step(taus, rho[name], where="post", color=colors[name], linestyle=_style(i), lw=1.9,
+                label=f"{name} ({rho[name][-1]:.0%} solved)")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlim(float(taus[0]), float(taus[-1]))
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("τ: steps to the tolerance as a multiple of the fastest optimizer's (log scale)")
+    ax.set_ylabel("share of problems solved within τ")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=9)
+    ax.set_title(f"Performance profiles\n{subtitle}", fontsize=11)
+    fig.subplots_adjust(left=0.1, right=0.7, top=0.86, bottom=0.12)
+    return _save(fig, path)
+
+
+def lr_plot(panels: Sequence[tuple[str, bool, Mapping[str, Sequence[Mapping[str, Any]]], Mapping[str, float]]],
+            names: Sequence[str], path: str | Path) -> Path:
+    """Learning-rate sensitivity: the final loss of every tuning trial against its learning rate, one panel per
+    problem and one line per optimizer, the chosen rate ringed and diverged trials as an x on the panel's top edge.
+
+    Args:
+        panels: per problem ``(title, has_minimum, trials by optimizer, chosen lr by optimizer)``; a trial is a dict
+            with ``lr`` and ``final_loss`` (the loss minus the known minimum where ``has_minimum``; None if a run
+            diverged).
+        names: the optimizers, in the comparison's order (for the colours).
+        path: the PNG to write.
+    """
+    colors = colors_for(list(names))
+    cols = min(4, max(1, len(panels)))
+    rows = -(-len(panels) // cols)
+    fig = _figure(figsize=(3.2 * cols + 1.9, 2.7 * rows + 0.9))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for k, (title, has_min, trials, chosen) in enumerate(panels):
+        ax = axes[k // cols][k % cols]
+        values = [t["final_loss"] for ts in trials.values() for t in ts if t.get("final_loss") is not None]
+        log = bool(values) and min(values) > 0
+        # A trial that ended orders of magnitude above the rest is drawn on the top edge as a triangle, so that
+        # it cannot squash the others into a line.
+        middle = float(np.median(np.abs(values))) if values else 0.0
+        cap = middle * 1e4 if log else max(1e6, 1e4 * middle)
+        if values and max(values) > cap > 0:
+            ax.set_ylim(min(values) / 3 if log else min(values), cap)
+        else:
+            cap = np.inf
+        for i, name in enumerate(names):
+            ts = sorted(trials.get(name, []), key=lambda t: t["lr"])
+            if not ts:
+                continue
+            ok = [t for t in ts if t.get("final_loss") is not None]
+            ax.plot([t["lr"] for t in ok], [min(t["final_loss"], cap) for t in ok], color=colors[name],
+                    linestyle=_style(i), marker="o", ms=3, lw=1.3)
+            high = [t["lr"] for t in ok if t["final_loss"] > cap]
+            if high:
+                ax.plot(high, [cap] * len(high), "^", color=colors[name], ms=7, clip_on=False, zorder=5)
+            bad = [t["lr"] for t in ts if t.get("final_loss") is None]
+            if bad:
+                ax.plot(bad, [0.97] * len(bad), "x", color=colors[name], ms=6, mew=1.6, clip_on=False,
+                        transform=ax.get_xaxis_transform())
+            best = [t for t in ok if chosen.get(name) is not None and abs(t["lr"] - chosen[name]) <= 1e-12 * t["lr"]]
+            if best:
+                ax.plot(best[0]["lr"], best[0]["final_loss"], "o", mfc="none", mec=colors[name], ms=9, mew=1.6)
+        ax.set_xscale("log")
+        if log:
+            ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_title(title if len(title) <= 38 else title[:36] + "…", fontsize=9.5, loc="left")
+        ax.grid(True, which="major", alpha=0.3)
+        if k % cols == 0:
+            ax.set_ylabel(("final loss − f*" if has_min else "final loss") + (" (log)" if log else ""), fontsize=9)
+        if k // cols == rows - 1 or k + cols >= len(panels):
+            ax.set_xlabel("learning rate (log)", fontsize=9)
+        ax.tick_params(labelsize=8)
+    for j in range(len(panels), rows * cols):
+        axes[j // cols][j % cols].set_visible(False)
+    handles = [Line2D([], [], color=colors[n], linestyle=_style(i), marker="o", ms=3, label=n)
+               for i, n in enumerate(names)]
+    handles += [Line2D([], [], color="0.3", marker="o", mfc="none", ls="none", ms=9, label="rate chosen"),
+                Line2D([], [], color="0.3", marker="^", ls="none", ms=7, label="far above the axis"),
+                Line2D([], [], color="0.3", marker="x", ls="none", ms=6, label="diverged (top edge)")]
+    fig.legend(handles=handles, loc="center right", frameon=False, fontsize=9)
+    fig.suptitle("Learning-rate sensitivity: every tuning trial's final loss (median over the tuning runs)",
+                 fontsize=11)
+    fig.subplots_adjust(left=0.07, right=1 - 1.8 / fig.get_figwidth(), top=1 - 0.6 / fig.get_figheight(),
+                        bottom=0.55 / fig.get_figheight(), wspace=0.3, hspace=0.45)
+    return _save(fig, path)
+
+
+def target_plot(
+    steps: Mapping[str, Mapping[str, float]], seconds: Mapping[str, Mapping[str, float]], titles: Mapping[str, str],
+    names: Sequence[str], path: str | Path,
+) -> Path:
+    """Time to target: per problem (a row) and optimizer (a marker), the median steps to reach the tolerance on one
+    panel and the seconds on the other, both on log scales; optimizers that did not reach it are listed on the
+    row's right instead."""
+    colors = colors_for(list(names))
+    problems = list(steps)
+    fig = _figure(figsize=(11.5, 0.7 * len(problems) + 1.8))
+    panels = fig.subplots(1, 2, sharey=True)
+    offsets = np.linspace(-0.28, 0.28, len(names)) if len(names) > 1 else np.zeros(1)
+    for ax, data, xlabel in ((panels[0], steps, "steps to the tolerance (log)"),
+                             (panels[1], seconds, "seconds to the tolerance (log)")):
+        for row, problem in enumerate(problems):
+            for i, name in enumerate(names):
+                v = data[problem].get(name, np.inf)
+                if np.isfinite(v):
+                    ax.plot(max(v, 1e-6 if data is seconds else 1.0), row + offsets[i], "o", color=colors[name],
+                            ms=6, mec="black", mew=0.4)
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.grid(True, which="major", axis="x", alpha=0.3)
+        for row in range(len(problems)):
+            ax.axhline(row + 0.5, color="0.85", lw=0.6)
+    panels[0].set_yticks(range(len(problems)))
+    panels[0].set_yticklabels([titles.get(p, p) if len(titles.get(p, p)) <= 28 else p for p in problems],
+                              fontsize=9)
+    panels[0].set_ylim(len(problems) - 0.5, -0.5)
+    for row, problem in enumerate(problems):
+        missing = [n for n in names if not np.isfinite(steps[problem].get(n, np.inf))]
+        if missing:
+            lines = [", ".join(missing[k : k + 3]) for k in range(0, len(missing), 3)]
+            text = "not reached:\n" + ",\n".join(lines) if len(missing) < len(names) else "reached by none"
+            panels[1].text(1.02, row, text, transform=panels[1].get_yaxis_transform(), va="center", fontsize=7,
+                           color="0.35", linespacing=1.0)
+    handles = [Line2D([], [], color=colors[n], marker="o", ls="none", mec="black", mew=0.4, label=n) for n in names]
+    fig.legend(handles=handles, loc="upper center", ncol=min(len(names), 9), frameon=False, fontsize=9,
+               bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle("Time to target: median over the runs (more than half must reach the tolerance); seconds are "
+                 "steps × the measured time per step", fontsize=10, y=1 - 0.42 / fig.get_figheight())
+    fig.subplots_adjust(left=0.19, right=0.8, top=1 - 0.75 / fig.get_figheight(), bottom=0.6 / fig.get_figheight(),
+                        wspace=0.05)
+    return _save(fig, path)
 
 
 def fit_line_plot(

@@ -36,6 +36,10 @@ class RunResult:
             ``steps_to_tol`` holds -1 where the tolerance was not reached and ``success`` is None without a tolerance.
         metrics: extra per-run results (``test_accuracy``).
         wall_time: seconds for the whole batch of runs.
+        stopped: per run, why it stopped early: ``""`` (it ran every step), ``"diverged"`` (a parameter or the loss
+            became infinite, or not a number after an overflow) or ``"undefined"`` (the loss is not a number at
+            finite parameters: the point left the function's domain, such as ``log(x)`` at ``x < 0``).
+        stop_step: per run, the recorded step at which it stopped (-1 if it did not).
     """
 
     problem: str
@@ -51,6 +55,8 @@ class RunResult:
     success: np.ndarray | None
     metrics: dict[str, np.ndarray] = field(default_factory=dict)
     wall_time: float = 0.0
+    stopped: list[str] = field(default_factory=list)
+    stop_step: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (NaN and infinity become None)."""
@@ -75,6 +81,8 @@ class RunResult:
             "success": None if self.success is None else np.asarray(self.success).astype(bool).tolist(),
             "metrics": {k: clean(v) for k, v in self.metrics.items()},
             "wall_time": self.wall_time,
+            "stopped": list(self.stopped),
+            "stop_step": [int(s) for s in self.stop_step],
         }
         return finite_or_none(out)
 
@@ -102,6 +110,8 @@ class RunResult:
             success=None if data["success"] is None else np.asarray(data["success"], dtype=bool),
             metrics={k: arr(v) for k, v in data["metrics"].items()},
             wall_time=float(data["wall_time"]),
+            stopped=[str(s) for s in data.get("stopped", [])],
+            stop_step=[int(s) for s in data.get("stop_step", [])],
         )
 
 
@@ -209,6 +219,8 @@ def run_many(
     losses = np.full((len(recorded), n), np.nan)
     path = np.full((steps + 1, n, 2), np.nan) if (problem.is_2d and keep_path) else None
     alive = np.ones(n, dtype=bool)
+    stopped = [""] * n
+    stop_step = np.full(n, -1, dtype=np.int64)
     start = time.perf_counter()
     with np.errstate(all="ignore"), problem.session():
         losses[0] = problem.loss(params)
@@ -231,10 +243,15 @@ def run_many(
             if path is not None:
                 path[t] = problem.point(params)
             if recorded[row] == t:
+                was = alive.copy()
+                finite_params = np.ones(n, dtype=bool)
                 for p in params:
-                    alive &= np.all(np.isfinite(np.asarray(p).reshape(n, -1)), axis=1)
-                current = problem.loss(params)
-                alive &= np.isfinite(current)
+                    finite_params &= np.all(np.isfinite(np.asarray(p).reshape(n, -1)), axis=1)
+                current = np.asarray(problem.loss(params), dtype=np.float64)
+                alive &= finite_params & np.isfinite(current)
+                for i in np.flatnonzero(was & ~alive):
+                    stopped[i] = "undefined" if finite_params[i] and np.isnan(current[i]) else "diverged"
+                    stop_step[i] = t
                 losses[row] = np.where(alive, current, np.nan)
                 row += 1
                 if not alive.any():
@@ -271,5 +288,7 @@ def run_many(
             success=None if success is None else success[cut],
             metrics={key: v[cut] for key, v in metrics.items()},
             wall_time=wall,
+            stopped=stopped[cut],
+            stop_step=[int(v) for v in stop_step[cut]],
         ))
     return out

@@ -41,9 +41,12 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as indented JSON to ``path`` atomically (NaN is not allowed: use None)."""
-    return write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
+def write_json(path: str | Path, data: Any, compact: bool = False) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically (NaN is not allowed: use None): indented, or with ``compact``
+    on one line without spaces (for the long arrays of saved runs, a third of the size)."""
+    text = json.dumps(data, separators=(",", ":"), allow_nan=False) if compact else json.dumps(
+        data, indent=1, allow_nan=False)
+    return write_text(path, text + "\n")
 
 
 def check_writable(folder: str | Path) -> Path:
@@ -58,6 +61,9 @@ def check_writable(folder: str | Path) -> Path:
     probe = path
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+    if not probe.is_dir():
+        raise ValueError(f"the output folder {str(path)!r} cannot be written: {str(probe)!r} is in the way, and it is "
+                         "a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
         raise ValueError(f"the output folder {str(path)!r} cannot be written (no write permission on {str(probe)!r})")
     return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["COLUMNS", "format_rows", "rich_tables"]
+__all__ = ["COLUMNS", "format_rows", "rich_tables", "rich_verdict", "verdict_cells"]
 
 # (key in a summary row, header, right-aligned)
 COLUMNS: tuple[tuple[str, str, bool], ...] = (
@@ -54,12 +54,22 @@ def format_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list
                 line.append(f"{v:.0f}")
             elif key == "wall_time" and v is not None:
                 line.append(f"{v:.2f}")
-            elif key in ("final_loss", "gap") and row.get("diverged"):
-                line.append(f"{'' if v is None else _number(v) + ' '}({row['diverged']}/{row['runs']} diverged)")
+            elif key in ("final_loss", "gap") and (row.get("diverged") or row.get("undefined")):
+                line.append(f"{'' if v is None else _number(v) + ' '}({stopped_text(row)})")
             else:
                 line.append(_number(v))
         cells.append(line)
     return headers, cells
+
+
+def stopped_text(row: Mapping[str, Any]) -> str:
+    """How many runs of a summary row stopped early and why: ``2/3 diverged``, ``3/3 left the domain``."""
+    parts = []
+    if row.get("diverged"):
+        parts.append(f"{row['diverged']}/{row['runs']} diverged")
+    if row.get("undefined"):
+        parts.append(f"{row['undefined']}/{row['runs']} left the domain")
+    return ", ".join(parts)
 
 
 def right_aligned(header: str) -> bool:
@@ -68,19 +78,53 @@ def right_aligned(header: str) -> bool:
 
 
 def rich_tables(outcome: Any) -> list[Any]:
-    """One rich Table per problem of a :class:`~descend.lab.compare.CompareResult`."""
+    """Per problem of a :class:`~descend.lab.compare.CompareResult`: its title, its rich Table and its description.
+
+    Titles and descriptions are separate lines rather than the table's title and caption, which Rich would wrap to
+    the table's width.
+    """
     from rich.table import Table
+    from rich.text import Text
 
     rows = outcome.rows()
-    tables = []
+    out: list[Any] = []
     for problem in outcome.problems:
         mine = [r for r in rows if r["problem"] == problem.name]
         headers, cells = format_rows(mine)
-        table = Table(title=f"{problem.title}", title_justify="left", caption=problem.description,
-                      caption_justify="left")
+        table = Table()
         for h in headers:
             table.add_column(h, justify="right" if right_aligned(h) else "left")
         for line in cells:
             table.add_row(*line)
-        tables.append(table)
-    return tables
+        out += [Text(problem.title, style="bold"), table, Text(problem.description, style="dim")]
+    return out
+
+
+def verdict_cells(outcome: Any, result: Any) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells of the verdict matrix: one row per optimizer, best overall first; per problem the rank and
+    what it rests on (success over runs and gap, test accuracy, or final loss)."""
+    headers = ["optimizer", "mean rank", "wins", *[p.name for p in outcome.problems]]
+    cells = []
+    for o in result.optimizers:
+        line = [o, f"{result.mean_rank[o]:.2f}", str(result.wins[o])]
+        for p in outcome.problems:
+            line.append(f"{result.rank[(p.name, o)]:g}: {result.cell[(p.name, o)]}")
+        cells.append(line)
+    return headers, cells
+
+
+def rich_verdict(outcome: Any, result: Any) -> list[Any]:
+    """The verdict for the terminal: the matrix and the rule it follows."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from descend.lab.verdict import RANK_RULE
+
+    headers, cells = verdict_cells(outcome, result)
+    table = Table()
+    for h in headers:
+        table.add_column(h, justify="right" if h in ("mean rank", "wins") else "left")
+    for line in cells:
+        table.add_row(*line)
+    return [Text(f"Verdict: {result.headline(len(outcome.problems))}", style="bold"), table,
+            Text(RANK_RULE, style="dim")]

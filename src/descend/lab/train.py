@@ -2,7 +2,8 @@
 
 The models are the NumPy problems' twins: logistic regression (one output, binary cross-entropy), softmax regression
 and an MLP with one tanh hidden layer, on the same standardised 75/25 split. Everything is seeded: the weights, and
-the order of the minibatches.
+the order of the minibatches. Wall time is measured fairly: every optimizer makes a few untimed updates first, and
+the epochs of the optimizers interleave, so that the order they are named in does not change their times.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from descend.lab.problems.data import DATASETS, load_dataset
 __all__ = ["MODELS", "TorchUnavailable", "TrainResult", "torch_status", "train"]
 
 MODELS: tuple[str, ...] = ("logistic", "softmax", "mlp")
+
+
+TORCH_FIX = ("Install torch with: pip install torch==2.13.0 (the version descend is tested with; any 2.4 or later "
+             "below 3 works), or pip install 'descend[lab,torch]'")
 
 
 class TorchUnavailable(RuntimeError):
@@ -92,7 +97,7 @@ def train(
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     ok, why = torch_status()
     if not ok:
-        raise TorchUnavailable(f"training torch models needs torch and descend.torch: {why}")
+        raise TorchUnavailable(f"training torch models needs torch and descend.torch: {why}. {TORCH_FIX}")
     import torch
 
     import descend.torch as dtorch
@@ -122,31 +127,43 @@ def train(
         def predict(out: Any) -> Any:
             return out.argmax(dim=1)
 
-    results = []
-    for contestant in contestants:
+    def setup(contestant: Any) -> tuple[Any, Any, TrainResult, Any]:
         torch.manual_seed(seed)
         net = _model(torch, model, xt.shape[1], classes, hidden)
         cls = dtorch.OPTIMIZERS[contestant.algorithm]
         kwargs = {**dict(contestant.fixed), **({"lr": lr} if lr is not None else {})}
         opt = cls(net.parameters(), convention=convention, **kwargs)
         hp = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
-        result = TrainResult(contestant.name, hp)
-        order = torch.Generator().manual_seed(seed)
-        start = time.perf_counter()
-        for epoch in range(1, epochs + 1):
+        return net, opt, TrainResult(contestant.name, hp), torch.Generator().manual_seed(seed)
+
+    def batch(net: Any, opt: Any, idx: Any) -> None:
+        opt.zero_grad()
+        loss = loss_of(net(xt[idx]), yt[idx])
+        loss.backward()
+        opt.step()
+
+    # Warm-up: a few untimed updates of every optimizer on a throwaway model, so that first-call costs (torch's
+    # kernels and caches, descend.torch's plans) are paid before any clock runs and by no one in particular.
+    for contestant in contestants:
+        net, opt, _, _ = setup(contestant)
+        for i in range(min(3, -(-xt.shape[0] // batch_size))):
+            batch(net, opt, torch.arange(i * batch_size, min((i + 1) * batch_size, xt.shape[0])))
+    runs = [setup(c) for c in contestants]
+    # Epochs interleave (one epoch of each optimizer in turn), so that a slow or busy spell of the machine is shared.
+    for epoch in range(1, epochs + 1):
+        for net, opt, result, order in runs:
+            start = time.perf_counter()
             perm = torch.randperm(xt.shape[0], generator=order)
             for i in range(0, xt.shape[0], batch_size):
-                idx = perm[i : i + batch_size]
-                opt.zero_grad()
-                loss = loss_of(net(xt[idx]), yt[idx])
-                loss.backward()
-                opt.step()
+                batch(net, opt, perm[i : i + batch_size])
+            result.wall_time += time.perf_counter() - start
             with torch.no_grad():
                 result.train_loss.append(float(loss_of(net(xt), yt)))
             if on_epoch:
-                on_epoch(contestant.name, epoch)
+                on_epoch(result.optimizer, epoch)
+    results = []
+    for net, _, result, _ in runs:
         with torch.no_grad():
             result.test_accuracy = float((predict(net(xs)) == ys).float().mean())
-        result.wall_time = time.perf_counter() - start
         results.append(result)
     return results

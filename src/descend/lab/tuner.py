@@ -142,7 +142,10 @@ def tune(
             shown: dict[str, Any] = {"lr": float(lr)}
             if knob:
                 shown[knob] = float(momentum)
-            trials.append({**shown, "score": value[0] if math.isfinite(value[0]) else None})
+            final = np.asarray(result.final_loss, dtype=np.float64)
+            final_ok = bool(final.size) and bool(np.all(np.isfinite(final)))
+            trials.append({**shown, "score": value[0] if math.isfinite(value[0]) else None,
+                           "final_loss": float(np.median(final)) if final_ok else None})
             if best is None or value < best[0]:
                 best = (value, hp)
             if on_trial is not None:

@@ -214,8 +214,10 @@ def make_functions() -> list[Function2D]:
     return [
         Function2D(
             "rosenbrock", "Rosenbrock (1−x)² + 100(y−x²)²", "function",
-            "A long curved valley: easy to reach, slow to follow. Minimum 0 at (1, 1); start (−2, 2).",
-            default_steps=500, f_min=0.0, tol=1e-4, optima=np.array([[1.0, 1.0]]), box=(-2.5, 2.5, -1.0, 4.0),
+            "A long curved valley: easy to reach, slow to follow. Minimum 0 at (1, 1); start (−2, 2). 1000 steps: "
+            "at 500 no tuned optimizer gets within the tolerance, at 1000 the adaptive ones that follow the valley "
+            "do and the others do not.",
+            default_steps=1000, f_min=0.0, tol=1e-4, optima=np.array([[1.0, 1.0]]), box=(-2.5, 2.5, -1.0, 4.0),
             fn=_rosenbrock, gradient=_rosenbrock_grad, start=(-2.0, 2.0), jitter=0.2,
             references=f"{sfu}; start point and box as in pytorch_optimizer's visualisation",
         ),
@@ -241,8 +243,11 @@ def make_functions() -> list[Function2D]:
         ),
         Function2D(
             "rastrigin", "Rastrigin", "function",
-            "A bowl covered in local minima. Global minimum 0 at (0, 0); start (−2, 3.5).",
-            default_steps=300, f_min=0.0, tol=1e-3, optima=np.zeros((1, 2)), box=(-4.5, 4.5, -4.5, 4.5),
+            "A bowl covered in local minima. Global minimum 0 at (0, 0); start (−2, 3.5). Success is ending within 2 "
+            "of the minimum: in its basin or one of the four next to it (f ≈ 0.99), a dozen ridges from the start. "
+            "Gradient steps stop in the first basin they fall into (f ≈ 12.9 near the start), so a tighter tolerance "
+            "is met by no optimizer whatever the budget and tells them apart not at all.",
+            default_steps=300, f_min=0.0, tol=2.0, optima=np.zeros((1, 2)), box=(-4.5, 4.5, -4.5, 4.5),
             fn=_rastrigin, gradient=_rastrigin_grad, start=(-2.0, 3.5), jitter=0.3,
             references=f"{sfu}; start point as in pytorch_optimizer's visualisation",
         ),
@@ -283,6 +288,11 @@ def from_expression(
     sx, sy = (float(v) for v in start)
     if not (np.isfinite(sx) and np.isfinite(sy)):
         raise ValueError(f"the start point must be two finite numbers, got {start!r}")
+    at_start = float(expression.value(sx, sy))
+    if not np.isfinite(at_start):
+        what = "not defined (outside the function's domain)" if np.isnan(at_start) else "infinite"
+        raise ValueError(f"f({sx:g}, {sy:g}) = {expression.text} is {what} at the start point; choose another "
+                         "with --start")
     if box is None:
         box = (min(sx - 3, -3.0), max(sx + 3, 3.0), min(sy - 3, -3.0), max(sy + 3, 3.0))
     return Function2D(
