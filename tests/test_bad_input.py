@@ -431,8 +431,8 @@ typer_testing = pytest.importorskip("typer.testing")
 
 CLI = [
     (["describe", "adam", "--convention", "jax"], r"Unknown convention 'jax'; choose one of torch, optax, keras"),
-    (["describe", "lion"], r"Unknown algorithm 'lion'; known algorithms are sgd, momentum"),
-    (["fit-line", "--optimizer", "lion"], r"Unknown algorithm 'lion'; known algorithms are sgd"),
+    (["describe", "nosuch"], r"Unknown algorithm 'nosuch'; known algorithms are sgd, momentum"),
+    (["fit-line", "--optimizer", "nosuch"], r"Unknown algorithm 'nosuch'; known algorithms are sgd"),
     (["fit-line", "--epochs", "-1"], r"Invalid value for '--epochs': Input should be greater than or equal to 0"),
     (["fit-line", "--points", "0"], r"Invalid value for '--points': Input should be greater than or equal to 1"),
     (["fit-line", "--lr", "-1"], r"Invalid lr value: -1.0; allowed range is \[0.0, inf\]"),
@@ -442,7 +442,7 @@ CLI = [
     (["fit-line", "--plot", "fit.jpg"], r"'fit.jpg' should end in .png"),
     (["train", "--batch-size", "0"], r"Invalid value for '--batch-size': Input should be greater than or equal to 1"),
     (["train", "--convention", "jax"], r"Unknown convention 'jax'"),
-    (["train", "--optimizers", "lion"], r"Unknown optimizer 'lion'; known optimizers are sgd"),
+    (["train", "--optimizers", "nosuch"], r"Unknown optimizer 'nosuch'; known optimizers are sgd"),
     (["train", "--epochs", "0"], r"Invalid value for '--epochs': Input should be greater than or equal to 1"),
     (["compare", "--steps", "abc"], r"Invalid value for '--steps': Input should be a valid integer"),
     (["compare", "--jobs", "0"], r"Invalid value for '--jobs': Input should be greater than or equal to 1"),

@@ -89,9 +89,14 @@ def test_torchrun_examples_run(page: str, command: str) -> None:
 def test_every_algorithm_has_a_page_in_the_nav() -> None:
     from descend.algorithms import REGISTRY
 
-    config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
-    for name in REGISTRY:
-        assert f"algorithms/{name}.md" in config, f"mkdocs.yml's nav lacks algorithms/{name}.md"
+    pytest.importorskip("mkdocs")
+    import hooks
+
+    config = {"nav": [{"Home": "index.md"}, {"Algorithms": ["algorithms/index.md"]}]}
+    nav = hooks.on_config(config)["nav"][1]["Algorithms"]
+    assert nav[0] == "algorithms/index.md"
+    assert [page for entry in nav[1:] for page in entry.values()] == [f"algorithms/{name}.md" for name in REGISTRY]
+    assert "  - Algorithms:" in (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
 
 
 def test_algorithm_pages_carry_the_math_and_the_spec() -> None:
@@ -112,7 +117,8 @@ def test_algorithm_pages_carry_the_math_and_the_spec() -> None:
 def test_every_algorithm_has_a_rosenbrock_picture_setting() -> None:
     from descend.algorithms import REGISTRY
 
-    assert set(rosenbrock.LEARNING_RATES) == set(REGISTRY)
+    assert set(rosenbrock.LEARNING_RATES) <= set(REGISTRY)  # the rest are tuned when the docs build
+    assert rosenbrock.rate("adam") == rosenbrock.LEARNING_RATES["adam"]
     path = rosenbrock.run("adam", steps=50)
     assert len(path.points) == 51 and not path.diverged
 

@@ -154,8 +154,8 @@ def test_fused_refuses_a_fortran_ordered_state() -> None:
 def test_step_rejects_bad_arguments() -> None:
     p = np.zeros(4, dtype=np.float32)
     s = registry.get("adam").scalars(registry.get("adam").make(), 1)
-    with pytest.raises(ValueError, match="no fused kernel for algorithm 'lion'"):
-        kernels.step("lion", s, [p], [p.copy()], {}, dtype="float32")
+    with pytest.raises(ValueError, match="no fused kernel for algorithm 'nosuch'"):
+        kernels.step("nosuch", s, [p], [p.copy()], {}, dtype="float32")
     with pytest.raises(ValueError, match="no fused kernel for float32 params with bfloat16 state"):
         kernels.step("adam", s, [p], [p.copy()], {}, dtype="float32", state_dtype="bfloat16")
     with pytest.raises(ValueError, match="needs the state slot 'exp_avg_sq'"):

@@ -20,7 +20,7 @@ _wd = st.sampled_from([0.0, 0.0, 1e-4, 0.01, 0.1])
 _eps = st.sampled_from([0.0, 1e-10, 1e-8, 1e-6, 1e-3])
 _betas = st.tuples(st.sampled_from([0.0, 0.5, 0.9, 0.95]), st.sampled_from([0.0, 0.5, 0.9, 0.99, 0.999]))
 
-STRATEGIES: dict[str, Any] = {
+_HAND_WRITTEN: dict[str, Any] = {
     "sgd": st.fixed_dictionaries(
         {"lr": _lr, "momentum": st.sampled_from([0.0, 0.5, 0.9]), "dampening": st.sampled_from([0.0, 0.0, 0.1, 0.5]),
          "weight_decay": _wd, "nesterov": st.booleans(), "maximize": st.booleans()}
@@ -65,6 +65,39 @@ STRATEGIES: dict[str, Any] = {
         {"lr": _lr, "betas": _betas, "eps": _eps, "weight_decay": _wd, "decoupled_weight_decay": st.booleans(),
          "maximize": st.booleans()}
     ),
+}
+
+
+def _generic(spec: Any) -> Any:
+    """Hyperparameters drawn from the dataclass alone, for an algorithm without a hand-written strategy: booleans
+    both ways, rates, decays and epsilons from the usual grids, a betas pair, other floats near their default, and a
+    string among the choices its module lists (a tuple of strings holding the default)."""
+    import dataclasses
+
+    fields = {}
+    for f in dataclasses.fields(spec.hyperparams):
+        default = f.default
+        if isinstance(default, bool):
+            fields[f.name] = st.booleans()
+        elif f.name == "lr":
+            fields[f.name] = _lr
+        elif f.name == "weight_decay":
+            fields[f.name] = _wd
+        elif f.name.startswith("eps"):
+            fields[f.name] = _eps
+        elif isinstance(default, tuple):
+            fields[f.name] = _betas
+        elif isinstance(default, float):
+            fields[f.name] = st.sampled_from([0.0, default, default * 0.5, min(1.0, default * 2 + 0.01)])
+        elif isinstance(default, str):
+            choices = [v for v in vars(spec.module).values() if isinstance(v, tuple) and default in v]
+            fields[f.name] = st.sampled_from(list(choices[0]) if choices else [default])
+    return st.fixed_dictionaries(fields)
+
+
+# Every algorithm of the registry, hand-written where a tuned strategy exists.
+STRATEGIES: dict[str, Any] = {
+    name: _HAND_WRITTEN.get(name) or _generic(spec) for name, spec in registry.REGISTRY.items()
 }
 
 

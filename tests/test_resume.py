@@ -41,13 +41,18 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
+def settings(name: str) -> dict[str, Any]:
+    """The setting above, or for an algorithm not listed, its own hyperparameters that keep every state slot."""
+    return SETTINGS.get(name) or {"lr": 0.05, **descend.REGISTRY[name].full_state}
+
+
 # -- the NumPy front ---------------------------------------------------------------------------------------------------
 
 
 def numpy_problem(name: str) -> tuple[list[np.ndarray], Any]:
     rng = np.random.default_rng(5)
     params = [rng.standard_normal((6, 5)), rng.standard_normal(5).astype(np.float32), np.asarray(rng.standard_normal())]
-    return params, descend.OPTIMIZERS[name](params, **SETTINGS[name])
+    return params, descend.OPTIMIZERS[name](params, **settings(name))
 
 
 def numpy_grads(step: int, params: list[np.ndarray]) -> list[np.ndarray]:
@@ -77,7 +82,7 @@ def torch_problem(name: str) -> tuple[Any, Any]:
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
-    return model, dt.OPTIMIZERS[name](model.parameters(), **SETTINGS[name])
+    return model, dt.OPTIMIZERS[name](model.parameters(), **settings(name))
 
 
 def torch_grads(step: int, model: Any) -> None:

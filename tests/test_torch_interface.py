@@ -242,9 +242,11 @@ def test_a_torch_with_an_extra_argument_still_imports() -> None:
 
 
 @pytest.mark.parametrize("name", list(dt.OPTIMIZERS))
-def test_every_class_is_written_out(name: str) -> None:
-    """Each class is a class statement a reader can find, in descend.torch and in descend."""
+def test_every_class_is_reachable_by_its_title_and_torchs_are_written_out(name: str) -> None:
+    """Each registry algorithm is a class of both fronts under its title; those with a torch.optim counterpart are
+    class statements a reader can find."""
     for module in (dt, descend):
-        cls = getattr(module, dt.OPTIMIZERS[name].__name__)
-        assert cls is module.OPTIMIZERS[name]
-        assert inspect.getsource(cls).startswith(f"class {cls.__name__}(Optimizer):")
+        cls = getattr(module, dt.OPTIMIZERS[name].spec.title)
+        assert cls is module.OPTIMIZERS[name] and cls.spec is descend.REGISTRY[name]
+        if cls.spec.torch_name:
+            assert inspect.getsource(cls).startswith(f"class {cls.__name__}(Optimizer):")

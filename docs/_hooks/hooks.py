@@ -86,13 +86,27 @@ def _with_outputs(markdown: str, outputs: list[str]) -> str:
     return "".join(pieces)
 
 
+def algorithm_nav() -> list:
+    """The Algorithms section of the nav: the index, then one page per algorithm of the registry."""
+    from descend.algorithms import REGISTRY
+
+    return ["algorithms/index.md"] + [{spec.title: f"algorithms/{name}.md"} for name, spec in REGISTRY.items()]
+
+
+def on_config(config):
+    for entry in config["nav"] or []:
+        if isinstance(entry, dict) and "Algorithms" in entry:
+            entry["Algorithms"] = algorithm_nav()
+    return config
+
+
 def on_files(files: Files, config) -> Files:
     from descend.algorithms import REGISTRY
 
     _add(files, config, "algorithms/index.md", docgen.algorithms_index())
     for name, spec in REGISTRY.items():
         figure = f"{name}-rosenbrock.png"
-        path = rosenbrock.run(name) if name in rosenbrock.LEARNING_RATES else None
+        path = rosenbrock.run(name)
         if path is not None:
             _add(files, config, f"algorithms/{figure}", rosenbrock.figure(path, spec.title))
         page = docgen.algorithm_page(spec, figure if path is not None else None, path)

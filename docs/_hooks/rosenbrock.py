@@ -58,11 +58,19 @@ class Path:
         return value(self.final) if not self.diverged else math.inf
 
 
+def rate(name: str) -> float:
+    """The learning rate of ``name``'s picture: the tuned one in ``LEARNING_RATES``, or for an algorithm not listed
+    yet, the best of ``GRID`` found now (a few seconds)."""
+    if name not in LEARNING_RATES:
+        LEARNING_RATES[name] = min((run(name, lr).final_value, lr) for lr in GRID)[1]
+    return LEARNING_RATES[name]
+
+
 def run(name: str, lr: float | None = None, steps: int = STEPS) -> Path:
     """The path of ``name`` from ``START``; it stops early (``diverged``) if the point leaves [-1e3, 1e3]^2."""
     import descend
 
-    lr = LEARNING_RATES[name] if lr is None else lr
+    lr = rate(name) if lr is None else lr
     p = np.array(START, dtype=np.float64)
     opt = descend.OPTIMIZERS[name]([p], lr=lr, backend="reference")
     points = [p.copy()]

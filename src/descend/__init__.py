@@ -44,3 +44,9 @@ __all__ = [
     "save",
     "schedules",
 ]
+
+# A registry algorithm without a class statement in descend.optimizers is reachable by its title all the same.
+for _cls in OPTIMIZERS.values():
+    if _cls.__name__ not in globals():
+        globals()[_cls.__name__] = _cls
+        __all__.append(_cls.__name__)

@@ -190,6 +190,8 @@ class AlgorithmSpec:
         has_step: whether the state keeps a ``step`` count (torch's SGD keeps none).
         host_slots: ``hp -> dict`` of scalar state kept on the host (NAdam's ``mu_product``) with initial values.
         advance_host: ``(hp, step, host) -> host`` updates the host scalars for this step.
+        full_state: hyperparameters under which the algorithm keeps every state slot it can (AMSGrad's maximum,
+            a centered average), for tests that must see every slot.
     """
 
     name: str
@@ -207,6 +209,7 @@ class AlgorithmSpec:
     has_step: bool = True
     host_slots: Callable[[Any], dict[str, float]] = _no_host
     advance_host: Callable[[Any, int, dict[str, float]], dict[str, float]] = _same_host
+    full_state: Mapping[str, Any] = field(default_factory=dict)
 
     def describe(self, hp: Hyperparams | None = None, convention: str = "torch") -> str:
         """The rule in force as plain text: for ``hp``, or for the defaults of ``convention`` when ``hp`` is None."""

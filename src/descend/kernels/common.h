@@ -160,6 +160,11 @@ static inline __attribute__((always_inline)) f16_t f16_store(float f) {
     const PT *restrict g = (const PT *)j->grad[t];     \
     const SIGN_T sign = (j->flags & 1u) ? SIGN_BIT : 0
 #define KINLINE static inline __attribute__((always_inline)) void
+/* A body's scalar `name`, in the compute type, and its state slot `name` of tensor t (indices from interface.h). */
+#define VAL(body, name) ((CT)j->values[body##_v_##name])
+#define SLOT(body, name) ((ST *)j->state[body##_s_##name][t])
+/* NumPy's sign: -1, 0 (for either zero) or 1, and NaN for NaN. */
+#define KSIGN(x) ((x) > 0 ? (CT)1 : (x) < 0 ? (CT)-1 : (x) == (x) ? (CT)0 : (x))
 #define KRANGE_ARGS const job_t *j, int t, int64_t lo, int64_t hi
 
 /* Declares the table of every loop body named in the generated interface.h (from descend/kernels/_layout.py). */

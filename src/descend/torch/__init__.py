@@ -175,3 +175,9 @@ def _classes() -> dict[str, type[Optimizer]]:
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = _classes()
+
+# A registry algorithm without a class statement above is reachable by its title all the same.
+for _cls in OPTIMIZERS.values():
+    if _cls.__name__ not in globals():
+        globals()[_cls.__name__] = _cls
+        __all__.append(_cls.__name__)

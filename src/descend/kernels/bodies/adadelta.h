@@ -6,10 +6,10 @@ _Static_assert(adadelta_f_maximize == 0 && adadelta_f_weight_decay == 1, "adadel
 KINLINE KNAME(adadelta_body)(KRANGE_ARGS, const unsigned f) {
     KPROLOGUE;
     const int wd_on = f & 1u;
-    ST *restrict sq_avg = (ST *)j->state[adadelta_s_square_avg][t];
-    ST *restrict acc_delta = (ST *)j->state[adadelta_s_acc_delta][t];
-    const CT wd = (CT)j->values[adadelta_v_weight_decay], rho = (CT)j->values[adadelta_v_rho], omr = (CT)j->values[adadelta_v_one_minus_rho];
-    const CT eps = (CT)j->values[adadelta_v_eps], neg_lr = (CT)j->values[adadelta_v_neg_lr];
+    ST *restrict sq_avg = SLOT(adadelta, square_avg);
+    ST *restrict acc_delta = SLOT(adadelta, acc_delta);
+    const CT wd = VAL(adadelta, weight_decay), rho = VAL(adadelta, rho), omr = VAL(adadelta, one_minus_rho);
+    const CT eps = VAL(adadelta, eps), neg_lr = VAL(adadelta, neg_lr);
     for (int64_t i = lo; i < hi; i++) {
         CT pi = LDP(p[i]);
         CT gi = NEG(LDP(g[i]), sign);

@@ -6,8 +6,8 @@ _Static_assert(adagrad_f_maximize == 0 && adagrad_f_weight_decay == 1, "adagrad'
 KINLINE KNAME(adagrad_body)(KRANGE_ARGS, const unsigned f) {
     KPROLOGUE;
     const int wd_on = f & 1u;
-    ST *restrict sum = (ST *)j->state[adagrad_s_sum][t];
-    const CT wd = (CT)j->values[adagrad_v_weight_decay], eps_root = (CT)j->values[adagrad_v_eps_root], eps = (CT)j->values[adagrad_v_eps], neg_clr = (CT)j->values[adagrad_v_neg_clr];
+    ST *restrict sum = SLOT(adagrad, sum);
+    const CT wd = VAL(adagrad, weight_decay), eps_root = VAL(adagrad, eps_root), eps = VAL(adagrad, eps), neg_clr = VAL(adagrad, neg_clr);
     for (int64_t i = lo; i < hi; i++) {
         CT pi = LDP(p[i]);
         CT gi = NEG(LDP(g[i]), sign);

@@ -6,12 +6,12 @@ _Static_assert(adam_f_maximize == 0 && adam_f_l2 == 1 && adam_f_decoupled == 2 &
 KINLINE KNAME(adam_body)(KRANGE_ARGS, const unsigned f) {
     KPROLOGUE;
     const int l2_on = f & 1u, decoupled = (f >> 1) & 1u, amsgrad = (f >> 2) & 1u;
-    ST *restrict exp_avg = (ST *)j->state[adam_s_exp_avg][t];
-    ST *restrict exp_avg_sq = (ST *)j->state[adam_s_exp_avg_sq][t];
-    ST *restrict max_sq = amsgrad ? (ST *)j->state[adam_s_max_exp_avg_sq][t] : NULL;
-    const CT l2 = (CT)j->values[adam_v_l2], decay = (CT)j->values[adam_v_decay_factor], omb1 = (CT)j->values[adam_v_one_minus_beta1], beta2 = (CT)j->values[adam_v_beta2];
-    const CT omb2 = (CT)j->values[adam_v_one_minus_beta2], ams_div = (CT)j->values[adam_v_amsgrad_div], root_add = (CT)j->values[adam_v_root_add];
-    const CT root_div = (CT)j->values[adam_v_root_div], eps = (CT)j->values[adam_v_eps], neg_step = (CT)j->values[adam_v_neg_step_size];
+    ST *restrict exp_avg = SLOT(adam, exp_avg);
+    ST *restrict exp_avg_sq = SLOT(adam, exp_avg_sq);
+    ST *restrict max_sq = amsgrad ? SLOT(adam, max_exp_avg_sq) : NULL;
+    const CT l2 = VAL(adam, l2), decay = VAL(adam, decay_factor), omb1 = VAL(adam, one_minus_beta1), beta2 = VAL(adam, beta2);
+    const CT omb2 = VAL(adam, one_minus_beta2), ams_div = VAL(adam, amsgrad_div), root_add = VAL(adam, root_add);
+    const CT root_div = VAL(adam, root_div), eps = VAL(adam, eps), neg_step = VAL(adam, neg_step_size);
     for (int64_t i = lo; i < hi; i++) {
         CT pi = LDP(p[i]);
         CT gi = NEG(LDP(g[i]), sign);

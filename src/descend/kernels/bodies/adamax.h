@@ -6,10 +6,10 @@ _Static_assert(adamax_f_maximize == 0 && adamax_f_weight_decay == 1, "adamax's f
 KINLINE KNAME(adamax_body)(KRANGE_ARGS, const unsigned f) {
     KPROLOGUE;
     const int wd_on = f & 1u;
-    ST *restrict exp_avg = (ST *)j->state[adamax_s_exp_avg][t];
-    ST *restrict exp_inf = (ST *)j->state[adamax_s_exp_inf][t];
-    const CT wd = (CT)j->values[adamax_v_weight_decay], omb1 = (CT)j->values[adamax_v_one_minus_beta1], beta2 = (CT)j->values[adamax_v_beta2];
-    const CT eps_in = (CT)j->values[adamax_v_eps_in], eps_out = (CT)j->values[adamax_v_eps_out], neg_clr = (CT)j->values[adamax_v_neg_clr];
+    ST *restrict exp_avg = SLOT(adamax, exp_avg);
+    ST *restrict exp_inf = SLOT(adamax, exp_inf);
+    const CT wd = VAL(adamax, weight_decay), omb1 = VAL(adamax, one_minus_beta1), beta2 = VAL(adamax, beta2);
+    const CT eps_in = VAL(adamax, eps_in), eps_out = VAL(adamax, eps_out), neg_clr = VAL(adamax, neg_clr);
     for (int64_t i = lo; i < hi; i++) {
         CT pi = LDP(p[i]);
         CT gi = NEG(LDP(g[i]), sign);

@@ -6,8 +6,8 @@ _Static_assert(momentum_f_maximize == 0 && momentum_f_weight_decay == 1 && momen
 KINLINE KNAME(momentum_body)(KRANGE_ARGS, const unsigned f) {
     KPROLOGUE;
     const int wd_on = f & 1u, nesterov = (f >> 1) & 1u;
-    ST *restrict ea = (ST *)j->state[momentum_s_exp_avg][t];
-    const CT wd = (CT)j->values[momentum_v_weight_decay], beta = (CT)j->values[momentum_v_beta], omb = (CT)j->values[momentum_v_one_minus_beta], neg_lr = (CT)j->values[momentum_v_neg_lr];
+    ST *restrict ea = SLOT(momentum, exp_avg);
+    const CT wd = VAL(momentum, weight_decay), beta = VAL(momentum, beta), omb = VAL(momentum, one_minus_beta), neg_lr = VAL(momentum, neg_lr);
     for (int64_t i = lo; i < hi; i++) {
         CT pi = LDP(p[i]);
         CT gi = NEG(LDP(g[i]), sign);

@@ -6,11 +6,11 @@ _Static_assert(nadam_f_maximize == 0 && nadam_f_l2 == 1 && nadam_f_decoupled == 
 KINLINE KNAME(nadam_body)(KRANGE_ARGS, const unsigned f) {
     KPROLOGUE;
     const int l2_on = f & 1u, decoupled = (f >> 1) & 1u;
-    ST *restrict exp_avg = (ST *)j->state[nadam_s_exp_avg][t];
-    ST *restrict exp_avg_sq = (ST *)j->state[nadam_s_exp_avg_sq][t];
-    const CT l2 = (CT)j->values[nadam_v_l2], decay = (CT)j->values[nadam_v_decay_factor], omb1 = (CT)j->values[nadam_v_one_minus_beta1], beta2 = (CT)j->values[nadam_v_beta2];
-    const CT omb2 = (CT)j->values[nadam_v_one_minus_beta2], bc2 = (CT)j->values[nadam_v_bias_correction2], eps = (CT)j->values[nadam_v_eps];
-    const CT grad_coef = (CT)j->values[nadam_v_grad_coef], exp_avg_coef = (CT)j->values[nadam_v_exp_avg_coef];
+    ST *restrict exp_avg = SLOT(nadam, exp_avg);
+    ST *restrict exp_avg_sq = SLOT(nadam, exp_avg_sq);
+    const CT l2 = VAL(nadam, l2), decay = VAL(nadam, decay_factor), omb1 = VAL(nadam, one_minus_beta1), beta2 = VAL(nadam, beta2);
+    const CT omb2 = VAL(nadam, one_minus_beta2), bc2 = VAL(nadam, bias_correction2), eps = VAL(nadam, eps);
+    const CT grad_coef = VAL(nadam, grad_coef), exp_avg_coef = VAL(nadam, exp_avg_coef);
     for (int64_t i = lo; i < hi; i++) {
         CT pi = LDP(p[i]);
         CT gi = NEG(LDP(g[i]), sign);

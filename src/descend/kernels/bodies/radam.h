@@ -6,11 +6,11 @@ _Static_assert(radam_f_maximize == 0 && radam_f_l2 == 1 && radam_f_decoupled == 
 KINLINE KNAME(radam_body)(KRANGE_ARGS, const unsigned f) {
     KPROLOGUE;
     const int l2_on = f & 1u, decoupled = (f >> 1) & 1u, rectify = (f >> 2) & 1u;
-    ST *restrict exp_avg = (ST *)j->state[radam_s_exp_avg][t];
-    ST *restrict exp_avg_sq = (ST *)j->state[radam_s_exp_avg_sq][t];
-    const CT l2 = (CT)j->values[radam_v_l2], decay = (CT)j->values[radam_v_decay_factor], omb1 = (CT)j->values[radam_v_one_minus_beta1], beta2 = (CT)j->values[radam_v_beta2];
-    const CT omb2 = (CT)j->values[radam_v_one_minus_beta2], bc1 = (CT)j->values[radam_v_bias_correction1], lr = (CT)j->values[radam_v_lr];
-    const CT bc2_sqrt = (CT)j->values[radam_v_bias_correction2_sqrt], eps = (CT)j->values[radam_v_eps], rect = (CT)j->values[radam_v_rect];
+    ST *restrict exp_avg = SLOT(radam, exp_avg);
+    ST *restrict exp_avg_sq = SLOT(radam, exp_avg_sq);
+    const CT l2 = VAL(radam, l2), decay = VAL(radam, decay_factor), omb1 = VAL(radam, one_minus_beta1), beta2 = VAL(radam, beta2);
+    const CT omb2 = VAL(radam, one_minus_beta2), bc1 = VAL(radam, bias_correction1), lr = VAL(radam, lr);
+    const CT bc2_sqrt = VAL(radam, bias_correction2_sqrt), eps = VAL(radam, eps), rect = VAL(radam, rect);
     for (int64_t i = lo; i < hi; i++) {
         CT pi = LDP(p[i]);
         CT gi = NEG(LDP(g[i]), sign);

@@ -6,11 +6,11 @@ _Static_assert(rmsprop_f_maximize == 0 && rmsprop_f_weight_decay == 1 && rmsprop
 KINLINE KNAME(rmsprop_body)(KRANGE_ARGS, const unsigned f) {
     KPROLOGUE;
     const int wd_on = f & 1u, centered = (f >> 1) & 1u, mom = (f >> 2) & 1u;
-    ST *restrict sq_avg = (ST *)j->state[rmsprop_s_square_avg][t];
-    ST *restrict g_avg = centered ? (ST *)j->state[rmsprop_s_grad_avg][t] : NULL;
-    ST *restrict buf = mom ? (ST *)j->state[rmsprop_s_momentum_buffer][t] : NULL;
-    const CT wd = (CT)j->values[rmsprop_v_weight_decay], alpha = (CT)j->values[rmsprop_v_alpha], oma = (CT)j->values[rmsprop_v_one_minus_alpha];
-    const CT eps_root = (CT)j->values[rmsprop_v_eps_root], eps = (CT)j->values[rmsprop_v_eps], mu = (CT)j->values[rmsprop_v_momentum], neg_lr = (CT)j->values[rmsprop_v_neg_lr];
+    ST *restrict sq_avg = SLOT(rmsprop, square_avg);
+    ST *restrict g_avg = centered ? SLOT(rmsprop, grad_avg) : NULL;
+    ST *restrict buf = mom ? SLOT(rmsprop, momentum_buffer) : NULL;
+    const CT wd = VAL(rmsprop, weight_decay), alpha = VAL(rmsprop, alpha), oma = VAL(rmsprop, one_minus_alpha);
+    const CT eps_root = VAL(rmsprop, eps_root), eps = VAL(rmsprop, eps), mu = VAL(rmsprop, momentum), neg_lr = VAL(rmsprop, neg_lr);
     for (int64_t i = lo; i < hi; i++) {
         CT pi = LDP(p[i]);
         CT gi = NEG(LDP(g[i]), sign);

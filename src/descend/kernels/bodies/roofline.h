@@ -6,9 +6,9 @@ KINLINE KNAME(roofline_body)(KRANGE_ARGS, const unsigned f) {
     KPROLOGUE;
     (void)sign;
     const int k = (int)f;
-    ST *restrict s0 = k > 0 ? (ST *)j->state[roofline_s_slot1][t] : NULL;
-    ST *restrict s1 = k > 1 ? (ST *)j->state[roofline_s_slot2][t] : NULL;
-    ST *restrict s2 = k > 2 ? (ST *)j->state[roofline_s_slot3][t] : NULL;
+    ST *restrict s0 = k > 0 ? SLOT(roofline, slot1) : NULL;
+    ST *restrict s1 = k > 1 ? SLOT(roofline, slot2) : NULL;
+    ST *restrict s2 = k > 2 ? SLOT(roofline, slot3) : NULL;
     for (int64_t i = lo; i < hi; i++) {
         const CT gi = LDP(g[i]);
         p[i] = STP(LDP(p[i]) + gi);

@@ -6,8 +6,8 @@ _Static_assert(sgd_f_maximize == 0 && sgd_f_weight_decay == 1 && sgd_f_use_momen
 KINLINE KNAME(sgd_body)(KRANGE_ARGS, const unsigned f) {
     KPROLOGUE;
     const int wd_on = f & 1u, mom = (f >> 1) & 1u, first = (f >> 2) & 1u, nesterov = (f >> 3) & 1u;
-    ST *restrict buf = mom ? (ST *)j->state[sgd_s_momentum_buffer][t] : NULL;
-    const CT wd = (CT)j->values[sgd_v_weight_decay], mu = (CT)j->values[sgd_v_momentum], gs = (CT)j->values[sgd_v_grad_scale], neg_lr = (CT)j->values[sgd_v_neg_lr];
+    ST *restrict buf = mom ? SLOT(sgd, momentum_buffer) : NULL;
+    const CT wd = VAL(sgd, weight_decay), mu = VAL(sgd, momentum), gs = VAL(sgd, grad_scale), neg_lr = VAL(sgd, neg_lr);
     for (int64_t i = lo; i < hi; i++) {
         CT pi = LDP(p[i]);
         CT gi = NEG(LDP(g[i]), sign);
