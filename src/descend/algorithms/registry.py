@@ -7,6 +7,7 @@ from descend.algorithms.adadelta import ADADELTA
 from descend.algorithms.adagrad import ADAGRAD
 from descend.algorithms.adam import ADAM, ADAMW
 from descend.algorithms.adamax import ADAMAX
+from descend.algorithms.lion import LION
 from descend.algorithms.momentum import MOMENTUM
 from descend.algorithms.nadam import NADAM
 from descend.algorithms.radam import RADAM
@@ -14,7 +15,7 @@ from descend.algorithms.rmsprop import RMSPROP
 from descend.algorithms.sgd import SGD
 
 REGISTRY: dict[str, AlgorithmSpec] = {
-    spec.name: spec for spec in (SGD, MOMENTUM, RMSPROP, ADAGRAD, ADADELTA, ADAM, ADAMW, ADAMAX, NADAM, RADAM)
+    spec.name: spec for spec in (SGD, MOMENTUM, RMSPROP, ADAGRAD, ADADELTA, ADAM, ADAMW, ADAMAX, NADAM, RADAM, LION)
 }
 
 

@@ -17,6 +17,7 @@ from descend.algorithms.adadelta import AdadeltaScalars
 from descend.algorithms.adagrad import AdagradScalars
 from descend.algorithms.adam import AdamScalars
 from descend.algorithms.adamax import AdamaxScalars
+from descend.algorithms.lion import LionScalars
 from descend.algorithms.momentum import MomentumScalars
 from descend.algorithms.nadam import NAdamScalars
 from descend.algorithms.radam import RAdamScalars
@@ -84,6 +85,7 @@ KERNELS: dict[str, Kernel] = {
     "radam": Kernel(
         "radam", RAdamScalars, ("maximize", "l2", "decoupled", "rectify"), (("exp_avg", None), ("exp_avg_sq", None))
     ),
+    "lion": Kernel("lion", LionScalars, ("maximize", "decay"), (("exp_avg", None),)),
 }
 
 

@@ -1,10 +1,10 @@
 """torch as the array namespace of ``reference_update``, with a correctly rounded square root on the CPU.
 
-The rules use five functions besides arithmetic: ``sqrt``, ``maximum``, ``abs``, ``divide`` and ``zeros_like``. All
-are torch's,
-except that on CPU float32/float64 tensors ``sqrt`` runs NumPy's on the same memory: torch's vectorised CPU square
-root is not correctly rounded (it is off by one ulp on a sizeable share of float32 inputs), while IEEE arithmetic,
-NumPy's square root and the fused kernels are. With it, the torch front's reference gives the kernels' bits.
+The rules use six functions besides arithmetic: ``sqrt``, ``maximum``, ``abs``, ``divide``, ``sign`` and
+``zeros_like``. All are torch's, with two exceptions. On CPU float32/float64 tensors ``sqrt`` runs NumPy's on the same
+memory: torch's vectorised CPU square root is not correctly rounded (it is off by one ulp on a sizeable share of
+float32 inputs), while IEEE arithmetic, NumPy's square root and the fused kernels are. ``sign`` keeps NaN as NaN, as
+NumPy's and the kernels' do (torch's gives 0). With them, the torch front's reference gives the kernels' bits.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["abs", "divide", "maximum", "sqrt", "zeros_like"]
+__all__ = ["abs", "divide", "maximum", "sign", "sqrt", "zeros_like"]
 
 abs = torch.abs  # noqa: A001 - the namespace mirrors torch's names
 divide = torch.divide
@@ -29,3 +29,8 @@ def sqrt(x: torch.Tensor) -> torch.Tensor:
     out = torch.empty_like(x)
     np.sqrt(x.detach().numpy(), out=out.numpy())
     return out
+
+
+def sign(x: torch.Tensor) -> torch.Tensor:
+    """-1, 0 or 1 elementwise, and NaN where ``x`` is NaN."""
+    return torch.where(torch.isnan(x), x, torch.sign(x))
