@@ -207,15 +207,21 @@ class Optimizer:
         with engine.lock:
             grads = self._check_grads(grads)
             work, index = [], 0
+            state = self.state
             for group in self.param_groups:
                 hp = self._hps.get(group)
-                items = [
-                    Item(index + k, p, grads[index + k], self.state.get(index + k), index + k)
-                    for k, p in enumerate(group["params"])
-                    if grads[index + k] is not None
-                ]
-                index += len(group["params"])
-                work.append(GroupWork(hp, self.backend, items, engine.prepare_uniform(hp, self.backend, items)))
+                n = len(group["params"])
+                present = [index + k for k in range(n) if grads[index + k] is not None]
+                params = group["params"] if len(present) == n else [group["params"][i - index] for i in present]
+                gs = [grads[i] for i in present]
+                states = [state.get(i) for i in present]
+                prepared = engine.prepare_uniform(hp, self.backend, params, gs, states, present)
+
+                def items(params: list = params, gs: list = gs, present: list = present) -> list[Item]:
+                    return [Item(i, p, g, self.state.get(i), i) for i, p, g in zip(present, params, gs)]
+
+                work.append(GroupWork(hp, self.backend, items, prepared))
+                index += n
             engine.step(work)
 
     @property

@@ -8,7 +8,7 @@ to create state, and how the step counter and host scalars are stored in a state
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,10 @@ class ArrayKind:
     def dtype_name(self, a: Any) -> str | None:
         """``"float32"``, ``"float64"``, ``"bfloat16"`` or ``"float16"``, or None for any other dtype."""
         raise NotImplementedError
+
+    def all_of_dtype(self, arrays: Sequence[Any], like: Any) -> bool:
+        """Whether every array has ``like``'s dtype."""
+        return all(self.dtype_name(a) == self.dtype_name(like) for a in arrays)
 
     def operand(self, a: Any, writable: bool) -> Any | None:
         """What the kernel reads or writes for ``a`` (the array, or its address), or None if it cannot take it: not
@@ -127,6 +131,10 @@ class NumpyKind(ArrayKind):
 
     def dtype_name(self, a: Any) -> str | None:
         return _NP_FLOATS.get(a.dtype) if isinstance(a, np.ndarray) else None
+
+    def all_of_dtype(self, arrays: Sequence[Any], like: Any) -> bool:
+        dtype = like.dtype
+        return all(a.dtype == dtype for a in arrays)
 
     def operand(self, a: Any, writable: bool) -> Any | None:
         flags = a.flags

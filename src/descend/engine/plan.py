@@ -221,10 +221,10 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
                     return None
             elif not (plain(t) and t.dtype is state_dtype and t.shape == p.shape):
                 return None
-        storages = tuple(t.untyped_storage() for t in tensors)
-        plan.keep.append(p.untyped_storage())
+        plan.keep += [t.untyped_storage() for t in (p, *tensors)]
         addresses = tuple(t.data_ptr() for t in tensors)
-        plan.entries.append((st, p.data_ptr(), p.shape, tensors, storages, addresses))
+        versions = tuple(t._version for t in tensors)
+        plan.entries.append((st, p.data_ptr(), p.shape, tensors, versions, addresses))
         plan.p_ptrs.append(p.data_ptr())
         plan.sizes.append(p.numel())
         for ptrs, address in zip(plan.slot_ptrs, addresses):

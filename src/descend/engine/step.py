@@ -31,16 +31,14 @@ from descend.nonfinite import first_nonfinite, refusal
 __all__ = ["Engine", "GroupWork", "Item", "Prepared"]
 
 
-@dataclass
 class Item:
     """One parameter to update: where the front keeps its state (``key``), the arrays, and its state dict (None if it
     has none yet). ``index`` is its position over all groups, for messages."""
 
-    key: Any
-    param: Any
-    grad: Any
-    state: dict | None
-    index: int
+    __slots__ = ("grad", "index", "key", "param", "state")
+
+    def __init__(self, key: Any, param: Any, grad: Any, state: dict | None, index: int) -> None:
+        self.key, self.param, self.grad, self.state, self.index = key, param, grad, state, index
 
 
 @dataclass
@@ -50,7 +48,7 @@ class GroupWork:
 
     hp: Hyperparams
     backend: str
-    items: list[Item] = field(default_factory=list)
+    items: list[Item] | Callable[[], list[Item]] = field(default_factory=list)  # or a callable making them
     prepared: Prepared | None = None
     on_done: Callable[[], None] | None = None  # called after the group's writes (a front records a plan)
 
@@ -160,18 +158,31 @@ class Engine:
 
     # -- one group ----------------------------------------------------------------------------------------------------
 
-    def prepare_uniform(self, hp: Hyperparams, backend: str, items: list[Item]) -> Prepared | None:
+    def prepare_uniform(
+        self,
+        hp: Hyperparams,
+        backend: str,
+        params: Sequence[Any],
+        grads: Sequence[Any],
+        states: Sequence[dict | None],
+        indices: Sequence[int],
+    ) -> Prepared | None:
         """A group's steady state with little Python per parameter, or None where it does not apply: every
         parameter already has all its state, at one step with the same host scalars, in one dtype, and the kind's
         arrays are checked by the kernel itself (NumPy's buffers: C-contiguous, writable, dtype, size, apart from
         the memory being written). Should the kernel refuse one, the group is prepared again in full (nothing has
-        run by then). Nothing here is cached, so nothing done between steps can go unseen."""
+        run by then). Nothing here is cached, so nothing done between steps can go unseen.
+
+        Args:
+            hp, backend: the group's hyperparameters and backend.
+            params, grads, states, indices: per parameter with a gradient, its array, gradient, state dict (or
+                None) and index over all groups.
+        """
         spec, kind = self.spec, self.kind
-        if backend == "reference" or not items or not kind.kernel_checks or not kernels.available()[0]:
+        if backend == "reference" or not params or not kind.kernel_checks or not kernels.available()[0]:
             return None
         slots = spec.state_slots(hp)
         host_keys = tuple(spec.host_slots(hp))
-        states = [item.state for item in items]
         try:
             lists = {k: [st[k] for st in states] for k in slots}
             steps = [st["step"] for st in states] if spec.has_step else [0]
@@ -180,9 +191,8 @@ class Engine:
             return None
         if steps.count(steps[0]) != len(steps) or hosts.count(hosts[0]) != len(hosts):
             return None
-        params = [item.param for item in items]
         dtype = kind.dtype_name(params[0])
-        if not kernels.supports(spec.name, dtype or "") or any(kind.dtype_name(p) != dtype for p in params):
+        if not kernels.supports(spec.name, dtype or "") or not kind.all_of_dtype(params, params[0]):
             return None
         if spec.has_step:
             step = kind.next_step(states[0])
@@ -191,11 +201,10 @@ class Engine:
             step, count = None, 0
         host = spec.advance_host(hp, count, dict(zip(host_keys, hosts[0]))) if host_keys else {}
         scalars = spec.scalars(hp, count, {k: float(v) for k, v in host.items()}, False)
-        grads = [item.grad for item in items]
-        out = Prepared(optimistic=True, keep=grads)
+        out = Prepared(optimistic=True, keep=list(grads))
         out.jobs.append(kernels.job(spec.name, scalars, params, grads, lists, dtype=dtype))
         if self.nan_policy != "propagate":
-            out.checks = [(item.index, item.grad, kind.nonfinite_address(item.grad)) for item in items]
+            out.checks = [(i, g, kind.nonfinite_address(g)) for i, g in zip(indices, grads)]
 
         def commit() -> None:
             for st in states:
@@ -211,9 +220,10 @@ class Engine:
         initial_host = spec.host_slots(hp)
         out = Prepared()
         buckets: dict[tuple, list] = {}
-        self._check_overlaps(work.items)
+        items = work.items() if callable(work.items) else work.items
+        self._check_overlaps(items)
         states = self.states()
-        for item in work.items:
+        for item in items:
             if item.state is None:  # a state stored since the item was made (an earlier round of this step)
                 item.state = states.get(item.key)
             p, g, st = item.param, item.grad, item.state

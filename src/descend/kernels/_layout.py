@@ -10,6 +10,7 @@ table. A body that reads a scalar the NamedTuple no longer has does not compile.
 
 from __future__ import annotations
 
+import functools
 import typing
 from typing import Any, NamedTuple
 
@@ -25,6 +26,12 @@ from descend.algorithms.rmsprop import RMSpropScalars
 from descend.algorithms.sgd import SGDScalars
 
 
+@functools.cache
+def _float_fields(scalars: type) -> tuple[str, ...]:
+    hints = typing.get_type_hints(scalars)
+    return tuple(f for f in scalars._fields if hints[f] is float)
+
+
 class Kernel(NamedTuple):
     """One algorithm's kernel: ``body`` (the file ``bodies/<body>.h``), its scalars type, flag names in bit order,
     and its state slots in the body's order, each with the flag that must be on for it to be used (None: always)."""
@@ -37,8 +44,7 @@ class Kernel(NamedTuple):
     @property
     def values(self) -> tuple[str, ...]:
         """The scalars the body reads: every float field, in order."""
-        hints = typing.get_type_hints(self.scalars)
-        return tuple(f for f in self.scalars._fields if hints[f] is float)
+        return _float_fields(self.scalars)
 
     @property
     def slot_names(self) -> tuple[str, ...]:

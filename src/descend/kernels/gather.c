@@ -10,8 +10,9 @@
  * everything again and raises where torch would).
  *
  * Every tensor the kernel writes is checked again each step: the same object in the state dict, still at its
- * recorded address (a .data swap, set_(), share_memory_() or a growing resize_() moves it), contiguous and of its
- * recorded shape (an in-place transpose or a shrinking resize_() keeps the address). The plan holds the storages it
+ * recorded address (a .data swap, set_(), share_memory_() or a growing resize_() moves it), and for the parameter
+ * contiguous and of its recorded shape; a state tensor must still have its recorded version (torch counts every
+ * in-place change, t_() and resize_() included; the kernel's own writes are not counted). The plan holds the storages it
  * recorded, and gather() returns the gradients it read so that the caller holds them while the kernel runs: no step
  * reads or writes freed memory, even when another thread assigns a .grad meanwhile.
  *
@@ -22,7 +23,7 @@
 
 #include "gather.h"
 
-static PyObject *str_grad, *str_dtype, *str_layout, *str_shape, *str_data_ptr, *str_is_contiguous;
+static PyObject *str_grad, *str_dtype, *str_layout, *str_shape, *str_data_ptr, *str_is_contiguous, *str_version;
 
 int gather_init(void) {
     str_grad = PyUnicode_InternFromString("grad");
@@ -31,7 +32,9 @@ int gather_init(void) {
     str_shape = PyUnicode_InternFromString("shape");
     str_data_ptr = PyUnicode_InternFromString("data_ptr");
     str_is_contiguous = PyUnicode_InternFromString("is_contiguous");
-    return (str_grad && str_dtype && str_layout && str_shape && str_data_ptr && str_is_contiguous) ? 0 : -1;
+    str_version = PyUnicode_InternFromString("_version");
+    return (str_grad && str_dtype && str_layout && str_shape && str_data_ptr && str_is_contiguous && str_version) ? 0
+                                                                                                               : -1;
 }
 
 /* A plan compiled into one C array: what gather() compares, read from memory that the step walks in order, so that
@@ -42,13 +45,15 @@ int gather_init(void) {
 
 typedef struct {
     PyObject *param;
+    Py_hash_t hash;   /* the parameter's hash as a key of the state dict, taken once */
     PyObject *st;     /* the state dict; Py_None: an algorithm keeping no state; NULL: no entry (no state yet) */
     void *p_address;
     int ndim;         /* -1: more dims than MAX_DIMS, compare with the shape object */
     int64_t dims[MAX_DIMS];
     PyObject *shape;
     PyObject *tensors[MAX_KEYS];
-    void *addresses[MAX_KEYS]; /* each state tensor's data_ptr() when the plan was made */
+    void *addresses[MAX_KEYS];   /* each state tensor's data_ptr() when the plan was made */
+    long long versions[MAX_KEYS]; /* and its _version (tensor slots only) */
 } item_t;
 
 typedef struct {
@@ -98,7 +103,9 @@ PyObject *compile_plan(PyObject *self, PyObject *args) {
         it->param = PyList_GET_ITEM(planned, i);
         PyObject *entry = PyList_GET_ITEM(entries, i);
         if (entry == Py_None) continue;
-        /* entry: (state dict or None, param address, shape, state tensors, their storages, the tensors' addresses) */
+        it->hash = PyObject_Hash(it->param);
+        if (it->hash == -1) goto fail;
+        /* entry: (state dict or None, param address, shape, state tensors, their versions, their addresses) */
         if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 6) goto malformed;
         PyObject *st = PyTuple_GET_ITEM(entry, 0), *shape = PyTuple_GET_ITEM(entry, 2);
         PyObject *tensors = PyTuple_GET_ITEM(entry, 3), *storages = PyTuple_GET_ITEM(entry, 4);
@@ -120,6 +127,8 @@ PyObject *compile_plan(PyObject *self, PyObject *args) {
         for (Py_ssize_t k = 0; k < used; k++) {
             it->tensors[k] = PyTuple_GET_ITEM(tensors, k);
             if (int_address(PyTuple_GET_ITEM(bases, k), &it->addresses[k]) < 0) goto fail;
+            it->versions[k] = PyLong_AsLongLong(PyTuple_GET_ITEM(storages, k));
+            if (it->versions[k] == -1 && PyErr_Occurred()) goto fail;
         }
     }
     plan->owner = PyTuple_Pack(3, planned, entries, keys);
@@ -137,9 +146,29 @@ fail:
     return NULL;
 }
 
+/* getattr(obj, name) and obj.name() without the general attribute protocol: the descriptor is found in the type's
+ * cache and called directly (a data descriptor's getter, a method descriptor's vectorcall), which is what getattr
+ * does for these names, less the bound method it would create. Anything else takes the general route. About a third
+ * of a planned step's bookkeeping is these calls. */
+static PyObject *get_attr(PyObject *obj, PyObject *name) {
+    PyObject *descr = _PyType_Lookup(Py_TYPE(obj), name); /* borrowed */
+    if (descr && Py_TYPE(descr)->tp_descr_get && Py_TYPE(descr)->tp_descr_set)
+        return Py_TYPE(descr)->tp_descr_get(descr, obj, (PyObject *)Py_TYPE(obj));
+    return PyObject_GetAttr(obj, name);
+}
+
+static PyObject *call_method(PyObject *obj, PyObject *name) {
+    PyObject *descr = _PyType_Lookup(Py_TYPE(obj), name); /* borrowed */
+    if (descr && Py_IS_TYPE(descr, &PyMethodDescr_Type)) {
+        PyObject *args[1] = {obj};
+        return PyObject_Vectorcall(descr, args, 1, NULL);
+    }
+    return PyObject_CallMethodNoArgs(obj, name);
+}
+
 /* 1 if getattr(obj, name) is `expected`, 0 if not, -1 with an exception set. */
 static int attr_is(PyObject *obj, PyObject *name, PyObject *expected) {
-    PyObject *value = PyObject_GetAttr(obj, name);
+    PyObject *value = get_attr(obj, name);
     if (!value) return -1;
     const int same = value == expected;
     Py_DECREF(value);
@@ -148,7 +177,7 @@ static int attr_is(PyObject *obj, PyObject *name, PyObject *expected) {
 
 /* 1 if obj.name() is True, 0 if it is anything else, -1 with an exception set. */
 static int call_is_true(PyObject *obj, PyObject *name) {
-    PyObject *value = PyObject_CallMethodNoArgs(obj, name);
+    PyObject *value = call_method(obj, name);
     if (!value) return -1;
     const int yes = value == Py_True;
     Py_DECREF(value);
@@ -156,7 +185,7 @@ static int call_is_true(PyObject *obj, PyObject *name) {
 }
 
 /* obj.data_ptr() as a new reference (a Python int), or NULL with an exception set. */
-static PyObject *data_ptr(PyObject *obj) { return PyObject_CallMethodNoArgs(obj, str_data_ptr); }
+static PyObject *data_ptr(PyObject *obj) { return call_method(obj, str_data_ptr); }
 
 /* 1 if obj.data_ptr() is `expected`, 0 if not, -1 with an exception set. */
 static int address_is(PyObject *obj, void *expected) {
@@ -168,9 +197,19 @@ static int address_is(PyObject *obj, void *expected) {
     return rc < 0 ? -1 : now == expected;
 }
 
+/* 1 if tensor._version is `expected`, 0 if not, -1 with an exception set. */
+static int version_is(PyObject *tensor, long long expected) {
+    PyObject *value = get_attr(tensor, str_version);
+    if (!value) return -1;
+    const long long now = PyLong_AsLongLong(value);
+    Py_DECREF(value);
+    if (now == -1 && PyErr_Occurred()) return -1;
+    return now == expected;
+}
+
 /* 1 if the tensor's shape is the recorded one, 0 if not, -1 with an exception set. */
 static int shape_is(PyObject *tensor, const item_t *it) {
-    PyObject *shape = PyObject_GetAttr(tensor, str_shape);
+    PyObject *shape = get_attr(tensor, str_shape);
     if (!shape) return -1;
     int same;
     if (it->ndim < 0 || !PyTuple_Check(shape)) {
@@ -190,6 +229,16 @@ static int shape_is(PyObject *tensor, const item_t *it) {
     return same;
 }
 
+/* state[param], borrowed, or NULL (with an exception set if the lookup failed). The hash is the one the plan took:
+ * a dict key's hash cannot change while it is a key, and torch's is a Python function worth skipping. */
+static PyObject *state_of(PyObject *state, const item_t *it) {
+#if PY_VERSION_HEX < 0x030D0000
+    return _PyDict_GetItem_KnownHash(state, it->param, it->hash);
+#else
+    return PyDict_GetItemWithError(state, it->param);
+#endif
+}
+
 /* The checks of one parameter with a plan entry: 1 if it still matches and its gradient fits (its address is put in
  * *grad_address, a new reference), 0 if not, -1 with an exception set. */
 static int check_one(const item_t *it, PyObject *grad, PyObject *state, PyObject *keys, Py_ssize_t nkeys,
@@ -206,16 +255,13 @@ static int check_one(const item_t *it, PyObject *grad, PyObject *state, PyObject
     if ((ok = call_is_true(it->param, str_is_contiguous)) != 1) return ok;
     if ((ok = shape_is(it->param, it)) != 1) return ok;
     if (it->st != Py_None) { /* None: an algorithm that keeps no state with these settings */
-        PyObject *now = PyDict_GetItemWithError(state, it->param); /* borrowed; no defaultdict insertion */
+        PyObject *now = state_of(state, it); /* borrowed; no defaultdict insertion */
         if (now != it->st) return now || !PyErr_Occurred() ? 0 : -1;
         for (Py_ssize_t k = 0; k < nkeys; k++) {
             PyObject *tensor = PyDict_GetItemWithError(it->st, PyTuple_GET_ITEM(keys, k));
             if (tensor != it->tensors[k]) return tensor || !PyErr_Occurred() ? 0 : -1;
             if ((ok = address_is(tensor, it->addresses[k])) != 1) return ok;
-            if (k < nslots) {
-                if ((ok = call_is_true(tensor, str_is_contiguous)) != 1) return ok;
-                if ((ok = shape_is(tensor, it)) != 1) return ok;
-            }
+            if (k < nslots && (ok = version_is(tensor, it->versions[k])) != 1) return ok;
         }
     }
     *grad_address = data_ptr(grad);
@@ -235,11 +281,13 @@ PyObject *gather(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < n; i++)
         if (PyList_GET_ITEM(params, i) != plan->items[i].param) Py_RETURN_NONE;
     Py_INCREF(capsule); /* the plan's objects stay alive while the checks run Python code (a hash) */
+    /* The loop makes thousands of short-lived objects (shapes, addresses): no collection runs in the middle of it. */
+    const int collecting = PyGC_Disable();
     PyObject *out = PyList_New(n), *grads = PyList_New(n);
     if (!out || !grads) goto fail;
     for (Py_ssize_t i = 0; i < n; i++) {
         const item_t *it = &plan->items[i];
-        PyObject *grad = PyObject_GetAttr(it->param, str_grad);
+        PyObject *grad = get_attr(it->param, str_grad);
         if (!grad) goto fail;
         if (grad == Py_None) { /* not updated this step, as in torch */
             PyList_SET_ITEM(out, i, Py_NewRef(Py_None));
@@ -257,12 +305,14 @@ PyObject *gather(PyObject *self, PyObject *args) {
             Py_DECREF(out);
             Py_DECREF(grads);
             Py_DECREF(capsule);
+            if (collecting) PyGC_Enable();
             Py_RETURN_NONE;
         }
         PyList_SET_ITEM(out, i, address);
         PyList_SET_ITEM(grads, i, grad); /* held by the caller while the kernel reads it */
     }
     Py_DECREF(capsule);
+    if (collecting) PyGC_Enable();
     PyObject *result = PyTuple_Pack(2, out, grads);
     Py_DECREF(out);
     Py_DECREF(grads);
@@ -271,6 +321,7 @@ fail:
     Py_XDECREF(out);
     Py_XDECREF(grads);
     Py_DECREF(capsule);
+    if (collecting) PyGC_Enable();
     return NULL;
 }
 
