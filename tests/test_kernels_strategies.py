@@ -97,7 +97,7 @@ def _generic(spec: Any) -> Any:
 
 # Every algorithm of the registry, hand-written where a tuned strategy exists.
 STRATEGIES: dict[str, Any] = {
-    name: _HAND_WRITTEN.get(name) or _generic(spec) for name, spec in registry.REGISTRY.items()
+    name: _HAND_WRITTEN[name] if name in _HAND_WRITTEN else _generic(spec) for name, spec in registry.REGISTRY.items()
 }
 
 
