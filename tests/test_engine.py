@@ -116,3 +116,62 @@ def test_a_param_without_state_yet_and_one_with_state_share_a_step() -> None:
     fresh = np.ones(4)
     descend.Adam([fresh], lr=0.1).step([np.ones(4)])
     assert b.tobytes() == fresh.tobytes()
+
+
+def test_fused_takes_a_strided_gradient_through_a_contiguous_copy() -> None:
+    """torch.optim.Adam accepts a transposed gradient; so does fused=True here, with the reference's bits (torch's
+    own fused=True reads such a gradient in memory order and ends far from its default path)."""
+    results = {}
+    for name, make in [
+        ("fused", lambda p: dt.Adam([p], lr=0.1, fused=True)),
+        ("reference", lambda p: dt.Adam([p], lr=0.1, backend="reference")),
+        ("torch", lambda p: torch.optim.Adam([p], lr=0.1)),
+    ]:
+        gen = torch.Generator().manual_seed(0)
+        w = torch.zeros(4, 6, requires_grad=True)
+        opt = make(w)
+        for _ in range(3):
+            w.grad = torch.randn(6, 4, generator=gen).t()
+            assert not w.grad.is_contiguous()
+            opt.step()
+        results[name] = w.detach().clone()
+    assert torch.equal(results["fused"], results["reference"])
+    assert torch.allclose(results["fused"], results["torch"], atol=1e-6)
+    a, b = np.zeros((4, 6), np.float32), np.zeros((4, 6), np.float32)
+    g = np.arange(24, dtype=np.float32).reshape(6, 4).T
+    descend.Adam([a], lr=0.1, backend="fused").step([g])
+    descend.Adam([b], lr=0.1, backend="reference").step([np.ascontiguousarray(g)])
+    assert a.tobytes() == b.tobytes()
+
+
+def test_an_all_zeros_gradient_without_memory_steps_as_torch_does() -> None:
+    w, v = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    ours, theirs = dt.Adam([w], lr=0.1, fused=True), torch.optim.Adam([v], lr=0.1)
+    for _ in range(2):
+        w.grad, v.grad = torch._efficientzerotensor(3), torch.zeros(3)
+        ours.step()
+        theirs.step()
+    assert torch.equal(w, v) and ours.state[w]["step"].item() == 2
+
+
+@pytest.mark.parametrize("which", ["param", "grad"])
+def test_misaligned_arrays_give_the_references_bits(which: str) -> None:
+    """A float64 array one byte off its alignment: the kernel never loads it (that would be undefined behaviour); a
+    misaligned param runs the reference, a misaligned gradient is read from an aligned copy."""
+    raw = np.zeros(8 * 101 + 1, np.uint8)
+    odd = raw[1:].view(np.float64)
+    assert not odd.flags.aligned
+    odd[...] = np.linspace(-1, 1, 101)
+    w = odd if which == "param" else np.linspace(-1, 1, 101)
+    expected = np.linspace(-1, 1, 101)
+    ours, reference = descend.Adam([w], lr=0.1), descend.Adam([expected], lr=0.1, backend="reference")
+    for k in range(3):
+        g = np.cos(np.arange(101.0) + k)
+        if which == "grad":
+            odd[...] = g
+            g_ours = odd
+        else:
+            g_ours = g
+        ours.step([g_ours])
+        reference.step([g])
+    assert w.tobytes() == expected.tobytes()

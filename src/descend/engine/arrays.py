@@ -50,6 +50,14 @@ class ArrayKind:
         """Why :meth:`operand` refuses ``a``, as the end of a sentence ("is not C-contiguous ...")."""
         raise NotImplementedError
 
+    def copyable(self, g: Any, p: Any) -> bool:
+        """Whether :meth:`contiguous_copy` of gradient ``g`` is an operand the kernel takes beside ``p``."""
+        raise NotImplementedError
+
+    def contiguous_copy(self, g: Any) -> Any:
+        """A new dense, contiguous array holding ``g``'s values, in its dtype."""
+        raise NotImplementedError
+
     def size(self, a: Any) -> int:
         raise NotImplementedError
 
@@ -152,6 +160,12 @@ class NumpyKind(ArrayKind):
         if not a.flags.aligned:
             return "is not aligned to its item size"
         return "is read-only" if writable and not a.flags.writeable else "is accepted"
+
+    def copyable(self, g: Any, p: Any) -> bool:
+        return isinstance(g, np.ndarray) and g.dtype == p.dtype
+
+    def contiguous_copy(self, g: Any) -> Any:
+        return np.array(g, order="C", copy=True, subok=False)
 
     def size(self, a: Any) -> int:
         return a.size

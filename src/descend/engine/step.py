@@ -246,7 +246,8 @@ class Engine:
             out.checks.append((item.index, g, kind.nonfinite_address(g)))
             route = self._route(work.backend, item, arrays)
             if route is not None:
-                buckets.setdefault((route, scalars), []).append((item, arrays))
+                grad = kind.contiguous_copy(g) if route[2] else g
+                buckets.setdefault((route[:2], scalars), []).append((item, arrays, grad))
             else:
                 out.reference.append(self._reference(p, g, arrays, scalars))
             out.commits.append(self._committer(item, fresh, native_step, host))
@@ -255,45 +256,52 @@ class Engine:
                 kernels.job(
                     spec.name,
                     scalars,
-                    [kind.operand(item.param, True) for item, _ in members],
-                    [kind.operand(item.grad, False) for item, _ in members],
-                    {k: [kind.operand(arrays[k], True) for _, arrays in members] for k in slots},
+                    [kind.operand(item.param, True) for item, _, _ in members],
+                    [kind.operand(grad, False) for _, _, grad in members],
+                    {k: [kind.operand(arrays[k], True) for _, arrays, _ in members] for k in slots},
                     dtype=dtype,
                     state_dtype=state_dtype,
-                    sizes=[kind.size(item.param) for item, _ in members],
+                    sizes=[kind.size(item.param) for item, _, _ in members],
                 )
             )
-            out.keep += [item.grad for item, _ in members]
+            out.keep += [grad for _, _, grad in members]
         return out
 
-    def _route(self, backend: str, item: Item, arrays: Mapping[str, Any]) -> tuple[str, str] | None:
+    def _route(self, backend: str, item: Item, arrays: Mapping[str, Any]) -> tuple[str, str, bool] | None:
         """The one rule: the kernel runs a parameter when the backend allows it, the kernels are built for its
-        algorithm and dtypes, and the param, gradient and every state array are dense, contiguous, aligned, of one
-        shape, with the gradient in the param's dtype and apart from the memory being written. Else the reference
-        runs it; under ``backend="fused"`` that is an error instead."""
+        algorithm and dtypes, and the param and every state array are dense, contiguous, aligned, writable and of
+        one shape. A gradient the kernel cannot read as it is (strided, a lazy view, all zeros without memory, or
+        sharing memory with what is written) is read from a contiguous copy, which gives the same bits. Else the
+        reference runs the parameter; under ``backend="fused"`` that is an error instead.
+
+        Returns:
+            ``(dtype, state dtype, whether the gradient is copied)``, or None for the reference.
+        """
         if backend == "reference":
             return None
         kind, p, g = self.kind, item.param, item.grad
         dtype = kind.dtype_name(p)
         state_dtypes = {kind.dtype_name(a) for a in arrays.values()}
         state_dtype = state_dtypes.pop() if len(state_dtypes) == 1 else dtype if not state_dtypes else None
-        why = ""
+        why, copy = "", False
         if not kernels.supports(self.spec.name, dtype or "", state_dtype):
             why = f"no kernel runs {self.spec.name} with {dtype} params and {state_dtype} state here"
         elif kind.dtype_name(g) != dtype:
             why = f"its gradient has dtype {kind.dtype_name(g)}, the parameter {dtype}"
         else:
-            named = [("the parameter", p, True), ("its gradient", g, False)]
-            named += [(f"its state {k!r}", a, True) for k, a in arrays.items()]
-            for what, a, writable in named:
-                if kind.operand(a, writable) is None:
-                    why = f"{what} {kind.why_not(a, writable)}"
+            named = [("the parameter", p)] + [(f"its state {k!r}", a) for k, a in arrays.items()]
+            for what, a in named:
+                if kind.operand(a, True) is None:
+                    why = f"{what} {kind.why_not(a, True)}"
                     break
             else:
-                if any(ranges_overlap(kind.span(g), kind.span(a)) for a in (p, *arrays.values())):
-                    why = "its gradient shares memory with the parameter or its state"
+                copy = kind.operand(g, False) is None or any(
+                    ranges_overlap(kind.span(g), kind.span(a)) for a in (p, *arrays.values())
+                )
+                if copy and not kind.copyable(g, p):
+                    why = f"its gradient {kind.why_not(g, False)}"
         if not why:
-            return dtype, state_dtype  # type: ignore[return-value]
+            return dtype, state_dtype, copy  # type: ignore[return-value]
         if backend == "fused":
             raise ValueError(
                 f"backend='fused' cannot update parameter {item.index} of {self.spec.title} ({kind.describe(p)}): "

@@ -58,6 +58,7 @@ def plain(t: torch.Tensor) -> bool:
         and t.is_contiguous()
         and not t.is_neg()
         and not t.is_conj()
+        and not t._is_zerotensor()
     )
 
 
@@ -100,9 +101,21 @@ class TorchKind(ArrayKind):
             return f"is not contiguous (strides {t.stride()})"
         if t.is_neg() or t.is_conj():
             return "is a lazily negated or conjugated view"
+        if t._is_zerotensor():
+            return "is an all-zeros tensor without memory"
         if type(t) not in _PLAIN_TYPES:
             return f"is a {type(t).__name__}"
         return "is not aligned to its item size" if t.data_ptr() % t.element_size() else "is accepted"
+
+    def copyable(self, g: Any, p: Any) -> bool:
+        t = local(g)
+        return t.device.type == "cpu" and t.dtype == p.dtype and t.layout == torch.strided
+
+    def contiguous_copy(self, g: Any) -> Any:
+        t = local(g).detach()
+        out = torch.empty(t.shape, dtype=t.dtype)
+        out.copy_(t)  # materialises a lazy negation, a conjugation or an all-zeros tensor without memory
+        return out
 
     def size(self, a: Any) -> int:
         return local(a).numel()

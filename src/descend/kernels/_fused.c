@@ -109,6 +109,10 @@ static int item_address(PyObject *item, Py_buffer *view, int writable, int items
             return -1;
         }
         if (*ptr == NULL) *ptr = &empty_tensor;
+        else if ((uintptr_t)*ptr % (uintptr_t)itemsize) {
+            PyErr_Format(PyExc_ValueError, "%s[%zd] is not aligned to its item size %d", what, index, itemsize);
+            return -1;
+        }
         return 0;
     }
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
@@ -132,6 +136,10 @@ static int item_address(PyObject *item, Py_buffer *view, int writable, int items
     } else if (n != *size) {
         PyErr_Format(PyExc_ValueError, "%s[%zd] has %lld elements, its parameter has %lld", what, index,
                      (long long)n, (long long)*size);
+        return -1;
+    }
+    if (view->buf && n > 0 && (uintptr_t)view->buf % (uintptr_t)itemsize) { /* a load would be undefined */
+        PyErr_Format(PyExc_ValueError, "%s[%zd] is not aligned to its item size %d", what, index, itemsize);
         return -1;
     }
     *ptr = view->buf ? view->buf : (void *)&empty_tensor;

@@ -265,7 +265,12 @@ static int check_one(const item_t *it, PyObject *grad, PyObject *state, PyObject
         }
     }
     *grad_address = data_ptr(grad);
-    return *grad_address ? 1 : -1;
+    if (!*grad_address) return -1;
+    if (PyLong_AsVoidPtr(*grad_address) == NULL) { /* an all-zeros tensor without memory: the general path copies it */
+        Py_CLEAR(*grad_address);
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    return 1;
 }
 
 PyObject *gather(PyObject *self, PyObject *args) {
