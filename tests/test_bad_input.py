@@ -219,7 +219,7 @@ def test_torch_bad_params(what: str, make: Any, error: type, match: str) -> None
         dt.Adam(make())
 
 
-@pytest.mark.parametrize("dtype", [torch.complex64, torch.int32])
+@pytest.mark.parametrize("dtype", [torch.int32, torch.bool])
 def test_torch_non_float_params_are_refused_at_the_step(dtype: torch.dtype) -> None:
     """torch.optim takes any leaf tensor in the constructor; the step refuses one it cannot update."""
     opt = torch_opt()
@@ -229,7 +229,7 @@ def test_torch_non_float_params_are_refused_at_the_step(dtype: torch.dtype) -> N
     before = snapshot(opt)
     torch_grads(opt)
     odd.grad = torch.ones(3, dtype=dtype)
-    with pytest.raises(TypeError, match=rf"float64, bfloat16 and float16 parameters; got one of dtype {dtype}$"):
+    with pytest.raises(TypeError, match=rf"complex64 and complex128 parameters; got one of dtype {dtype}$"):
         opt.step()
     odd.grad = None
     for p in params_of(opt):

@@ -4,6 +4,7 @@
   (no lazy negation or conjugation) goes to the kernel by address.
 - A ``DTensor`` (FSDP2, tensor parallelism) is updated through its local shard: the rules are elementwise, so each
   rank updates the elements it holds, with the kernel where the shard is a plain CPU tensor.
+- A complex tensor is updated as the pairs of reals it holds (``view_as_real``), as torch.optim does.
 - Tensors on other devices, and layouts the kernel does not take, run the reference rule in torch ops.
 
 The step counter is kept as torch keeps it: a 0-d float32 tensor (float64 where torch's default dtype is), advanced
@@ -24,7 +25,7 @@ from descend.engine.arrays import ArrayKind
 from descend.torch import _xp
 from descend.torch._memory import in_huge_pages
 
-__all__ = ["DTYPE_NAMES", "FLOAT_DTYPES", "HALF_DTYPES", "TorchKind", "local", "plain"]
+__all__ = ["COMPLEX_DTYPES", "DTYPE_NAMES", "FLOAT_DTYPES", "HALF_DTYPES", "TorchKind", "local", "plain"]
 
 DTYPE_NAMES: dict[torch.dtype, str] = {
     torch.float32: "float32",
@@ -34,6 +35,7 @@ DTYPE_NAMES: dict[torch.dtype, str] = {
 }
 FLOAT_DTYPES: tuple[torch.dtype, ...] = tuple(DTYPE_NAMES)
 HALF_DTYPES = (torch.bfloat16, torch.float16)
+COMPLEX_DTYPES = (torch.complex64, torch.complex128)
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 try:
@@ -42,10 +44,16 @@ except ImportError:  # pragma: no cover - a torch built without distributed
     DTensor = None
 
 
+_COMPLEX = {torch.complex64: "float32", torch.complex128: "float64"}
+
+
 def local(t: Any) -> Any:
-    """The tensor holding ``t``'s elements on this process: its local shard for a DTensor, else ``t``."""
+    """The real tensor holding ``t``'s elements on this process: its local shard for a DTensor, and a complex tensor
+    seen as pairs of reals (``view_as_real``, as torch.optim does; every rule is elementwise)."""
     if DTensor is not None and isinstance(t, DTensor):
-        return t.to_local()
+        t = t.to_local()
+    if t.dtype in _COMPLEX:
+        return torch.view_as_real(t)
     return t
 
 
@@ -80,7 +88,9 @@ class TorchKind(ArrayKind):
     noun = "tensor"
 
     def dtype_name(self, a: Any) -> str | None:
-        return DTYPE_NAMES.get(a.dtype) if isinstance(a, torch.Tensor) else None
+        if not isinstance(a, torch.Tensor):
+            return None
+        return DTYPE_NAMES.get(a.dtype) or _COMPLEX.get(a.dtype)
 
     def operand(self, a: Any, writable: bool) -> Any | None:
         t = local(a)

@@ -20,7 +20,7 @@ from descend.algorithms.conventions import check_convention
 from descend.backends import check_backend
 from descend.engine import Engine, GroupWork, Item
 from descend.engine.plan import build as build_plan
-from descend.engine.torch_arrays import FLOAT_DTYPES, TorchKind
+from descend.engine.torch_arrays import COMPLEX_DTYPES, FLOAT_DTYPES, TorchKind
 from descend.nonfinite import check_nan_policy
 from descend.torch._options import HALF_DTYPES, check_options, check_state_dtype, group_backend, signature_for
 from descend.torch._state_check import check_state_dict, identity_keys
@@ -185,9 +185,10 @@ class Optimizer(torch.optim.Optimizer):
         title = type(self).__name__
         if g.is_sparse:
             raise RuntimeError(f"{title} does not support sparse gradients; use torch.optim.SparseAdam or dense ones")
-        if p.dtype not in FLOAT_DTYPES:
+        if p.dtype not in FLOAT_DTYPES and p.dtype not in COMPLEX_DTYPES:
             raise TypeError(
-                f"{title} updates real float32, float64, bfloat16 and float16 parameters; got one of dtype {p.dtype}"
+                f"{title} updates float32, float64, bfloat16, float16, complex64 and complex128 parameters; got one of "
+                f"dtype {p.dtype}"
             )
         if g.dtype != p.dtype or g.shape != p.shape:
             raise ValueError(
