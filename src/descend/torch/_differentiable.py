@@ -215,6 +215,11 @@ def _step_group(optimizer: Optimizer, hp: Any, made: list[tuple[torch.Tensor, to
         _KIND.store_counters(st, native_step, host)
         st.update(fresh)
         arrays = {key: st[key] for key in slots}
+        if torch.is_grad_enabled():
+            # out of place across steps: the graph of earlier steps keeps the state tensors it read, so this step
+            # updates copies and the state dict takes them (torch.optim's differentiable state is rebound the same way
+            # wherever its rule would otherwise write into a tensor autograd saved)
+            arrays = {key: value.clone() for key, value in arrays.items()}
         if g.is_sparse:
             (sparse_sgd if spec.name == "sgd" else sparse_adagrad)(p, g, arrays, s)
         else:
