@@ -76,12 +76,10 @@ def needs_torch_ops(optimizer: Optimizer) -> bool:
 
 
 def sparse_sgd(param: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], s: Any) -> None:
-    """SGD with a sparse gradient, in torch's operations (``_single_tensor_sgd``): weight decay makes the gradient
-    dense; the momentum buffer starts as a copy of the (sparse) gradient and stays sparse while the gradients are."""
+    """SGD with a sparse gradient, in torch's operations (``_single_tensor_sgd``): the momentum buffer starts as a copy
+    of the (sparse) gradient and stays sparse. Weight decay is refused before (torch's ``grad.add(param)`` raises)."""
     if s.maximize:
         grad = -grad
-    if s.weight_decay != 0:
-        grad = grad.add(param, alpha=s.weight_decay)
     if s.use_momentum:
         if s.first_step:
             buf = grad.detach().clone()
@@ -101,12 +99,14 @@ def sparse_adagrad(param: torch.Tensor, grad: torch.Tensor, state: dict[str, Any
     grad = grad.coalesce()  # the update is not linear in the gradient, so each index must appear once
     indices, values = grad._indices(), grad._values()
     total = state["sum"]
-    total.add_(torch.sparse_coo_tensor(indices, values.pow(2), grad.shape))
+    total.add_(torch.sparse_coo_tensor(indices, values.pow(2), grad.shape, check_invariants=False))
     std = total.sparse_mask(grad)._values()
     if s.eps_root != 0:
         std = std + s.eps_root
     std_values = std.sqrt_().add_(s.eps)
-    param.add_(torch.sparse_coo_tensor(indices, values / std_values, grad.shape), alpha=s.neg_clr)
+    param.add_(
+        torch.sparse_coo_tensor(indices, values / std_values, grad.shape, check_invariants=False), alpha=s.neg_clr
+    )
 
 
 def _check(optimizer: Optimizer, group: dict[str, Any], index: int, p: torch.Tensor) -> torch.Tensor:
@@ -125,7 +125,8 @@ def _check(optimizer: Optimizer, group: dict[str, Any], index: int, p: torch.Ten
         raise RuntimeError(
             f"{name} does not support sparse gradients (parameter {index}); pass fused=None for sparse gradients"
         )
-    if optimizer.spec.name == "adagrad" and group["weight_decay"] != 0:
+    if group["weight_decay"] != 0:
+        # torch's Adagrad says this; torch's SGD fails in grad.add(param) with "add(sparse, dense) is not supported"
         raise RuntimeError(
             f"weight_decay option is not compatible with sparse gradients (parameter {index} has one, weight_decay="
             f"{group['weight_decay']!r}); pass weight_decay=0 or dense gradients"
