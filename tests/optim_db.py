@@ -77,3 +77,86 @@ TORCH_CASES: dict[str, list[tuple[str, dict]]] = {
 def torch_cases() -> list[tuple[str, str, dict]]:
     """(algorithm, description, kwargs) for every case, flattened for pytest.mark.parametrize."""
     return [(name, desc, kwargs) for name, cases in TORCH_CASES.items() for desc, kwargs in cases]
+
+
+# -- torch's own optimizer test database ------------------------------------------------------------------------------
+#
+# torch ships one OptimizerInfo per torch.optim class in torch.testing._internal.common_optimizers.optim_db: the
+# hyperparameter sets its tests run (optim_inputs_func) and the bad inputs with the exception type and message regex
+# torch raises (optim_error_inputs_func). The functions below hand them to the tests for every descend.torch class
+# with a torch counterpart.
+
+# Why an input of torch's database is not run against descend (first matching rule wins).
+SKIP_REASONS: tuple[tuple[str, str], ...] = (
+    (
+        "capturable",
+        "capturable=True is CUDA graph capture (torch lists these inputs for CUDA and XPU only); descend refuses it "
+        "with a clear ValueError, see test_capturable_is_refused_clearly",
+    ),
+)
+
+
+def load_optim_db() -> list:
+    """torch's ``optim_db``. Its module imports ``expecttest`` (a test-only dependency of torch's own suite) for the
+    base class of torch's TestCase, which nothing here uses; where it is not installed, a stand-in module with that
+    one name lets the database import. Nothing else of torch's test machinery runs."""
+    import sys
+    import types
+    import unittest
+
+    try:
+        import expecttest  # noqa: F401
+    except ImportError:
+        stand_in = types.ModuleType("expecttest")
+        stand_in.TestCase = unittest.TestCase  # type: ignore[attr-defined]
+        stand_in.ACCEPT = False  # type: ignore[attr-defined]
+        sys.modules["expecttest"] = stand_in
+    from torch.testing._internal.common_optimizers import optim_db
+
+    return optim_db
+
+
+def shared_infos() -> list[tuple[str, object]]:
+    """(descend registry name, torch's OptimizerInfo) for every descend.torch class with a torch.optim counterpart."""
+    import descend.torch as dt
+
+    by_torch_name = {cls.spec.torch_name: name for name, cls in dt.OPTIMIZERS.items() if cls.spec.torch_name}
+    return [(by_torch_name[info.name], info) for info in load_optim_db() if info.name in by_torch_name]
+
+
+def skip_reason(kwargs: dict) -> str | None:
+    """Why an input is not run against descend, or None (see :data:`SKIP_REASONS`)."""
+    for key, reason in SKIP_REASONS:
+        if kwargs.get(key):
+            return reason
+    return None
+
+
+def db_inputs(device: str = "cpu") -> list[tuple[str, str, dict]]:
+    """(algorithm, description, kwargs) for every input torch's database lists for ``device``, with the variants its
+    tests add for the implementation flags each class supports (``foreach``, ``differentiable``, ``fused``)."""
+    load_optim_db()
+    from torch.testing._internal.common_optimizers import _get_optim_inputs_including_global_cliquey_kwargs
+
+    out = []
+    for name, info in shared_infos():
+        for oi in _get_optim_inputs_including_global_cliquey_kwargs(device, None, info):
+            out.append((name, oi.desc, oi.kwargs))
+    return out
+
+
+def db_error_inputs(device: str = "cpu") -> list[tuple[str, object]]:
+    """(algorithm, ErrorOptimizerInput) for every error input torch's database lists for ``device``."""
+    import torch
+
+    return [(name, e) for name, info in shared_infos() for e in info.optim_error_inputs_func(device, torch.float32)]
+
+
+def cuda_only_inputs() -> list[tuple[str, str, dict]]:
+    """(algorithm, description, kwargs) for the inputs torch's database lists for CUDA but not for the CPU (no CUDA
+    tensor is made: the kwargs hold CPU scalars and flags)."""
+    out = []
+    for name, info in shared_infos():
+        on_cpu = {oi.desc for oi in info.optim_inputs_func("cpu")}
+        out += [(name, oi.desc, oi.kwargs) for oi in info.optim_inputs_func("cuda") if oi.desc not in on_cpu]
+    return out

@@ -103,9 +103,7 @@ def test_rejects_bad_params_as_torch_does() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "words"),
     [
-        ({"differentiable": True}, "differentiable=True"),
         ({"capturable": True}, "capturable=True"),
-        ({"fused": True, "foreach": True}, "fused"),
         ({"backend": "gpu"}, "backend"),
         ({"convention": "jax"}, "convention"),
         ({"amsgrad": True, "amsgrad_max": "corrected", "eps_hat": True}, "eps_hat"),
@@ -115,6 +113,13 @@ def test_rejects_bad_params_as_torch_does() -> None:
 def test_rejects_what_descend_cannot_honour(kwargs: dict, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         dt.Adam([param()], **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"fused": True, "foreach": True}, {"fused": True, "differentiable": True}])
+def test_fused_contradictions_are_runtime_errors_as_in_torch(kwargs: dict) -> None:
+    with pytest.raises(RuntimeError, match="`fused`") as info:
+        dt.Adam([param()], **kwargs)
+    assert all(f"{k}" in str(info.value) for k in kwargs)
 
 
 def test_foreach_and_fused_choose_a_backend() -> None:

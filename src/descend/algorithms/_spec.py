@@ -49,8 +49,12 @@ def check_real(
     high: float | None = None,
     low_open: bool = False,
     high_open: bool = False,
+    label: str | None = None,
 ) -> float:
     """Check that ``value`` is a finite real number in the given interval and return it as a float.
+
+    ``label`` is what a message calls the value (``"beta parameter at index 0"``, as torch says it); by default
+    ``"<name> value"``, so a message reads ``Invalid lr value: -0.1; allowed range is [0.0, inf]``.
 
     Raises:
         TypeError: ``value`` is not a real number.
@@ -61,12 +65,13 @@ def check_real(
     lo = "(" if low_open else "["
     hi = ")" if high_open else "]"
     allowed = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+    what = label or f"{name} value"
     if not math.isfinite(x):
-        raise ValueError(f"Invalid {name} value: {value!r}; it must be a finite number in {allowed}")
+        raise ValueError(f"Invalid {what}: {value!r}; it must be a finite number in {allowed}")
     bad_low = low is not None and (x < low or (low_open and x == low))
     bad_high = high is not None and (x > high or (high_open and x == high))
     if bad_low or bad_high:
-        raise ValueError(f"Invalid {name} value: {value!r}; allowed range is {allowed}")
+        raise ValueError(f"Invalid {what}: {value!r}; allowed range is {allowed}")
     return x
 
 
@@ -89,8 +94,8 @@ def check_betas(value: Any, *, high_open: bool = True) -> tuple[float, float]:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
         raise TypeError(f"betas must be a pair of numbers (beta1, beta2), got {value!r}")
     return (
-        check_real("beta parameter at index 0", value[0], low=0.0, high=1.0, high_open=high_open),
-        check_real("beta parameter at index 1", value[1], low=0.0, high=1.0, high_open=high_open),
+        check_real("betas[0]", value[0], low=0.0, high=1.0, high_open=high_open, label="beta parameter at index 0"),
+        check_real("betas[1]", value[1], low=0.0, high=1.0, high_open=high_open, label="beta parameter at index 1"),
     )
 
 

@@ -22,24 +22,59 @@ from descend.engine import Engine, GroupWork, Item
 from descend.engine.plan import build as build_plan
 from descend.engine.torch_arrays import COMPLEX_DTYPES, FLOAT_DTYPES, TorchKind
 from descend.nonfinite import check_nan_policy
-from descend.torch._options import HALF_DTYPES, check_options, check_state_dtype, group_backend, signature_for
+from descend.torch import _differentiable as torch_ops
+from descend.torch._options import (
+    HALF_DTYPES,
+    SPARSE_GRADIENTS,
+    TENSOR_BETAS,
+    check_options,
+    check_state_dtype,
+    group_backend,
+    signature_for,
+)
 from descend.torch._state_check import check_state_dict, identity_keys
 
 __all__ = ["Optimizer"]
 
 
-def _check_tensor_hyperparams(title: str, values: dict[str, Any]) -> None:
-    """torch accepts ``lr`` and ``betas`` as tensors of one element; anything bigger is a ValueError, as in torch."""
-    items = [("lr", values.get("lr"))]
+def _check_tensor_hyperparams(title: str, values: dict[str, Any], tensor_betas: bool) -> None:
+    """torch's rules for ``lr`` and ``betas`` given as tensors, with its messages.
+
+    A tensor ``lr`` (or beta) must have one element. Where torch's class takes tensor betas (Adam, AdamW:
+    ``tensor_betas``), both betas are floats or both are tensors, and neither a tensor ``lr`` nor tensor betas go with
+    ``foreach=True`` unless ``capturable=True`` (which descend refuses anyway), as in torch.
+
+    Raises:
+        ValueError: one of those rules is broken; the message is torch's, followed by the value.
+    """
+    lr = values.get("lr")
     betas = values.get("betas")
+    foreach = values.get("foreach") and not values.get("capturable")
+    items = [("lr", lr)]
     if isinstance(betas, (tuple, list)):
         items += [(f"betas[{i}]", b) for i, b in enumerate(betas)]
     for name, value in items:
-        if isinstance(value, torch.Tensor) and value.numel() != 1:
-            raise ValueError(f"{title}: Tensor {name} must have one element, got shape {tuple(value.shape)}")
+        if not isinstance(value, torch.Tensor):
+            continue
+        if tensor_betas and foreach:
+            raise ValueError(
+                f"{title}: {name} as a Tensor is not supported for capturable=False and foreach=True; pass a float "
+                f"{name}, or foreach=None or False (got {name}={value!r})"
+            )
+        if value.numel() != 1:
+            raise ValueError(f"{title}: Tensor {name} must be 1-element, got one of shape {tuple(value.shape)}")
+    if tensor_betas and isinstance(betas, (tuple, list)) and len(betas) == 2:
+        if len({isinstance(b, torch.Tensor) for b in betas}) == 2:
+            raise ValueError(
+                f"{title}: betas must be either both floats or both Tensors, got ({betas[0]!r}, {betas[1]!r})"
+            )
 
 
 _TORCH = TorchKind()
+
+
+class _SparseStep(Exception):
+    """A sparse gradient reached an algorithm that takes it in torch operations: nothing was written yet."""
 
 
 def _by_occurrence(items: list[Item]) -> list[list[Item]]:
@@ -126,7 +161,7 @@ class Optimizer(torch.optim.Optimizer):
         options = {name: explicit.pop(name, default) for name, default in self._options.items()}
         check_options(type(self).__name__, options)
         group_backend(self.backend, options)
-        _check_tensor_hyperparams(type(self).__name__, explicit)
+        _check_tensor_hyperparams(type(self).__name__, {**explicit, **options}, self.spec.torch_name in TENSOR_BETAS)
         self.spec.make(self.convention, **explicit)  # validates; the raw values are kept, as torch keeps them
         defaults = {**self.spec.defaults(self.convention), **explicit, **options, **self._fixed}
         super().__init__(params, defaults)
@@ -144,7 +179,7 @@ class Optimizer(torch.optim.Optimizer):
             merged = {**self.defaults, **param_group}
             check_options(title, {k: merged.get(k) for k in self._options})
             group_backend(self.backend, merged)
-            _check_tensor_hyperparams(title, merged)
+            _check_tensor_hyperparams(title, merged, self.spec.torch_name in TENSOR_BETAS)
             self.spec.hyperparams.from_group(merged)
         super().add_param_group(param_group)
         if self._eager_state:
@@ -183,8 +218,17 @@ class Optimizer(torch.optim.Optimizer):
     def _checked_grad(self, p: torch.Tensor) -> torch.Tensor:
         g = p.grad
         title = type(self).__name__
+        if g.is_sparse and self.spec.name in SPARSE_GRADIENTS:
+            raise _SparseStep
         if g.is_sparse:
-            raise RuntimeError(f"{title} does not support sparse gradients; use torch.optim.SparseAdam or dense ones")
+            raise RuntimeError(
+                f"{title} does not support sparse gradients; "
+                + (
+                    "use torch.optim.SparseAdam or dense ones"
+                    if self.spec.name not in SPARSE_GRADIENTS
+                    else "a sparse gradient takes the step in torch operations, which this one did not reach"
+                )
+            )
         if p.dtype not in FLOAT_DTYPES and p.dtype not in COMPLEX_DTYPES:
             raise TypeError(
                 f"{title} updates float32, float64, bfloat16, float16, complex64 and complex128 parameters; got one of "
@@ -203,12 +247,26 @@ class Optimizer(torch.optim.Optimizer):
         Everything that can be refused (hyperparameters, gradients, state) is checked before any tensor changes, so
         a step that raises changes nothing. A group in its steady state runs from its plan
         (:mod:`descend.engine.plan`); any other takes the engine's general path, which then records a plan for the
-        next step. Two threads stepping the same optimizer run one after the other.
+        next step. Two threads stepping the same optimizer run one after the other. A step with a group of
+        ``differentiable=True``, or with a sparse gradient for SGD or Adagrad, runs in torch operations instead (see
+        :mod:`descend.torch._differentiable`).
         """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if any(group.get("differentiable") for group in self.param_groups):  # see descend.torch._differentiable
+            with self._engine.lock:
+                torch_ops.step(self)
+            return loss
+        try:
+            self._engine_step()
+        except _SparseStep:  # SGD and Adagrad take sparse gradients in torch operations, as torch does
+            with self._engine.lock:
+                torch_ops.step(self)
+        return loss
+
+    def _engine_step(self) -> None:
         engine = self._engine
         checks = self.nan_policy != "propagate"
         with engine.lock, torch.no_grad():
@@ -236,7 +294,6 @@ class Optimizer(torch.optim.Optimizer):
                 offset += len(group["params"])
             for work in rounds:
                 engine.step(work)
-        return loss
 
     def _planner(self, group: dict[str, Any], hp: Any, backend: str) -> Callable[[], None]:
         def record() -> None:

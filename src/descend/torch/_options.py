@@ -16,8 +16,10 @@ argument                      backend
 ============================  =================================================================================
 
 An explicit ``backend=`` that contradicts them (``fused=True`` with ``backend="reference"``, ``foreach=False`` with
-``backend="fused"``) is an error. ``capturable=True`` and ``differentiable=True`` are refused: descend's update runs
-eagerly under ``torch.no_grad()``.
+``backend="fused"``) is an error. ``fused=True`` with ``foreach=True`` or with ``differentiable=True`` is a
+RuntimeError with torch's message. ``differentiable=True`` runs the group's step in torch operations that autograd
+records (see :mod:`descend.torch._differentiable`). ``capturable=True`` is refused: descend keeps its step counts and
+per-step scalars on the host, which a CUDA graph cannot capture.
 """
 
 from __future__ import annotations
@@ -32,13 +34,29 @@ from descend.algorithms._spec import AlgorithmSpec
 from descend.backends import check_backend
 from descend.kernels import available as fused_ready
 
-__all__ = ["COMPAT_OPTIONS", "OPTION_DEFAULTS", "check_options", "group_backend", "signature_for"]
+__all__ = [
+    "COMPAT_OPTIONS",
+    "OPTION_DEFAULTS",
+    "SPARSE_GRADIENTS",
+    "TENSOR_BETAS",
+    "check_options",
+    "group_backend",
+    "signature_for",
+]
 
 # torch.optim arguments that choose an implementation rather than a rule.
 COMPAT_OPTIONS: tuple[str, ...] = ("foreach", "fused", "capturable", "differentiable")
 
 _P = inspect.Parameter
 
+
+# The torch.optim classes that take betas as tensors, with torch's rules for them (both or neither a tensor; no
+# tensor lr or betas with foreach=True unless capturable=True).
+TENSOR_BETAS: frozenset[str] = frozenset({"Adam", "AdamW"})
+
+# The algorithms whose torch.optim class takes sparse gradients (``_single_tensor_sgd`` and ``_single_tensor_adagrad``
+# have a sparse branch); descend runs them in torch operations, see :mod:`descend.torch._differentiable`.
+SPARSE_GRADIENTS: frozenset[str] = frozenset({"sgd", "adagrad"})
 
 # torch's defaults for its implementation options.
 OPTION_DEFAULTS: dict[str, Any] = {"foreach": None, "fused": None, "capturable": False, "differentiable": False}
@@ -111,12 +129,13 @@ def check_state_dtype(title: str, value: Any) -> torch.dtype | None:
 
 
 def check_options(title: str, options: dict[str, Any]) -> None:
-    """Refuse the compatibility options descend cannot honour, with the reason."""
-    if options.get("differentiable"):
-        raise ValueError(
-            f"{title} does not support differentiable=True: descend's update runs under torch.no_grad() and is not "
-            "part of the autograd graph; use torch.optim for differentiable optimization"
-        )
+    """Refuse the compatibility options descend cannot honour, with the reason, and torch's contradictions.
+
+    Raises:
+        ValueError: ``capturable=True``.
+        TypeError: ``foreach`` or ``fused`` is not True, False or None.
+        RuntimeError: ``fused=True`` with ``differentiable=True`` or ``foreach=True`` (torch's type and message).
+    """
     if options.get("capturable"):
         raise ValueError(
             f"{title} does not support capturable=True: descend keeps step counts on the host and does not support "
@@ -126,8 +145,13 @@ def check_options(title: str, options: dict[str, Any]) -> None:
         value = options.get(name)
         if value is not None and not isinstance(value, bool):
             raise TypeError(f"{name} must be True, False or None, got {value!r} of type {type(value).__name__}")
+    if options.get("fused") and options.get("differentiable"):
+        raise RuntimeError(
+            "`fused` does not support `differentiable`: the fused kernel runs outside autograd; pass fused=None with "
+            "differentiable=True"
+        )
     if options.get("fused") and options.get("foreach"):
-        raise ValueError("fused=True and foreach=True cannot be used together; choose one")
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together; choose one (got fused=True, foreach=True)")
 
 
 def group_backend(backend: str, options: dict[str, Any]) -> str:
