@@ -238,9 +238,9 @@ def test_bad_group_values_and_gradients_change_nothing() -> None:
 
 
 def test_unsupported_tensors_are_refused_clearly() -> None:
-    w = torch.nn.Parameter(torch.ones(3, dtype=torch.complex64))
+    w = torch.nn.Parameter(torch.ones(3, dtype=torch.int64), requires_grad=False)
     w.grad = torch.ones_like(w)
-    with pytest.raises(TypeError, match="complex64"):
+    with pytest.raises(TypeError, match="int64"):
         dt.Adam([w]).step()
     emb = torch.nn.Embedding(5, 2, sparse=True)
     emb(torch.tensor([1])).sum().backward()
