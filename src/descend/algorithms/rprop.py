@@ -20,10 +20,10 @@ next step neither grows nor shrinks its step size. The state keeps torch's keys:
 Conventions. This is torch's ``Rprop`` (also MindSpore's, with the same signature and defaults: lr 1e-2, etas
 (0.5, 1.2), step sizes (1e-6, 50)), which is the variant Igel and Hüsken call iRprop⁻: no weight backtracking, the
 gradient forgotten where its sign flips. Riedmiller and Braun's original Rprop also undoes the previous step where
-the sign flips (weight backtracking); descend, like torch, does not. The step size is clipped with NaN kept (a NaN
-gradient makes that coordinate's step size NaN), and ``sign`` of NaN is NaN (NumPy's); torch's ``sign`` gives 0 for
-NaN, so a NaN gradient leaves a parameter unchanged there but not here. Rprop is meant for full-batch gradients: with
-noisy minibatch gradients the signs flip at random and the step sizes shrink to the lower bound.
+the sign flips (weight backtracking); descend, like torch, does not. Where :math:`g_t p_{t-1}` is NaN the factor is
+1, as in torch (whose ``sign`` of NaN is 0); the move is :math:`\operatorname{sign}(p_t)` with NumPy's ``sign``, so a
+NaN gradient makes that parameter NaN here, while torch leaves it unchanged. Rprop is meant for full-batch
+gradients: with noisy minibatch gradients the signs flip at random and the step sizes shrink to the lower bound.
 
 References:
     Riedmiller & Braun (1993), "A Direct Adaptive Method for Faster Backpropagation Learning: The RPROP Algorithm",
@@ -117,16 +117,16 @@ def reference_update(xp: Any, param: Any, grad: Any, state: dict[str, Any], s: R
     if s.maximize:
         grad = -grad
     prev, step_size = state["prev"], state["step_size"]
+    agreement = grad * prev  # its sign: > 0 the gradient kept its sign, < 0 it flipped, else (0 or NaN) neither
     factor = xp.zeros_like(prev)  # an array even for a 0-d param, so that it takes masked assignment
-    factor += xp.sign(grad * prev)  # -1, 0 or 1 (NaN stays NaN), then the factor for each
-    factor[factor > 0] = s.etaplus
-    factor[factor < 0] = s.etaminus
-    factor[factor == 0] = 1.0
+    factor += 1.0
+    factor[agreement > 0] = s.etaplus
+    factor[agreement < 0] = s.etaminus
     step_size *= factor
     step_size[step_size < s.step_size_min] = s.step_size_min
     step_size[step_size > s.step_size_max] = s.step_size_max
     prev[...] = grad
-    prev[factor == s.etaminus] = 0.0
+    prev[agreement < 0] = 0.0
     param -= xp.sign(prev) * step_size
 
 

@@ -1,5 +1,6 @@
 /* rprop: restates its algorithm's reference_update operation by operation. Its values, flag bits and state slots are
- * named in descend/kernels/_layout.py; the build generates the indices used here.
+ * named in descend/kernels/_layout.py; the build generates the indices used here. Every choice is a select on one
+ * comparison, so the loop vectorises without branches.
  */
 _Static_assert(rprop_f_maximize == 0, "rprop's flag bits are in _layout.py's order");
 
@@ -12,16 +13,21 @@ KINLINE KNAME(rprop_body)(KRANGE_ARGS) {
     for (int64_t i = lo; i < hi; i++) {
         CT pi = LDP(p[i]);
         const CT gi = NEG(LDP(g[i]), sign);
-        const CT s = KSIGN(gi * LDS(prev[i]));
-        const CT factor = s > 0 ? etaplus : s < 0 ? etaminus : s == 0 ? (CT)1 : s;
+        const CT agreement = gi * LDS(prev[i]);
+        CT factor = (CT)1;
+        factor = agreement > 0 ? etaplus : factor;
+        factor = agreement < 0 ? etaminus : factor;
         CT ss = LDS(step_size[i]);
         ss = ss * factor;
         ss = ss < smin ? smin : ss;
         ss = ss > smax ? smax : ss;
         step_size[i] = STS(ss);
-        const CT pv = factor == etaminus ? (CT)0 : gi;
+        const CT pv = agreement < 0 ? (CT)0 : gi;
         prev[i] = STS(pv);
-        pi = pi - KSIGN(pv) * ss;
+        CT direction = pv > 0 ? (CT)1 : (CT)0; /* KSIGN(pv) as three selects, which vectorise */
+        direction = pv < 0 ? (CT)-1 : direction;
+        direction = pv != pv ? pv : direction;
+        pi = pi - direction * ss;
         p[i] = STP(pi);
     }
 }
