@@ -71,6 +71,20 @@ TORCH_CASES: dict[str, list[tuple[str, dict]]] = {
         ("decoupled", {"weight_decay": 0.1, "decoupled_weight_decay": True}),
         ("maximize", {"maximize": True, "betas": (0.8, 0.99)}),
     ],
+    "rprop": [
+        ("defaults", {}),
+        ("high lr", {"lr": 0.5}),
+        ("etas", {"lr": 0.05, "etas": (0.3, 1.5)}),
+        ("tight step sizes", {"lr": 0.05, "step_sizes": (0.01, 0.08)}),
+        ("maximize", {"maximize": True, "etas": (0.7, 1.1), "step_sizes": (0.0, 1.0)}),
+    ],
+    "asgd": [
+        ("defaults", {}),
+        ("high lr", {"lr": 0.2}),
+        ("fast decay", {"lr": 0.1, "lambd": 0.5, "alpha": 1.0}),
+        ("averaging", {"lr": 0.05, "t0": 3.0, "weight_decay": 0.1}),
+        ("maximize", {"lr": 0.05, "lambd": 0.1, "alpha": 0.5, "t0": 10.0, "maximize": True}),
+    ],
 }
 
 

@@ -40,7 +40,21 @@ from tests.bad_input_helpers import (  # noqa: E402
 # Reals with an upper bound of 1 (the betas pair has its own cases); every other real is bounded below by 0 only.
 UPPER = {("momentum", "beta"), ("rmsprop", "alpha"), ("adadelta", "rho")}
 # torch.optim.SGD takes any dampening, and so does descend.
-ANY_SIGN = {("sgd", "dampening")}
+ANY_SIGN = {("sgd", "dampening"), ("asgd", "t0")}
+# Pairs other than betas: a bad value at each index, with the message naming it and the range allowed.
+PAIRS: dict[str, list[tuple[Any, str]]] = {
+    "etas": [
+        ((1.0, 1.2), r"Invalid etaminus \(etas\[0\]\) value: 1.0; allowed range is \(0.0, 1.0\)"),
+        ((0.0, 1.2), r"Invalid etaminus \(etas\[0\]\) value: 0.0; allowed range is \(0.0, 1.0\)"),
+        ((0.5, 1.0), r"Invalid etaplus \(etas\[1\]\) value: 1.0; allowed range is \(1.0, inf\]"),
+        ((0.5, NAN), r"Invalid etaplus \(etas\[1\]\) value: nan; it must be a finite number in \(1.0, inf\]"),
+    ],
+    "step_sizes": [
+        ((-1e-6, 50.0), r"Invalid minimal step size \(step_sizes\[0\]\) value: -1e-06; allowed range is \[0.0, inf\]"),
+        ((0.1, 0.01), r"Invalid maximal step size \(step_sizes\[1\]\) value: 0.01; allowed range is \[0.1, inf\]"),
+        ((1e-6, math.inf), r"Invalid maximal step size \(step_sizes\[1\]\) value: inf; it must be a finite number"),
+    ],
+}
 
 
 def _hyperparameter_cases() -> list[tuple[str, str, Any, type, str]]:
@@ -72,6 +86,10 @@ def _hyperparameter_cases() -> list[tuple[str, str, Any, type, str]]:
                     (name, arg, "ab", TypeError, r"betas must be a pair of numbers \(beta1, beta2\), got 'ab'"),
                     (name, arg, (0.9,), TypeError, r"betas must be a pair of numbers \(beta1, beta2\), got \(0.9,\)"),
                 ]
+            elif arg in PAIRS:
+                cases += [(name, arg, value, ValueError, match) for value, match in PAIRS[arg]]
+                cases.append((name, arg, "ab", TypeError, rf"{arg} must be a pair of numbers, got 'ab'"))
+                cases.append((name, arg, (0.5,), TypeError, rf"{arg} must be a pair of numbers, got \(0.5,\)"))
             else:  # pragma: no cover - a new kind of hyperparameter needs its own cases here
                 raise AssertionError(f"no bad values for {name}.{arg} = {default!r}")
     return cases

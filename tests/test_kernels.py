@@ -78,9 +78,11 @@ test_bit_identical_long = pytest.mark.slow(
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bit_identical_over_a_million(name: str, dtype: type) -> None:
     """One tensor over a million elements (many chunks, both threads) next to small and empty ones."""
-    kwargs = {"adadelta": {}, "sgd": {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01}}.get(
-        name, {"weight_decay": 0.01, "maximize": True}
-    )
+    kwargs = {
+        "adadelta": {},
+        "sgd": {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
+        "rprop": {"etas": (0.3, 1.5), "step_sizes": (1e-4, 0.5), "maximize": True},
+    }.get(name, {"weight_decay": 0.01, "maximize": True})
     _check_front(name, kwargs, dtype, [(1_048_583,), (0,), (3, 5), ()], 3, 7, 1.0)
 
 

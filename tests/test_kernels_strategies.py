@@ -65,6 +65,16 @@ _HAND_WRITTEN: dict[str, Any] = {
         {"lr": _lr, "betas": _betas, "eps": _eps, "weight_decay": _wd, "decoupled_weight_decay": st.booleans(),
          "maximize": st.booleans()}
     ),
+    "rprop": st.fixed_dictionaries(
+        {"lr": _lr, "etas": st.tuples(st.sampled_from([0.1, 0.5, 0.9]), st.sampled_from([1.1, 1.2, 2.0])),
+         "step_sizes": st.sampled_from([(0.0, 50.0), (1e-6, 50.0), (1e-3, 0.05), (0.01, 0.01)]),
+         "maximize": st.booleans()}
+    ),
+    # t0 below the number of steps turns the averaging on (mu < 1); a large one keeps ax a copy of the params.
+    "asgd": st.fixed_dictionaries(
+        {"lr": _lr, "lambd": st.sampled_from([0.0, 1e-4, 0.1, 1.0]), "alpha": st.sampled_from([0.0, 0.75, 1.0]),
+         "t0": st.sampled_from([-3.0, 0.0, 1.0, 2.5, 1e6]), "weight_decay": _wd, "maximize": st.booleans()}
+    ),
 }
 
 

@@ -12,14 +12,17 @@ from descend.algorithms.adadelta import ADADELTA
 from descend.algorithms.adagrad import ADAGRAD
 from descend.algorithms.adam import ADAM, ADAMW
 from descend.algorithms.adamax import ADAMAX
+from descend.algorithms.asgd import ASGD as ASGD_SPEC
 from descend.algorithms.momentum import MOMENTUM
 from descend.algorithms.nadam import NADAM
 from descend.algorithms.radam import RADAM
 from descend.algorithms.rmsprop import RMSPROP
+from descend.algorithms.rprop import RPROP
 from descend.algorithms.sgd import SGD as SGD_SPEC
 from descend.optim import Optimizer
 
 __all__ = [
+    "ASGD",
     "OPTIMIZERS",
     "SGD",
     "Adadelta",
@@ -31,6 +34,7 @@ __all__ = [
     "NAdam",
     "RAdam",
     "RMSprop",
+    "Rprop",
 ]
 
 
@@ -72,6 +76,14 @@ class NAdam(Optimizer):
 
 class RAdam(Optimizer):
     spec = RADAM
+
+
+class Rprop(Optimizer):
+    spec = RPROP
+
+
+class ASGD(Optimizer):
+    spec = ASGD_SPEC
 
 
 def _classes() -> dict[str, type[Optimizer]]:

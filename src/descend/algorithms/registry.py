@@ -7,15 +7,18 @@ from descend.algorithms.adadelta import ADADELTA
 from descend.algorithms.adagrad import ADAGRAD
 from descend.algorithms.adam import ADAM, ADAMW
 from descend.algorithms.adamax import ADAMAX
+from descend.algorithms.asgd import ASGD
 from descend.algorithms.lion import LION
 from descend.algorithms.momentum import MOMENTUM
 from descend.algorithms.nadam import NADAM
 from descend.algorithms.radam import RADAM
 from descend.algorithms.rmsprop import RMSPROP
+from descend.algorithms.rprop import RPROP
 from descend.algorithms.sgd import SGD
 
 REGISTRY: dict[str, AlgorithmSpec] = {
-    spec.name: spec for spec in (SGD, MOMENTUM, RMSPROP, ADAGRAD, ADADELTA, ADAM, ADAMW, ADAMAX, NADAM, RADAM, LION)
+    spec.name: spec
+    for spec in (SGD, MOMENTUM, RMSPROP, ADAGRAD, ADADELTA, ADAM, ADAMW, ADAMAX, NADAM, RADAM, LION, RPROP, ASGD)
 }
 
 

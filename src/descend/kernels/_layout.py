@@ -18,11 +18,13 @@ from descend.algorithms.adadelta import AdadeltaScalars
 from descend.algorithms.adagrad import AdagradScalars
 from descend.algorithms.adam import AdamScalars
 from descend.algorithms.adamax import AdamaxScalars
+from descend.algorithms.asgd import ASGDScalars
 from descend.algorithms.lion import LionScalars
 from descend.algorithms.momentum import MomentumScalars
 from descend.algorithms.nadam import NAdamScalars
 from descend.algorithms.radam import RAdamScalars
 from descend.algorithms.rmsprop import RMSpropScalars
+from descend.algorithms.rprop import RpropScalars
 from descend.algorithms.sgd import SGDScalars
 
 
@@ -92,6 +94,8 @@ KERNELS: dict[str, Kernel] = {
         "radam", RAdamScalars, ("maximize", "l2", "decoupled", "rectify"), (("exp_avg", None), ("exp_avg_sq", None))
     ),
     "lion": Kernel("lion", LionScalars, ("maximize", "decay"), (("exp_avg", None),)),
+    "rprop": Kernel("rprop", RpropScalars, ("maximize",), (("prev", None), ("step_size", None))),
+    "asgd": Kernel("asgd", ASGDScalars, ("maximize", "weight_decay", "average"), (("ax", None),)),
 }
 
 

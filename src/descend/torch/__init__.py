@@ -21,14 +21,17 @@ from descend.algorithms.adadelta import ADADELTA
 from descend.algorithms.adagrad import ADAGRAD
 from descend.algorithms.adam import ADAM, ADAMW
 from descend.algorithms.adamax import ADAMAX
+from descend.algorithms.asgd import ASGD as ASGD_SPEC
 from descend.algorithms.momentum import MOMENTUM
 from descend.algorithms.nadam import NADAM
 from descend.algorithms.radam import RADAM
 from descend.algorithms.rmsprop import RMSPROP
+from descend.algorithms.rprop import RPROP
 from descend.algorithms.sgd import SGD as SGD_SPEC
 from descend.torch._optimizer import Optimizer
 
 __all__ = [
+    "ASGD",
     "OPTIMIZERS",
     "SGD",
     "Adadelta",
@@ -41,6 +44,7 @@ __all__ = [
     "Optimizer",
     "RAdam",
     "RMSprop",
+    "Rprop",
 ]
 
 _OPTIONS = ("foreach", "maximize", "capturable", "differentiable", "fused")
@@ -163,6 +167,16 @@ class RAdam(Optimizer):
         "capturable",
         "differentiable",
     )
+
+
+class Rprop(Optimizer):
+    spec = RPROP
+    torch_order = ("lr", "etas", "step_sizes", "*", "capturable", "foreach", "maximize", "differentiable")
+
+
+class ASGD(Optimizer):
+    spec = ASGD_SPEC
+    torch_order = ("lr", "lambd", "alpha", "t0", "weight_decay", "foreach", "maximize", "differentiable", "capturable")
 
 
 def _classes() -> dict[str, type[Optimizer]]:
