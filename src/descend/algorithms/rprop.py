@@ -52,10 +52,13 @@ def _check_pair(name: str, value: Any) -> tuple[Any, Any]:
 def check_etas(value: Any) -> tuple[float, float]:
     """Check ``etas`` = (etaminus, etaplus): reals with 0 < etaminus < 1 < etaplus, as torch requires."""
     minus, plus = _check_pair("etas", value)
-    return (
-        check_real("etaminus (etas[0])", minus, low=0.0, high=1.0, low_open=True, high_open=True),
-        check_real("etaplus (etas[1])", plus, low=1.0, low_open=True),
-    )
+    try:
+        return (
+            check_real("etaminus (etas[0])", minus, low=0.0, high=1.0, low_open=True, high_open=True),
+            check_real("etaplus (etas[1])", plus, low=1.0, low_open=True),
+        )
+    except ValueError as exc:  # torch's words first, then which one and what is allowed
+        raise ValueError(f"Invalid eta values: {minus}, {plus} ({exc})") from None
 
 
 def check_step_sizes(value: Any) -> tuple[float, float]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from descend import kernels
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams
 
 __all__ = ["ArrayKind", "NumpyKind", "ranges_overlap"]
@@ -127,6 +128,15 @@ def _round_to_float32(value: float) -> float:
     return float(np.float32(value))
 
 
+def _interface_address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+# Where an array's first element is: through the buffer protocol where the kernels are built (``a.ctypes`` keeps a new
+# object alive on the array every time, ``__array_interface__`` builds a dict).
+_address = kernels.address if kernels.available()[0] else _interface_address
+
+
 _NP_FLOATS = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
 
 
@@ -173,7 +183,7 @@ class NumpyKind(ArrayKind):
     def span(self, a: Any) -> tuple[int, int]:
         if not isinstance(a, np.ndarray) or a.size == 0:
             return 0, 0
-        lo = hi = a.ctypes.data
+        lo = hi = _address(a)
         for n, stride in zip(a.shape, a.strides):
             if stride < 0:
                 lo += (n - 1) * stride
@@ -230,7 +240,7 @@ class NumpyKind(ArrayKind):
     def nonfinite_address(self, g: Any) -> tuple[int, int, str] | None:
         name = _NP_FLOATS.get(g.dtype)
         if name and g.flags.c_contiguous and g.flags.aligned:
-            return g.ctypes.data, g.size, name
+            return _address(g), g.size, name
         return None
 
     def has_nonfinite(self, g: Any) -> bool:

@@ -243,7 +243,8 @@ class Engine:
             host_now = {k: kind.read_host(current, k, v) for k, v in initial_host.items()}
             host = spec.advance_host(hp, count, host_now) if host_now else {}
             scalars = spec.scalars(hp, count, {k: float(v) for k, v in host.items()}, first)
-            out.checks.append((item.index, g, kind.nonfinite_address(g)))
+            if self.nan_policy != "propagate":
+                out.checks.append((item.index, g, kind.nonfinite_address(g)))
             route = self._route(work.backend, item, arrays)
             if route is not None:
                 grad = kind.contiguous_copy(g) if route[2] else g

@@ -144,6 +144,12 @@ def fill_value(addresses: list[int], value: float, is_double: bool) -> None:
     _fused.scalar_op(addresses, is_double, 2, value)
 
 
+def address(buffer: Any) -> int:
+    """Where the first element of ``buffer`` (any object with the buffer protocol, strided or read-only) is."""
+    _require()
+    return _fused.address(buffer)
+
+
 def get_num_threads() -> int:
     """The number of threads a step uses when its caller does not say."""
     _require()

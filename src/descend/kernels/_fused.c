@@ -357,6 +357,15 @@ done:
     return result;
 }
 
+/* address(buffer): where a buffer's first element is (strided and read-only buffers included). */
+static PyObject *fused_address(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_RECORDS_RO) != 0) return NULL;
+    PyObject *result = PyLong_FromVoidPtr(view.buf);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyObject *fused_set_num_threads(PyObject *self, PyObject *arg) {
     long n = PyLong_AsLong(arg);
     if (n == -1 && PyErr_Occurred()) return NULL;
@@ -426,6 +435,7 @@ static PyMethodDef methods[] = {
     {"run", fused_run, METH_VARARGS,
      "run(jobs, threads): check every job (alg, combo, flags, values, params, grads, states, sizes), then run them."},
     {"set_num_threads", fused_set_num_threads, METH_O, "Set the default thread count (0: OpenMP's default)."},
+    {"address", fused_address, METH_O, "address(buffer): where the buffer's first element is."},
     {"get_num_threads", fused_get_num_threads, METH_NOARGS, "The thread count a step uses by default."},
     {"isa", fused_isa, METH_NOARGS, "The instruction set the kernels run with."},
     {"first_nonfinite", fused_first_nonfinite, METH_VARARGS,
