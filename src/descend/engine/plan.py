@@ -26,7 +26,7 @@ import torch
 
 from descend import kernels
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams
-from descend.engine.step import Prepared
+from descend.engine.step import Item, Prepared
 from descend.engine.torch_arrays import DTYPE_NAMES, plain
 
 _TYPES = (torch.Tensor, torch.nn.Parameter)
@@ -137,7 +137,9 @@ class GroupPlan:
             state_dtype=self.names[1],
             sizes=pick(self.sizes),
         )
-        out = Prepared(jobs=[job], keep=grads)
+        # The kernel refuses memory written for one tensor that another reads (a gradient that is another
+        # parameter, or its state): the group is then prepared again in full, which reads such a gradient from a copy.
+        out = Prepared(jobs=[job], keep=grads, optimistic=True, items=lambda: self._items(params, grads, state, offset))
         if checks:
             name = self.names[0]
             out.checks = [
@@ -156,6 +158,10 @@ class GroupPlan:
 
         out.commits.append(commit)
         return out
+
+    @staticmethod
+    def _items(params: list, grads: list, state: dict, offset: int) -> list[Item]:
+        return [Item(p, p, g, state.get(p), offset + k) for k, (p, g) in enumerate(zip(params, grads)) if g is not None]
 
     def _advance_host(self, hp: Hyperparams, count: int, pick: Any) -> dict[str, float] | None:
         """The host scalars after this step, advanced as the general path advances them (the same torch op on a

@@ -18,9 +18,11 @@ torch front's, see :mod:`descend.engine.plan`), which gives the same bits with l
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from descend import kernels
@@ -73,6 +75,29 @@ class Prepared:
     checks: list = field(default_factory=list)  # per gradient: (param index, gradient, where the kernel reads it)
     keep: list = field(default_factory=list)
     optimistic: bool = False  # the kernel's own checks decide: if it refuses, the group is prepared again in full
+    items: Callable[[], list[Item]] | None = None  # where a plan prepared it: the items to prepare it again from
+
+
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _hold_steps() -> None:
+    """Before a fork: wait for the steps other threads are running, so that the child gets whole steps and free
+    locks (a lock held by a thread that does not exist in the child would never be released there)."""
+    for engine in list(_ENGINES):
+        engine.lock.acquire()
+
+
+def _release_steps() -> None:
+    for engine in list(_ENGINES):
+        try:
+            engine.lock.release()
+        except RuntimeError:  # an engine made between the fork's two handlers
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_hold_steps, after_in_parent=_release_steps, after_in_child=_release_steps)
 
 
 class Engine:
@@ -107,6 +132,7 @@ class Engine:
         # One step at a time per optimizer: two threads stepping the same optimizer run one after the other, so no
         # counter update is lost and no array is read while another step writes it.
         self.lock = threading.RLock()
+        _ENGINES.add(self)
 
     # -- the step ---------------------------------------------------------------------------------------------------
 
@@ -120,28 +146,56 @@ class Engine:
         if self.nan_policy != "propagate" and not self._finite(prepared):
             return False
         results = [[compute() for _, compute in p.reference] for p in prepared]
+        ran: list[bool] = []  # the kernels append to it once they have run
         try:
-            kernels.run([job for p in prepared for job in p.jobs], self.threads())
-        except (ValueError, TypeError):  # refused before anything ran
-            if not any(p.optimistic for p in prepared):
-                raise
-            redo = [p.optimistic for p in prepared]
-            prepared = [self.prepare(g) if again else p for g, p, again in zip(groups, prepared, redo)]
-            results = [
-                [compute() for _, compute in p.reference] if again else r
-                for p, r, again in zip(prepared, results, redo)
-            ]
-            kernels.run([job for p in prepared for job in p.jobs], self.threads())
+            try:
+                kernels.run([job for p in prepared for job in p.jobs], self.threads(), ran)
+            except (ValueError, TypeError):  # refused before anything ran
+                if ran or not any(p.optimistic for p in prepared):
+                    raise
+                redo = [p.optimistic for p in prepared]
+                prepared = [
+                    (self.prepare(g if p.items is None else replace(g, items=p.items)) if again else p)
+                    for g, p, again in zip(groups, prepared, redo)
+                ]
+                results = [
+                    [compute() for _, compute in p.reference] if again else r
+                    for p, r, again in zip(prepared, results, redo)
+                ]
+                kernels.run([job for p in prepared for job in p.jobs], self.threads(), ran)
+            ran.append(True)
+        except BaseException:
+            if ran:  # an interrupt after the kernel ran: the step is finished, then the interrupt goes on
+                self._write(prepared, results, groups)
+            raise
+        self._write(prepared, results, groups)
+        return True
+
+    def _write(self, prepared: list[Prepared], results: list[list], groups: Sequence[GroupWork]) -> None:
+        """Store the reference's results, commit state and counters, and tell the fronts. Every write stores values
+        computed before (it can be done twice), so an exception arriving between two writes (a KeyboardInterrupt, a
+        signal handler's) does not leave the step half done: the writes are finished, then it is raised."""
+        kind = self.kind
+        actions: list[Callable[[], Any]] = []
         for p, outputs in zip(prepared, results):
             for (pairs, _), out in zip(p.reference, outputs):
-                for dst, src in zip(pairs, out):
-                    self.kind.write_back(dst, src)
-            for commit in p.commits:
-                commit()
-        for g in groups:
-            if g.on_done is not None:
-                g.on_done()
-        return True
+                actions += [lambda dst=dst, src=src: kind.write_back(dst, src) for dst, src in zip(pairs, out)]
+            actions += p.commits
+        actions += [g.on_done for g in groups if g.on_done is not None]
+        error: BaseException | None = None
+        done, failed = 0, -1
+        while done < len(actions):
+            try:
+                while done < len(actions):
+                    actions[done]()
+                    done += 1
+            except BaseException as exc:  # noqa: BLE001 - raised once the writes are done
+                error = error or exc
+                if failed == done:  # it failed twice: not an interrupt but a fault of its own; go on without it
+                    done += 1
+                failed = done
+        if error is not None:
+            raise error
 
     def _finite(self, prepared: list[Prepared]) -> bool:
         checks = [c for p in prepared for c in p.checks]
@@ -223,17 +277,23 @@ class Engine:
         items = work.items() if callable(work.items) else work.items
         self._check_overlaps(items)
         states = self.states()
+        pending = []
         for item in items:
             if item.state is None:  # a state stored since the item was made (an earlier round of this step)
                 item.state = states.get(item.key)
-            p, g, st = item.param, item.grad, item.state
-            where = f"parameter {item.index}"
-            kind.check_param(p, where)
+            p, st = item.param, item.state
+            kind.check_param(p, f"parameter {item.index}")
             current = st if st is not None else {}
             missing = [k for k in slots if k not in current]
             fresh = kind.new_state(spec, p, hp, missing, self.state_dtype) if missing else {}
             arrays = {k: current[k] if k in current else fresh[k] for k in slots}
             self._check_state(item, arrays)
+            pending.append((item, current, missing, fresh, arrays))
+        copies = self._check_written(
+            [(item, {k: a for k, a in arr.items() if k not in new}) for item, _, _, new, arr in pending]
+        )
+        for position, (item, current, missing, fresh, arrays) in enumerate(pending):
+            g = item.grad
             if spec.has_step:
                 native_step = kind.next_step(current)
                 count = kind.count(native_step)
@@ -247,10 +307,11 @@ class Engine:
                 out.checks.append((item.index, g, kind.nonfinite_address(g)))
             route = self._route(work.backend, item, arrays)
             if route is not None:
-                grad = kind.contiguous_copy(g) if route[2] else g
+                copy = route[2] or position in copies
+                grad = kind.contiguous_copy(g) if copy else g
                 buckets.setdefault((route[:2], scalars), []).append((item, arrays, grad))
             else:
-                out.reference.append(self._reference(p, g, arrays, scalars))
+                out.reference.append(self._reference(item.param, g, arrays, scalars))
             out.commits.append(self._committer(item, fresh, native_step, host))
         for ((dtype, state_dtype), scalars), members in buckets.items():
             out.jobs.append(
@@ -283,9 +344,11 @@ class Engine:
         kind, p, g = self.kind, item.param, item.grad
         dtype = kind.dtype_name(p)
         state_dtypes = {kind.dtype_name(a) for a in arrays.values()}
-        state_dtype = state_dtypes.pop() if len(state_dtypes) == 1 else dtype if not state_dtypes else None
+        state_dtype = next(iter(state_dtypes)) if len(state_dtypes) == 1 else dtype if not state_dtypes else None
         why, copy = "", False
-        if not kernels.supports(self.spec.name, dtype or "", state_dtype):
+        if len(state_dtypes) > 1:
+            why = f"its state arrays have different dtypes ({', '.join(sorted(map(str, state_dtypes)))})"
+        elif not kernels.supports(self.spec.name, dtype or "", state_dtype):
             why = f"no kernel runs {self.spec.name} with {dtype} params and {state_dtype} state here"
         elif kind.dtype_name(g) != dtype:
             why = f"its gradient has dtype {kind.dtype_name(g)}, the parameter {dtype}"
@@ -349,6 +412,46 @@ class Engine:
                 )
             if ranges_overlap(kind.span(a), kind.span(p)):
                 raise ValueError(f"the state {key!r} of parameter {item.index} shares memory with the parameter")
+
+    def _check_written(self, arrays: list[tuple[Item, Mapping[str, Any]]]) -> set[int]:
+        """Refuse memory written for two parameters (a state array shared by two parameters, or one parameter's state
+        being another parameter), which would give bits that depend on the order of the writes; and find the items
+        whose gradient shares memory with what is written for another parameter (the kernel then reads a copy taken
+        before anything is written, as the reference reads it).
+
+        Args:
+            arrays: per item, the state arrays it already has (new state has memory of its own).
+
+        Returns:
+            The positions (in ``arrays``) of the items whose gradient must be copied.
+
+        Raises:
+            ValueError: naming the two parameters and state slots that share memory.
+        """
+        kind = self.kind
+        spans = [
+            (kind.span(a), k, name, a)
+            for k, (item, slots) in enumerate(arrays)
+            for name, a in [("", item.param), *slots.items(), ("grad", item.grad)]
+        ]
+        spans = sorted((s for s in spans if s[0][0] != s[0][1]), key=lambda s: s[0])
+        copies: set[int] = set()
+        reach: list[tuple[tuple[int, int], int, str, Any]] = []  # spans that may still overlap the next ones
+        for span, k, name, a in spans:
+            reach = [r for r in reach if r[0][1] > span[0]]
+            for _, m, other, b in reach:
+                if m == k or (name == "grad" and other == "grad") or not kind.shares_memory(a, b):
+                    continue
+                if name == "grad" or other == "grad":
+                    copies.add(k if name == "grad" else m)
+                    continue
+                first, second = sorted([(arrays[k][0].index, name), (arrays[m][0].index, other)])
+                what = [f"the state {n!r} of parameter {i}" if n else f"parameter {i}" for i, n in (first, second)]
+                raise ValueError(
+                    f"{what[0]} and {what[1]} share memory; each parameter and state array must have memory of its own"
+                )
+            reach.append((span, k, name, a))
+        return copies
 
     def _check_overlaps(self, items: list[Item]) -> None:
         self.check_overlaps([item.param for item in items], [item.index for item in items])

@@ -221,13 +221,15 @@ def job(
     return (_KERNEL_IDS[layout.body], combo, flags, values, params, grads, slot_lists, sizes)
 
 
-def run(jobs: Sequence[tuple], num_threads: int = 0) -> None:
+def run(jobs: Sequence[tuple], num_threads: int = 0, ran: list | None = None) -> None:
     """Run the calls of :func:`job`, in place. Every call is checked (buffers C-contiguous, writable, of the right
     dtype and size) before the first one runs, so a refusal changes nothing. The GIL is released while they run.
 
     Args:
         jobs: what :func:`job` returned, for every call of a step.
         num_threads: threads to use; 0 uses :func:`set_num_threads`'s value, else OpenMP's default.
+        ran: a list that gets True appended once the calls have run, before control returns to Python code (so a
+            caller interrupted by a signal's exception on the way back knows whether they ran).
 
     Raises:
         ValueError, TypeError: a buffer was refused; nothing was changed.
@@ -235,7 +237,10 @@ def run(jobs: Sequence[tuple], num_threads: int = 0) -> None:
     if not jobs:
         return
     _require()
-    _fused.run(jobs, num_threads)
+    if ran is None:
+        _fused.run(jobs, num_threads)
+    else:
+        _fused.run(jobs, num_threads, ran)
 
 
 def step(

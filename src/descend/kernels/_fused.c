@@ -150,6 +150,7 @@ static int item_address(PyObject *item, Py_buffer *view, int writable, int items
 typedef struct {
     job_t job;
     range_fn fn;
+    int combo;
     PyObject *seqs[2 + MAX_STATES];
     int64_t *offsets;
     void **ptrs;
@@ -185,6 +186,7 @@ static int parse_job(PyObject *args, parsed_t *pj) {
     }
     job_t *job = &pj->job;
     job->flags = flags;
+    pj->combo = combo;
     PyObject *values = PySequence_Fast(values_obj, "values must be a sequence of floats");
     if (!values) return -1;
     Py_ssize_t nvalues = PySequence_Fast_GET_SIZE(values);
@@ -318,11 +320,77 @@ static int parse_job(PyObject *args, parsed_t *pj) {
     return 0;
 }
 
+/* One array of a parsed call, as a byte range: written (a param or a state slot) or read (a gradient). */
+typedef struct {
+    const char *lo, *hi;
+    Py_ssize_t job, tensor;
+    int slot; /* 0 param, 1 grad, 2.. state slots */
+} span_t;
+
+static int span_order(const void *a, const void *b) {
+    const span_t *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo ? 1 : 0;
+}
+
+static const char *slot_name(int slot) { return slot == 0 ? "param" : slot == 1 ? "grad" : "a state slot"; }
+
+/* Across the tensors of every call of a run, no memory that is written may be another tensor's param, state or
+ * gradient: the kernel's bits would depend on the order in which tensors and threads run, and differ from the
+ * reference, which reads everything before it writes. (Within one tensor, parse_job checked it already.) Two
+ * gradients may share memory: both are only read. Returns 0, or -1 with a ValueError set. */
+static int check_disjoint(parsed_t *parsed, Py_ssize_t njobs) {
+    size_t count = 0;
+    for (Py_ssize_t j = 0; j < njobs; j++) {
+        for (int s = 0; s < 2 + MAX_STATES; s++)
+            if (parsed[j].seqs[s]) count += (size_t)parsed[j].job.n;
+    }
+    if (count < 2) return 0;
+    span_t *spans = PyMem_Malloc(count * sizeof(span_t));
+    if (!spans) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t m = 0;
+    for (Py_ssize_t j = 0; j < njobs; j++) {
+        const parsed_t *pj = &parsed[j];
+        const Py_ssize_t n = pj->job.n;
+        for (Py_ssize_t t = 0; t < n; t++) {
+            const int64_t size = pj->offsets[t + 1] - pj->offsets[t];
+            if (size <= 0) continue;
+            for (int s = 0; s < 2 + MAX_STATES; s++) {
+                if (!pj->seqs[s]) continue;
+                const char *lo = (const char *)pj->ptrs[s * n + t];
+                const int item = s < 2 ? param_size[pj->combo] : state_size[pj->combo];
+                spans[m++] = (span_t){lo, lo + size * item, j, t, s};
+            }
+        }
+    }
+    qsort(spans, m, sizeof(span_t), span_order);
+    /* Sweeping by start: the earlier span reaching furthest (of all, and of the written ones) is the one to test. */
+    const span_t *far_all = NULL, *far_written = NULL;
+    int rc = 0;
+    for (size_t k = 0; k < m && rc == 0; k++) {
+        const span_t *x = &spans[k];
+        const span_t *other = x->slot == 1 ? far_written : far_all;
+        if (other && other->hi > x->lo) {
+            PyErr_Format(PyExc_ValueError,
+                         "tensor %zd of call %zd and tensor %zd of call %zd share memory (%s and %s); memory a step "
+                         "writes must belong to one tensor",
+                         other->tensor, other->job, x->tensor, x->job, slot_name(other->slot), slot_name(x->slot));
+            rc = -1;
+        }
+        if (!far_all || x->hi > far_all->hi) far_all = x;
+        if (x->slot != 1 && (!far_written || x->hi > far_written->hi)) far_written = x;
+    }
+    PyMem_Free(spans);
+    return rc;
+}
+
 /* run(jobs, threads): every job is parsed and checked before the first one runs, so a refusal changes nothing. */
 static PyObject *fused_run(PyObject *self, PyObject *args) {
-    PyObject *jobs_obj;
+    PyObject *jobs_obj, *ran = NULL;
     int threads;
-    if (!PyArg_ParseTuple(args, "Oi", &jobs_obj, &threads)) return NULL;
+    if (!PyArg_ParseTuple(args, "Oi|O!", &jobs_obj, &threads, &PyList_Type, &ran)) return NULL;
     PyObject *jobs = PySequence_Fast(jobs_obj, "jobs must be a sequence of tuples");
     if (!jobs) return NULL;
     const Py_ssize_t njobs = PySequence_Fast_GET_SIZE(jobs);
@@ -345,10 +413,13 @@ static PyObject *fused_run(PyObject *self, PyObject *args) {
             goto done;
         }
     }
+    if (check_disjoint(parsed, njobs) != 0) goto done;
     threads = effective_threads(threads);
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < njobs; i++) run_job(&parsed[i].job, parsed[i].fn, threads);
     Py_END_ALLOW_THREADS
+    /* Said before any Python code runs again, so a signal handler's exception cannot hide that the jobs ran. */
+    if (ran && PyList_Append(ran, Py_True) != 0) goto done;
     result = Py_NewRef(Py_None);
 done:
     for (Py_ssize_t i = 0; i < k; i++) parsed_release(&parsed[i]);
