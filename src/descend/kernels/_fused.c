@@ -327,9 +327,28 @@ typedef struct {
     int slot; /* 0 param, 1 grad, 2.. state slots */
 } span_t;
 
-static int span_order(const void *a, const void *b) {
-    const span_t *x = a, *y = b;
-    return x->lo < y->lo ? -1 : x->lo > y->lo ? 1 : 0;
+/* Sorts spans by start address: a least-significant-digit radix sort, one byte at a time, skipping the bytes every
+ * address shares (the high ones). Thousands of tensors a step make a comparison sort a visible part of the step.
+ * Returns 0, or -1 if the scratch memory could not be had. */
+static int sort_spans(span_t *spans, size_t m) {
+    span_t *scratch = PyMem_Malloc((m ? m : 1) * sizeof(span_t));
+    if (!scratch) return -1;
+    span_t *from = spans, *to = scratch;
+    for (int shift = 0; shift < 64; shift += 8) {
+        size_t count[257] = {0};
+        for (size_t k = 0; k < m; k++) count[(((uintptr_t)from[k].lo) >> shift & 0xFF) + 1]++;
+        int used = 0;
+        for (int b = 1; b <= 256; b++) used += count[b] != 0;
+        if (used <= 1) continue; /* every address has this byte in common */
+        for (int b = 1; b <= 256; b++) count[b] += count[b - 1];
+        for (size_t k = 0; k < m; k++) to[count[((uintptr_t)from[k].lo) >> shift & 0xFF]++] = from[k];
+        span_t *swap = from;
+        from = to;
+        to = swap;
+    }
+    if (from != spans) memcpy(spans, from, m * sizeof(span_t));
+    PyMem_Free(scratch);
+    return 0;
 }
 
 static const char *slot_name(int slot) { return slot == 0 ? "param" : slot == 1 ? "grad" : "a state slot"; }
@@ -365,7 +384,11 @@ static int check_disjoint(parsed_t *parsed, Py_ssize_t njobs) {
             }
         }
     }
-    qsort(spans, m, sizeof(span_t), span_order);
+    if (sort_spans(spans, m) != 0) {
+        PyMem_Free(spans);
+        PyErr_NoMemory();
+        return -1;
+    }
     /* Sweeping by start: the earlier span reaching furthest (of all, and of the written ones) is the one to test. */
     const span_t *far_all = NULL, *far_written = NULL;
     int rc = 0;
