@@ -141,9 +141,39 @@ def test_cli_reference_lists_every_command() -> None:
         assert f"### `descend {name}`" in reference
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None, reason="mkdocs is not installed (the docs extra)")
-def test_mkdocs_build_strict(tmp_path: Path) -> None:
-    site = tmp_path / "site"
+def test_math_becomes_mathml_when_the_site_is_built() -> None:
+    pytest.importorskip("latex2mathml")
+    import mathml
+
+    html = (
+        '<p>A <span class="arithmatex">\\(\\sqrt{\\hat v_t} &lt; 1\\)</span>.</p>\n'
+        '<div class="arithmatex">\\[\n\\begin{aligned}\na &amp;= b \\\\\n'
+        "c &amp;= \\tfrac12 d\n\\end{aligned}\n\\]</div>"
+    )
+    out = mathml.render(html, "example.md")
+    assert "\\(" not in out and "\\[" not in out and "<msqrt>" in out and "&#x0003C;" in out
+    assert out.count("<math") == 2 and 'display="block"' in out and 'display="inline"' in out
+    assert out.count("<mtr>") == 2 and "<mi>&</mi>" not in out  # aligned is laid out as a table, one row per line
+    assert '<annotation encoding="application/x-tex">\\sqrt{\\hat v_t} &lt; 1</annotation>' in out
+    with pytest.raises(mathml.MathConversionError, match="example.md"):
+        mathml.render('<span class="arithmatex">\\(\\begin{eqnarray} a &amp; b \\end{eqnarray}\\)</span>', "example.md")
+
+
+def test_the_convention_matrix_covers_every_algorithm_and_convention() -> None:
+    from descend.algorithms import CONVENTIONS, REGISTRY
+
+    table = docgen.convention_matrix()
+    rows = [line for line in table.splitlines() if line.startswith("| [")]
+    assert len(rows) == len(REGISTRY)
+    for (name, spec), row in zip(REGISTRY.items(), rows):
+        cells = row.split(" | ")[1:]
+        assert len(cells) == len(CONVENTIONS), name
+        for convention, cell in zip(CONVENTIONS, cells):
+            assert cell.startswith("**not available**") != spec.follows(convention), (name, convention)
+    assert "<!-- descend:convention-matrix -->" in (DOCS / "conventions.md").read_text(encoding="utf-8")
+
+
+def _build_site(site: Path) -> str:
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"), "-d", str(site)],
@@ -155,6 +185,25 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
+    return output
+
+
+NEEDS_MKDOCS = pytest.mark.skipif(
+    importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("latex2mathml") is None,
+    reason="mkdocs or latex2mathml is not installed (the docs extra)",
+)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The site, built once for the tests below."""
+    folder = tmp_path_factory.mktemp("docs") / "site"
+    return folder, _build_site(folder)
+
+
+@NEEDS_MKDOCS
+def test_mkdocs_build_strict(site: tuple[Path, str]) -> None:
+    site, output = site
     assert "WARNING" not in output, output
     from descend.algorithms import REGISTRY
 
@@ -163,3 +212,62 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
         assert (site / "algorithms" / f"{name}-rosenbrock.png").stat().st_size > 1000, name
     assert (site / "benchmarks" / "index.html").is_file()
     assert "descend fit-line" in (site / "guides" / "lab" / "index.html").read_text(encoding="utf-8")
+
+
+MATH_PAGES = [
+    "algorithms/adam/index.html",
+    "algorithms/rprop/index.html",
+    "tutorial/index.html",
+    "conventions/index.html",
+]
+
+
+@NEEDS_MKDOCS
+def test_the_built_site_shows_math_without_a_network(site: tuple[Path, str]) -> None:
+    """Every formula is MathML in the HTML itself: no TeX left for a script to typeset, and no script from elsewhere."""
+    site, _ = site
+    for page in MATH_PAGES:
+        html = (site / page).read_text(encoding="utf-8")
+        assert html.count("<math") >= 5, page
+        assert not re.search(r'class="arithmatex">\s*\\[(\[]', html), page
+    for page in site.rglob("*.html"):
+        html = page.read_text(encoding="utf-8")
+        assert not re.search(r'<script[^>]+src="(?:https?:)?//', html), page
+        assert "mathjax" not in html.lower(), page
+
+
+def _chromium() -> str | None:
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+def _screenshot(browser: str, url: str, png: Path, size: str = "1200,900") -> None:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    flags += ["--disable-component-update", "--no-first-run", "--hide-scrollbars", f"--window-size={size}"]
+    subprocess.run([browser, *flags, f"--screenshot={png}", url], capture_output=True, timeout=120, check=True)
+
+
+def _ink_rows(png: Path) -> int:
+    """How many pixel rows of the picture hold anything darker than light grey."""
+    image = pytest.importorskip("matplotlib.image").imread(png)
+    return int(((image[..., :3].mean(axis=2) < 0.6).any(axis=1)).sum())
+
+
+@NEEDS_MKDOCS
+@pytest.mark.skipif(_chromium() is None, reason="no chromium on the PATH: the browser check of the math is skipped")
+def test_a_browser_renders_the_math(site: tuple[Path, str], tmp_path: Path) -> None:
+    """A headless browser, with no network, lays a converted fraction out over two lines (numerator above
+    denominator), where the same TeX as text takes one; and it shows the built Adam page (kept in tmp_path)."""
+    import mathml
+
+    site, _ = site
+    browser = _chromium()
+    fraction = mathml.to_mathml(r"\frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}", display=True)
+    heights = {}
+    for kind, body in (("mathml", fraction), ("tex", r"\frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}")):
+        page = tmp_path / f"{kind}.html"
+        page.write_text(f'<html><body style="font-size:40px;background:#fff">{body}</body></html>', encoding="utf-8")
+        _screenshot(browser, page.as_uri(), tmp_path / f"{kind}.png", size="800,400")
+        heights[kind] = _ink_rows(tmp_path / f"{kind}.png")
+    assert heights["tex"] > 0 and heights["mathml"] > 1.6 * heights["tex"], heights
+    _screenshot(browser, (site / "algorithms" / "adam" / "index.html").as_uri(), tmp_path / "adam.png")
+    assert (tmp_path / "adam.png").stat().st_size > 10_000

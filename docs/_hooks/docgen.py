@@ -211,25 +211,25 @@ def algorithm_page(spec: Any, figure: str | None = None, path: Any = None) -> st
         "",
         "## Conventions",
         "",
-        "What each convention changes from torch's defaults (arguments given explicitly always win). "
-        "See [Conventions](../conventions.md) for the reasons.",
+        "What each convention changes from torch's defaults (arguments given explicitly always win), and where a "
+        "library has no such optimizer, which rule runs instead. See [Conventions](../conventions.md) for the reasons.",
         "",
-        "| convention | changes |",
-        "|---|---|",
+        "| convention | the library's rule | changes | note |",
+        "|---|---|---|---|",
     ]
     for name in CONVENTIONS:
-        if name == "torch":
-            continue
-        if name not in spec.presets:
-            change = "not defined for this algorithm: torch's defaults apply"
-        elif not spec.presets[name]:
-            change = "none: this convention's values are torch's"
-        else:
+        if not spec.follows(name):
+            status, change = "**not available**", "none"
+        elif spec.presets[name]:
+            status = "yes"
             change = ", ".join(f"`{k}={_fmt(v)}`" for k, v in spec.presets[name].items())
-        lines.append(f"| `{name}` | {change} |")
+        else:
+            status, change = "yes", "none: this convention's values are torch's" if name != "torch" else "none"
+        lines.append(f"| `{name}` | {status} | {change} | {_cell(spec.note(name) or '')} |")
     lines += ["", "## The rule in force", ""]
     lines += ["`describe()` prints the rule with its numbers; here under each convention that changes something:", ""]
-    for name in ("torch", *[c for c in CONVENTIONS if c != "torch" and spec.presets.get(c)]):
+    shown = [c for c in CONVENTIONS if c == "torch" or spec.presets.get(c) or spec.note(c)]
+    for name in shown:
         lines += [f'=== "{CONVENTION_TITLES[name]}"', "", "    ```text"]
         lines += [f"    {line}" for line in spec.describe(convention=name).splitlines()]
         lines += ["    ```", ""]
@@ -244,6 +244,30 @@ def algorithm_page(spec: Any, figure: str | None = None, path: Any = None) -> st
         lines += [f"- {_inline(r)}" for r in references]
         lines.append("")
     return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell."""
+    return text.replace("|", "\\|").replace("*", "\\*")
+
+
+def convention_matrix() -> str:
+    """Every algorithm under every convention: whether the library's rule runs, and the note describe() prints."""
+    from descend.algorithms import CONVENTIONS, REGISTRY
+
+    lines = ["| algorithm | " + " | ".join(f"`{c}`" for c in CONVENTIONS) + " |", "|---" * (len(CONVENTIONS) + 1) + "|"]
+    for name, spec in REGISTRY.items():
+        cells = []
+        for convention in CONVENTIONS:
+            note = spec.note(convention)
+            if not spec.follows(convention):
+                cells.append(f"**not available**: {_cell(note or '')}")
+            else:
+                change = ", ".join(f"`{k}={_fmt(v)}`" for k, v in spec.presets[convention].items())
+                text = change or "yes"
+                cells.append(f"{text}; {_cell(note)}" if note else text)
+        lines.append(f"| [{spec.title}](algorithms/{name}.md) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _path_sentence(spec: Any, path: Any) -> str:

@@ -10,7 +10,9 @@
 - the lab's stored results as tables (``<!-- descend:lab-results -->``, see ``lab_results.py``);
 - the list of test modules and the tolerance table, read from ``tests/`` (``<!-- descend:test-inventory -->``,
   ``<!-- descend:tolerances -->``);
-- a stand-in ``benchmarks.md`` if the benchmark has not written one.
+- a stand-in ``benchmarks.md`` if the benchmark has not written one;
+- the math as MathML (``mathml.py``), so that the site shows formulas without a script or a network;
+- the table of what each convention means for each algorithm (``<!-- descend:convention-matrix -->``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import docgen  # noqa: E402
 import lab_results  # noqa: E402
+import mathml  # noqa: E402
 import rosenbrock  # noqa: E402
 import snippets  # noqa: E402
 
@@ -34,6 +37,7 @@ TESTS_MARKER = "<!-- descend:test-inventory -->"
 TOLERANCES_MARKER = "<!-- descend:tolerances -->"
 LAB_MARKER = "<!-- descend:lab-results -->"
 PROBLEMS_MARKER = "<!-- descend:problems -->"
+CONVENTIONS_MARKER = "<!-- descend:convention-matrix -->"
 CLASSES_MARKER = re.compile(r"<!-- descend:classes (numpy|torch) -->")
 
 
@@ -123,6 +127,8 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     if CLI_MARKER in markdown:
         markdown = markdown.replace(CLI_MARKER, docgen.cli_reference())
     markdown = CLASSES_MARKER.sub(lambda m: docgen.class_list(m.group(1)), markdown)
+    if CONVENTIONS_MARKER in markdown:
+        markdown = markdown.replace(CONVENTIONS_MARKER, docgen.convention_matrix())
     if PROBLEMS_MARKER in markdown:
         markdown = markdown.replace(PROBLEMS_MARKER, docgen.problem_table())
     if LAB_MARKER in markdown:
@@ -142,7 +148,8 @@ _MATH_HTML = re.compile(r":math:<code>(.*?)</code>")
 
 
 def on_page_content(html: str, page, config, files) -> str:
-    """Docstrings use reStructuredText roles (``:class:`X```) and ``::`` before code; show them as Markdown would."""
+    """Docstrings use reStructuredText roles (``:class:`X```) and ``::`` before code; show them as Markdown would.
+    Then every formula becomes MathML."""
     html = html.replace("::</p>", ":</p>")
     html = _MATH_HTML.sub(lambda m: f'<span class="arithmatex">\\({m.group(1)}\\)</span>', html)
-    return _ROLE_HTML.sub(r"\1", html)
+    return mathml.render(_ROLE_HTML.sub(r"\1", html), page.file.src_uri)

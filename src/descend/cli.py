@@ -121,7 +121,7 @@ else:
         except ValueError as exc:
             _fail(str(exc))
         _print(f"[bold]{spec.title}[/] under the [bold]{convention}[/] convention", highlight=False)
-        _print(spec.describe(hp), highlight=False, markup=False)
+        _print(spec.describe(hp, convention), highlight=False, markup=False)
         values = ", ".join(f"{k}={v!r}" for k, v in hp.as_dict().items())
         _print(f"hyperparameters: {values}", highlight=False, markup=False)
 

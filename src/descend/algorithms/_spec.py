@@ -189,7 +189,11 @@ class AlgorithmSpec:
             after :attr:`advance_host`, ``first`` whether this is its first update (its state is new).
         reference_update: ``(xp, param, grad, state, s) -> None``, the in-place elementwise rule.
         describe_rule: ``hp -> str``, the rule in force with the given values, as plain text (see :meth:`describe`).
-        presets: convention name -> hyperparameter overrides for that convention.
+        presets: convention name -> hyperparameter overrides for the conventions whose library (or paper) has this
+            algorithm and whose rule descend runs (``{}`` where its defaults are torch's).
+        notes: convention name -> a sentence :meth:`describe` prints under that convention. Every convention that
+            has no preset needs one, saying that the library has no such optimizer (or that descend does not run its
+            variant) and which rule runs instead; a convention with a preset may have one for what is not a flag.
         module: the algorithm's module; its docstring carries the rule in LaTeX and the references.
         torch_name: the ``torch.optim`` class with the same rule under the torch convention, or None.
         has_step: whether the state keeps a ``step`` count (torch's SGD keeps none).
@@ -215,10 +219,54 @@ class AlgorithmSpec:
     host_slots: Callable[[Any], dict[str, float]] = _no_host
     advance_host: Callable[[Any, int, dict[str, float]], dict[str, float]] = _same_host
     full_state: Mapping[str, Any] = field(default_factory=dict)
+    notes: Mapping[str, str] = field(default_factory=dict)
 
-    def describe(self, hp: Hyperparams | None = None, convention: str = "torch") -> str:
-        """The rule in force as plain text: for ``hp``, or for the defaults of ``convention`` when ``hp`` is None."""
-        return self.describe_rule(self.make(convention) if hp is None else hp)
+    def __post_init__(self) -> None:
+        from descend.algorithms.conventions import CONVENTIONS
+
+        unknown = sorted((set(self.presets) | set(self.notes)) - set(CONVENTIONS))
+        if unknown:
+            raise ValueError(f"{self.title}: unknown convention(s) {', '.join(unknown)}")
+        silent = [c for c in CONVENTIONS if c not in self.presets and c not in self.notes]
+        if silent:
+            raise ValueError(
+                f"{self.title} has neither a preset nor a note for the convention(s) {', '.join(silent)}: each "
+                "convention must either set this library's variant or say that it has none and which rule runs"
+            )
+
+    def follows(self, convention: str) -> bool:
+        """Whether ``convention`` has a preset for this algorithm: its library (or paper) has it and descend runs
+        that library's rule with its defaults. False means the library has no such optimizer (or variant); the
+        note (:meth:`note`) says which rule runs instead."""
+        from descend.algorithms.conventions import check_convention
+
+        return check_convention(convention) in self.presets
+
+    def note(self, convention: str) -> str | None:
+        """What :meth:`describe` says about ``convention`` before the rule: why there is no such variant and what
+        runs instead, or what differs and is not a flag; None if there is nothing to say."""
+        from descend.algorithms.conventions import check_convention
+
+        return self.notes.get(check_convention(convention))
+
+    def describe(self, hp: Hyperparams | None = None, convention: str | None = None) -> str:
+        """The rule in force as plain text: for ``hp``, or for the defaults of ``convention`` when ``hp`` is None.
+
+        When a convention is named (or ``hp`` is None, which means the "torch" convention), the text starts with what
+        that convention means for this algorithm where there is something to say: that the library has no such
+        optimizer and which rule runs instead, or what differs from the library and is not a flag.
+        """
+        if hp is None:
+            convention = convention or "torch"
+            hp = self.make(convention)
+        rule = self.describe_rule(hp)
+        if convention is None:
+            return rule
+        note = self.note(convention)
+        if note is None:
+            return rule
+        head = f"Note ({convention})" if self.follows(convention) else f"Not available under {convention}"
+        return f"{head}: {note}.\n{rule}"
 
     def defaults(self, convention: str = "torch") -> dict[str, Any]:
         """The hyperparameter defaults under ``convention``: the dataclass defaults, then the preset's overrides."""

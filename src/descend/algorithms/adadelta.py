@@ -26,6 +26,7 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Any, NamedTuple
 
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, check_bool, check_real
+from descend.algorithms.conventions import KERAS_WEIGHT_DECAY, not_in_article
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,13 @@ ADADELTA = AlgorithmSpec(
     reference_update=reference_update,
     describe_rule=describe,
     module=sys.modules[__name__],
-    presets={"keras": {"lr": 1e-3, "rho": 0.95, "eps": 1e-7}, "paper": {"rho": 0.95}},
+    presets={"torch": {}, "optax": {}, "keras": {"lr": 1e-3, "rho": 0.95, "eps": 1e-7}, "paper": {"rho": 0.95}},
+    notes={
+        "optax": "optax.adadelta has torch's rule and defaults (rho 0.9, eps 1e-6, weight decay added to the "
+        "gradient); its learning rate defaults to none, i.e. 1, as here",
+        "keras": KERAS_WEIGHT_DECAY,
+        "paper": "Zeiler's Algorithm 1 has no learning rate (lr 1 here) and suggests rho 0.95 and eps 1e-6",
+        "article": not_in_article("Adadelta"),
+    },
     torch_name="Adadelta",
 )

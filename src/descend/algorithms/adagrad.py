@@ -23,6 +23,7 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Any, NamedTuple
 
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, check_bool, check_real
+from descend.algorithms.conventions import KERAS_WEIGHT_DECAY, not_in_article
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,14 @@ ADAGRAD = AlgorithmSpec(
         "keras": {"lr": 1e-3, "initial_accumulator_value": 0.1, "eps": 0.0, "eps_root": 1e-7},
         "optax": {"initial_accumulator_value": 0.1, "eps": 0.0, "eps_root": 1e-7},
         "paper": {},
+        "torch": {},
+    },
+    notes={
+        "optax": "optax.adagrad has no default learning rate (torch's 1e-2 is kept), no lr_decay and no weight decay",
+        "keras": KERAS_WEIGHT_DECAY,
+        "paper": "Duchi et al. add their delta outside the root and start the sum at 0, torch's form, and give no "
+        "default values: torch's defaults run",
+        "article": not_in_article("AdaGrad"),
     },
     torch_name="Adagrad",
 )

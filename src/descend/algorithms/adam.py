@@ -48,6 +48,7 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Any, NamedTuple
 
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, check_betas, check_bool, check_choice, check_real
+from descend.algorithms.conventions import KERAS_WEIGHT_DECAY
 
 AMSGRAD_MAX = ("raw", "corrected")
 
@@ -234,6 +235,7 @@ def describe(hp: Any) -> str:
 
 
 _ADAM_PRESETS = {
+    "torch": {},
     "optax": {"amsgrad_max": "corrected"},
     "keras": {"eps": 1e-7, "eps_hat": True},
     "paper": {},
@@ -241,10 +243,24 @@ _ADAM_PRESETS = {
 }
 
 _ADAMW_PRESETS = {
+    "torch": {},
     "optax": {"amsgrad_max": "corrected", "weight_decay": 1e-4},
     "keras": {"eps": 1e-7, "eps_hat": True, "weight_decay": 0.004},
-    "paper": {},
     "article": {"lr": 1e-2, "eps": 1e-6},
+}
+
+_ADAM_NOTES = {
+    "optax": "optax.adam has no default learning rate (torch's 1e-3 is kept) and no weight decay",
+    "keras": KERAS_WEIGHT_DECAY,
+}
+
+_ADAMW_NOTES = {
+    "optax": "optax.adamw has no default learning rate (torch's 1e-3 is kept)",
+    "paper": "Loshchilov & Hutter multiply the decay by the schedule multiplier only, not by the learning rate; "
+    "descend (like torch, optax and Keras) multiplies it by the learning rate (not a flag): torch's rule runs with "
+    "torch's defaults",
+    "article": "the article does not cover AdamW: its Adam values (lr 0.01, eps 1e-6 outside the root) run, with "
+    "torch's decoupled decay and weight decay 1e-2",
 }
 
 ADAM = AlgorithmSpec(
@@ -259,6 +275,7 @@ ADAM = AlgorithmSpec(
     describe_rule=describe,
     module=sys.modules[__name__],
     presets=_ADAM_PRESETS,
+    notes=_ADAM_NOTES,
     torch_name="Adam",
 )
 
@@ -274,5 +291,6 @@ ADAMW = AlgorithmSpec(
     describe_rule=describe,
     module=sys.modules[__name__],
     presets=_ADAMW_PRESETS,
+    notes=_ADAMW_NOTES,
     torch_name="AdamW",
 )

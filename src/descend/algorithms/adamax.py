@@ -24,6 +24,7 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Any, NamedTuple
 
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, check_betas, check_bool, check_real
+from descend.algorithms.conventions import KERAS_WEIGHT_DECAY, not_in_article
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,14 @@ ADAMAX = AlgorithmSpec(
     reference_update=reference_update,
     describe_rule=describe,
     module=sys.modules[__name__],
-    presets={"keras": {"lr": 1e-3, "eps": 1e-7, "eps_in_max": False}, "paper": {}},
+    presets={"torch": {}, "optax": {}, "keras": {"lr": 1e-3, "eps": 1e-7, "eps_in_max": False}, "paper": {}},
+    notes={
+        "optax": "optax.adamax has torch's rule (eps inside the maximum), no default learning rate (torch's 2e-3 is "
+        "kept) and no weight decay (optax.adamaxw decouples it)",
+        "keras": KERAS_WEIGHT_DECAY,
+        "paper": "Kingma & Ba's Algorithm 2 has lr 0.002 and no epsilon; torch's 1e-8 inside the maximum is kept "
+        "(eps=0 is the paper's rule exactly, and divides 0 by 0 where a coordinate's gradients have all been 0)",
+        "article": not_in_article("Adamax"),
+    },
     torch_name="Adamax",
 )

@@ -42,6 +42,7 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Any, NamedTuple
 
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, check_bool, check_real
+from descend.algorithms.conventions import not_in_article
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,14 @@ ASGD = AlgorithmSpec(
     reference_update=reference_update,
     describe_rule=describe,
     module=sys.modules[__name__],
-    presets={"paper": {}},
+    presets={"torch": {}},
+    notes={
+        "optax": "optax has no ASGD: torch's rule runs with torch's defaults",
+        "keras": "Keras has no ASGD: torch's rule runs with torch's defaults",
+        "paper": "Polyak & Juditsky give no default values, and the rate schedule and decay term are Xu's: torch's "
+        "rule runs with torch's defaults",
+        "article": not_in_article("ASGD"),
+    },
     torch_name="ASGD",
     host_slots=host_slots,
     advance_host=advance_host,

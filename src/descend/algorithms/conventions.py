@@ -1,7 +1,10 @@
 """Convention presets: the defaults and flags that make an algorithm behave as a given library or paper does.
 
 A preset only sets hyperparameters; arguments given explicitly always win. Each algorithm module declares its own
-overrides (``AlgorithmSpec.presets``); a convention an algorithm has no entry for leaves torch's defaults.
+overrides (``AlgorithmSpec.presets``) for the conventions whose library (or paper) has the algorithm, and a note
+(``AlgorithmSpec.notes``) for each convention that has none: the library has no such optimizer, or descend does not
+run its variant, and the note says which rule runs instead (torch's, with torch's defaults, unless it says otherwise).
+``describe()`` prints that note, so no convention falls back to torch's rule silently.
 
 - ``"torch"`` (default): ``torch.optim``'s defaults and rules.
 - ``"optax"``: optax's defaults (epsilon inside the root for RMSprop and AdaGrad, AMSGrad on the corrected second
@@ -24,6 +27,16 @@ DESCRIPTIONS: dict[str, str] = {
     "paper": "the values of the original papers",
     "article": "the article's code and equations (Adam: lr 0.01, eps 1e-6 outside the root)",
 }
+
+
+KERAS_WEIGHT_DECAY = (
+    "Keras's weight_decay is decoupled (theta -= lr * weight_decay * theta), here it is torch's L2 term (not a flag)"
+)
+
+
+def not_in_article(title: str) -> str:
+    """The note of an algorithm the article does not cover."""
+    return f"the article does not cover {title}: torch's rule runs with torch's defaults"
 
 
 def check_convention(convention: object) -> str:

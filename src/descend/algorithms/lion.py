@@ -127,5 +127,12 @@ LION = AlgorithmSpec(
     describe_rule=describe,
     module=sys.modules[__name__],
     presets={"optax": {"weight_decay": 1e-3}, "keras": {"lr": 1e-3}, "paper": {}},
+    notes={
+        "torch": "torch.optim has no Lion: the paper's rule runs with the defaults of its reference code (as "
+        "lion-pytorch, bitsandbytes and optimi)",
+        "optax": "optax.lion has no default learning rate (the paper's 1e-4 is kept)",
+        "keras": "Keras's Lion decays the weights as here (decoupled, times the learning rate)",
+        "article": "the article does not cover Lion: the paper's rule runs with the paper's defaults",
+    },
     has_step=False,
 )

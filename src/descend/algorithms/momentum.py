@@ -11,8 +11,8 @@ This is the article's "gradient descent with momentum" (``Vdw = beta*Vdw + (1-be
 Adam keeps as its first moment, without bias correction. It differs from torch's ``SGD(momentum=mu)`` in two ways:
 
 - torch's buffer is a sum, :math:`b_t = \mu b_{t-1} + g_t`, with gain :math:`1/(1-\mu)`; this average has gain 1, so
-  the same learning rate moves :math:`1/(1-\beta)` times less (ten times at 0.9). ``Momentum(lr=eta, beta=mu)`` and
-  ``SGD(lr=eta*(1-mu), momentum=mu, dampening=mu)`` follow the same path after the first step;
+  the same learning rate moves :math:`1/(1-\beta)` times less (ten times at 0.9). Since :math:`V_t = (1-\beta) b_t`,
+  ``Momentum(lr=eta, beta=mu)`` and ``SGD(lr=eta*(1-mu), momentum=mu)`` take the same steps;
 - torch copies the first gradient into the buffer, while here :math:`V_0 = 0`, so the first step is
   :math:`(1-\beta)` times the gradient step.
 
@@ -126,5 +126,15 @@ MOMENTUM = AlgorithmSpec(
     describe_rule=describe,
     module=sys.modules[__name__],
     presets={"article": {"lr": 1e-2, "beta": 0.9}},
+    notes={
+        "torch": "torch.optim has no optimizer of this form (its SGD momentum is a sum): the article's rule runs with "
+        "the article's defaults; torch's SGD(lr=lr*(1-beta), momentum=beta) takes the same steps",
+        "optax": "optax has no optimizer of this form (optax.sgd's momentum is torch's sum; chain(ema(beta, "
+        "debias=False), scale(-lr)) is this rule): the article's rule runs with the article's defaults",
+        "keras": "Keras has no optimizer of this form (its SGD momentum is Sutskever's sum): the article's rule runs "
+        "with the article's defaults",
+        "paper": "Polyak's heavy-ball paper writes momentum as a sum (torch's SGD(momentum=...)), not this average: "
+        "the article's rule runs with the article's defaults",
+    },
     torch_name=None,
 )

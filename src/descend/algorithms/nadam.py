@@ -14,7 +14,14 @@ With :math:`m_0 = v_0 = 0` and :math:`\psi` = ``momentum_decay``:
 
 The product :math:`\Pi_t` is host state (``mu_product``, as in torch's state dict). With
 ``decoupled_weight_decay=True`` (NAdamW) the weights are decayed directly, :math:`\theta \leftarrow (1 - \eta\lambda)
-\theta`, instead of the L2 term. Optax's ``nadam`` is the same Nesterov idea without the :math:`\mu_t` schedule.
+\theta`, instead of the L2 term.
+
+Conventions. Torch's schedule is Dozat's, :math:`\psi` = 0.004. Keras's ``Nadam`` is the same rule with
+:math:`0.96^t`, that is :math:`\psi = 1`, and epsilon 1e-7 added to :math:`\sqrt{\hat v_t}` (its docstring calls
+it "epsilon hat"; its code adds it to the corrected root, as here). Optax's ``nadam`` (``adam(nesterov=True)``) has
+no schedule: ``momentum_schedule=False`` sets :math:`\mu_t = \beta_1`, and the rule above becomes optax's
+:math:`\hat m_t = \beta_1 m_t / (1 - \beta_1^{t+1}) + (1 - \beta_1) g_t / (1 - \beta_1^t)`. (``momentum_decay=0``
+is not that: it gives :math:`\mu_t = \beta_1 / 2`.)
 
 References:
     Dozat (2016), "Incorporating Nesterov Momentum into Adam", ICLR workshop.
@@ -28,6 +35,7 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Any, NamedTuple
 
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, check_betas, check_bool, check_real
+from descend.algorithms.conventions import KERAS_WEIGHT_DECAY, not_in_article
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,7 @@ class NAdamHyperparams(Hyperparams):
     decoupled_weight_decay: bool = False
     _: KW_ONLY
     maximize: bool = False
+    momentum_schedule: bool = True
 
     def validate(self) -> NAdamHyperparams:
         return dataclasses.replace(
@@ -51,6 +60,7 @@ class NAdamHyperparams(Hyperparams):
             momentum_decay=check_real("momentum_decay", self.momentum_decay, low=0.0),
             decoupled_weight_decay=check_bool("decoupled_weight_decay", self.decoupled_weight_decay),
             maximize=check_bool("maximize", self.maximize),
+            momentum_schedule=check_bool("momentum_schedule", self.momentum_schedule),
         )
 
 
@@ -69,6 +79,8 @@ class NAdamScalars(NamedTuple):
 
 
 def _mu(hp: NAdamHyperparams, step: int) -> float:
+    if not hp.momentum_schedule:
+        return float(hp.betas[0])
     return hp.betas[0] * (1.0 - 0.5 * (0.96 ** (step * hp.momentum_decay)))
 
 
@@ -129,9 +141,13 @@ def reference_update(xp: Any, param: Any, grad: Any, state: dict[str, Any], s: N
 
 def describe(hp: NAdamHyperparams) -> str:
     beta1, beta2 = hp.betas
+    if hp.momentum_schedule:
+        mu = f"  mu_t = {beta1:g} * (1 - 0.5 * 0.96^(t * {hp.momentum_decay:g})),  Pi_t = mu_1 * ... * mu_t"
+    else:
+        mu = f"  mu_t = {beta1:g} (no momentum-decay schedule, as optax),  Pi_t = {beta1:g}^t"
     lines = [
         "NAdam (Adam with Nesterov momentum), with m_0 = v_0 = 0:",
-        f"  mu_t = {beta1:g} * (1 - 0.5 * 0.96^(t * {hp.momentum_decay:g})),  Pi_t = mu_1 * ... * mu_t",
+        mu,
         "  g_t = " + ("-" if hp.maximize else "") + "grad f(theta_{t-1})" + ("   (maximize)" if hp.maximize else ""),
     ]
     if hp.weight_decay and hp.decoupled_weight_decay:
@@ -159,7 +175,20 @@ NADAM = AlgorithmSpec(
     reference_update=reference_update,
     describe_rule=describe,
     module=sys.modules[__name__],
-    presets={"paper": {}},
+    presets={
+        "torch": {},
+        "optax": {"momentum_schedule": False},
+        "keras": {"lr": 1e-3, "eps": 1e-7, "momentum_decay": 1.0},
+        "paper": {},
+    },
+    notes={
+        "optax": "optax.nadam has no momentum-decay schedule (mu_t = beta1: momentum_schedule=False) and no default "
+        "learning rate (torch's 2e-3 is kept)",
+        "keras": "Keras's Nadam uses the schedule 0.96^t (momentum_decay=1) and adds eps to sqrt(v_hat_t) as torch "
+        f"does. {KERAS_WEIGHT_DECAY}",
+        "paper": "Dozat's schedule, mu_t = beta1 * (1 - 0.5 * 0.96^(t/250)), is torch's (momentum_decay=0.004)",
+        "article": not_in_article("NAdam"),
+    },
     torch_name="NAdam",
     host_slots=host_slots,
     advance_host=advance_host,

@@ -14,6 +14,13 @@ With :math:`m_0 = v_0 = 0`, :math:`\rho_\infty = 2/(1-\beta_2) - 1` and
 
 The early steps are momentum SGD with bias correction. ``decoupled_weight_decay=True`` decays the weights directly.
 
+Conventions. Torch (and the paper's code) add :math:`\epsilon` to the root of the uncorrected :math:`v_t`, as above:
+measured against :math:`\sqrt{\hat v_t}` it is :math:`\epsilon / \sqrt{1 - \beta_2^t}`, Keras's "epsilon hat"
+placement for Adam. Optax's ``radam`` adds it to :math:`\sqrt{\hat v_t}`; ``eps_hat=False`` selects that form,
+:math:`\theta_t = \theta_{t-1} - \eta\, r_t \hat m_t / (\sqrt{\hat v_t} + \epsilon)`. Optax and the paper's
+code switch the adaptive step on at :math:`\rho_t \ge 5`, torch at :math:`\rho_t > 5`; the two differ only where
+:math:`\rho_t` is exactly 5, and that is not a flag. Keras has no RAdam.
+
 References:
     Liu, Jiang, He, Chen, Liu, Gao & Han (2020), "On the Variance of the Adaptive Learning Rate and Beyond", ICLR.
 """
@@ -27,6 +34,7 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Any, NamedTuple
 
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, check_betas, check_bool, check_real
+from descend.algorithms.conventions import not_in_article
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,7 @@ class RAdamHyperparams(Hyperparams):
     decoupled_weight_decay: bool = False
     _: KW_ONLY
     maximize: bool = False
+    eps_hat: bool = True
 
     def validate(self) -> RAdamHyperparams:
         return dataclasses.replace(
@@ -48,6 +57,7 @@ class RAdamHyperparams(Hyperparams):
             weight_decay=check_real("weight_decay", self.weight_decay, low=0.0),
             decoupled_weight_decay=check_bool("decoupled_weight_decay", self.decoupled_weight_decay),
             maximize=check_bool("maximize", self.maximize),
+            eps_hat=check_bool("eps_hat", self.eps_hat),
         )
 
 
@@ -88,7 +98,8 @@ def scalars(hp: RAdamHyperparams, step: int, host: dict[str, float] | None = Non
         bias_correction1=bc1,
         lr=float(hp.lr),
         bias_correction2_sqrt=math.sqrt(bc2),
-        eps=float(hp.eps),
+        # sqrt(bc2) / (sqrt(v) + eps * sqrt(bc2)) == 1 / (sqrt(v_hat) + eps): optax's placement with the same kernel.
+        eps=float(hp.eps) if hp.eps_hat else hp.eps * math.sqrt(bc2),
         rect=rect,
     )
 
@@ -136,7 +147,11 @@ def describe(hp: RAdamHyperparams) -> str:
         f"  rho_inf = {rho_inf:g};  rho_t = rho_inf - 2 t {beta2:g}^t / (1 - {beta2:g}^t)",
         "  r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))",
         f"  if rho_t > 5: theta_t = theta_{{t-1}} - {hp.lr:g} * m_t / (1 - {beta1:g}^t)"
-        f" * sqrt(1 - {beta2:g}^t) / (sqrt(v_t) + {hp.eps:g}) * r_t",
+        + (
+            f" * sqrt(1 - {beta2:g}^t) / (sqrt(v_t) + {hp.eps:g}) * r_t"
+            if hp.eps_hat
+            else f" / (sqrt(v_t / (1 - {beta2:g}^t)) + {hp.eps:g}) * r_t"
+        ),
         f"  else:         theta_t = theta_{{t-1}} - {hp.lr:g} * m_t / (1 - {beta1:g}^t)",
     ]
     return "\n".join(lines)
@@ -153,6 +168,14 @@ RADAM = AlgorithmSpec(
     reference_update=reference_update,
     describe_rule=describe,
     module=sys.modules[__name__],
-    presets={"paper": {}},
+    presets={"torch": {}, "optax": {"eps_hat": False}, "paper": {}},
+    notes={
+        "optax": "optax.radam adds eps to sqrt(v_hat_t) (eps_hat=False), switches at rho_t >= 5 (torch: > 5, not a "
+        "flag) and has no default learning rate (torch's 1e-3 is kept)",
+        "keras": "Keras has no RAdam: torch's rule runs with torch's defaults",
+        "paper": "the paper's code has torch's defaults and epsilon placement and switches at rho_t >= 5 (torch: > 5, "
+        "not a flag)",
+        "article": not_in_article("RAdam"),
+    },
     torch_name="RAdam",
 )

@@ -34,6 +34,7 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Any, NamedTuple
 
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, check_bool, check_real
+from descend.algorithms.conventions import KERAS_WEIGHT_DECAY
 
 
 @dataclass(frozen=True)
@@ -171,10 +172,19 @@ RMSPROP = AlgorithmSpec(
     describe_rule=describe,
     module=sys.modules[__name__],
     presets={
+        "torch": {},
         "keras": {"lr": 1e-3, "alpha": 0.9, "eps": 0.0, "eps_root": 1e-7},
         "optax": {"alpha": 0.9, "eps": 0.0, "eps_root": 1e-8},
         "paper": {"alpha": 0.9},
         "article": {"alpha": 0.95, "eps": 0.0, "eps_root": 1e-6},
+    },
+    notes={
+        "optax": "optax.rmsprop has no default learning rate (torch's 1e-2 is kept); its initial_scale and "
+        "bias_correction options (off by default) are not flags here",
+        "keras": "Keras's momentum keeps the learning rate inside the buffer (b = mu * b + lr * g / r): the same steps "
+        f"while the learning rate is constant (not a flag). {KERAS_WEIGHT_DECAY}",
+        "paper": "Hinton's lecture gives the decay 0.9 but no epsilon or learning rate: torch's (1e-8 outside the "
+        "root, lr 1e-2) are kept",
     },
     torch_name="RMSprop",
 )

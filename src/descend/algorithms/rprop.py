@@ -41,6 +41,7 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Any, NamedTuple
 
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, check_bool, check_real
+from descend.algorithms.conventions import not_in_article
 
 
 def _check_pair(name: str, value: Any) -> tuple[Any, Any]:
@@ -163,6 +164,14 @@ RPROP = AlgorithmSpec(
     reference_update=reference_update,
     describe_rule=describe,
     module=sys.modules[__name__],
-    presets={"paper": {}},
+    presets={"torch": {}},
+    notes={
+        "optax": "optax.rprop has these defaults but its scale_by_rprop applies the step computed one step earlier "
+        "(its first step moves nothing); descend does not run that variant: torch's rule runs with torch's defaults",
+        "keras": "Keras has no Rprop: torch's rule runs with torch's defaults",
+        "paper": "Riedmiller & Braun's Rprop undoes the previous step where the gradient's sign flips (weight "
+        "backtracking); descend does not run that variant: torch's iRprop- runs with torch's defaults",
+        "article": not_in_article("Rprop"),
+    },
     torch_name="Rprop",
 )

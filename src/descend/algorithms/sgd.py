@@ -31,6 +31,7 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Any, NamedTuple
 
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, check_bool, check_real
+from descend.algorithms.conventions import KERAS_WEIGHT_DECAY
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,15 @@ SGD = AlgorithmSpec(
     reference_update=reference_update,
     describe_rule=describe,
     module=sys.modules[__name__],
-    presets={"keras": {"lr": 1e-2}, "optax": {}, "paper": {}, "article": {"lr": 1e-2}},
+    presets={"torch": {}, "optax": {}, "keras": {"lr": 1e-2}, "article": {"lr": 1e-2}},
+    notes={
+        "optax": "optax.sgd has no default learning rate (torch's 1e-3 is kept), no dampening and no weight decay; "
+        "its momentum (trace) is torch's sum",
+        "keras": "Keras keeps the learning rate inside the velocity (v = mu * v - lr * g; theta += v): the same steps "
+        f"while the learning rate is constant, not under a schedule (not a flag). {KERAS_WEIGHT_DECAY}",
+        "paper": "no paper gives SGD default values (Robbins & Monro 1951; Polyak 1964 for momentum): torch's rule "
+        "runs with torch's defaults",
+    },
     torch_name="SGD",
     has_step=False,
 )
