@@ -82,7 +82,7 @@ def save(path: str | os.PathLike[str], optimizer: Optimizer, **extra: Any) -> Pa
         raise TypeError(f"extra values must be JSON-serialisable: {exc}") from None
     with optimizer._engine.lock:  # a step another thread runs does not land between the parameters and the state
         sd = optimizer.state_dict()
-        arrays: dict[str, np.ndarray] = {f"param/{i}": p.copy() for i, p in enumerate(optimizer.params)}
+        arrays: dict[str, np.ndarray] = {f"param/{i}": p.copy(order="K") for i, p in enumerate(optimizer.params)}
     scalars: dict[str, dict[str, float | int]] = {}
     for i, entry in sd["state"].items():
         for k, v in entry.items():

@@ -309,7 +309,7 @@ class Optimizer(torch.optim.Optimizer):
         """The rule in force for each param group, with its current hyperparameters, as plain text."""
         texts = []
         for i, group in enumerate(self.param_groups):
-            text = self.spec.describe(self.spec.hyperparams.from_group(group))
+            text = self.spec.describe(self.spec.hyperparams.from_group(group), self.convention)
             texts.append(text if len(self.param_groups) == 1 else f"param group {i}:\n{text}")
         return "\n\n".join(texts)
 
