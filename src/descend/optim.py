@@ -23,6 +23,7 @@ from descend.algorithms._spec import AlgorithmSpec, HyperparamsCache
 from descend.algorithms.conventions import check_convention
 from descend.backends import check_backend
 from descend.engine import Engine, GroupWork, Item, NumpyKind
+from descend.engine.memory import check_overlaps
 from descend.nonfinite import check_nan_policy
 
 __all__ = ["Optimizer"]
@@ -148,7 +149,7 @@ class Optimizer:
                 raise ValueError(f"{where}[{i}] appears more than once in the optimizer; each array may appear once")
             seen.add(id(p))
         everything = [p for g in self.param_groups for p in g["params"]] + params
-        self._engine.check_overlaps(everything, range(len(everything)))
+        check_overlaps(_NUMPY, everything, range(len(everything)))
         options = {k: v for k, v in group.items() if k != "params"}
         hp_names = set(self.spec.hyperparams.names())
         merged = {**self.defaults, **options}

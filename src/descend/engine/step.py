@@ -28,6 +28,7 @@ from typing import Any
 from descend import kernels
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, cast_scalars
 from descend.engine.arrays import ArrayKind, ranges_overlap
+from descend.engine.memory import check_overlaps, check_state, check_written
 from descend.nonfinite import first_nonfinite, refusal
 
 __all__ = ["Engine", "GroupWork", "Item", "Prepared"]
@@ -275,7 +276,7 @@ class Engine:
         out = Prepared()
         buckets: dict[tuple, list] = {}
         items = work.items() if callable(work.items) else work.items
-        self._check_overlaps(items)
+        check_overlaps(self.kind, [item.param for item in items], [item.index for item in items])
         states = self.states()
         pending = []
         for item in items:
@@ -287,10 +288,10 @@ class Engine:
             missing = [k for k in slots if k not in current]
             fresh = kind.new_state(spec, p, hp, missing, self.state_dtype) if missing else {}
             arrays = {k: current[k] if k in current else fresh[k] for k in slots}
-            self._check_state(item, arrays)
+            check_state(kind, item, arrays)
             pending.append((item, current, missing, fresh, arrays))
-        copies = self._check_written(
-            [(item, {k: a for k, a in arr.items() if k not in new}) for item, _, _, new, arr in pending]
+        copies = check_written(
+            kind, [(item, {k: a for k, a in arr.items() if k not in new}) for item, _, _, new, arr in pending]
         )
         for position, (item, current, missing, fresh, arrays) in enumerate(pending):
             g = item.grad
@@ -400,79 +401,3 @@ class Engine:
                 store()[item.key] = st
 
         return commit
-
-    def _check_state(self, item: Item, arrays: Mapping[str, Any]) -> None:
-        """Every state array must fit its parameter: same shape, a float dtype, apart from the parameter."""
-        kind, p = self.kind, item.param
-        for key, a in arrays.items():
-            if kind.dtype_name(a) is None or not kind.same_layout(a, p):
-                raise ValueError(
-                    f"the state {key!r} of parameter {item.index} has {kind.describe(a)}; it must be a float "
-                    f"{kind.noun} of the parameter's shape ({kind.describe(p)})"
-                )
-            if ranges_overlap(kind.span(a), kind.span(p)):
-                raise ValueError(f"the state {key!r} of parameter {item.index} shares memory with the parameter")
-
-    def _check_written(self, arrays: list[tuple[Item, Mapping[str, Any]]]) -> set[int]:
-        """Refuse memory written for two parameters (a state array shared by two parameters, or one parameter's state
-        being another parameter), which would give bits that depend on the order of the writes; and find the items
-        whose gradient shares memory with what is written for another parameter (the kernel then reads a copy taken
-        before anything is written, as the reference reads it).
-
-        Args:
-            arrays: per item, the state arrays it already has (new state has memory of its own).
-
-        Returns:
-            The positions (in ``arrays``) of the items whose gradient must be copied.
-
-        Raises:
-            ValueError: naming the two parameters and state slots that share memory.
-        """
-        kind = self.kind
-        spans = [
-            (kind.span(a), k, name, a)
-            for k, (item, slots) in enumerate(arrays)
-            for name, a in [("", item.param), *slots.items(), ("grad", item.grad)]
-        ]
-        spans = sorted((s for s in spans if s[0][0] != s[0][1]), key=lambda s: s[0])
-        copies: set[int] = set()
-        reach: list[tuple[tuple[int, int], int, str, Any]] = []  # spans that may still overlap the next ones
-        for span, k, name, a in spans:
-            reach = [r for r in reach if r[0][1] > span[0]]
-            for _, m, other, b in reach:
-                if m == k or (name == "grad" and other == "grad") or not kind.shares_memory(a, b):
-                    continue
-                if name == "grad" or other == "grad":
-                    copies.add(k if name == "grad" else m)
-                    continue
-                first, second = sorted([(arrays[k][0].index, name), (arrays[m][0].index, other)])
-                what = [f"the state {n!r} of parameter {i}" if n else f"parameter {i}" for i, n in (first, second)]
-                raise ValueError(
-                    f"{what[0]} and {what[1]} share memory; each parameter and state array must have memory of its own"
-                )
-            reach.append((span, k, name, a))
-        return copies
-
-    def _check_overlaps(self, items: list[Item]) -> None:
-        self.check_overlaps([item.param for item in items], [item.index for item in items])
-
-    def check_overlaps(self, params: Sequence[Any], indices: Sequence[int]) -> None:
-        """Two parameters that share memory would be updated in an order-dependent way: refuse them.
-
-        Raises:
-            ValueError: naming the first two parameters (by ``indices``) whose memory overlaps.
-        """
-        kind = self.kind
-        spans = sorted((kind.span(p), i, k) for k, (p, i) in enumerate(zip(params, indices)))
-        active: list[tuple[tuple[int, int], int, int]] = []  # spans that may still overlap the next ones
-        for span, i, k in spans:
-            if span[0] == span[1]:
-                continue
-            active = [a for a in active if a[0][1] > span[0]]
-            for _, j, m in active:  # bounds overlap; interleaved views (w[::2], w[1::2]) do not share an element
-                if kind.shares_memory(params[k], params[m]):
-                    raise ValueError(
-                        f"parameters {min(i, j)} and {max(i, j)} share memory; each parameter must have memory of "
-                        "its own"
-                    )
-            active.append((span, i, k))

@@ -16,6 +16,7 @@
 #include "common.h"
 #include "finite.h"
 #include "fork.h"
+#include "spans.h"
 #include "gather.h"
 
 #define CHUNK ((int64_t)1 << 15)
@@ -320,37 +321,6 @@ static int parse_job(PyObject *args, parsed_t *pj) {
     return 0;
 }
 
-/* One array of a parsed call, as a byte range: written (a param or a state slot) or read (a gradient). */
-typedef struct {
-    const char *lo, *hi;
-    Py_ssize_t job, tensor;
-    int slot; /* 0 param, 1 grad, 2.. state slots */
-} span_t;
-
-/* Sorts spans by start address: a least-significant-digit radix sort, one byte at a time, skipping the bytes every
- * address shares (the high ones). Thousands of tensors a step make a comparison sort a visible part of the step.
- * Returns 0, or -1 if the scratch memory could not be had. */
-static int sort_spans(span_t *spans, size_t m) {
-    span_t *scratch = PyMem_Malloc((m ? m : 1) * sizeof(span_t));
-    if (!scratch) return -1;
-    span_t *from = spans, *to = scratch;
-    for (int shift = 0; shift < 64; shift += 8) {
-        size_t count[257] = {0};
-        for (size_t k = 0; k < m; k++) count[(((uintptr_t)from[k].lo) >> shift & 0xFF) + 1]++;
-        int used = 0;
-        for (int b = 1; b <= 256; b++) used += count[b] != 0;
-        if (used <= 1) continue; /* every address has this byte in common */
-        for (int b = 1; b <= 256; b++) count[b] += count[b - 1];
-        for (size_t k = 0; k < m; k++) to[count[((uintptr_t)from[k].lo) >> shift & 0xFF]++] = from[k];
-        span_t *swap = from;
-        from = to;
-        to = swap;
-    }
-    if (from != spans) memcpy(spans, from, m * sizeof(span_t));
-    PyMem_Free(scratch);
-    return 0;
-}
-
 static const char *slot_name(int slot) { return slot == 0 ? "param" : slot == 1 ? "grad" : "a state slot"; }
 
 /* Across the tensors of every call of a run, no memory that is written may be another tensor's param, state or
@@ -389,21 +359,15 @@ static int check_disjoint(parsed_t *parsed, Py_ssize_t njobs) {
         PyErr_NoMemory();
         return -1;
     }
-    /* Sweeping by start: the earlier span reaching furthest (of all, and of the written ones) is the one to test. */
-    const span_t *far_all = NULL, *far_written = NULL;
+    const span_t *first = NULL, *second = NULL;
     int rc = 0;
-    for (size_t k = 0; k < m && rc == 0; k++) {
-        const span_t *x = &spans[k];
-        const span_t *other = x->slot == 1 ? far_written : far_all;
-        if (other && other->hi > x->lo) {
-            PyErr_Format(PyExc_ValueError,
-                         "tensor %zd of call %zd and tensor %zd of call %zd share memory (%s and %s); memory a step "
-                         "writes must belong to one tensor",
-                         other->tensor, other->job, x->tensor, x->job, slot_name(other->slot), slot_name(x->slot));
-            rc = -1;
-        }
-        if (!far_all || x->hi > far_all->hi) far_all = x;
-        if (x->slot != 1 && (!far_written || x->hi > far_written->hi)) far_written = x;
+    if (shared_span(spans, m, &first, &second)) {
+        PyErr_Format(PyExc_ValueError,
+                     "tensor %zd of call %zd and tensor %zd of call %zd share memory (%s and %s); memory a step "
+                     "writes must belong to one tensor",
+                     first->tensor, first->job, second->tensor, second->job, slot_name(first->slot),
+                     slot_name(second->slot));
+        rc = -1;
     }
     PyMem_Free(spans);
     return rc;
