@@ -22,58 +22,128 @@ _betas = st.tuples(st.sampled_from([0.0, 0.5, 0.9, 0.95]), st.sampled_from([0.0,
 
 _HAND_WRITTEN: dict[str, Any] = {
     "sgd": st.fixed_dictionaries(
-        {"lr": _lr, "momentum": st.sampled_from([0.0, 0.5, 0.9]), "dampening": st.sampled_from([0.0, 0.0, 0.1, 0.5]),
-         "weight_decay": _wd, "nesterov": st.booleans(), "maximize": st.booleans()}
+        {
+            "lr": _lr,
+            "momentum": st.sampled_from([0.0, 0.5, 0.9]),
+            "dampening": st.sampled_from([0.0, 0.0, 0.1, 0.5]),
+            "weight_decay": _wd,
+            "nesterov": st.booleans(),
+            "maximize": st.booleans(),
+        }
     ),
     "momentum": st.fixed_dictionaries(
         {"lr": _lr, "beta": _unit, "nesterov": st.booleans(), "weight_decay": _wd, "maximize": st.booleans()}
     ),
     "rmsprop": st.fixed_dictionaries(
-        {"lr": _lr, "alpha": st.sampled_from([0.0, 0.9, 0.99, 1.0]), "eps": _eps, "weight_decay": _wd,
-         "momentum": st.sampled_from([0.0, 0.5, 0.9]), "centered": st.booleans(), "maximize": st.booleans(),
-         "eps_root": _eps}
+        {
+            "lr": _lr,
+            "alpha": st.sampled_from([0.0, 0.9, 0.99, 1.0]),
+            "eps": _eps,
+            "weight_decay": _wd,
+            "momentum": st.sampled_from([0.0, 0.5, 0.9]),
+            "centered": st.booleans(),
+            "maximize": st.booleans(),
+            "eps_root": _eps,
+        }
     ),
     "adagrad": st.fixed_dictionaries(
-        {"lr": _lr, "lr_decay": st.sampled_from([0.0, 0.01, 0.5]), "weight_decay": _wd,
-         "initial_accumulator_value": st.sampled_from([0.0, 0.1]), "eps": _eps, "maximize": st.booleans(),
-         "eps_root": _eps}
+        {
+            "lr": _lr,
+            "lr_decay": st.sampled_from([0.0, 0.01, 0.5]),
+            "weight_decay": _wd,
+            "initial_accumulator_value": st.sampled_from([0.0, 0.1]),
+            "eps": _eps,
+            "maximize": st.booleans(),
+            "eps_root": _eps,
+        }
     ),
     "adadelta": st.fixed_dictionaries(
-        {"lr": st.sampled_from([0.1, 1.0, 5.0]), "rho": st.sampled_from([0.0, 0.5, 0.9, 1.0]),
-         "eps": st.sampled_from([1e-8, 1e-6, 1e-3]), "weight_decay": _wd, "maximize": st.booleans()}
+        {
+            "lr": st.sampled_from([0.1, 1.0, 5.0]),
+            "rho": st.sampled_from([0.0, 0.5, 0.9, 1.0]),
+            "eps": st.sampled_from([1e-8, 1e-6, 1e-3]),
+            "weight_decay": _wd,
+            "maximize": st.booleans(),
+        }
     ),
     "adam": st.fixed_dictionaries(
-        {"lr": _lr, "betas": _betas, "eps": _eps, "weight_decay": _wd, "amsgrad": st.booleans(),
-         "maximize": st.booleans(), "decoupled_weight_decay": st.booleans(), "eps_root": _eps,
-         "bias_correction": st.booleans(), "eps_hat": st.booleans(),
-         "amsgrad_max": st.sampled_from(["raw", "corrected"])}
+        {
+            "lr": _lr,
+            "betas": _betas,
+            "eps": _eps,
+            "weight_decay": _wd,
+            "amsgrad": st.booleans(),
+            "maximize": st.booleans(),
+            "decoupled_weight_decay": st.booleans(),
+            "eps_root": _eps,
+            "bias_correction": st.booleans(),
+            "eps_hat": st.booleans(),
+            "amsgrad_max": st.sampled_from(["raw", "corrected"]),
+        }
     ),
     "adamw": st.fixed_dictionaries(
-        {"lr": _lr, "betas": _betas, "eps": _eps, "weight_decay": _wd, "amsgrad": st.booleans(),
-         "maximize": st.booleans(), "eps_root": _eps, "bias_correction": st.booleans(), "eps_hat": st.booleans(),
-         "amsgrad_max": st.sampled_from(["raw", "corrected"])}
+        {
+            "lr": _lr,
+            "betas": _betas,
+            "eps": _eps,
+            "weight_decay": _wd,
+            "amsgrad": st.booleans(),
+            "maximize": st.booleans(),
+            "eps_root": _eps,
+            "bias_correction": st.booleans(),
+            "eps_hat": st.booleans(),
+            "amsgrad_max": st.sampled_from(["raw", "corrected"]),
+        }
     ),
     "adamax": st.fixed_dictionaries(
-        {"lr": _lr, "betas": _betas, "eps": _eps, "weight_decay": _wd, "maximize": st.booleans(),
-         "eps_in_max": st.booleans()}
+        {
+            "lr": _lr,
+            "betas": _betas,
+            "eps": _eps,
+            "weight_decay": _wd,
+            "maximize": st.booleans(),
+            "eps_in_max": st.booleans(),
+        }
     ),
     "nadam": st.fixed_dictionaries(
-        {"lr": _lr, "betas": _betas, "eps": _eps, "weight_decay": _wd, "momentum_decay": st.sampled_from([0.0, 4e-3]),
-         "decoupled_weight_decay": st.booleans(), "maximize": st.booleans()}
+        {
+            "lr": _lr,
+            "betas": _betas,
+            "eps": _eps,
+            "weight_decay": _wd,
+            "momentum_decay": st.sampled_from([0.0, 4e-3]),
+            "decoupled_weight_decay": st.booleans(),
+            "maximize": st.booleans(),
+        }
     ),
     "radam": st.fixed_dictionaries(
-        {"lr": _lr, "betas": _betas, "eps": _eps, "weight_decay": _wd, "decoupled_weight_decay": st.booleans(),
-         "maximize": st.booleans()}
+        {
+            "lr": _lr,
+            "betas": _betas,
+            "eps": _eps,
+            "weight_decay": _wd,
+            "decoupled_weight_decay": st.booleans(),
+            "maximize": st.booleans(),
+        }
     ),
     "rprop": st.fixed_dictionaries(
-        {"lr": _lr, "etas": st.tuples(st.sampled_from([0.1, 0.5, 0.9]), st.sampled_from([1.1, 1.2, 2.0])),
-         "step_sizes": st.sampled_from([(0.0, 50.0), (1e-6, 50.0), (1e-3, 0.05), (0.01, 0.01)]),
-         "maximize": st.booleans()}
+        {
+            "lr": _lr,
+            "etas": st.tuples(st.sampled_from([0.1, 0.5, 0.9]), st.sampled_from([1.1, 1.2, 2.0])),
+            "step_sizes": st.sampled_from([(0.0, 50.0), (1e-6, 50.0), (1e-3, 0.05), (0.01, 0.01)]),
+            "maximize": st.booleans(),
+        }
     ),
     # t0 below the number of steps turns the averaging on (mu < 1); a large one keeps ax a copy of the params.
     "asgd": st.fixed_dictionaries(
-        {"lr": _lr, "lambd": st.sampled_from([0.0, 1e-4, 0.1, 1.0]), "alpha": st.sampled_from([0.0, 0.75, 1.0]),
-         "t0": st.sampled_from([-3.0, 0.0, 1.0, 2.5, 1e6]), "weight_decay": _wd, "maximize": st.booleans()}
+        {
+            "lr": _lr,
+            "lambd": st.sampled_from([0.0, 1e-4, 0.1, 1.0]),
+            "alpha": st.sampled_from([0.0, 0.75, 1.0]),
+            "t0": st.sampled_from([-3.0, 0.0, 1.0, 2.5, 1e6]),
+            "weight_decay": _wd,
+            "maximize": st.booleans(),
+        }
     ),
 }
 
@@ -133,8 +203,9 @@ def reference_steps(name: str, hp: Any, param: np.ndarray, grads: list[np.ndarra
     state = spec.init_state(np, param, hp)
     host = spec.host_slots(hp)
     for step, g in enumerate(grads, start=1):
-        host = spec.advance_host(hp, step, host)
-        s = cast_scalars(spec.scalars(hp, step, host, step == 1), cast or param.dtype.type)
+        before, host = host, spec.advance_host(hp, step, host)
+        seen = before if spec.host_for_scalars == "before" else host
+        s = cast_scalars(spec.scalars(hp, step, seen, step == 1), cast or param.dtype.type)
         with np.errstate(all="ignore"):  # eps = 0 with zero gradients divides 0 by 0, in both paths alike
             spec.reference_update(np, param, g, state, s)
     return state

@@ -199,6 +199,9 @@ class AlgorithmSpec:
         has_step: whether the state keeps a ``step`` count (torch's SGD keeps none).
         host_slots: ``hp -> dict`` of scalar state kept on the host (NAdam's ``mu_product``) with initial values.
         advance_host: ``(hp, step, host) -> host`` updates the host scalars for this step.
+        host_for_scalars: which host scalars a step's ``scalars`` read: ``"after"`` this step's
+            :attr:`advance_host` (NAdam's product includes this step's factor) or ``"before"`` it (ASGD's step uses the
+            rate the previous step stored).
         full_state: hyperparameters under which the algorithm keeps every state slot it can (AMSGrad's maximum,
             a centered average), for tests that must see every slot.
     """
@@ -219,6 +222,7 @@ class AlgorithmSpec:
     host_slots: Callable[[Any], dict[str, float]] = _no_host
     advance_host: Callable[[Any, int, dict[str, float]], dict[str, float]] = _same_host
     full_state: Mapping[str, Any] = field(default_factory=dict)
+    host_for_scalars: str = "after"
     notes: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

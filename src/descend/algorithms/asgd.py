@@ -20,11 +20,9 @@ deploy. The state keeps torch's keys: ``step``, ``eta`` (:math:`\eta_t`), ``mu``
 
 Conventions. This is torch's ``ASGD`` (defaults lr 1e-2, lambd 1e-4, alpha 0.75, t0 1e6, weight decay 0, applied
 as an L2 term added to the gradient; the decay term :math:`\lambda\eta\theta` is Xu's). Step :math:`t` uses
-:math:`\eta_{t-1}` and :math:`\mu_{t-1}`, computed from their closed forms in float64 with the group's current
-learning rate: torch reads them from its state (computed one step earlier, rounded to float32), so under a learning
-rate changed between steps torch's first step at the new rate still uses the old one, and in float64 the two differ
-by float32 rounding of :math:`\eta`. Where :math:`\mu_{t-1} = 1` the average is a copy of the parameters, as in
-torch. Optax and Keras have no ASGD.
+:math:`\eta_{t-1}` and :math:`\mu_{t-1}` as the state holds them (stored by the previous step, with the learning
+rate in force then), as torch does: after a learning-rate change the first step still uses the old rate. Where
+:math:`\mu_{t-1} = 1` the average is a copy of the parameters, as in torch. Optax and Keras have no ASGD.
 
 References:
     Polyak & Juditsky (1992), "Acceleration of Stochastic Approximation by Averaging", SIAM Journal on Control and
@@ -100,10 +98,10 @@ def advance_host(hp: ASGDHyperparams, step: int, host: dict[str, Any]) -> dict[s
 
 
 def scalars(hp: ASGDHyperparams, step: int, host: dict[str, float] | None = None, first: bool = False) -> ASGDScalars:
-    """Step ``step`` uses :math:`\\eta_{t-1}` and :math:`\\mu_{t-1}` (:math:`\\eta` and 1 at the first step)."""
-    before = max(step - 1, 0)
-    eta = _eta(hp, before)
-    mu = 1.0 if before == 0 else _mu(hp, before)
+    """Step ``step`` uses :math:`\\eta_{t-1}` and :math:`\\mu_{t-1}` as the state holds them (``host``, read before
+    this step's :func:`advance_host`; :math:`\\eta` and 1 at the first step), as torch reads them."""
+    host = host if host is not None else host_slots(hp)
+    eta, mu = float(host["eta"]), float(host["mu"])
     return ASGDScalars(
         maximize=bool(hp.maximize),
         weight_decay=float(hp.weight_decay),
@@ -175,4 +173,5 @@ ASGD = AlgorithmSpec(
     host_slots=host_slots,
     advance_host=advance_host,
     full_state={"t0": 2.0},
+    host_for_scalars="before",
 )

@@ -116,6 +116,7 @@ class GroupPlan:
 
         step_ptrs = pick(self.step_ptrs) if spec.has_step else []
         host: dict[str, float] = {}
+        seen: dict[str, float] = {}
         count, count_value = 0, 0.0
         if spec.has_step:
             now = kernels.common_value(step_ptrs, self.step_double)
@@ -123,10 +124,14 @@ class GroupPlan:
                 return None
             count_value = now + 1.0 if self.step_double else float(np.float32(now) + np.float32(1.0))
             count = int(count_value)
-            host = self._advance_host(hp, count, pick)
-            if host is None:
+            advanced = self._advance_host(hp, count, pick)
+            if advanced is None:
                 return None
-        scalars = spec.scalars(hp, count, host, False)
+            before, host = advanced
+            seen = before if spec.host_for_scalars == "before" else host
+        else:
+            seen = {}
+        scalars = spec.scalars(hp, count, seen, False)
         job = kernels.job(
             spec.name,
             scalars,
@@ -163,11 +168,11 @@ class GroupPlan:
     def _items(params: list, grads: list, state: dict, offset: int) -> list[Item]:
         return [Item(p, p, g, state.get(p), offset + k) for k, (p, g) in enumerate(zip(params, grads)) if g is not None]
 
-    def _advance_host(self, hp: Hyperparams, count: int, pick: Any) -> dict[str, float] | None:
-        """The host scalars after this step, advanced as the general path advances them (the same torch op on a
-        0-d tensor of the counters' dtype), or None if the parameters hold different values."""
+    def _advance_host(self, hp: Hyperparams, count: int, pick: Any) -> tuple[dict[str, float], dict[str, float]] | None:
+        """The host scalars before and after this step, advanced as the general path advances them (the same torch
+        op on a 0-d tensor of the counters' dtype), or None if the parameters hold different values."""
         if not self.host:
-            return {}
+            return {}, {}
         dtype = torch.float64 if self.step_double else torch.float32
         now = {}
         for key, ptrs in zip(self.host, self.host_ptrs):
@@ -177,7 +182,8 @@ class GroupPlan:
             now[key] = torch.tensor(value, dtype=dtype)
         with torch.no_grad():
             advanced = self.spec.advance_host(hp, count, now)
-        return {key: float(torch.as_tensor(value, dtype=dtype)) for key, value in advanced.items()}
+        before = {key: float(value) for key, value in now.items()}
+        return before, {key: float(torch.as_tensor(value, dtype=dtype)) for key, value in advanced.items()}
 
 
 def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, Any], backend: str) -> GroupPlan | None:

@@ -254,8 +254,10 @@ class Engine:
             count = kind.count(step)
         else:
             step, count = None, 0
-        host = spec.advance_host(hp, count, dict(zip(host_keys, hosts[0]))) if host_keys else {}
-        scalars = spec.scalars(hp, count, {k: float(v) for k, v in host.items()}, False)
+        before = dict(zip(host_keys, hosts[0]))
+        host = spec.advance_host(hp, count, before) if host_keys else {}
+        seen = before if spec.host_for_scalars == "before" else host
+        scalars = spec.scalars(hp, count, {k: float(v) for k, v in seen.items()}, False)
         out = Prepared(optimistic=True, keep=list(grads))
         out.jobs.append(kernels.job(spec.name, scalars, params, grads, lists, dtype=dtype))
         if self.nan_policy != "propagate":
@@ -303,7 +305,8 @@ class Engine:
                 native_step, count, first = None, 0, bool(missing)
             host_now = {k: kind.read_host(current, k, v) for k, v in initial_host.items()}
             host = spec.advance_host(hp, count, host_now) if host_now else {}
-            scalars = spec.scalars(hp, count, {k: float(v) for k, v in host.items()}, first)
+            seen = host_now if spec.host_for_scalars == "before" else host
+            scalars = spec.scalars(hp, count, {k: float(v) for k, v in seen.items()}, first)
             if self.nan_policy != "propagate":
                 out.checks.append((item.index, g, kind.nonfinite_address(g)))
             route = self._route(work.backend, item, arrays)

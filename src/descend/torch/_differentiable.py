@@ -201,7 +201,8 @@ def _step_group(optimizer: Optimizer, hp: Any, made: list[tuple[torch.Tensor, to
             native_step, count, first = None, 0, bool(fresh)
         host_now = {key: _KIND.read_host(st, key, value) for key, value in initial_host.items()}
         host = spec.advance_host(hp, count, host_now) if host_now else {}
-        s = spec.scalars(hp, count, {key: float(value) for key, value in host.items()}, first)
+        seen = host_now if spec.host_for_scalars == "before" else host
+        s = spec.scalars(hp, count, {key: float(value) for key, value in seen.items()}, first)
         _KIND.store_counters(st, native_step, host)
         st.update(fresh)
         arrays = {key: st[key] for key in slots}
