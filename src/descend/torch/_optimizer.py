@@ -266,6 +266,9 @@ class Optimizer(torch.optim.Optimizer):
                 torch_ops.step(self)
         return loss
 
+    # The engine's step runs compiled C and reads tensors by address: torch.compile runs it as it is (one graph break,
+    # no tracing, no warning), at eager speed, instead of tracing into it and recompiling on every step.
+    @torch.compiler.disable
     def _engine_step(self) -> None:
         engine = self._engine
         checks = self.nan_policy != "propagate"
