@@ -26,13 +26,19 @@ KWARGS = {
     "nadam": {"decoupled_weight_decay": True, "weight_decay": 0.1},
     "radam": {"weight_decay": 0.1},
 }
-NAMES = [n for n in getattr(dt, "OPTIMIZERS", {}) if n in registry.REGISTRY and n != "nadam"]
+# Left out: algorithms with host scalars (NAdam's mu_product, ASGD's eta and mu), which descend.torch keeps as torch
+# does in float32 tensors, not in float64 as the NumPy reference.
+NAMES = [
+    n
+    for n, spec in registry.REGISTRY.items()
+    if n in getattr(dt, "OPTIMIZERS", {}) and not spec.host_slots(spec.make())
+]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", NAMES)
 def test_auto_equals_the_numpy_reference(name: str, dtype: torch.dtype) -> None:
-    """NAdam is left out: descend.torch keeps mu_product in a float32 tensor, as torch does, not in float64."""
+    """Algorithms with host scalars are left out (see NAMES)."""
     gen = torch.Generator().manual_seed(0)
     shapes = [(300, 7), (5,), (), (0,), (70_000,)]
     params = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in shapes]

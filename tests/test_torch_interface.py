@@ -154,10 +154,11 @@ def test_convention_presets_and_explicit_arguments() -> None:
 def test_same_path_as_the_numpy_front(name: str, convention: str) -> None:
     """Every algorithm under every convention (the extra flags included) follows descend's NumPy front.
 
-    NAdam's ``mu_product`` is kept, as torch keeps it, in a tensor of torch's default dtype: under a float64 default
-    it is a float64 product, as in the NumPy front.
+    Host scalars (NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``) are kept, as torch keeps them, in tensors of
+    torch's default dtype: under a float64 default they are float64, as in the NumPy front.
     """
-    if name == "nadam":
+    spec = descend.REGISTRY[name]
+    if spec.host_slots(spec.make()):
         previous = torch.get_default_dtype()
         torch.set_default_dtype(torch.float64)
         try:

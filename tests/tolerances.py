@@ -23,6 +23,12 @@ TORCH_FLOAT16 = {"rtol": 1e-2, "atol": 1e-2}
 # NAdam in float64 against torch: torch keeps mu_product in a float32 tensor whatever the params' dtype, so its step
 # coefficients carry float32 rounding (about 6e-8 relative) that descend's float64 host value does not.
 TORCH_NADAM_FLOAT64 = {"rtol": 1e-6, "atol": 1e-8}
+# ASGD in float64, descend's NumPy front against torch: torch keeps the rate eta in a float32 tensor (descend.torch
+# too) and steps with the value read back from it, so every step's rate carries float32 rounding (about 6e-8
+# relative) that the NumPy front's float64 host value does not.
+# The rate multiplies the gradient, so where the step nearly cancels the unit-scale parameter the difference is about
+# 6e-8 of the step itself, hence an absolute term at float32's epsilon; over 25 steps it grows to a few 1e-7 relative.
+TORCH_ASGD_FLOAT64 = {"rtol": 1e-6, "atol": 1e-7}
 
 # A transcription of a formula in float64 (the article's code, a closed form) against descend's float64 path: the same
 # operations in a different order, so only rounding separates them.
@@ -37,6 +43,8 @@ def torch_tolerance(dtype: object, algorithm: str | None = None) -> dict[str, fl
     name = str(dtype).replace("torch.", "")
     if algorithm == "nadam" and name == "float64":
         return TORCH_NADAM_FLOAT64
+    if algorithm == "asgd" and name == "float64":
+        return TORCH_ASGD_FLOAT64
     table = {
         "float64": TORCH_FLOAT64,
         "float32": TORCH_FLOAT32,
