@@ -155,7 +155,7 @@ def write_summary_pictures(
     Returns:
         ``(kind, path)`` per picture, kind being ``"profile"``, ``"target"`` or ``"lr"``.
     """
-    from descend.lab import plots
+    from descend.lab import verdict_plots
     from descend.lab.verdict import profile, target_times
 
     out = Path(out)
@@ -168,11 +168,11 @@ def write_summary_pictures(
         left = [p.name for p in outcome.problems if p.name not in steps]
         subtitle = f"over the {len(steps)} problems with a success tolerance" + (
             f" ({', '.join(left)} {'has' if len(left) == 1 else 'have'} none)" if left else "")
-        made.append(("profile", plots.profile_plot(taus, rho, names, out / "profile.png", subtitle)))
+        made.append(("profile", verdict_plots.profile_plot(taus, rho, names, out / "profile.png", subtitle)))
         titles = {p.name: p.title for p in outcome.problems}
-        made.append(("target", plots.target_plot(steps, seconds, titles, names, out / "time_to_target.png")))
+        made.append(("target", verdict_plots.target_plot(steps, seconds, titles, names, out / "time_to_target.png")))
     if "lr" in kinds:
-        made.append(("lr", plots.lr_plot(_lr_panels(outcome), names, out / "lr_sensitivity.png")))
+        made.append(("lr", verdict_plots.lr_plot(_lr_panels(outcome), names, out / "lr_sensitivity.png")))
     if on_picture:
         for _, path in made:
             on_picture(path.name)
