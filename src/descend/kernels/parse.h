@@ -1,0 +1,31 @@
+/* Parsing a kernel call from Python: the arrays' addresses, sizes and formats, checked before anything runs. */
+#ifndef DESCEND_KERNELS_PARSE_H
+#define DESCEND_KERNELS_PARSE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "common.h"
+
+/* One parsed call: the job, the function that runs it, and what must be released after it ran. */
+typedef struct {
+    job_t job;
+    range_fn fn; /* set by the caller from alg, combo and the instruction set */
+    int alg, combo;
+    PyObject *seqs[2 + MAX_STATES];
+    int64_t *offsets;
+    void **ptrs;
+    Py_buffer *views;
+    Py_ssize_t nviews;
+} parsed_t;
+
+/* Parses and checks one call (alg, combo, flags, values, params, grads, states, sizes) into *pj, which must be
+ * zeroed; alg must be below n_alg. Returns 0, or -1 with an exception set (parsed_release frees what was taken). */
+int parse_job(PyObject *args, parsed_t *pj, int n_alg);
+
+void parsed_release(parsed_t *pj);
+
+/* No memory written by one tensor of the calls may be another tensor's (see parse.c). 0, or -1 with a ValueError. */
+int check_disjoint(parsed_t *parsed, Py_ssize_t njobs);
+
+#endif
