@@ -49,7 +49,6 @@ class GroupPlan:
         "slot_ptrs",
         "sizes",
         "step_ptrs",
-        "step_tensors",
         "step_double",
         "host",
         "host_ptrs",
@@ -80,7 +79,6 @@ class GroupPlan:
         self.slot_ptrs: list[list[int]] = [[] for _ in slots]
         self.sizes: list[int] = []
         self.step_ptrs: list[int] = []
-        self.step_tensors: list[torch.Tensor] = []
         self.step_double = step_dtype is torch.float64
         self.host_ptrs: list[list[int]] = [[] for _ in host]
         self.keep: list[Any] = []  # the storages behind every recorded address
@@ -220,7 +218,6 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
                 ptrs.append(0)
             if spec.has_step:
                 plan.step_ptrs.append(0)
-                plan.step_tensors.append(None)  # type: ignore[arg-type]
             for ptrs in plan.host_ptrs:
                 ptrs.append(0)
             continue
@@ -243,7 +240,6 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
             ptrs.append(address)
         if spec.has_step:
             plan.step_ptrs.append(addresses[len(slots)])
-            plan.step_tensors.append(tensors[len(slots)])
         for ptrs, address in zip(plan.host_ptrs, addresses[len(slots) + 1 :]):
             ptrs.append(address)
     plan.compiled = kernels.compile_plan(plan.params, plan.entries, plan.keys, len(slots))

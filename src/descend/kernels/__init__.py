@@ -126,12 +126,6 @@ def gather(params: list, plan: Any, state: dict, dtype: Any, layout: Any, types:
     return _fused.gather(params, plan, state, dtype, layout, types)
 
 
-def advance_steps(addresses: list[int], is_double: bool) -> float | None:
-    """Add 1 to each float32 (or float64) step counter at ``addresses``; their common value, or None if they differ."""
-    _require()
-    return _fused.scalar_op(addresses, is_double, 1, 1.0)
-
-
 def common_value(addresses: list[int], is_double: bool) -> float | None:
     """The value every float32 (or float64) scalar at ``addresses`` holds, or None if they differ."""
     _require()

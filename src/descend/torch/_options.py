@@ -62,11 +62,6 @@ SPARSE_GRADIENTS: frozenset[str] = frozenset({"sgd", "adagrad"})
 OPTION_DEFAULTS: dict[str, Any] = {"foreach": None, "fused": None, "capturable": False, "differentiable": False}
 
 
-def torch_class(spec: AlgorithmSpec) -> type[torch.optim.Optimizer] | None:
-    """The torch.optim class with the same rule as ``spec``, or None (for tests and messages; nothing at import)."""
-    return getattr(torch.optim, spec.torch_name, None) if spec.torch_name else None
-
-
 def signature_for(spec: AlgorithmSpec, torch_order: tuple[str, ...] | None) -> tuple[inspect.Signature, dict[str, Any]]:
     """The constructor signature of ``spec``'s class, and its compatibility options with their defaults.
 
