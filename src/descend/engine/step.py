@@ -234,7 +234,7 @@ class Engine:
                 None) and index over all groups.
         """
         spec, kind = self.spec, self.kind
-        if backend == "reference" or not params or not kind.kernel_checks or not kernels.available()[0]:
+        if backend == "reference" or not params or not kind.kernel_checks:  # kernels.supports says if they are built
             return None
         slots = spec.state_slots(hp)
         host_keys = tuple(spec.host_slots(hp))
