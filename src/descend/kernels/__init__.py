@@ -27,6 +27,7 @@ __all__ = [
     "roofline",
     "run",
     "set_num_threads",
+    "shaped",
     "step",
     "supports",
 ]
@@ -58,6 +59,13 @@ def available() -> tuple[bool, str]:
 def supports(name: str, dtype: str, state_dtype: str | None = None) -> bool:
     """Whether :func:`step` can run algorithm ``name`` for params of ``dtype`` with state of ``state_dtype``."""
     return _fused is not None and name in KERNELS and (dtype, state_dtype or dtype) in COMBOS
+
+
+def shaped(name: str) -> bool:
+    """Whether algorithm ``name``'s kernel updates whole tensors (its rule reduces over them, as Adafactor's means):
+    its calls then carry each tensor's shape (:func:`job`'s ``shapes``), and its state may be shaped otherwise."""
+    layout = KERNELS.get(name)
+    return layout is not None and layout.shaped
 
 
 def isa() -> str | None:
@@ -177,6 +185,7 @@ def job(
     dtype: str,
     state_dtype: str | None = None,
     sizes: Sequence[int] | None = None,
+    shapes: Sequence[tuple[int, ...]] | None = None,
 ) -> tuple:
     """One kernel call over the tensors of a group that share dtypes and scalars, ready for :func:`run`.
 
@@ -191,10 +200,13 @@ def job(
         dtype: the storage dtype of params and grads: ``"float32"``, ``"float64"``, ``"bfloat16"`` or ``"float16"``.
         state_dtype: the storage dtype of the state (default: ``dtype``); float32 state is allowed for 16-bit params.
         sizes: per tensor, the number of elements; required where addresses are given.
+        shapes: per tensor, the parameter's shape; required for a :func:`shaped` kernel (which checks each state
+            slot against the shape the body gives it), not taken by the others. The tensors of one call keep the
+            same slots (Adafactor's factored matrices and its vectors are two calls).
 
     Raises:
         RuntimeError: the kernels are not built.
-        ValueError: an unknown algorithm or dtype pair, or a missing state slot.
+        ValueError: an unknown algorithm or dtype pair, a missing state slot, or shapes missing or not wanted.
     """
     _require()
     layout = KERNELS.get(name)
@@ -209,6 +221,10 @@ def job(
     values = [float(getattr(rounded, field)) for field in layout.values]
     flags = sum(1 << bit for bit, on in enumerate(layout.flags(rounded)) if on)
     slot_lists = [states.get(slot) for slot in layout.slot_names]
+    if layout.shaped != (shapes is not None):
+        raise ValueError(f"the {name} kernel {'needs' if layout.shaped else 'takes no'} shapes")
+    if layout.shaped:  # the body checks each tensor's slots against its shape
+        return (_KERNEL_IDS[layout.body], combo, flags, values, params, grads, slot_lists, sizes, list(shapes))
     for slot, need, given in zip(layout.slot_names, layout.needed(rounded), slot_lists):
         if need and given is None:  # the kernel would otherwise read a missing array
             raise ValueError(f"{name} with these settings needs the state slot {slot!r}, which was not given")
@@ -247,10 +263,12 @@ def step(
     dtype: str,
     state_dtype: str | None = None,
     sizes: Sequence[int] | None = None,
+    shapes: Sequence[tuple[int, ...]] | None = None,
     num_threads: int = 0,
 ) -> None:
     """One kernel call, run at once: :func:`job` then :func:`run` (arguments as theirs)."""
-    run([job(name, scalars, params, grads, states, dtype=dtype, state_dtype=state_dtype, sizes=sizes)], num_threads)
+    one = job(name, scalars, params, grads, states, dtype=dtype, state_dtype=state_dtype, sizes=sizes, shapes=shapes)
+    run([one], num_threads)
 
 
 def roofline(

@@ -21,15 +21,24 @@
 
 #define CHUNK ((int64_t)1 << 15)
 
-/* The loop bodies, numbered in the order of the generated DESCEND_BODIES (descend/kernels/_layout.py). */
+/* The loop bodies, numbered in the order of the generated DESCEND_BODIES, then the shaped bodies of DESCEND_SHAPED
+ * (descend/kernels/_layout.py). */
 #define BODY_ID(name) BODY_##name,
-enum { DESCEND_BODIES(BODY_ID) N_ALG };
+enum { DESCEND_BODIES(BODY_ID) DESCEND_SHAPED(BODY_ID) N_ALG };
+#define BODY_COUNT(name) +1
+enum { N_RANGE = 0 DESCEND_BODIES(BODY_COUNT) };
 #define BODY_NAME(name) #name,
-static const char *const alg_names[N_ALG] = {DESCEND_BODIES(BODY_NAME)};
+static const char *const alg_names[N_ALG] = {DESCEND_BODIES(BODY_NAME) DESCEND_SHAPED(BODY_NAME)};
 #define BODY_TABLE(name) name##_table,
-static const range_fn (*const tables[N_ALG])[N_COMBO] = {DESCEND_BODIES(BODY_TABLE)};
+static const range_fn (*const tables[N_RANGE])[N_COMBO] = {DESCEND_BODIES(BODY_TABLE)};
+static const shaped_fn (*const shaped_tables[N_ALG - N_RANGE + 1])[N_COMBO] = {DESCEND_SHAPED(BODY_TABLE) NULL};
+#define BODY_NULL(name) NULL,
+#define BODY_SIZER(name) name##_slot_size,
+static const slot_size_fn sizers[N_ALG] = {DESCEND_BODIES(BODY_NULL) DESCEND_SHAPED(BODY_SIZER)};
+#define BODY_SCRATCH(name) name##_scratch,
+static const scratch_fn scratch_fns[N_ALG - N_RANGE + 1] = {DESCEND_SHAPED(BODY_SCRATCH) NULL};
 #define BODY_INTERFACE(name) name##_interface,
-static const char *const alg_interfaces[N_ALG] = {DESCEND_BODIES(BODY_INTERFACE)};
+static const char *const alg_interfaces[N_ALG] = {DESCEND_BODIES(BODY_INTERFACE) DESCEND_SHAPED(BODY_INTERFACE)};
 
 static const char *const combo_names[N_COMBO] = {"float32", "float64", "bfloat16", "bfloat16+float32",
                                                  "float16", "float16+float32"};
@@ -113,16 +122,30 @@ static PyObject *fused_run(PyObject *self, PyObject *args) {
             k++;
             goto done;
         }
-        if (parse_job(item, &parsed[k], N_ALG) != 0) {
+        if (parse_job(item, &parsed[k], N_ALG, sizers) != 0) {
             k++;
             goto done;
         }
-        parsed[k].fn = tables[parsed[k].alg][current_isa][parsed[k].combo];
+        const int alg = parsed[k].alg, combo = parsed[k].combo;
+        if (alg < N_RANGE) parsed[k].fn = tables[alg][current_isa][combo];
+        else parsed[k].shaped = shaped_tables[alg - N_RANGE][current_isa][combo];
     }
     if (check_disjoint(parsed, njobs) != 0) goto done;
     threads = effective_threads(threads);
+    for (Py_ssize_t i = 0; i < njobs; i++) { /* a shaped body's scratch memory, had before anything runs */
+        if (!parsed[i].shaped) continue;
+        const int ct_bytes = parsed[i].combo == COMBO_F64 ? 8 : 4;
+        parsed[i].scratch = PyMem_Malloc(scratch_fns[parsed[i].alg - N_RANGE](&parsed[i].job, threads, ct_bytes));
+        if (!parsed[i].scratch) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < njobs; i++) run_job(&parsed[i].job, parsed[i].fn, threads);
+    for (Py_ssize_t i = 0; i < njobs; i++) {
+        if (parsed[i].shaped) parsed[i].shaped(&parsed[i].job, parsed[i].scratch, threads);
+        else run_job(&parsed[i].job, parsed[i].fn, threads);
+    }
     Py_END_ALLOW_THREADS
     /* Said before any Python code runs again, so a signal handler's exception cannot hide that the jobs ran. */
     if (ran && PyList_Append(ran, Py_True) != 0) goto done;

@@ -3,7 +3,9 @@
  *
  * A range function updates elements [lo, hi) of tensor t of a job. It is instantiated once per instruction set and
  * per storage combination (instances.h, combos.h); the module (_fused.c) splits the work into chunks and picks the
- * instantiation at run time.
+ * instantiation at run time. A shaped body (one whose rule reduces over whole tensors, as Adafactor's means) has
+ * instead a function that updates every tensor of a job, threads included, and two that say which state slots a
+ * tensor of a given shape has and how much scratch memory a call needs (shaped_fn, slot_size_fn, scratch_fn).
  *
  * Every conversion here is exact or rounds to nearest even, and no arithmetic is reordered: the build uses
  * -ffp-contract=off and no fast-math, so each C expression rounds exactly as the NumPy reference does.
@@ -27,9 +29,20 @@ typedef struct {
     void *const *state[MAX_STATES]; /* NULL where the algorithm does not use the slot */
     unsigned flags;             /* algorithm-specific bits, see the family sources */
     double values[MAX_VALUES];  /* scalars, already rounded to the compute dtype on the host */
+    const int64_t *dims;        /* shaped bodies: per tensor (ndim, batch, rows, columns), see SHAPE_DIMS */
 } job_t;
 
 typedef void (*range_fn)(const job_t *job, int t, int64_t lo, int64_t hi);
+
+/* A shaped body sees tensor t as dims[4t .. 4t+3] = (ndim, B, m, n): with two dimensions or more, B matrices of m
+ * rows and n columns (the leading dimensions flattened); with fewer, one row of n elements (B = m = 1). */
+#define SHAPE_DIMS 4
+/* Runs a shaped job with `threads` threads and the scratch memory scratch_fn asked for. */
+typedef void (*shaped_fn)(const job_t *job, void *scratch, int threads);
+/* The elements state slot `slot` has for a tensor of dims (ndim, B, m, n), or -1 where such a tensor has no such slot. */
+typedef int64_t (*slot_size_fn)(int slot, const int64_t *dims);
+/* The bytes of scratch memory a shaped job needs with `threads` threads and a compute type of ct_bytes bytes. */
+typedef size_t (*scratch_fn)(const job_t *job, int threads, int ct_bytes);
 
 /* Instruction sets, best first, and storage combinations (param and grad dtype, state dtype). */
 enum { ISA_AVX512 = 0, ISA_AVX2 = 1, ISA_BASE = 2, N_ISA = 3 };
@@ -126,6 +139,8 @@ static inline __attribute__((always_inline)) f16_t f16_store(float f) {
       alg##_##isa##_f16_f32 }
 #define DEFINE_TABLE(alg) const range_fn alg##_table[N_ISA][N_COMBO] = \
     {TABLE_ROW(alg, avx512), TABLE_ROW(alg, avx2), TABLE_ROW(alg, base)}
+#define DEFINE_SHAPED_TABLE(alg) const shaped_fn alg##_table[N_ISA][N_COMBO] = \
+    {TABLE_ROW(alg, avx512), TABLE_ROW(alg, avx2), TABLE_ROW(alg, base)}
 
 /* Calls F(args..., k) with k the constant equal to f, for f < 2, 4, 8 or 16: each flag combination gets its own
  * loop with the flags folded in, so no branch is left inside the vectorised loops. */
@@ -167,8 +182,14 @@ static inline __attribute__((always_inline)) f16_t f16_store(float f) {
 #define KSIGN(x) ((x) > 0 ? (CT)1 : (x) < 0 ? (CT)-1 : (x) == (x) ? (CT)0 : (x))
 #define KRANGE_ARGS const job_t *j, int t, int64_t lo, int64_t hi
 
-/* Declares the table of every loop body named in the generated interface.h (from descend/kernels/_layout.py). */
+/* Declares the table of every loop body named in the generated interface.h (from descend/kernels/_layout.py), and of
+ * every shaped body with its two plain functions. */
 #define DECLARE_TABLE(name) extern const range_fn name##_table[N_ISA][N_COMBO];
 DESCEND_BODIES(DECLARE_TABLE)
+#define DECLARE_SHAPED(name)                                         \
+    extern const shaped_fn name##_table[N_ISA][N_COMBO];            \
+    int64_t name##_slot_size(int slot, const int64_t *dims);        \
+    size_t name##_scratch(const job_t *job, int threads, int ct_bytes);
+DESCEND_SHAPED(DECLARE_SHAPED)
 
 #endif

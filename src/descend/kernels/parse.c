@@ -15,7 +15,7 @@ static const char state_format[N_COMBO] = {'f', 'd', 0, 'f', 'e', 'f'};
 static char empty_tensor;
 
 static int item_address(PyObject *item, Py_buffer *view, int writable, int itemsize, char format, int64_t *size,
-                        const char *what, Py_ssize_t index, void **ptr) {
+                        const char *what, Py_ssize_t index, int shaped_slot, void **ptr) {
     if (PyLong_Check(item)) {
         *ptr = PyLong_AsVoidPtr(item);
         if (*ptr == NULL && PyErr_Occurred()) return -1;
@@ -49,8 +49,10 @@ static int item_address(PyObject *item, Py_buffer *view, int writable, int items
     if (*size < 0) {
         *size = n;
     } else if (n != *size) {
-        PyErr_Format(PyExc_ValueError, "%s[%zd] has %lld elements, its parameter has %lld", what, index,
-                     (long long)n, (long long)*size);
+        PyErr_Format(PyExc_ValueError,
+                     shaped_slot ? "%s[%zd] has %lld elements, its parameter's shape gives it %lld"
+                                 : "%s[%zd] has %lld elements, its parameter has %lld",
+                     what, index, (long long)n, (long long)*size);
         return -1;
     }
     if (view->buf && n > 0 && (uintptr_t)view->buf % (uintptr_t)itemsize) { /* a load would be undefined */
@@ -67,21 +69,62 @@ void parsed_release(parsed_t *pj) {
     PyMem_Free(pj->views);
     PyMem_Free(pj->ptrs);
     PyMem_Free(pj->offsets);
+    PyMem_Free(pj->counts);
+    PyMem_Free(pj->dims);
+    PyMem_Free(pj->scratch);
     for (int s = 0; s < 2 + MAX_STATES; s++) Py_XDECREF(pj->seqs[s]);
     memset(pj, 0, sizeof *pj);
 }
 
-/* Parses and checks one call (alg, combo, flags, values, params, grads, states, sizes) into *pj, which must be
- * zeroed. Returns 0, or -1 with an exception set (what was taken is released by parsed_release). */
-int parse_job(PyObject *args, parsed_t *pj, int n_alg) {
+/* Reads shape (a sequence of non-negative ints) into dims (SHAPE_DIMS entries, see common.h), checking that it holds
+ * size elements. Returns 0, or -1 with an exception set. */
+static int shape_dims(PyObject *shape, int64_t size, Py_ssize_t t, int64_t *dims) {
+    PyObject *seq = PySequence_Fast(shape, "each shape must be a sequence of ints");
+    if (!seq) return -1;
+    const Py_ssize_t ndim = PySequence_Fast_GET_SIZE(seq);
+    int64_t lead = 1, total = 1, d = 0;
+    int rc = ndim > 64 ? -1 : 0;
+    for (Py_ssize_t k = 0; k < ndim && rc == 0; k++) {
+        d = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(seq, k));
+        if (d < 0 || __builtin_mul_overflow(total, d, &total)) rc = -1;
+        if (k < ndim - 2 && rc == 0) lead *= d; /* no overflow: lead divides total or is a product before a zero */
+        if (k == ndim - 2) dims[2] = d;
+    }
+    Py_DECREF(seq);
+    if (rc != 0 || total != size) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "shapes[%zd] is not the shape of a tensor of %lld elements", t,
+                         (long long)size);
+        return -1;
+    }
+    dims[0] = ndim;
+    if (ndim >= 2) {
+        dims[1] = lead;
+        dims[3] = d;
+    } else {
+        dims[1] = dims[2] = 1;
+        dims[3] = size;
+    }
+    return 0;
+}
+
+/* Parses and checks one call (alg, combo, flags, values, params, grads, states, sizes[, shapes]) into *pj, which must
+ * be zeroed. Returns 0, or -1 with an exception set (what was taken is released by parsed_release). */
+int parse_job(PyObject *args, parsed_t *pj, int n_alg, const slot_size_fn *sizers) {
     int alg, combo;
     unsigned int flags;
-    PyObject *values_obj, *params_obj, *grads_obj, *states_obj, *sizes_obj;
-    if (!PyArg_ParseTuple(args, "iiIOOOOO", &alg, &combo, &flags, &values_obj, &params_obj, &grads_obj,
-                          &states_obj, &sizes_obj))
+    PyObject *values_obj, *params_obj, *grads_obj, *states_obj, *sizes_obj, *shapes_obj = Py_None;
+    if (!PyArg_ParseTuple(args, "iiIOOOOO|O", &alg, &combo, &flags, &values_obj, &params_obj, &grads_obj,
+                          &states_obj, &sizes_obj, &shapes_obj))
         return -1;
     if (alg < 0 || alg >= n_alg) {
         PyErr_Format(PyExc_ValueError, "unknown algorithm id %d", alg);
+        return -1;
+    }
+    const slot_size_fn sizer = sizers[alg];
+    if ((sizer != NULL) != (shapes_obj != Py_None)) {
+        PyErr_Format(PyExc_ValueError, "algorithm %d %s shapes", alg, sizer ? "updates whole tensors: it needs"
+                                                                             : "takes no");
         return -1;
     }
     if (combo < 0 || combo >= N_COMBO) {
@@ -139,12 +182,23 @@ int parse_job(PyObject *args, parsed_t *pj, int n_alg) {
             return -1;
         }
     }
+    PyObject *shapes = NULL;
+    if (sizer) {
+        shapes = PySequence_Fast(shapes_obj, "shapes must be a sequence of shapes");
+        if (!shapes) return -1;
+        if (PySequence_Fast_GET_SIZE(shapes) != n) {
+            Py_DECREF(shapes);
+            PyErr_Format(PyExc_ValueError, "shapes has %zd entries for %zd params", PySequence_Fast_GET_SIZE(shapes), n);
+            return -1;
+        }
+    }
     PyObject *sizes = NULL;
     if (sizes_obj != Py_None) {
         sizes = PySequence_Fast(sizes_obj, "sizes must be a sequence of ints or None");
         if (!sizes) return -1;
         if (PySequence_Fast_GET_SIZE(sizes) != n) {
             Py_DECREF(sizes);
+            Py_XDECREF(shapes);
             PyErr_Format(PyExc_ValueError, "sizes has %zd entries for %zd params", PySequence_Fast_GET_SIZE(sizes), n);
             return -1;
         }
@@ -152,13 +206,16 @@ int parse_job(PyObject *args, parsed_t *pj, int n_alg) {
 
     pj->offsets = PyMem_Malloc((size_t)(n + 1) * sizeof(int64_t));
     pj->ptrs = PyMem_Calloc((size_t)((2 + MAX_STATES) * n + 1), sizeof(void *));
+    pj->counts = PyMem_Calloc((size_t)((2 + MAX_STATES) * n + 1), sizeof(int64_t));
     pj->views = PyMem_Calloc((size_t)((2 + MAX_STATES) * n + 1), sizeof(Py_buffer));
-    if (!pj->offsets || !pj->ptrs || !pj->views) {
+    pj->dims = sizer ? PyMem_Calloc((size_t)(SHAPE_DIMS * n + 1), sizeof(int64_t)) : NULL;
+    if (!pj->offsets || !pj->ptrs || !pj->counts || !pj->views || (sizer && !pj->dims)) {
         Py_XDECREF(sizes);
+        Py_XDECREF(shapes);
         PyErr_NoMemory();
         return -1;
     }
-    int64_t *offsets = pj->offsets;
+    int64_t *offsets = pj->offsets, *counts = pj->counts;
     void **ptrs = pj->ptrs;
     offsets[0] = 0;
     for (Py_ssize_t t = 0; t < n; t++) {
@@ -168,60 +225,79 @@ int parse_job(PyObject *args, parsed_t *pj, int n_alg) {
             if (v < 0) {
                 if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "sizes[%zd] is negative: %lld", t, v);
                 Py_DECREF(sizes);
+                Py_XDECREF(shapes);
                 return -1;
             }
             size = v;
         }
         for (int s = 0; s < 2 + MAX_STATES; s++) {
-            if (!seqs[s]) continue;
             static const char *const what[2 + MAX_STATES] = {"params", "grads", "states[0]", "states[1]",
                                                              "states[2]"};
+            int64_t count = size; /* the param's, for the param, its gradient and an elementwise rule's state */
+            if (s == 2) { /* the param and its gradient are read: their size is known */
+                if (size < 0) {
+                    PyErr_Format(PyExc_ValueError, "params[%zd] is an address, so sizes must be given", t);
+                    goto fail;
+                }
+                counts[t] = counts[n + t] = size;
+            }
+            if (s == 2 && sizer && shape_dims(PySequence_Fast_GET_ITEM(shapes, t), size, t, pj->dims + SHAPE_DIMS * t))
+                goto fail;
+            if (s >= 2 && sizer) { /* a shaped body: the slots and their sizes follow from the shape */
+                count = sizer(s - 2, pj->dims + SHAPE_DIMS * t);
+                if ((count >= 0) != (seqs[s] != NULL)) {
+                    PyErr_Format(PyExc_ValueError, "tensor %zd of shape %R %s state slot %d", t,
+                                 PySequence_Fast_GET_ITEM(shapes, t), count >= 0 ? "needs" : "has no", s - 2);
+                    goto fail;
+                }
+            }
+            if (!seqs[s]) continue;
             PyObject *item = PySequence_Fast_GET_ITEM(seqs[s], t);
             Py_buffer *view = &pj->views[pj->nviews];
             void *ptr = NULL;
             const int rc = item_address(item, view, s != 1, s < 2 ? param_size[combo] : state_size[combo],
-                                        s < 2 ? param_format[combo] : state_format[combo], &size, what[s], t, &ptr);
+                                        s < 2 ? param_format[combo] : state_format[combo], &count, what[s], t,
+                                        s >= 2 && sizer, &ptr);
             if (view->obj) pj->nviews++;
-            if (rc != 0) {
-                Py_XDECREF(sizes);
-                return -1;
-            }
+            if (rc != 0) goto fail;
+            if (size < 0) size = count;
             ptrs[s * n + t] = ptr;
-        }
-        if (size < 0) {
-            PyErr_Format(PyExc_ValueError, "params[%zd] is an address, so sizes must be given", t);
-            Py_XDECREF(sizes);
-            return -1;
+            counts[s * n + t] = count;
         }
         /* Every array of tensor t must have memory of its own: a gradient that is (part of) the memory being
          * written would be read after it changed, and two written arrays that overlap give order-dependent bits. */
-        for (int a = 0; a < 2 + MAX_STATES && size > 0; a++) {
-            if (!seqs[a]) continue;
+        for (int a = 0; a < 2 + MAX_STATES; a++) {
+            if (!seqs[a] || counts[a * n + t] == 0) continue;
             const char *lo_a = (const char *)ptrs[a * n + t];
-            const char *hi_a = lo_a + size * (a < 2 ? param_size[combo] : state_size[combo]);
+            const char *hi_a = lo_a + counts[a * n + t] * (a < 2 ? param_size[combo] : state_size[combo]);
             for (int b = a + 1; b < 2 + MAX_STATES; b++) {
-                if (!seqs[b] || (a == 1 && b == 1)) continue;
+                if (!seqs[b] || (a == 1 && b == 1) || counts[b * n + t] == 0) continue;
                 const char *lo_b = (const char *)ptrs[b * n + t];
-                const char *hi_b = lo_b + size * (b < 2 ? param_size[combo] : state_size[combo]);
+                const char *hi_b = lo_b + counts[b * n + t] * (b < 2 ? param_size[combo] : state_size[combo]);
                 if (lo_a < hi_b && lo_b < hi_a) {
                     PyErr_Format(PyExc_ValueError, "the arrays of tensor %zd share memory (%s and %s)", t,
                                  a == 0 ? "param" : a == 1 ? "grad" : "a state slot", b == 1 ? "grad" : "a state slot");
-                    Py_XDECREF(sizes);
-                    return -1;
+                    goto fail;
                 }
             }
         }
         offsets[t + 1] = offsets[t] + size;
     }
     Py_XDECREF(sizes);
+    Py_XDECREF(shapes);
 
     job->n = (int)n;
     job->offsets = offsets;
     job->param = ptrs;
     job->grad = (const void *const *)(ptrs + n);
     for (int s = 0; s < MAX_STATES; s++) job->state[s] = seqs[2 + s] ? ptrs + (2 + s) * n : NULL;
+    job->dims = pj->dims;
     pj->alg = alg;
     return 0;
+fail:
+    Py_XDECREF(sizes);
+    Py_XDECREF(shapes);
+    return -1;
 }
 
 static const char *slot_name(int slot) { return slot == 0 ? "param" : slot == 1 ? "grad" : "a state slot"; }
@@ -247,10 +323,9 @@ int check_disjoint(parsed_t *parsed, Py_ssize_t njobs) {
         const parsed_t *pj = &parsed[j];
         const Py_ssize_t n = pj->job.n;
         for (Py_ssize_t t = 0; t < n; t++) {
-            const int64_t size = pj->offsets[t + 1] - pj->offsets[t];
-            if (size <= 0) continue;
             for (int s = 0; s < 2 + MAX_STATES; s++) {
-                if (!pj->seqs[s]) continue;
+                const int64_t size = pj->counts[s * n + t];
+                if (!pj->seqs[s] || size <= 0) continue;
                 const char *lo = (const char *)pj->ptrs[s * n + t];
                 const int item = s < 2 ? param_size[pj->combo] : state_size[pj->combo];
                 spans[m++] = (span_t){lo, lo + size * item, j, t, s};

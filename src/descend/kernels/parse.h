@@ -10,18 +10,24 @@
 /* One parsed call: the job, the function that runs it, and what must be released after it ran. */
 typedef struct {
     job_t job;
-    range_fn fn; /* set by the caller from alg, combo and the instruction set */
+    range_fn fn;      /* set by the caller from alg, combo and the instruction set */
+    shaped_fn shaped; /* instead of fn, for a shaped body; its scratch memory below */
+    void *scratch;
     int alg, combo;
     PyObject *seqs[2 + MAX_STATES];
     int64_t *offsets;
+    int64_t *counts; /* the element count of every array, as ptrs orders them */
+    int64_t *dims;   /* shaped bodies: SHAPE_DIMS per tensor */
     void **ptrs;
     Py_buffer *views;
     Py_ssize_t nviews;
 } parsed_t;
 
-/* Parses and checks one call (alg, combo, flags, values, params, grads, states, sizes) into *pj, which must be
- * zeroed; alg must be below n_alg. Returns 0, or -1 with an exception set (parsed_release frees what was taken). */
-int parse_job(PyObject *args, parsed_t *pj, int n_alg);
+/* Parses and checks one call (alg, combo, flags, values, params, grads, states, sizes[, shapes]) into *pj, which must
+ * be zeroed; alg must be below n_alg. sizers[alg] is NULL for a range body; for a shaped body it gives each state
+ * slot's size from a tensor's shape, and the call must give shapes. Returns 0, or -1 with an exception set
+ * (parsed_release frees what was taken). */
+int parse_job(PyObject *args, parsed_t *pj, int n_alg, const slot_size_fn *sizers);
 
 void parsed_release(parsed_t *pj);
 
