@@ -43,8 +43,8 @@ def test_describe_under_every_convention_names_the_values_in_force(name: str, co
             others = [not value]
         elif isinstance(value, float):
             others = [value * 0.5 + 0.0123, value + 0.0456]
-        elif isinstance(value, tuple):
-            others = [(value[0] * 0.5, value[1]), (value[0], value[1] * 0.99)]
+        elif isinstance(value, tuple):  # (a pair whose first may be None: Adafactor's eps)
+            others = [(1e-6 if value[0] is None else value[0] * 0.5, value[1]), (value[0], value[1] * 0.99)]
         elif isinstance(value, str):
             others = ["raw", "corrected"]
         else:

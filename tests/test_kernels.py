@@ -40,7 +40,7 @@ def _check_front(name: str, kwargs: dict, dtype: type, shapes: list, steps: int,
     for i, e in enumerate(expected):
         state = reference_steps(name, hp, e, [g[i] for g in grads])
         assert same_bits(params[i], e), f"{name} {kwargs}: param {i} differs after {steps} steps"
-        for slot in registry.get(name).state_slots(hp):
+        for slot in registry.get(name).slots_for(hp, e.shape):
             assert same_bits(opt.state[i][slot], state[slot]), f"{name} {kwargs}: state {slot!r} of param {i}"
         if "mu_product" in state:
             assert opt.state[i]["mu_product"] == state["mu_product"]

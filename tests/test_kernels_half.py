@@ -46,22 +46,23 @@ def _run(name: str, kwargs: dict, dtype: str, state_dtype: str, sizes: list[int]
     gen = torch.Generator().manual_seed(seed)
     params = [torch.randn(n, generator=gen).to(tdtype) for n in sizes]
     expected = [p.clone() for p in params]
-    states = [{k: v.to(tstate) for k, v in spec.init_state(torch, p.float(), hp).items()} for p in params]
+    states = [{k: torch.from_numpy(v).to(tstate) for k, v in spec.init_state(np, _f32(p), hp).items()} for p in params]
     expected_states = [{k: v.clone() for k, v in s.items()} for s in states]
     host = spec.host_slots(hp)
     for step in range(1, steps + 1):
         grads = [torch.randn(n, generator=gen).to(tdtype) for n in sizes]
         host = spec.advance_host(hp, step, host)
-        s = spec.scalars(hp, step, host, step == 1)
+        s = spec.step_scalars(hp, step, host, step == 1, dtype)
         kernels.step(
             name,
             s,
             [p.data_ptr() for p in params],
             [g.data_ptr() for g in grads],
-            {k: [st[k].data_ptr() for st in states] for k in spec.state_slots(hp)},
+            {k: [st[k].data_ptr() for st in states] for k in spec.slots_for(hp, (1,))},
             dtype=dtype,
             state_dtype=state_dtype,
             sizes=sizes,
+            shapes=[(n,) for n in sizes] if kernels.shaped(name) else None,
         )
         s32 = cast_scalars(s, np.float32)
         for i, g in enumerate(grads):

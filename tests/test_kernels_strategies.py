@@ -205,7 +205,7 @@ def reference_steps(name: str, hp: Any, param: np.ndarray, grads: list[np.ndarra
     for step, g in enumerate(grads, start=1):
         before, host = host, spec.advance_host(hp, step, host)
         seen = before if spec.host_for_scalars == "before" else host
-        s = cast_scalars(spec.scalars(hp, step, seen, step == 1), cast or param.dtype.type)
+        s = cast_scalars(spec.step_scalars(hp, step, seen, step == 1, param.dtype.name), cast or param.dtype.type)
         with np.errstate(all="ignore"):  # eps = 0 with zero gradients divides 0 by 0, in both paths alike
             spec.reference_update(np, param, g, state, s)
     return state

@@ -56,23 +56,25 @@ def checked_state(
             raise ValueError(f"state for param {key!r} must be a dict of its slots, got {entry!r}")
         gi, i = where[key]
         hp = spec.hyperparams.from_group(new_groups[gi])
-        expected = set(spec.state_slots(hp))
+        p = params[i]
+        shapes = spec.slots_for(hp, p.shape)
+        expected = set(shapes)
         allowed = expected | set(spec.host_slots(hp)) | ({"step"} if spec.has_step else set())
         if not expected <= set(entry) <= allowed:
             raise ValueError(
                 f"state for param {key!r} has keys {sorted(entry)}; {spec.title} with these settings keeps "
-                f"{sorted(allowed)}"
+                f"{sorted(allowed)} for a parameter of shape {p.shape}"
             )
-        p = params[i]
         restored: dict[str, Any] = {}
         for k, v in entry.items():
             if k in expected:
                 arr = np.asarray(v)
                 if arr.dtype.kind not in "fiu":
                     raise ValueError(f"state {k!r} for param {key!r} has dtype {arr.dtype}; it must be real numbers")
-                if arr.shape != p.shape:
+                if arr.shape != shapes[k]:
+                    need = "" if shapes[k] == p.shape else f" and the state needs shape {shapes[k]}"
                     raise ValueError(
-                        f"state {k!r} for param {key!r} has shape {arr.shape}, the parameter has shape {p.shape}"
+                        f"state {k!r} for param {key!r} has shape {arr.shape}, the parameter has shape {p.shape}{need}"
                     )
                 restored[k] = arr.astype(p.dtype, copy=True)
             else:

@@ -126,9 +126,18 @@ def _naive(name: str) -> Callable[[list[np.ndarray], list[np.ndarray]], Callable
     return {"adam": adam, "momentum": momentum, "rmsprop": rmsprop, "adagrad": adagrad, "sgd": sgd}.get(name)
 
 
-def _traffic_slots(name: str) -> int:
+def _state_elements(name: str, shapes: Sequence[tuple[int, ...]]) -> int:
+    """The elements of state the algorithm keeps for parameters of these shapes (Adafactor's row and column averages
+    are far fewer than its parameters' elements)."""
     spec = descend.REGISTRY[name]
-    return len(spec.state_slots(spec.make(**KWARGS.get(name, {}))))
+    hp = spec.make(**KWARGS.get(name, {}))
+    return sum(int(np.prod(s)) for shape in shapes for s in spec.slots_for(hp, shape).values())
+
+
+def _traffic_slots(name: str, shapes: Sequence[tuple[int, ...]]) -> int:
+    """The roofline's state slots: the state's elements in units of the parameters' (rounded)."""
+    n = sum(int(np.prod(s)) for s in shapes)
+    return round(_state_elements(name, shapes) / n) if n else 0
 
 
 def _contestants(
@@ -164,7 +173,7 @@ def _contestants(
         if step is not None:
             out["optax (jit)"] = step
     if "roofline" in which and kernels.available()[0]:
-        k = _traffic_slots(name)
+        k = _traffic_slots(name, [p.shape for p in params])
         extra = [[np.zeros_like(p) for p in params] for _ in range(k)]
         out["roofline"] = lambda: kernels.roofline(params, grads, extra)
     return out
@@ -222,8 +231,7 @@ def run(
             step()
             times[label].append(time.perf_counter() - t0)
     n = sum(int(np.prod(s)) for s in shapes)
-    k = _traffic_slots(name)
-    nbytes = 4 * n * ((2 + k) + (1 + k))  # reads: param, grad, k slots; writes: param, k slots
+    nbytes = 4 * (3 * n + 2 * _state_elements(name, shapes))  # reads: param, grad, state; writes: param, state
     roof = statistics.median(times["roofline"]) if "roofline" in times else None
     rows = []
     for label, ts in times.items():

@@ -2,7 +2,7 @@
 
 An algorithm is described once, by an :class:`AlgorithmSpec`: its hyperparameters (a frozen dataclass with torch's
 names and defaults), the state slots it keeps, the per-step scalars computed on the host in float64, and the
-elementwise ``reference_update`` written against an array namespace ``xp`` (NumPy or torch). The fronts, the kernels'
+``reference_update`` written against an array namespace ``xp`` (NumPy or torch). The fronts, the kernels'
 tests, the CLI and the docs all read the same spec.
 """
 
@@ -182,12 +182,15 @@ class AlgorithmSpec:
         name: registry key, lower case (``"adam"``).
         title: display name, torch's class name where torch has one (``"Adam"``).
         hyperparams: the frozen dataclass of hyperparameters.
-        state_slots: ``hp -> tuple of array-valued state keys``, in torch's names (``step`` is not listed).
-        init_state: ``(xp, param, hp) -> dict`` of fresh array slots, each shaped and typed like ``param``.
+        state_slots: ``hp -> tuple of array-valued state keys``, in torch's names (``step`` is not listed): every
+            slot the algorithm may keep under ``hp`` (:meth:`slots_for` says which a given parameter keeps).
+        init_state: ``(xp, param, hp) -> dict`` of fresh array slots, typed like ``param`` and shaped as
+            :meth:`slots_for` says (like ``param`` unless :attr:`state_shapes` says otherwise).
         scalars: ``(hp, step, host, first) -> NamedTuple`` of per-step quantities computed in float64 on the host:
             ``step`` is the parameter's step number (0 for an algorithm that keeps none), ``host`` its host scalars
-            after :attr:`advance_host`, ``first`` whether this is its first update (its state is new).
-        reference_update: ``(xp, param, grad, state, s) -> None``, the in-place elementwise rule.
+            after :attr:`advance_host`, ``first`` whether this is its first update (its state is new); with
+            :attr:`scalars_by_dtype`, also ``dtype=``, the parameter's storage dtype name (see :meth:`step_scalars`).
+        reference_update: ``(xp, param, grad, state, s) -> None``, the in-place rule for one whole parameter.
         describe_rule: ``hp -> str``, the rule in force with the given values, as plain text (see :meth:`describe`).
         presets: convention name -> hyperparameter overrides for the conventions whose library (or paper) has this
             algorithm and whose rule descend runs (``{}`` where its defaults are torch's).
@@ -204,6 +207,13 @@ class AlgorithmSpec:
             rate the previous step stored).
         full_state: hyperparameters under which the algorithm keeps every state slot it can (AMSGrad's maximum,
             a centered average), for tests that must see every slot.
+        state_shapes: ``(hp, param shape) -> {slot: shape}``, the slots a parameter of that shape keeps and their
+            shapes, in the order :attr:`init_state` makes them; None (the default) means every slot of
+            :attr:`state_slots`, shaped like the parameter (Adafactor's row and column averages are not).
+        elementwise: whether ``reference_update`` treats every element on its own, so that a parameter may be
+            updated in pieces (a DTensor's local shard, a complex tensor as pairs of reals); False for a rule that
+            reduces over the tensor (Adafactor's means, an orthogonalisation).
+        scalars_by_dtype: whether :attr:`scalars` takes ``dtype=`` (Adafactor's default epsilon is the dtype's).
     """
 
     name: str
@@ -224,9 +234,17 @@ class AlgorithmSpec:
     full_state: Mapping[str, Any] = field(default_factory=dict)
     host_for_scalars: str = "after"
     notes: Mapping[str, str] = field(default_factory=dict)
+    state_shapes: Callable[[Any, tuple[int, ...]], dict[str, tuple[int, ...]]] | None = None
+    elementwise: bool = True
+    scalars_by_dtype: bool = False
 
     def __post_init__(self) -> None:
         from descend.algorithms.conventions import CONVENTIONS
+
+        if self.state_shapes is not None and self.elementwise:
+            raise ValueError(
+                f"{self.title}: a spec with state_shapes updates whole tensors; it must set elementwise=False"
+            )
 
         unknown = sorted((set(self.presets) | set(self.notes)) - set(CONVENTIONS))
         if unknown:
@@ -237,6 +255,20 @@ class AlgorithmSpec:
                 f"{self.title} has neither a preset nor a note for the convention(s) {', '.join(silent)}: each "
                 "convention must either set this library's variant or say that it has none and which rule runs"
             )
+
+    def slots_for(self, hp: Hyperparams, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        """The state slots a parameter of ``shape`` keeps under ``hp``, each with its shape, in torch's order."""
+        if self.state_shapes is None:
+            shape = tuple(shape)
+            return {k: shape for k in self.state_slots(hp)}
+        return self.state_shapes(hp, tuple(shape))
+
+    def step_scalars(self, hp: Hyperparams, step: int, host: dict[str, float], first: bool, dtype: str) -> NamedTuple:
+        """:attr:`scalars` for a parameter stored in ``dtype`` (``"float32"``, ``"float64"``, ``"bfloat16"``,
+        ``"float16"``), which only an algorithm with :attr:`scalars_by_dtype` reads."""
+        if self.scalars_by_dtype:
+            return self.scalars(hp, step, host, first, dtype=dtype)
+        return self.scalars(hp, step, host, first)
 
     def follows(self, convention: str) -> bool:
         """Whether ``convention`` has a preset for this algorithm: its library (or paper) has it and descend runs

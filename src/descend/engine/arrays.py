@@ -66,9 +66,15 @@ class ArrayKind:
         """The byte range ``[start, end)`` that ``a``'s elements occupy (start == end for an empty array)."""
         raise NotImplementedError
 
-    def same_layout(self, a: Any, b: Any) -> bool:
-        """Whether a and b have the same shape."""
+    def same_layout(self, a: Any, b: Any, shape: tuple[int, ...] | None = None) -> bool:
+        """Whether a has ``shape`` (by default b's shape) and b's placement (device)."""
         raise NotImplementedError
+
+    def not_whole(self, a: Any) -> str:
+        """Why the engine would update only a piece of ``a`` (a DTensor's local shard, a complex tensor's pairs of
+        reals), as the end of a sentence, or "" if it updates ``a`` whole; a rule that is not elementwise needs it
+        whole."""
+        return ""
 
     def shares_memory(self, a: Any, b: Any) -> bool:
         """Whether a and b, whose byte ranges overlap, have an element in common (True where unsure)."""
@@ -191,8 +197,8 @@ class NumpyKind(ArrayKind):
                 hi += (n - 1) * stride
         return lo, hi + a.itemsize
 
-    def same_layout(self, a: Any, b: Any) -> bool:
-        return isinstance(a, np.ndarray) and a.shape == b.shape
+    def same_layout(self, a: Any, b: Any, shape: tuple[int, ...] | None = None) -> bool:
+        return isinstance(a, np.ndarray) and a.shape == (b.shape if shape is None else tuple(shape))
 
     def shares_memory(self, a: Any, b: Any) -> bool:
         try:

@@ -11,14 +11,20 @@ from descend.engine.arrays import ArrayKind, ranges_overlap
 __all__ = ["check_overlaps", "check_state", "check_written"]
 
 
-def check_state(kind: ArrayKind, item: Any, arrays: Mapping[str, Any]) -> None:
-    """Every state array must fit its parameter: same shape, a float dtype, apart from the parameter."""
+def check_state(kind: ArrayKind, item: Any, arrays: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Every state array must fit its parameter: the shape the spec gives it (``shapes``, from ``slots_for``; the
+    parameter's own for an elementwise rule), a float dtype, apart from the parameter."""
     p = item.param
     for key, a in arrays.items():
-        if kind.dtype_name(a) is None or not kind.same_layout(a, p):
+        if kind.dtype_name(a) is None or not kind.same_layout(a, p, shapes[key]):
+            own = tuple(shapes[key]) == kind.shape(p)
             raise ValueError(
                 f"the state {key!r} of parameter {item.index} has {kind.describe(a)}; it must be a float "
-                f"{kind.noun} of the parameter's shape ({kind.describe(p)})"
+                + (
+                    f"{kind.noun} of the parameter's shape ({kind.describe(p)})"
+                    if own
+                    else f"{kind.noun} of shape {tuple(shapes[key])} for a parameter of {kind.describe(p)}"
+                )
             )
         if ranges_overlap(kind.span(a), kind.span(p)):
             raise ValueError(f"the state {key!r} of parameter {item.index} shares memory with the parameter")

@@ -129,7 +129,7 @@ class GroupPlan:
             seen = before if spec.host_for_scalars == "before" else host
         else:
             seen = {}
-        scalars = spec.scalars(hp, count, seen, False)
+        scalars = spec.step_scalars(hp, count, seen, False, self.names[0])
         job = kernels.job(
             spec.name,
             scalars,
@@ -188,6 +188,8 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
     """The plan of a group after a step, or None where the group does not fit one (see the module docstring)."""
     host = tuple(spec.host_slots(hp))
     if backend == "reference" or not kernels.available()[0] or (host and not spec.has_step):
+        return None
+    if spec.state_shapes is not None:  # the slots differ with the parameter's shape (Adafactor's): no one layout
         return None
     params = group["params"]
     if len({id(p) for p in params}) != len(params):  # a tensor listed twice is updated twice, one round each

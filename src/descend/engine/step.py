@@ -5,7 +5,9 @@ The fronts (:mod:`descend.optim` for NumPy, :mod:`descend.torch` for torch) turn
 
 1. **prepares** each parameter with a gradient: the state it needs (created, not yet stored), its next step count and
    host scalars (NAdam's ``mu_product``) computed out of place, the per-step scalars, and the choice between the fused
-   kernel and the reference rule by one rule (:meth:`Engine._route`); everything that can be refused is refused here;
+   kernel and the reference rule by one rule (:meth:`Engine._route`); everything that can be refused is refused here
+   (the state slots and their shapes are the spec's ``slots_for`` the parameter's shape: its own shape unless the
+   algorithm keeps reduced state, as Adafactor's row and column averages);
 2. applies ``nan_policy`` to every gradient of every group;
 3. **computes** the reference rule for the parameters the kernel does not take, on working copies;
 4. **writes**: runs the kernel jobs (checked whole before the first one runs), stores the reference's results, and
@@ -234,8 +236,8 @@ class Engine:
                 None) and index over all groups.
         """
         spec, kind = self.spec, self.kind
-        if backend == "reference" or not params or not kind.kernel_checks:  # kernels.supports says if they are built
-            return None
+        if backend == "reference" or not params or not kind.kernel_checks or spec.state_shapes is not None:
+            return None  # (kernels.supports says below whether they are built; shaped state has slots per shape)
         slots = spec.state_slots(hp)
         host_keys = tuple(spec.host_slots(hp))
         try:
@@ -257,7 +259,7 @@ class Engine:
         before = dict(zip(host_keys, hosts[0]))
         host = spec.advance_host(hp, count, before) if host_keys else {}
         seen = before if spec.host_for_scalars == "before" else host
-        scalars = spec.scalars(hp, count, {k: float(v) for k, v in seen.items()}, False)
+        scalars = spec.step_scalars(hp, count, {k: float(v) for k, v in seen.items()}, False, dtype)
         out = Prepared(optimistic=True, keep=list(grads))
         out.jobs.append(kernels.job(spec.name, scalars, params, grads, lists, dtype=dtype))
         if self.nan_policy != "propagate":
@@ -273,8 +275,8 @@ class Engine:
     def prepare(self, work: GroupWork) -> Prepared:
         """Check and prepare a group's step (see the module docstring); nothing is written."""
         spec, kind, hp = self.spec, self.kind, work.hp
-        slots = spec.state_slots(hp)
         initial_host = spec.host_slots(hp)
+        shaped = kernels.shaped(spec.name)
         out = Prepared()
         buckets: dict[tuple, list] = {}
         items = work.items() if callable(work.items) else work.items
@@ -286,11 +288,18 @@ class Engine:
                 item.state = states.get(item.key)
             p, st = item.param, item.state
             kind.check_param(p, f"parameter {item.index}")
+            if not spec.elementwise:
+                why = kind.not_whole(p)
+                if why:
+                    raise ValueError(
+                        f"{spec.title} updates each parameter as a whole, and parameter {item.index} {why}"
+                    )
             current = st if st is not None else {}
-            missing = [k for k in slots if k not in current]
+            shapes = spec.slots_for(hp, kind.shape(p))
+            missing = [k for k in shapes if k not in current]
             fresh = kind.new_state(spec, p, hp, missing, self.state_dtype) if missing else {}
-            arrays = {k: current[k] if k in current else fresh[k] for k in slots}
-            check_state(kind, item, arrays)
+            arrays = {k: current[k] if k in current else fresh[k] for k in shapes}
+            check_state(kind, item, arrays, shapes)
             pending.append((item, current, missing, fresh, arrays))
         copies = check_written(
             kind, [(item, {k: a for k, a in arr.items() if k not in new}) for item, _, _, new, arr in pending]
@@ -306,18 +315,20 @@ class Engine:
             host_now = {k: kind.read_host(current, k, v) for k, v in initial_host.items()}
             host = spec.advance_host(hp, count, host_now) if host_now else {}
             seen = host_now if spec.host_for_scalars == "before" else host
-            scalars = spec.scalars(hp, count, {k: float(v) for k, v in seen.items()}, first)
+            scalars = spec.step_scalars(
+                hp, count, {k: float(v) for k, v in seen.items()}, first, kind.dtype_name(item.param) or "float64"
+            )
             if self.nan_policy != "propagate":
                 out.checks.append((item.index, g, kind.nonfinite_address(g)))
             route = self._route(work.backend, item, arrays)
             if route is not None:
                 copy = route[2] or position in copies
                 grad = kind.contiguous_copy(g) if copy else g
-                buckets.setdefault((route[:2], scalars), []).append((item, arrays, grad))
+                buckets.setdefault((route[:2], tuple(arrays), scalars), []).append((item, arrays, grad))
             else:
                 out.reference.append(self._reference(item.param, g, arrays, scalars))
             out.commits.append(self._committer(item, fresh, native_step, host))
-        for ((dtype, state_dtype), scalars), members in buckets.items():
+        for ((dtype, state_dtype), slots, scalars), members in buckets.items():
             out.jobs.append(
                 kernels.job(
                     spec.name,
@@ -328,6 +339,7 @@ class Engine:
                     dtype=dtype,
                     state_dtype=state_dtype,
                     sizes=[kind.size(item.param) for item, _, _ in members],
+                    shapes=[kind.shape(item.param) for item, _, _ in members] if shaped else None,
                 )
             )
             out.keep += [grad for _, _, grad in members]
@@ -335,10 +347,11 @@ class Engine:
 
     def _route(self, backend: str, item: Item, arrays: Mapping[str, Any]) -> tuple[str, str, bool] | None:
         """The one rule: the kernel runs a parameter when the backend allows it, the kernels are built for its
-        algorithm and dtypes, and the param and every state array are dense, contiguous, aligned, writable and of
-        one shape. A gradient the kernel cannot read as it is (strided, a lazy view, all zeros without memory, or
-        sharing memory with what is written) is read from a contiguous copy, which gives the same bits. Else the
-        reference runs the parameter; under ``backend="fused"`` that is an error instead.
+        algorithm and dtypes, and the param and every state array are dense, contiguous, aligned and writable (their
+        shapes were checked against the spec's ``slots_for``). A gradient the kernel cannot read as it is (strided, a
+        lazy view, all zeros without memory, or sharing memory with what is written) is read from a contiguous copy,
+        which gives the same bits. Else the reference runs the parameter; under ``backend="fused"`` that is an error
+        instead.
 
         Returns:
             ``(dtype, state dtype, whether the gradient is copied)``, or None for the reference.

@@ -2,8 +2,9 @@
 
 - A dense, contiguous CPU tensor of float32, float64, bfloat16 or float16 whose memory holds its values as they read
   (no lazy negation or conjugation) goes to the kernel by address.
-- A ``DTensor`` (FSDP2, tensor parallelism) is updated through its local shard: the rules are elementwise, so each
-  rank updates the elements it holds, with the kernel where the shard is a plain CPU tensor.
+- A ``DTensor`` (FSDP2, tensor parallelism) is updated through its local shard: an elementwise rule lets each rank
+  update the elements it holds, with the kernel where the shard is a plain CPU tensor. A rule that reduces over the
+  tensor (Adafactor) refuses a sharded one.
 - A complex tensor is updated as the pairs of reals it holds (``view_as_real``), as torch.optim does.
 - Tensors on other devices, and layouts the kernel does not take, run the reference rule in torch ops.
 
@@ -149,15 +150,23 @@ class TorchKind(ArrayKind):
         except np.exceptions.TooHardError:
             return True
 
-    def same_layout(self, a: Any, b: Any) -> bool:
-        return isinstance(a, torch.Tensor) and a.shape == b.shape and a.device == b.device
+    def same_layout(self, a: Any, b: Any, shape: tuple[int, ...] | None = None) -> bool:
+        want = b.shape if shape is None else tuple(shape)
+        return isinstance(a, torch.Tensor) and tuple(a.shape) == tuple(want) and a.device == b.device
+
+    def not_whole(self, a: Any) -> str:
+        if DTensor is not None and isinstance(a, DTensor) and not all(p.is_replicate() for p in a.placements):
+            return f"is a DTensor placed as {tuple(a.placements)}, of which this process holds only a shard"
+        if a.dtype in _COMPLEX:
+            return f"is complex ({a.dtype}), which would be updated as pairs of reals"
+        return ""
 
     def new_state(self, spec: AlgorithmSpec, p: Any, hp: Hyperparams, keys: list[str], state_dtype: Any) -> dict:
         with torch.no_grad():
             if state_dtype is not None and p.dtype in HALF_DTYPES:
-                fresh = spec.init_state(torch, torch.empty_like(p, dtype=state_dtype), hp)
+                fresh = spec.init_state(self.xp, torch.empty_like(p, dtype=state_dtype), hp)
             else:
-                fresh = spec.init_state(torch, p.detach(), hp)
+                fresh = spec.init_state(self.xp, p.detach(), hp)
         return {k: in_huge_pages(fresh[k]) for k in keys}
 
     def work_copy(self, a: Any, dtype_name: str) -> Any:

@@ -211,7 +211,8 @@ class Optimizer(torch.optim.Optimizer):
             state = self.state[p]
             if not state:
                 state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
-                state.update(_TORCH.new_state(self.spec, p, hp, list(self.spec.state_slots(hp)), self.state_dtype))
+                slots = list(self.spec.slots_for(hp, tuple(p.shape)))
+                state.update(_TORCH.new_state(self.spec, p, hp, slots, self.state_dtype))
 
     # -- the step -------------------------------------------------------------------------------------------------
 
@@ -229,6 +230,8 @@ class Optimizer(torch.optim.Optimizer):
                     else "a sparse gradient takes the step in torch operations, which this one did not reach"
                 )
             )
+        if p.dtype in COMPLEX_DTYPES and not self.spec.elementwise:  # its rule reduces over the tensor: torch's words
+            raise RuntimeError(f"{title} does not support complex parameters")
         if p.dtype not in FLOAT_DTYPES and p.dtype not in COMPLEX_DTYPES:
             raise TypeError(
                 f"{title} updates float32, float64, bfloat16, float16, complex64 and complex128 parameters; got one of "
@@ -255,7 +258,8 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if any(group.get("differentiable") for group in self.param_groups):  # see descend.torch._differentiable
+        differentiable = "differentiable" in self._options  # a class without torch's option ignores the key, as torch
+        if differentiable and any(group.get("differentiable") for group in self.param_groups):  # _differentiable
             with self._engine.lock:
                 torch_ops.step(self)
             return loss

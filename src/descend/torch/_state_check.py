@@ -92,7 +92,6 @@ def check_state_dict(
 def _check_entries(
     spec: AlgorithmSpec, title: str, hp: Any, keys: list[Any], saved_state: Mapping[Any, Any], params: list[Any]
 ) -> None:
-    slots = set(spec.state_slots(hp))
     scalars = set(spec.host_slots(hp)) | ({"step"} if spec.has_step else set())
     for key, p in zip(keys, params):
         entry = saved_state.get(key)
@@ -100,6 +99,8 @@ def _check_entries(
             continue
         if not isinstance(entry, Mapping):
             raise ValueError(f"state for param {key!r} must be a dict, got {type(entry).__name__}")
+        shapes = spec.slots_for(hp, tuple(p.shape))
+        slots = set(shapes)
         if set(entry) != slots | scalars:
             raise ValueError(
                 f"state for param {key!r} has keys {sorted(entry)}; {title} with these settings keeps "
@@ -107,10 +108,12 @@ def _check_entries(
             )
         for name in sorted(slots):
             value = entry[name]
-            if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(p.shape):
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != shapes[name]:
                 shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                need = "" if shapes[name] == tuple(p.shape) else f" and the state needs shape {shapes[name]}"
                 raise ValueError(
-                    f"state {name!r} for param {key!r} has shape {shape}, but the parameter has shape {tuple(p.shape)}"
+                    f"state {name!r} for param {key!r} has shape {shape}, but the parameter has shape "
+                    f"{tuple(p.shape)}{need}"
                 )
             if not value.is_floating_point():
                 raise ValueError(

@@ -1,10 +1,12 @@
 """torch as the array namespace of ``reference_update``, with a correctly rounded square root on the CPU.
 
-The rules use six functions besides arithmetic: ``sqrt``, ``maximum``, ``abs``, ``divide``, ``sign`` and
-``zeros_like``. All are torch's, with two exceptions. On CPU float32/float64 tensors ``sqrt`` runs NumPy's on the same
-memory: torch's vectorised CPU square root is not correctly rounded (it is off by one ulp on a sizeable share of
-float32 inputs), while IEEE arithmetic, NumPy's square root and the fused kernels are. ``sign`` keeps NaN as NaN, as
-NumPy's and the kernels' do (torch's gives 0). With them, the torch front's reference gives the kernels' bits.
+The rules use seven functions besides arithmetic, indexing and ``reshape``: ``sqrt``, ``maximum``, ``abs``,
+``divide``, ``sign``, ``zeros_like`` and ``concatenate``. All are torch's, with three exceptions. ``zeros_like``
+takes NumPy's ``shape=`` (Adafactor's row and column averages are not shaped like their parameter). On CPU
+float32/float64 tensors ``sqrt`` runs NumPy's on the same memory: torch's vectorised CPU square root is not correctly
+rounded (it is off by one ulp on a sizeable share of float32 inputs), while IEEE arithmetic, NumPy's square root and
+the fused kernels are. ``sign`` keeps NaN as NaN, as NumPy's and the kernels' do (torch's gives 0). With them, the
+torch front's reference gives the kernels' bits.
 """
 
 from __future__ import annotations
@@ -12,12 +14,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["abs", "divide", "maximum", "sign", "sqrt", "zeros_like"]
+__all__ = ["abs", "concatenate", "divide", "maximum", "sign", "sqrt", "zeros_like"]
 
 abs = torch.abs  # noqa: A001 - the namespace mirrors torch's names
+concatenate = torch.concatenate
 divide = torch.divide
 maximum = torch.maximum
-zeros_like = torch.zeros_like
+
+
+def zeros_like(x: torch.Tensor, *, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Zeros of ``x``'s dtype and device, of ``x``'s shape or of ``shape`` (as NumPy's ``zeros_like``)."""
+    if shape is None:
+        return torch.zeros_like(x)
+    return torch.zeros(shape, dtype=x.dtype, device=x.device)
+
 
 _EXACT = (torch.float32, torch.float64)
 
