@@ -85,6 +85,13 @@ TORCH_CASES: dict[str, list[tuple[str, dict]]] = {
         ("averaging", {"lr": 0.05, "t0": 3.0, "weight_decay": 0.1}),
         ("maximize", {"lr": 0.05, "lambd": 0.1, "alpha": 0.5, "t0": 10.0, "maximize": True}),
     ],
+    "adafactor": [
+        ("defaults", {}),
+        ("high lr", {"lr": 0.5}),
+        ("weight decay", {"lr": 0.05, "weight_decay": 0.1}),
+        ("maximize", {"maximize": True, "beta2_decay": -1.0}),
+        ("eps1 and clipping", {"eps": (1e-4, 1e-2), "d": 2.0, "beta2_decay": -0.5}),
+    ],
 }
 
 

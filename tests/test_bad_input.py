@@ -41,6 +41,8 @@ from tests.bad_input_helpers import (  # noqa: E402
 UPPER = {("momentum", "beta"), ("rmsprop", "alpha"), ("adadelta", "rho")}
 # torch.optim.SGD takes any dampening, and so does descend.
 ANY_SIGN = {("sgd", "dampening"), ("asgd", "t0")}
+# Reals bounded otherwise: a bad value and the allowed range the message gives.
+BOUNDS = {("adafactor", "beta2_decay"): (0.5, r"\[-inf, 0.0\]"), ("adafactor", "d"): (0.5, r"\[1.0, inf\]")}
 # Pairs other than betas: a bad value at each index, with the message naming it and the range allowed.
 PAIRS: dict[str, list[tuple[Any, str]]] = {
     "etas": [
@@ -53,6 +55,13 @@ PAIRS: dict[str, list[tuple[Any, str]]] = {
         ((-1e-6, 50.0), r"Invalid minimal step size \(step_sizes\[0\]\) value: -1e-06; allowed range is \[0.0, inf\]"),
         ((0.1, 0.01), r"Invalid maximal step size \(step_sizes\[1\]\) value: 0.01; allowed range is \[0.1, inf\]"),
         ((1e-6, math.inf), r"Invalid maximal step size \(step_sizes\[1\]\) value: inf; it must be a finite number"),
+    ],
+    # Adafactor's (epsilon1 or None, epsilon2), refused in torch's words first
+    "eps": [
+        ((-1.0, 1e-3), r"epsilon1 should be >= 0 but is: -1.0 \(Invalid eps\[0\] value: -1.0; allowed range is \[0.0,"),
+        ((None, -1.0), r"epsilon2 should be >= 0 but is: -1.0 \(Invalid eps\[1\] value: -1.0; allowed range is \[0.0,"),
+        ((None, NAN), r"Invalid eps\[1\] value: nan; it must be a finite number in \[0.0, inf\]"),
+        ((1e-30, math.inf), r"Invalid eps\[1\] value: inf; it must be a finite number in \[0.0, inf\]"),
     ],
 }
 
@@ -70,7 +79,12 @@ def _hyperparameter_cases() -> list[tuple[str, str, Any, type, str]]:
                 cases.append((name, arg, math.inf, ValueError, rf"Invalid {arg} value: inf; it must be a finite"))
                 cases.append((name, arg, "0.1", TypeError, rf"{arg} must be a real number, got '0.1' of type str"))
                 cases.append((name, arg, [0.1], TypeError, rf"{arg} must be a real number, got \[0.1\] of type list"))
-                if (name, arg) not in ANY_SIGN:
+                if (name, arg) in BOUNDS:
+                    bad, allowed = BOUNDS[name, arg]
+                    cases.append(
+                        (name, arg, bad, ValueError, rf"Invalid {arg} value: {bad}; allowed range is {allowed}")
+                    )
+                elif (name, arg) not in ANY_SIGN:
                     low = rf"Invalid {arg} value: -1.0; allowed range is [\[(]0.0,"
                     cases.append((name, arg, -1.0, ValueError, low))
                 if (name, arg) in UPPER:

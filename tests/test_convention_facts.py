@@ -131,6 +131,15 @@ FACTS: dict[tuple[str, str], Fact] = {
     ("asgd", "keras"): Fact(False, NONE, "keras-team/keras keras/src/optimizers/: no ASGD"),
     ("asgd", "paper"): Fact(False, NONE, "Polyak & Juditsky (1992): no default values"),
     ("asgd", "article"): Fact(False, NONE, "the article covers GD, momentum, RMSprop and Adam only"),
+    ("adafactor", "torch"): Fact(
+        True, {"lr": 1e-2, "beta2_decay": -0.8, "eps": (None, 1e-3), "d": 1.0}, TORCH.format("_adafactor")
+    ),
+    ("adafactor", "optax"): Fact(
+        False, NONE, f"{OPTAX.format('factorized.py')}: epsilon 1e-30 added to g^2, min_dim_size_to_factor=128"
+    ),
+    ("adafactor", "keras"): Fact(False, NONE, f"{KERAS.format('adafactor')}: epsilon_1 added to the squared gradient"),
+    ("adafactor", "paper"): Fact(False, NONE, "Shazeer & Stern (2018), Algorithm 4: epsilon_1 added to g^2"),
+    ("adafactor", "article"): Fact(False, NONE, "the article covers GD, momentum, RMSprop and Adam only"),
 }
 
 PAIRS = list(itertools.product(REGISTRY, CONVENTIONS))

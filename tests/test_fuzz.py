@@ -45,6 +45,8 @@ EXTREMES: dict[str, Any] = {
     "lr_decay": st.sampled_from([0.0, 1e-12, 1.0, 1e3]),
     "initial_accumulator_value": st.sampled_from([0.0, 5e-324, 1e-30, 1.0, 1e30]),
     "momentum_decay": st.sampled_from([0.0, 1e-12, 4e-3, 10.0]),
+    "beta2_decay": st.sampled_from([0.0, -1e-12, -0.8, -1.0, -1e3]),
+    "d": st.sampled_from([1.0, 1.0 + 1e-12, 1e3, 1e300]),
 }
 
 # Scales of the gradients' normal values, and special values sprinkled among them.
@@ -58,7 +60,10 @@ def hyperparameters(draw: Any, name: str) -> dict[str, Any]:
     kwargs = dict(draw(STRATEGIES[name]))
     for key in list(kwargs):
         if key in EXTREMES and draw(st.booleans()):
-            kwargs[key] = draw(EXTREMES[key])
+            if isinstance(kwargs[key], tuple) and key == "eps":  # Adafactor's (epsilon1 or None, epsilon2)
+                kwargs[key] = draw(st.tuples(st.one_of(st.none(), EPS), EPS))
+            else:
+                kwargs[key] = draw(EXTREMES[key])
     return kwargs
 
 

@@ -134,6 +134,17 @@ _HAND_WRITTEN: dict[str, Any] = {
             "maximize": st.booleans(),
         }
     ),
+    # eps[0] None is the dtype's machine epsilon; 1e-30 squared is 0 in float32, where a zero gradient gives 0/0
+    "adafactor": st.fixed_dictionaries(
+        {
+            "lr": _lr,
+            "beta2_decay": st.sampled_from([-0.8, -0.5, -1.0, 0.0]),
+            "eps": st.tuples(st.sampled_from([None, None, 1e-30, 1e-3]), st.sampled_from([0.0, 1e-3, 0.1])),
+            "d": st.sampled_from([1.0, 1.5, 100.0]),
+            "weight_decay": _wd,
+            "maximize": st.booleans(),
+        }
+    ),
     # t0 below the number of steps turns the averaging on (mu < 1); a large one keeps ax a copy of the params.
     "asgd": st.fixed_dictionaries(
         {

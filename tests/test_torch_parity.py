@@ -47,6 +47,9 @@ CASES = [
     ("asgd", {}),
     ("asgd", {"lr": 0.1, "lambd": 0.5, "alpha": 1.0, "t0": 3.0}),
     ("asgd", {"lr": 0.05, "lambd": 0.1, "alpha": 0.5, "t0": 10.0, "weight_decay": 0.1, "maximize": True}),
+    ("adafactor", {}),
+    ("adafactor", {"lr": 0.05, "weight_decay": 0.1, "maximize": True}),
+    ("adafactor", {"eps": (1e-3, 1e-2), "beta2_decay": -0.5, "d": 1.5}),
 ]
 
 

@@ -30,6 +30,12 @@ TORCH_NADAM_FLOAT64 = {"rtol": 1e-6, "atol": 1e-8}
 # 6e-8 of the step itself, hence an absolute term at float32's epsilon; over 25 steps it grows to a few 1e-7 relative.
 TORCH_ASGD_FLOAT64 = {"rtol": 1e-6, "atol": 1e-7}
 
+# Adafactor in float64 with a tensor lr, against torch: torch keeps the tensor through its step-size arithmetic
+# (rho_t = min(lr, 1/sqrt(t)) and alpha_t become float32 tensors, as the lr is), so each step's size carries float32
+# rounding (about 6e-8 relative) that descend's float64 host scalars do not; over 30 steps a few 1e-8 of a unit
+# parameter.
+TORCH_ADAFACTOR_TENSOR_LR_FLOAT64 = {"rtol": 1e-6, "atol": 1e-7}
+
 # A transcription of a formula in float64 (the article's code, a closed form) against descend's float64 path: the same
 # operations in a different order, so only rounding separates them.
 TRANSCRIPTION_FLOAT64 = {"rtol": 1e-12, "atol": 1e-14}

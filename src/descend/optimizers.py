@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from descend.algorithms import REGISTRY
 from descend.algorithms.adadelta import ADADELTA
+from descend.algorithms.adafactor import ADAFACTOR
 from descend.algorithms.adagrad import ADAGRAD
 from descend.algorithms.adam import ADAM, ADAMW
 from descend.algorithms.adamax import ADAMAX
@@ -26,6 +27,7 @@ __all__ = [
     "OPTIMIZERS",
     "SGD",
     "Adadelta",
+    "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",
@@ -84,6 +86,10 @@ class Rprop(Optimizer):
 
 class ASGD(Optimizer):
     spec = ASGD_SPEC
+
+
+class Adafactor(Optimizer):
+    spec = ADAFACTOR
 
 
 def _classes() -> dict[str, type[Optimizer]]:

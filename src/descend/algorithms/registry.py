@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from descend.algorithms._spec import AlgorithmSpec
 from descend.algorithms.adadelta import ADADELTA
+from descend.algorithms.adafactor import ADAFACTOR
 from descend.algorithms.adagrad import ADAGRAD
 from descend.algorithms.adam import ADAM, ADAMW
 from descend.algorithms.adamax import ADAMAX
@@ -19,6 +20,7 @@ from descend.algorithms.sgd import SGD
 REGISTRY: dict[str, AlgorithmSpec] = {
     spec.name: spec
     for spec in (SGD, MOMENTUM, RMSPROP, ADAGRAD, ADADELTA, ADAM, ADAMW, ADAMAX, NADAM, RADAM, LION, RPROP, ASGD)
+    + (ADAFACTOR,)
 }
 
 

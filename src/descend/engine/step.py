@@ -292,7 +292,8 @@ class Engine:
                 why = kind.not_whole(p)
                 if why:
                     raise ValueError(
-                        f"{spec.title} updates each parameter as a whole, and parameter {item.index} {why}"
+                        f"{spec.title} updates each parameter as a whole, and parameter {item.index} {why}; give it "
+                        "whole (a plain tensor, or a DTensor replicated on every process)"
                     )
             current = st if st is not None else {}
             shapes = spec.slots_for(hp, kind.shape(p))

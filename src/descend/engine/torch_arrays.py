@@ -155,8 +155,10 @@ class TorchKind(ArrayKind):
         return isinstance(a, torch.Tensor) and tuple(a.shape) == tuple(want) and a.device == b.device
 
     def not_whole(self, a: Any) -> str:
-        if DTensor is not None and isinstance(a, DTensor) and not all(p.is_replicate() for p in a.placements):
-            return f"is a DTensor placed as {tuple(a.placements)}, of which this process holds only a shard"
+        if DTensor is not None and isinstance(a, DTensor):
+            piece = any(p.is_partial() for p in a.placements) or tuple(a.to_local().shape) != tuple(a.shape)
+            if piece:  # (sharded over one process, the shard is the whole tensor)
+                return f"is a DTensor placed as {tuple(a.placements)}, of which this process holds only a piece"
         if a.dtype in _COMPLEX:
             return f"is complex ({a.dtype}), which would be updated as pairs of reals"
         return ""

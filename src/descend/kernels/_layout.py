@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from descend.algorithms._pairwise import LANES
 from descend.algorithms.adadelta import AdadeltaScalars
+from descend.algorithms.adafactor import AdafactorScalars
 from descend.algorithms.adagrad import AdagradScalars
 from descend.algorithms.adam import AdamScalars
 from descend.algorithms.adamax import AdamaxScalars
@@ -99,6 +100,14 @@ KERNELS: dict[str, Kernel] = {
     "lion": Kernel("lion", LionScalars, ("maximize", "decay"), (("exp_avg", None),)),
     "rprop": Kernel("rprop", RpropScalars, ("maximize",), (("prev", None), ("step_size", None))),
     "asgd": Kernel("asgd", ASGDScalars, ("maximize", "weight_decay", "average"), (("ax", None),)),
+    # a tensor keeps either its row and column averages or its full one, as its shape says (bodies/adafactor.h)
+    "adafactor": Kernel(
+        "adafactor",
+        AdafactorScalars,
+        ("maximize", "decay", "high_weight"),
+        (("row_var", None), ("col_var", None), ("variance", None)),
+        shaped=True,
+    ),
 }
 
 

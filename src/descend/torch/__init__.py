@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from descend.algorithms import REGISTRY
 from descend.algorithms.adadelta import ADADELTA
+from descend.algorithms.adafactor import ADAFACTOR
 from descend.algorithms.adagrad import ADAGRAD
 from descend.algorithms.adam import ADAM, ADAMW
 from descend.algorithms.adamax import ADAMAX
@@ -35,6 +36,7 @@ __all__ = [
     "OPTIMIZERS",
     "SGD",
     "Adadelta",
+    "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",
@@ -177,6 +179,11 @@ class Rprop(Optimizer):
 class ASGD(Optimizer):
     spec = ASGD_SPEC
     torch_order = ("lr", "lambd", "alpha", "t0", "weight_decay", "foreach", "maximize", "differentiable", "capturable")
+
+
+class Adafactor(Optimizer):
+    spec = ADAFACTOR
+    torch_order = ("lr", "beta2_decay", "eps", "d", "weight_decay", "*", "foreach", "maximize")
 
 
 def _classes() -> dict[str, type[Optimizer]]:
