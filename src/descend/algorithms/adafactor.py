@@ -38,8 +38,14 @@ preset runs them.
 
 Numerical contract. The sums behind the means and the two RMS are written as fixed trees of additions
 (:mod:`descend.algorithms._pairwise`), in the compute dtype, so the fused kernel gives the same bits as this rule
-whatever its thread count. torch sums in its own order (and takes the RMS from a float32 norm in float64), so the two
-agree within the documented per-dtype tolerance, not bit for bit.
+whatever its thread count. The update is computed as :math:`U = g / \max(\sqrt{R_i} \sqrt{C_j / D}, \epsilon_1')`
+with :math:`D = \max(\operatorname{mean}_i R, \epsilon_1)` and :math:`\epsilon_1'` the root of :math:`\epsilon_1^2` as
+the compute dtype rounds it (0 where it underflows, as torch's floor does). That is mathematically torch's
+:math:`g \cdot \operatorname{rsqrt}(\max(R_i C_j / D, \epsilon_1^2))`, computed with a root per row and per column
+instead of one per element, and one division per element instead of two, so that the kernel's passes are not held
+up by arithmetic.
+torch sums in its own order, takes the RMS from a float32 norm in float64 and rounds each of its operations, so the
+two agree within the documented per-dtype tolerance, not bit for bit.
 
 References:
     Shazeer & Stern (2018), "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost", ICML
@@ -53,6 +59,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import struct
 import sys
 from dataclasses import KW_ONLY, dataclass
 from typing import Any, NamedTuple
@@ -113,7 +120,7 @@ class AdafactorScalars(NamedTuple):
     weight: float  # w_t = t ** beta2_decay
     one_minus_weight: float
     eps1: float
-    eps1_sq: float
+    eps1_floor: float  # sqrt(eps1 * eps1 rounded to the compute dtype): eps1, or 0 where eps1^2 underflows
     eps2: float
     rho: float  # min(lr, 1 / sqrt(t))
     d: float
@@ -138,11 +145,19 @@ def scalars(
         weight=weight,
         one_minus_weight=1.0 - weight,
         eps1=eps1,
-        eps1_sq=eps1 * eps1,
+        eps1_floor=math.sqrt(eps1 * eps1 if dtype == "float64" else _round32(eps1 * eps1)),
         eps2=float(hp.eps[1]),
         rho=min(hp.lr, 1 / (float(step) ** 0.5)),
         d=float(hp.d),
     )
+
+
+def _round32(x: float) -> float:
+    """``x`` rounded to float32 (to nearest), infinite beyond its range."""
+    try:
+        return struct.unpack("f", struct.pack("f", x))[0]
+    except OverflowError:
+        return math.inf
 
 
 def state_slots(hp: AdafactorHyperparams) -> tuple[str, ...]:
@@ -188,13 +203,15 @@ def reference_update(xp: Any, param: Any, grad: Any, state: dict[str, Any], s: A
         sq = g * g
         row_var = _lerp(state["row_var"].reshape(b, m, 1), row_sum(xp, sq) / n, s)
         col_var = _lerp(state["col_var"].reshape(b, 1, n), pair_sum(xp, sq) / m, s)
-        estimate = (row_var * col_var) / _at_least(xp, pair_sum(xp, row_var) / m, s.eps1)
+        den = _at_least(xp, pair_sum(xp, row_var) / m, s.eps1)
+        root = xp.sqrt(row_var) * xp.sqrt(col_var / den)  # sqrt(V) = sqrt(R) sqrt(C / den): a root per row, column
         state["row_var"][...] = row_var.reshape(state["row_var"].shape)
         state["col_var"][...] = col_var.reshape(state["col_var"].shape)
     else:
-        estimate = _lerp(state["variance"].reshape(b, m, n), g * g, s)
-        state["variance"][...] = estimate.reshape(state["variance"].shape)
-    update = (1 / xp.sqrt(_at_least(xp, estimate, s.eps1_sq))) * g
+        variance = _lerp(state["variance"].reshape(b, m, n), g * g, s)
+        root = xp.sqrt(variance)
+        state["variance"][...] = variance.reshape(state["variance"].shape)
+    update = g / _at_least(xp, root, s.eps1_floor)  # = g / sqrt(max(V, eps1^2))
     step = alpha / _at_least(xp, xp.sqrt(total(xp, update * update) / size) / s.d, 1.0)
     if s.decay:
         p = p * s.decay_factor

@@ -24,8 +24,12 @@ _Static_assert(adafactor_s_row_var == 0 && adafactor_s_col_var == 1 && adafactor
                "adafactor's slots are in _layout.py's order");
 
 #define AF_LANES DESCEND_PAIRWISE_LANES
-#define AF_TILE ((int64_t)1 << 16) /* about the elements of a tile */
+#define AF_LANES_LOG 4
+_Static_assert(AF_LANES == 1 << AF_LANES_LOG, "descend/algorithms/_pairwise.py's LANES is 2^AF_LANES_LOG");
+#define AF_TILE_LOG 16 /* a tile has about 2^16 elements */
+#define AF_ROWS_LOG 6  /* and at least 64 rows where the tensor has them */
 #define AF_SERIAL ((int64_t)1 << 15) /* a job of fewer elements runs on one thread */
+#define AF_CHUNK 1024 /* elements of a row computed before their sums (a multiple of AF_LANES) */
 #define AF_ALIGN 64
 
 /* One tensor's tiling and scratch areas (offsets in compute-type entries). */
@@ -34,7 +38,7 @@ typedef struct {
     int factored, row_level, col_level;
     int64_t rt, ct, tiles, first; /* row tiles per batch, column tiles per row, its tiles, its first tile's index */
     int64_t lpr;                  /* entries per row of the row sums: 1, or AF_LANES per column tile */
-    size_t rowg, rowp, rowu, colpart, r, c, den, tmp, bt, scal;
+    size_t rowg, rowp, rowu, colpart, r, c, tmp, bt, scal; /* r, c: after pass B, the roots U divides by */
 } af_tensor_t;
 
 typedef struct {
@@ -47,12 +51,6 @@ typedef struct {
 static int af_ceil_log2(int64_t x) {
     int k = 0;
     while (((int64_t)1 << k) < x) k++;
-    return k;
-}
-
-static int af_floor_log2(int64_t x) {
-    int k = 0;
-    while (((int64_t)2 << k) <= x) k++;
     return k;
 }
 
@@ -75,15 +73,13 @@ static size_t af_layout(const job_t *j, int threads, int ct_bytes, void *scratch
         T.size = T.b * T.m * T.n;
         if (T.size > 0) {
             T.nb = (T.n + AF_LANES - 1) / AF_LANES;
-            const int kb = af_ceil_log2(T.nb);
-            if (T.factored && T.n < AF_TILE) {
-                T.col_level = kb;
-                const int most = af_floor_log2(AF_TILE / T.n), all = af_ceil_log2(T.m);
-                T.row_level = most < all ? most : all;
-            } else {
-                const int most = af_floor_log2(AF_TILE / AF_LANES);
-                T.col_level = most < kb ? most : kb;
-            }
+            /* A tile of about 2^AF_TILE_LOG elements, 2^row_level rows (at least 2^AF_ROWS_LOG of a long row's, so
+             * the column partials stay a small part of the tensor) by 2^col_level blocks. */
+            const int kb = af_ceil_log2(T.nb), all = T.factored ? af_ceil_log2(T.m) : 0;
+            const int rows = AF_TILE_LOG - AF_LANES_LOG - kb > AF_ROWS_LOG ? AF_TILE_LOG - AF_LANES_LOG - kb : AF_ROWS_LOG;
+            T.row_level = rows < all ? rows : all;
+            const int cols = AF_TILE_LOG - AF_LANES_LOG - T.row_level > 0 ? AF_TILE_LOG - AF_LANES_LOG - T.row_level : 0;
+            T.col_level = cols < kb ? cols : kb;
             T.rt = (T.m + ((int64_t)1 << T.row_level) - 1) >> T.row_level;
             T.ct = (T.nb + ((int64_t)1 << T.col_level) - 1) >> T.col_level;
             T.tiles = T.b * T.rt * T.ct;
@@ -98,7 +94,6 @@ static size_t af_layout(const job_t *j, int threads, int ct_bytes, void *scratch
                 T.colpart = af_take(&entries, T.b * T.rt * T.n);
                 T.r = af_take(&entries, T.b * T.m);
                 T.c = af_take(&entries, T.b * T.n);
-                T.den = af_take(&entries, T.b);
                 T.tmp = af_take(&entries, T.m);
                 T.bt = af_take(&entries, T.b);
             } else {
@@ -154,6 +149,11 @@ KINLINE KNAME(af_push)(CT (*st)[AF_LANES], CT *restrict x, int64_t count) {
     for (int64_t c = count; c & 1; c >>= 1, l++)
         for (int w = 0; w < AF_LANES; w++) x[w] = st[l][w] + x[w];
     for (int w = 0; w < AF_LANES; w++) st[l][w] = x[w];
+}
+
+/* Pushes the `nblocks` blocks of AF_LANES in buf (clobbered) into the counter st, which had taken `count` before. */
+KINLINE KNAME(af_push_blocks)(CT (*st)[AF_LANES], CT *buf, int64_t nblocks, int64_t count) {
+    for (int64_t b = 0; b < nblocks; b++) KNAME(af_push)(st, buf + b * AF_LANES, count + b);
 }
 
 /* The node of level `levels` over the `count` items (count <= 2^levels) a counter took, width entries each, its
@@ -215,10 +215,13 @@ KINLINE KNAME(af_store_row)(CT *area, const af_tensor_t *T, int64_t row, int64_t
     const int64_t j0 = k0 * AF_LANES, j1 = k1 * AF_LANES < n ? k1 * AF_LANES : n, w = j1 - j0;                        \
     (void)w
 
-/* Pass A of a factored tile: the rows' sums of g^2 and p^2, the tile's column sums of g^2. */
+/* Pass A of a factored tile: the rows' sums of g^2 and p^2, the tile's column sums of g^2. Each row goes in
+ * chunks of AF_CHUNK elements: the squares into buffers (zero-padded to whole blocks), which feed the column counter
+ * and the rows' lane counters. */
 static void KNAME(af_rows_a)(const job_t *j, int t, const af_tensor_t *T, CT *area, CT *stack, int64_t local) {
     KPROLOGUE;
     AF_TILE_BOUNDS;
+    CT sq[AF_CHUNK], pq[AF_CHUNK];
     for (int64_t i = i0; i < i1; i++) {
         const int64_t row = bb * m + i, count = i - i0;
         const PT *gr = g + row * n + j0, *pr = p + row * n + j0;
@@ -226,22 +229,18 @@ static void KNAME(af_rows_a)(const job_t *j, int t, const af_tensor_t *T, CT *ar
         while ((count >> tz) & 1) tz++;
         CT *first = stack + (tz == 1 ? w : 0); /* the leaf (tz 0) or the first node over it */
         CT lg[16][AF_LANES], lp[16][AF_LANES];
-        for (int64_t k = k0; k < k1; k++) {
-            CT xg[AF_LANES], xq[AF_LANES];
-            const int64_t jb = (k - k0) * AF_LANES;
-            for (int l = 0; l < AF_LANES; l++) {
-                CT sq = AF_ZERO, pq = AF_ZERO;
-                if (jb + l < w) {
-                    const CT gi = NEG(LDP(gr[jb + l]), sign), pi = LDP(pr[jb + l]);
-                    sq = gi * gi;
-                    pq = pi * pi;
-                    first[jb + l] = tz == 0 ? sq : stack[jb + l] + sq;
-                }
-                xg[l] = sq;
-                xq[l] = pq;
+        for (int64_t at = 0; at < w; at += AF_CHUNK) {
+            const int64_t len = w - at < AF_CHUNK ? w - at : AF_CHUNK, blocks = (len + AF_LANES - 1) / AF_LANES;
+            for (int64_t x = 0; x < len; x++) {
+                const CT gi = NEG(LDP(gr[at + x]), sign), pi = LDP(pr[at + x]);
+                sq[x] = gi * gi;
+                pq[x] = pi * pi;
             }
-            KNAME(af_push)(lg, xg, k - k0);
-            KNAME(af_push)(lp, xq, k - k0);
+            for (int64_t x = len; x < blocks * AF_LANES; x++) sq[x] = pq[x] = AF_ZERO;
+            if (tz == 0) memcpy(first + at, sq, (size_t)len * sizeof(CT));
+            else for (int64_t x = 0; x < len; x++) first[at + x] = stack[at + x] + sq[x];
+            KNAME(af_push_blocks)(lg, sq, blocks, at / AF_LANES);
+            KNAME(af_push_blocks)(lp, pq, blocks, at / AF_LANES);
         }
         for (int l = 1; l < tz; l++) {
             CT *dst = stack + (l == tz - 1 ? tz : l) * w;
@@ -254,33 +253,30 @@ static void KNAME(af_rows_a)(const job_t *j, int t, const af_tensor_t *T, CT *ar
     KNAME(af_finish)(stack, w, w, i1 - i0, T->row_level, area + T->colpart + (bb * T->rt + r) * n + j0);
 }
 
-/* U of one element of a factored tensor. */
-#define AF_U(gi, ri, cj, dn) (((CT)1 / SQRT(NP_MAXIMUM(((ri) * (cj)) / (dn), eps1_sq))) * (gi))
+/* U of one element of a factored tensor, from the roots of its row's and column's averages (pass B). */
+#define AF_U(gi, ri, cj) ((gi) / NP_MAXIMUM((ri) * (cj), floor))
 
-/* Pass C of a factored tile: each row's sum of U^2. */
+/* Pass C of a factored tile: each row's sum of U^2, in chunks as pass A. */
 static void KNAME(af_rows_c)(const job_t *j, int t, const af_tensor_t *T, CT *area, int64_t local) {
     KPROLOGUE;
     AF_TILE_BOUNDS;
     (void)p;
-    const CT eps1_sq = VAL(adafactor, eps1_sq), dn = area[T->den + bb];
+    const CT floor = VAL(adafactor, eps1_floor);
     const CT *cb = area + T->c + bb * n + j0;
+    CT uq[AF_CHUNK];
     for (int64_t i = i0; i < i1; i++) {
         const int64_t row = bb * m + i;
         const PT *gr = g + row * n + j0;
         const CT ri = area[T->r + row];
         CT lu[16][AF_LANES];
-        for (int64_t k = k0; k < k1; k++) {
-            CT xu[AF_LANES];
-            const int64_t jb = (k - k0) * AF_LANES;
-            for (int l = 0; l < AF_LANES; l++) {
-                CT uq = AF_ZERO;
-                if (jb + l < w) {
-                    const CT u = AF_U(NEG(LDP(gr[jb + l]), sign), ri, cb[jb + l], dn);
-                    uq = u * u;
-                }
-                xu[l] = uq;
+        for (int64_t at = 0; at < w; at += AF_CHUNK) {
+            const int64_t len = w - at < AF_CHUNK ? w - at : AF_CHUNK, blocks = (len + AF_LANES - 1) / AF_LANES;
+            for (int64_t x = 0; x < len; x++) {
+                const CT u = AF_U(NEG(LDP(gr[at + x]), sign), ri, cb[at + x]);
+                uq[x] = u * u;
             }
-            KNAME(af_push)(lu, xu, k - k0);
+            for (int64_t x = len; x < blocks * AF_LANES; x++) uq[x] = AF_ZERO;
+            KNAME(af_push_blocks)(lu, uq, blocks, at / AF_LANES);
         }
         KNAME(af_store_row)(area + T->rowu, T, row, c, lu, k1 - k0);
     }
@@ -291,7 +287,7 @@ static void KNAME(af_rows_e)(const job_t *j, int t, const af_tensor_t *T, CT *ar
     KPROLOGUE;
     AF_TILE_BOUNDS;
     const int decay = (j->flags >> adafactor_f_decay) & 1u;
-    const CT eps1_sq = VAL(adafactor, eps1_sq), factor = VAL(adafactor, decay_factor), dn = area[T->den + bb];
+    const CT floor = VAL(adafactor, eps1_floor), factor = VAL(adafactor, decay_factor);
     const CT step = area[T->scal + 1];
     const CT *cb = area + T->c + bb * n + j0;
     for (int64_t i = i0; i < i1; i++) {
@@ -302,7 +298,7 @@ static void KNAME(af_rows_e)(const job_t *j, int t, const af_tensor_t *T, CT *ar
         for (int64_t jj = 0; jj < w; jj++) {
             CT pi = LDP(pr[jj]);
             if (decay) pi = pi * factor;
-            const CT u = AF_U(NEG(LDP(gr[jj]), sign), ri, cb[jj], dn);
+            const CT u = AF_U(NEG(LDP(gr[jj]), sign), ri, cb[jj]);
             pi = pi - step * u;
             pr[jj] = STP(pi);
         }
@@ -350,7 +346,9 @@ static void KNAME(af_rows_b)(const job_t *j, int t, const af_tensor_t *T, CT *ar
         }
         memcpy(tmp, rr + bb * m, (size_t)m * sizeof(CT));
         KNAME(af_tree)(tmp, m, 1, 1);
-        area[T->den + bb] = NP_MAXIMUM(tmp[0] / (CT)m, eps1);
+        const CT den = NP_MAXIMUM(tmp[0] / (CT)m, eps1);
+        for (int64_t i = 0; i < m; i++) rr[bb * m + i] = SQRT(rr[bb * m + i]); /* the roots passes C and E read */
+        for (int64_t jj = 0; jj < n; jj++) cc[bb * n + jj] = SQRT(cc[bb * n + jj] / den);
         KNAME(af_tree)(rowp + bb * m * lpr, m, 1, lpr);
         area[T->bt + bb] = rowp[bb * m * lpr];
     }
@@ -377,34 +375,31 @@ static void KNAME(af_rows_d)(const job_t *j, const af_tensor_t *T, CT *area) {
 /* The full average's new value and U, for one element of a vector. */
 #define AF_VEC(gi, v, vn, u)                                                                                           \
     const CT vn = AF_LERP(v, (gi) * (gi));                                                                            \
-    const CT u = ((CT)1 / SQRT(NP_MAXIMUM(vn, eps1_sq))) * (gi)
+    const CT u = (gi) / NP_MAXIMUM(SQRT(vn), floor)
 
-/* Pass A of a vector's tile: its lanes of U^2 and p^2 (nothing written but scratch). */
+/* Pass A of a vector's tile: its lanes of U^2 and p^2 (nothing written but scratch), in chunks as above. */
 static void KNAME(af_vec_a)(const job_t *j, int t, const af_tensor_t *T, CT *area, int64_t local) {
     KPROLOGUE;
     const ST *var = SLOT(adafactor, variance);
     const int high = (j->flags >> adafactor_f_high_weight) & 1u;
     const CT weight = VAL(adafactor, weight), omw = VAL(adafactor, one_minus_weight);
-    const CT eps1_sq = VAL(adafactor, eps1_sq);
-    const int64_t c = local, n = T->n, k0 = c << T->col_level;
+    const CT floor = VAL(adafactor, eps1_floor);
+    const int64_t c = local, j0 = (c << T->col_level) * AF_LANES, end = j0 + (AF_LANES << T->col_level);
+    const int64_t w = (end < T->n ? end : T->n) - j0, k0 = c << T->col_level;
     const int64_t k1 = k0 + ((int64_t)1 << T->col_level) < T->nb ? k0 + ((int64_t)1 << T->col_level) : T->nb;
-    CT lu[16][AF_LANES], lp[16][AF_LANES];
-    for (int64_t k = k0; k < k1; k++) {
-        CT xu[AF_LANES], xq[AF_LANES];
-        for (int l = 0; l < AF_LANES; l++) {
-            const int64_t jj = k * AF_LANES + l;
-            CT uq = AF_ZERO, pq = AF_ZERO;
-            if (jj < n) {
-                const CT gi = NEG(LDP(g[jj]), sign), v = LDS(var[jj]), pi = LDP(p[jj]);
-                AF_VEC(gi, v, vn, u);
-                uq = u * u;
-                pq = pi * pi;
-            }
-            xu[l] = uq;
-            xq[l] = pq;
+    CT lu[16][AF_LANES], lp[16][AF_LANES], uq[AF_CHUNK], pq[AF_CHUNK];
+    for (int64_t at = 0; at < w; at += AF_CHUNK) {
+        const int64_t len = w - at < AF_CHUNK ? w - at : AF_CHUNK, blocks = (len + AF_LANES - 1) / AF_LANES;
+        for (int64_t x = 0; x < len; x++) {
+            const int64_t jj = j0 + at + x;
+            const CT gi = NEG(LDP(g[jj]), sign), v = LDS(var[jj]), pi = LDP(p[jj]);
+            AF_VEC(gi, v, vn, u);
+            uq[x] = u * u;
+            pq[x] = pi * pi;
         }
-        KNAME(af_push)(lu, xu, k - k0);
-        KNAME(af_push)(lp, xq, k - k0);
+        for (int64_t x = len; x < blocks * AF_LANES; x++) uq[x] = pq[x] = AF_ZERO;
+        KNAME(af_push_blocks)(lu, uq, blocks, at / AF_LANES);
+        KNAME(af_push_blocks)(lp, pq, blocks, at / AF_LANES);
     }
     KNAME(af_finish)(&lu[0][0], AF_LANES, AF_LANES, k1 - k0, T->col_level, area + T->rowu + c * AF_LANES);
     KNAME(af_finish)(&lp[0][0], AF_LANES, AF_LANES, k1 - k0, T->col_level, area + T->rowp + c * AF_LANES);
@@ -424,7 +419,7 @@ static void KNAME(af_vec_e)(const job_t *j, int t, const af_tensor_t *T, CT *are
     ST *var = SLOT(adafactor, variance);
     const int high = (j->flags >> adafactor_f_high_weight) & 1u, decay = (j->flags >> adafactor_f_decay) & 1u;
     const CT weight = VAL(adafactor, weight), omw = VAL(adafactor, one_minus_weight);
-    const CT eps1_sq = VAL(adafactor, eps1_sq), factor = VAL(adafactor, decay_factor), step = area[T->scal + 1];
+    const CT floor = VAL(adafactor, eps1_floor), factor = VAL(adafactor, decay_factor), step = area[T->scal + 1];
     const int64_t j0 = (local << T->col_level) * AF_LANES, end = j0 + (AF_LANES << T->col_level);
     const int64_t j1 = end < T->n ? end : T->n;
     for (int64_t jj = j0; jj < j1; jj++) {
