@@ -354,3 +354,25 @@ def test_a_sharded_dtensor_is_refused_and_a_whole_one_steps() -> None:
         assert torch.equal(r.to_local(), plain.detach())
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("problem", ["rosenbrock", "softmax-iris", "torch-softmax-iris"])
+def test_the_lab_runs_each_seed_as_its_own_run(problem: str) -> None:
+    """The lab steps several seeds and settings in one optimizer; for a rule that reduces over its tensors each seed
+    gets its own tensor, so the first seed's run is the same beside another seed, beside a third, or alone (factored
+    across seeds, its means and RMS would mix in its neighbour's)."""
+    from descend.lab import problems
+    from descend.lab.contestants import CONTESTANTS
+    from descend.lab.runner import RunResult, run_many
+
+    prob = problems.get(problem)
+    settings = [{"lr": 0.01}, {"lr": 0.1}]
+    together = run_many(prob, CONTESTANTS["adafactor"], settings, 12, [0, 1])
+    beside_another = run_many(prob, CONTESTANTS["adafactor"], settings, 12, [0, 2])
+    for setting, result, other in zip(settings, together, beside_another):
+        (alone,) = run_many(prob, CONTESTANTS["adafactor"], [setting], 12, [0])
+        assert np.array_equal(result.loss[:, 0], alone.loss[:, 0]), setting
+        assert np.array_equal(other.loss[:, 0], alone.loss[:, 0]), setting
+        assert not np.array_equal(result.loss[:, 1], other.loss[:, 1])
+    again = RunResult.from_json(together[0].to_json())
+    assert again.hyperparams["eps"] == (None, 1e-3)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from descend.algorithms import REGISTRY
 from descend.lab.contestants import Contestant
 from descend.lab.problems import Problem, run_rngs
 
@@ -93,9 +94,7 @@ class RunResult:
         def arr(v: Any) -> np.ndarray | None:
             return None if v is None else np.asarray(v, dtype=np.float64)
 
-        hp = dict(data["hyperparams"])
-        if isinstance(hp.get("betas"), list):
-            hp["betas"] = tuple(hp["betas"])
+        hp = {k: tuple(v) if isinstance(v, list) else v for k, v in data["hyperparams"].items()}
         return cls(
             problem=data["problem"],
             optimizer=data["optimizer"],
@@ -134,8 +133,8 @@ def jsonable(hp: Mapping[str, Any]) -> dict[str, Any]:
     """Hyperparameters as JSON values (tuples become lists, NumPy scalars plain numbers)."""
     out = {}
     for k, v in hp.items():
-        if isinstance(v, tuple):
-            v = [float(x) for x in v]
+        if isinstance(v, tuple):  # (Adafactor's eps may hold None)
+            v = [None if x is None else float(x) for x in v]
         elif isinstance(v, np.generic):
             v = v.item()
         out[k] = v
@@ -186,7 +185,8 @@ def run_many(
     """:func:`run` for several hyperparameter settings at once, one param group each, sharing the problem's work.
 
     Every setting gets the same seeds, start points and noise; the results are those :func:`run` gives setting by
-    setting (the optimizers update elementwise and param groups do not interact).
+    setting (param groups do not interact, and an elementwise rule updates the seeds' rows of a tensor as it would
+    each seed's own; a rule that reduces over its tensors, as Adafactor's, gets each seed's own tensor).
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
@@ -209,7 +209,15 @@ def run_many(
         params = [torch.cat([part[i] for part in parts]) for i in range(len(parts[0]))]
     else:
         params = [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
-    groups = [{"params": [p[j * k : (j + 1) * k] for p in params]} for j in range(g)]
+    whole = not REGISTRY[contestant.algorithm].elementwise
+
+    def pieces(arrays: Sequence[Any], j: int) -> list[Any]:
+        """The tensors setting j updates: its seeds' rows, or each seed's own (a view) where the rule reduces."""
+        if not whole:
+            return [a[j * k : (j + 1) * k] for a in arrays]
+        return [a[j * k + i : j * k + i + 1].reshape(tuple(a.shape[1:])) for i in range(k) for a in arrays]
+
+    groups = [{"params": pieces(params, j)} for j in range(g)]
     opt = contestant.build_groups(groups, convention, settings)
     in_force = [{key: v for key, v in group.items() if key != "params"} for group in opt.param_groups]
     base_lrs = [float(group["lr"]) for group in opt.param_groups]
@@ -234,11 +242,11 @@ def run_many(
             grads = problem.grad(params, t, rngs)
             if torch_front:
                 for j, group in enumerate(opt.param_groups):
-                    for p, gr in zip(group["params"], grads):
-                        p.grad = gr[j * k : (j + 1) * k]
+                    for p, gr in zip(group["params"], pieces(grads, j)):
+                        p.grad = gr
                 opt.step()
             else:
-                opt.step([gr[j * k : (j + 1) * k] for j in range(g) for gr in grads])
+                opt.step([gr for j in range(g) for gr in pieces(grads, j)])
             problem.project(params)
             if path is not None:
                 path[t] = problem.point(params)
