@@ -29,7 +29,8 @@ _Static_assert(AF_LANES == 1 << AF_LANES_LOG, "descend/algorithms/_pairwise.py's
 #define AF_TILE_LOG 16 /* a tile has about 2^16 elements */
 #define AF_ROWS_LOG 6  /* and at least 64 rows where the tensor has them */
 #define AF_SERIAL ((int64_t)1 << 15) /* a job of fewer elements runs on one thread */
-#define AF_CHUNK 1024 /* elements of a row computed before their sums (a multiple of AF_LANES) */
+#define AF_CHUNK_LOG 12 /* a row is computed in chunks of 2^12 elements before their sums */
+#define AF_CHUNK (1 << AF_CHUNK_LOG)
 #define AF_ALIGN 64
 
 /* One tensor's tiling and scratch areas (offsets in compute-type entries). */
@@ -151,8 +152,20 @@ KINLINE KNAME(af_push)(CT (*st)[AF_LANES], CT *restrict x, int64_t count) {
     for (int w = 0; w < AF_LANES; w++) st[l][w] = x[w];
 }
 
-/* Pushes the `nblocks` blocks of AF_LANES in buf (clobbered) into the counter st, which had taken `count` before. */
+static void KNAME(af_tree)(CT *v, int64_t count, int64_t width, int64_t stride);
+
+/* Pushes the `nblocks` blocks of AF_LANES in buf (clobbered) into the counter st, which had taken `count` before: a
+ * whole chunk (an aligned subtree of AF_CHUNK / AF_LANES blocks) is summed level by level first and enters the
+ * counter as one node of its level; a partial one block by block. */
 KINLINE KNAME(af_push_blocks)(CT (*st)[AF_LANES], CT *buf, int64_t nblocks, int64_t count) {
+    if (nblocks == AF_CHUNK / AF_LANES) {
+        KNAME(af_tree)(buf, nblocks, AF_LANES, AF_LANES);
+        int l = AF_CHUNK_LOG - AF_LANES_LOG;
+        for (int64_t c = count >> l; c & 1; c >>= 1, l++)
+            for (int w = 0; w < AF_LANES; w++) buf[w] = st[l][w] + buf[w];
+        for (int w = 0; w < AF_LANES; w++) st[l][w] = buf[w];
+        return;
+    }
     for (int64_t b = 0; b < nblocks; b++) KNAME(af_push)(st, buf + b * AF_LANES, count + b);
 }
 
@@ -229,6 +242,7 @@ static void KNAME(af_rows_a)(const job_t *j, int t, const af_tensor_t *T, CT *ar
         while ((count >> tz) & 1) tz++;
         CT *first = stack + (tz == 1 ? w : 0); /* the leaf (tz 0) or the first node over it */
         CT lg[16][AF_LANES], lp[16][AF_LANES];
+        const int one = T->ct == 1 && w <= AF_CHUNK; /* the whole row in one chunk: its tree summed in place */
         for (int64_t at = 0; at < w; at += AF_CHUNK) {
             const int64_t len = w - at < AF_CHUNK ? w - at : AF_CHUNK, blocks = (len + AF_LANES - 1) / AF_LANES;
             for (int64_t x = 0; x < len; x++) {
@@ -239,16 +253,25 @@ static void KNAME(af_rows_a)(const job_t *j, int t, const af_tensor_t *T, CT *ar
             for (int64_t x = len; x < blocks * AF_LANES; x++) sq[x] = pq[x] = AF_ZERO;
             if (tz == 0) memcpy(first + at, sq, (size_t)len * sizeof(CT));
             else for (int64_t x = 0; x < len; x++) first[at + x] = stack[at + x] + sq[x];
-            KNAME(af_push_blocks)(lg, sq, blocks, at / AF_LANES);
-            KNAME(af_push_blocks)(lp, pq, blocks, at / AF_LANES);
+            if (one) {
+                KNAME(af_tree)(sq, blocks, AF_LANES, AF_LANES);
+                KNAME(af_tree)(pq, blocks, AF_LANES, AF_LANES);
+                area[T->rowg + row] = KNAME(af_halves)(sq);
+                area[T->rowp + row] = KNAME(af_halves)(pq);
+            } else {
+                KNAME(af_push_blocks)(lg, sq, blocks, at / AF_LANES);
+                KNAME(af_push_blocks)(lp, pq, blocks, at / AF_LANES);
+            }
         }
         for (int l = 1; l < tz; l++) {
             CT *dst = stack + (l == tz - 1 ? tz : l) * w;
             const CT *s = stack + l * w, *prev = stack + (l - 1) * w;
             for (int64_t jj = 0; jj < w; jj++) dst[jj] = s[jj] + prev[jj];
         }
-        KNAME(af_store_row)(area + T->rowg, T, row, c, lg, k1 - k0);
-        KNAME(af_store_row)(area + T->rowp, T, row, c, lp, k1 - k0);
+        if (!one) {
+            KNAME(af_store_row)(area + T->rowg, T, row, c, lg, k1 - k0);
+            KNAME(af_store_row)(area + T->rowp, T, row, c, lp, k1 - k0);
+        }
     }
     KNAME(af_finish)(stack, w, w, i1 - i0, T->row_level, area + T->colpart + (bb * T->rt + r) * n + j0);
 }
@@ -269,6 +292,7 @@ static void KNAME(af_rows_c)(const job_t *j, int t, const af_tensor_t *T, CT *ar
         const PT *gr = g + row * n + j0;
         const CT ri = area[T->r + row];
         CT lu[16][AF_LANES];
+        const int one = T->ct == 1 && w <= AF_CHUNK; /* as in pass A */
         for (int64_t at = 0; at < w; at += AF_CHUNK) {
             const int64_t len = w - at < AF_CHUNK ? w - at : AF_CHUNK, blocks = (len + AF_LANES - 1) / AF_LANES;
             for (int64_t x = 0; x < len; x++) {
@@ -276,9 +300,14 @@ static void KNAME(af_rows_c)(const job_t *j, int t, const af_tensor_t *T, CT *ar
                 uq[x] = u * u;
             }
             for (int64_t x = len; x < blocks * AF_LANES; x++) uq[x] = AF_ZERO;
-            KNAME(af_push_blocks)(lu, uq, blocks, at / AF_LANES);
+            if (one) {
+                KNAME(af_tree)(uq, blocks, AF_LANES, AF_LANES);
+                area[T->rowu + row] = KNAME(af_halves)(uq);
+            } else {
+                KNAME(af_push_blocks)(lu, uq, blocks, at / AF_LANES);
+            }
         }
-        KNAME(af_store_row)(area + T->rowu, T, row, c, lu, k1 - k0);
+        if (!one) KNAME(af_store_row)(area + T->rowu, T, row, c, lu, k1 - k0);
     }
 }
 
@@ -398,6 +427,13 @@ static void KNAME(af_vec_a)(const job_t *j, int t, const af_tensor_t *T, CT *are
             pq[x] = pi * pi;
         }
         for (int64_t x = len; x < blocks * AF_LANES; x++) uq[x] = pq[x] = AF_ZERO;
+        if (T->ct == 1 && w <= AF_CHUNK) { /* the whole vector in one chunk: its tree summed in place */
+            KNAME(af_tree)(uq, blocks, AF_LANES, AF_LANES);
+            KNAME(af_tree)(pq, blocks, AF_LANES, AF_LANES);
+            memcpy(area + T->rowu, uq, AF_LANES * sizeof(CT));
+            memcpy(area + T->rowp, pq, AF_LANES * sizeof(CT));
+            return;
+        }
         KNAME(af_push_blocks)(lu, uq, blocks, at / AF_LANES);
         KNAME(af_push_blocks)(lp, pq, blocks, at / AF_LANES);
     }
