@@ -39,7 +39,7 @@ typedef void (*range_fn)(const job_t *job, int t, int64_t lo, int64_t hi);
 #define SHAPE_DIMS 4
 /* Runs a shaped job with `threads` threads and the scratch memory scratch_fn asked for. */
 typedef void (*shaped_fn)(const job_t *job, void *scratch, int threads);
-/* The elements state slot `slot` has for a tensor of dims (ndim, B, m, n), or -1 where such a tensor has no such slot. */
+/* The elements state slot `slot` has for a tensor of dims (ndim, B, m, n), or -1 where such a tensor has none. */
 typedef int64_t (*slot_size_fn)(int slot, const int64_t *dims);
 /* The bytes of scratch memory a shaped job needs with `threads` threads and a compute type of ct_bytes bytes. */
 typedef size_t (*scratch_fn)(const job_t *job, int threads, int ct_bytes);

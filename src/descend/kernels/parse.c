@@ -188,7 +188,8 @@ int parse_job(PyObject *args, parsed_t *pj, int n_alg, const slot_size_fn *sizer
         if (!shapes) return -1;
         if (PySequence_Fast_GET_SIZE(shapes) != n) {
             Py_DECREF(shapes);
-            PyErr_Format(PyExc_ValueError, "shapes has %zd entries for %zd params", PySequence_Fast_GET_SIZE(shapes), n);
+            PyErr_Format(PyExc_ValueError, "shapes has %zd entries for %zd params", PySequence_Fast_GET_SIZE(shapes),
+                         n);
             return -1;
         }
     }

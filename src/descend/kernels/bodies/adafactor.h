@@ -49,6 +49,9 @@ typedef struct {
     void *base;
 } af_plan_t;
 
+static int af_min(int a, int b) { return a < b ? a : b; }
+static int64_t af_min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
 static int af_ceil_log2(int64_t x) {
     int k = 0;
     while (((int64_t)1 << k) < x) k++;
@@ -77,10 +80,9 @@ static size_t af_layout(const job_t *j, int threads, int ct_bytes, void *scratch
             /* A tile of about 2^AF_TILE_LOG elements, 2^row_level rows (at least 2^AF_ROWS_LOG of a long row's, so
              * the column partials stay a small part of the tensor) by 2^col_level blocks. */
             const int kb = af_ceil_log2(T.nb), all = T.factored ? af_ceil_log2(T.m) : 0;
-            const int rows = AF_TILE_LOG - AF_LANES_LOG - kb > AF_ROWS_LOG ? AF_TILE_LOG - AF_LANES_LOG - kb : AF_ROWS_LOG;
-            T.row_level = rows < all ? rows : all;
-            const int cols = AF_TILE_LOG - AF_LANES_LOG - T.row_level > 0 ? AF_TILE_LOG - AF_LANES_LOG - T.row_level : 0;
-            T.col_level = cols < kb ? cols : kb;
+            const int room = AF_TILE_LOG - AF_LANES_LOG; /* log2 of a tile's blocks */
+            T.row_level = af_min(room - kb > AF_ROWS_LOG ? room - kb : AF_ROWS_LOG, all);
+            T.col_level = af_min(room - T.row_level, kb);
             T.rt = (T.m + ((int64_t)1 << T.row_level) - 1) >> T.row_level;
             T.ct = (T.nb + ((int64_t)1 << T.col_level) - 1) >> T.col_level;
             T.tiles = T.b * T.rt * T.ct;
@@ -220,12 +222,12 @@ KINLINE KNAME(af_store_row)(CT *area, const af_tensor_t *T, int64_t row, int64_t
 }
 
 /* A tile's rows, columns and blocks. */
-#define AF_TILE_BOUNDS                                                                                                \
-    const int64_t c = local % T->ct, r = (local / T->ct) % T->rt, bb = local / (T->ct * T->rt);                      \
-    const int64_t m = T->m, n = T->n;                                                                                 \
-    const int64_t i0 = r << T->row_level, i1 = i0 + ((int64_t)1 << T->row_level) < m ? i0 + ((int64_t)1 << T->row_level) : m; \
-    const int64_t k0 = c << T->col_level, k1 = k0 + ((int64_t)1 << T->col_level) < T->nb ? k0 + ((int64_t)1 << T->col_level) : T->nb; \
-    const int64_t j0 = k0 * AF_LANES, j1 = k1 * AF_LANES < n ? k1 * AF_LANES : n, w = j1 - j0;                        \
+#define AF_TILE_BOUNDS                                                                               \
+    const int64_t c = local % T->ct, r = (local / T->ct) % T->rt, bb = local / (T->ct * T->rt);     \
+    const int64_t m = T->m, n = T->n;                                                                \
+    const int64_t i0 = r << T->row_level, i1 = af_min64(i0 + ((int64_t)1 << T->row_level), m);       \
+    const int64_t k0 = c << T->col_level, k1 = af_min64(k0 + ((int64_t)1 << T->col_level), T->nb);  \
+    const int64_t j0 = k0 * AF_LANES, j1 = af_min64(k1 * AF_LANES, n), w = j1 - j0;                  \
     (void)w
 
 /* Pass A of a factored tile: the rows' sums of g^2 and p^2, the tile's column sums of g^2. Each row goes in
@@ -413,9 +415,8 @@ static void KNAME(af_vec_a)(const job_t *j, int t, const af_tensor_t *T, CT *are
     const int high = (j->flags >> adafactor_f_high_weight) & 1u;
     const CT weight = VAL(adafactor, weight), omw = VAL(adafactor, one_minus_weight);
     const CT floor = VAL(adafactor, eps1_floor);
-    const int64_t c = local, j0 = (c << T->col_level) * AF_LANES, end = j0 + (AF_LANES << T->col_level);
-    const int64_t w = (end < T->n ? end : T->n) - j0, k0 = c << T->col_level;
-    const int64_t k1 = k0 + ((int64_t)1 << T->col_level) < T->nb ? k0 + ((int64_t)1 << T->col_level) : T->nb;
+    const int64_t c = local, k0 = c << T->col_level, k1 = af_min64(k0 + ((int64_t)1 << T->col_level), T->nb);
+    const int64_t j0 = k0 * AF_LANES, w = af_min64(k1 * AF_LANES, T->n) - j0;
     CT lu[16][AF_LANES], lp[16][AF_LANES], uq[AF_CHUNK], pq[AF_CHUNK];
     for (int64_t at = 0; at < w; at += AF_CHUNK) {
         const int64_t len = w - at < AF_CHUNK ? w - at : AF_CHUNK, blocks = (len + AF_LANES - 1) / AF_LANES;
@@ -456,8 +457,7 @@ static void KNAME(af_vec_e)(const job_t *j, int t, const af_tensor_t *T, CT *are
     const int high = (j->flags >> adafactor_f_high_weight) & 1u, decay = (j->flags >> adafactor_f_decay) & 1u;
     const CT weight = VAL(adafactor, weight), omw = VAL(adafactor, one_minus_weight);
     const CT floor = VAL(adafactor, eps1_floor), factor = VAL(adafactor, decay_factor), step = area[T->scal + 1];
-    const int64_t j0 = (local << T->col_level) * AF_LANES, end = j0 + (AF_LANES << T->col_level);
-    const int64_t j1 = end < T->n ? end : T->n;
+    const int64_t j0 = (local << T->col_level) * AF_LANES, j1 = af_min64(j0 + (AF_LANES << T->col_level), T->n);
     for (int64_t jj = j0; jj < j1; jj++) {
         const CT gi = NEG(LDP(g[jj]), sign), v = LDS(var[jj]);
         AF_VEC(gi, v, vn, u);
