@@ -8,6 +8,7 @@ still installs and runs its reference path.
 
 from __future__ import annotations
 
+import glob
 import importlib
 import os
 import sys
@@ -80,7 +81,7 @@ setup(
             "descend.kernels._fused",
             sources=[os.path.join(KERNELS, name) for name in SOURCES] + BODIES,
             depends=[os.path.join(KERNELS, name) for name in HEADERS]
-            + [os.path.join(KERNELS, "bodies", os.path.basename(c)[:-2] + ".h") for c in BODIES]
+            + sorted(glob.glob(os.path.join(KERNELS, "bodies", "*.h")))  # a body's own headers too
             + [os.path.join(GENERATED, "interface.h")],
             include_dirs=[KERNELS, GENERATED],
             extra_compile_args=FLAGS,
