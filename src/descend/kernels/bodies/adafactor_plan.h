@@ -12,7 +12,7 @@ _Static_assert(adafactor_s_row_var == 0 && adafactor_s_col_var == 1 && adafactor
 #define AF_LANES_LOG 4
 _Static_assert(AF_LANES == 1 << AF_LANES_LOG, "descend/algorithms/_pairwise.py's LANES is 2^AF_LANES_LOG");
 #define AF_TILE_LOG 16 /* a tile has about 2^16 elements */
-#define AF_ROWS_LOG 6  /* and at least 64 rows where the tensor has them */
+#define AF_ROWS_LOG 4  /* and at least 16 rows where the tensor has them */
 #define AF_SERIAL ((int64_t)1 << 15) /* a job of fewer elements runs on one thread */
 #define AF_CHUNK_LOG 12 /* a row is computed in chunks of 2^12 elements before their sums */
 #define AF_CHUNK (1 << AF_CHUNK_LOG)
