@@ -210,9 +210,9 @@ class AlgorithmSpec:
         state_shapes: ``(hp, param shape) -> {slot: shape}``, the slots a parameter of that shape keeps and their
             shapes, in the order :attr:`init_state` makes them; None (the default) means every slot of
             :attr:`state_slots`, shaped like the parameter (Adafactor's row and column averages are not).
-        elementwise: whether ``reference_update`` treats every element on its own, so that a parameter may be
-            updated in pieces (a DTensor's local shard, a complex tensor as pairs of reals); False for a rule that
-            reduces over the tensor (Adafactor's means, an orthogonalisation).
+        whole_tensor: whether ``reference_update`` reduces over each parameter (Adafactor's means, an
+            orthogonalisation), so that a parameter cannot be updated in pieces (a DTensor's local shard, a complex
+            tensor as pairs of reals); False (the default) for a rule that treats every element on its own.
         scalars_by_dtype: whether :attr:`scalars` takes ``dtype=`` (Adafactor's default epsilon is the dtype's).
     """
 
@@ -235,15 +235,15 @@ class AlgorithmSpec:
     host_for_scalars: str = "after"
     notes: Mapping[str, str] = field(default_factory=dict)
     state_shapes: Callable[[Any, tuple[int, ...]], dict[str, tuple[int, ...]]] | None = None
-    elementwise: bool = True
+    whole_tensor: bool = False
     scalars_by_dtype: bool = False
 
     def __post_init__(self) -> None:
         from descend.algorithms.conventions import CONVENTIONS
 
-        if self.state_shapes is not None and self.elementwise:
+        if self.state_shapes is not None and not self.whole_tensor:
             raise ValueError(
-                f"{self.title}: a spec with state_shapes updates whole tensors; it must set elementwise=False"
+                f"{self.title}: a spec with state_shapes updates whole tensors; it must set whole_tensor=True"
             )
 
         unknown = sorted((set(self.presets) | set(self.notes)) - set(CONVENTIONS))

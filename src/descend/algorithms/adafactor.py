@@ -265,6 +265,6 @@ ADAFACTOR = AlgorithmSpec(
     },
     torch_name="Adafactor",
     state_shapes=state_shapes,
-    elementwise=False,
+    whole_tensor=True,
     scalars_by_dtype=True,
 )

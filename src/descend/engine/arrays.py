@@ -72,7 +72,7 @@ class ArrayKind:
 
     def not_whole(self, a: Any) -> str:
         """Why the engine would update only a piece of ``a`` (a DTensor's local shard, a complex tensor's pairs of
-        reals), as the end of a sentence, or "" if it updates ``a`` whole; a rule that is not elementwise needs it
+        reals), as the end of a sentence, or "" if it updates ``a`` whole; a rule over whole tensors needs it
         whole."""
         return ""
 

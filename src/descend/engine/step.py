@@ -288,7 +288,7 @@ class Engine:
                 item.state = states.get(item.key)
             p, st = item.param, item.state
             kind.check_param(p, f"parameter {item.index}")
-            if not spec.elementwise:
+            if spec.whole_tensor:
                 why = kind.not_whole(p)
                 if why:
                     raise ValueError(

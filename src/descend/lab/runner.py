@@ -209,7 +209,7 @@ def run_many(
         params = [torch.cat([part[i] for part in parts]) for i in range(len(parts[0]))]
     else:
         params = [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
-    whole = not REGISTRY[contestant.algorithm].elementwise
+    whole = REGISTRY[contestant.algorithm].whole_tensor
 
     def pieces(arrays: Sequence[Any], j: int) -> list[Any]:
         """The tensors setting j updates: its seeds' rows, or each seed's own (a view) where the rule reduces."""

@@ -230,7 +230,7 @@ class Optimizer(torch.optim.Optimizer):
                     else "a sparse gradient takes the step in torch operations, which this one did not reach"
                 )
             )
-        if p.dtype in COMPLEX_DTYPES and not self.spec.elementwise:  # its rule reduces over the tensor: torch's words
+        if p.dtype in COMPLEX_DTYPES and self.spec.whole_tensor:  # its rule reduces over the tensor: torch's words
             raise RuntimeError(f"{title} does not support complex parameters")
         if p.dtype not in FLOAT_DTYPES and p.dtype not in COMPLEX_DTYPES:
             raise TypeError(
