@@ -142,9 +142,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     original = foreach.group_step
 
-    def counting(spec: Any, members: list, *args: Any) -> Any:
-        sizes.append(len(members))
-        return original(spec, members, *args)
+    def counting(spec: Any, params: list, *args: Any) -> Any:
+        sizes.append(len(params))
+        return original(spec, params, *args)
 
     monkeypatch.setattr(foreach, "group_step", counting)
     return sizes
@@ -344,3 +344,25 @@ def test_an_interrupt_during_the_writes_finishes_the_step(monkeypatch: pytest.Mo
         opt.step()
     twin.step()
     assert _equal(_snapshot(params, opt), _snapshot(twin_params, twin))
+
+
+@pytest.mark.parametrize("backend", ["reference", "foreach"])
+def test_a_bad_state_is_refused_as_on_the_general_path(backend: str) -> None:
+    """A group in its steady state is checked as the general path checks it: a state of the wrong shape, or one
+    tensor serving as the state of two parameters, is refused before anything changes, with the same message."""
+    gen = torch.Generator().manual_seed(9)
+    params = [torch.nn.Parameter(torch.randn(3, 4, generator=gen)) for _ in range(3)]
+    opt = dt.Adam(params, backend=backend)
+    for p in params:
+        p.grad = torch.randn(3, 4, generator=gen)
+    opt.step()
+    opt.state[params[1]]["exp_avg"] = torch.zeros(2)
+    before = _snapshot(params, opt)
+    with pytest.raises(ValueError, match=r"the state 'exp_avg' of parameter 1 has shape \(2,\)"):
+        opt.step()
+    assert _equal(_snapshot(params, opt), before)
+    opt.state[params[1]]["exp_avg"] = opt.state[params[0]]["exp_avg"]  # shared with parameter 0
+    before = _snapshot(params, opt)
+    with pytest.raises(ValueError, match="share"):
+        opt.step()
+    assert _equal(_snapshot(params, opt), before)

@@ -142,6 +142,11 @@ class ArrayKind:
         a ``compute()`` that writes nothing and returns the write that stores its results."""
         raise NotImplementedError
 
+    def multi_tensor_steady(self, engine: Any, hp: Hyperparams, backend: str, items: Sequence[Any]) -> Any:
+        """A group's step prepared with little Python per parameter where all of them are on the multi-tensor path
+        in their steady state (a :class:`~descend.engine.step.Prepared`), else None."""
+        return None
+
 
 def _round_to_float32(value: float) -> float:
     return float(np.float32(value))

@@ -22,11 +22,15 @@ from typing import Any, NamedTuple
 
 import torch
 
-from descend.algorithms._spec import AlgorithmSpec, cast_scalars
+from descend.algorithms._spec import AlgorithmSpec, Hyperparams, cast_scalars
+from descend.engine.memory import check_overlaps, check_state, check_written
+from descend.engine.step import Item, Prepared
 from descend.engine.tensorlist import XP, TensorList
 from descend.engine.torch_arrays import local
 
-__all__ = ["group_key", "group_step", "prefers"]
+__all__ = ["group_key", "group_step", "prefers", "steady_state", "store"]
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
 def prefers(p: Any, g: Any, arrays: Mapping[str, Any]) -> bool:
@@ -45,7 +49,9 @@ def group_key(p: Any, arrays: Mapping[str, Any]) -> tuple:
 
 def group_step(
     spec: AlgorithmSpec,
-    members: Sequence[tuple[Any, Any, Mapping[str, Any]]],
+    params: Sequence[Any],
+    grads: Sequence[Any],
+    arrays: Mapping[str, Sequence[Any]],
     scalars: NamedTuple,
     dtype_name: str,
     caster: Callable[[float], Any],
@@ -54,7 +60,8 @@ def group_step(
 
     Args:
         spec: the algorithm.
-        members: per parameter, ``(param, gradient, state arrays)``; one device, one dtype per array, one step.
+        params, grads: the parameters and their gradients; one device, one dtype.
+        arrays: state slot -> the parameters' arrays of that slot, each slot of one dtype.
         scalars: the per-step scalars they share, in float64.
         dtype_name: the storage dtype's name (``"float32"``, ``"bfloat16"``, ...), which sets the compute dtype.
         caster: rounds a float64 host scalar to the compute dtype.
@@ -62,17 +69,16 @@ def group_step(
     Returns:
         ``compute()``, which runs the rule on new tensors and returns the write that stores them.
     """
-    slots = list(members[0][2]) if members else []
     compute_dtype = torch.float64 if dtype_name == "float64" else torch.float32
 
     def compute() -> Callable[[], None]:
         with torch.no_grad():
-            targets = [[local(p) for p, _, _ in members]] + [[local(a[k]) for _, _, a in members] for k in slots]
+            targets = [[local(p) for p in params]] + [[local(a) for a in column] for column in arrays.values()]
             param = _load(targets[0], compute_dtype)
-            grad = _load([local(g) for _, g, _ in members], compute_dtype)
-            state = {k: _load(t, compute_dtype) for k, t in zip(slots, targets[1:])}
+            grad = _load([local(g) for g in grads], compute_dtype)
+            state = {k: _load(t, compute_dtype) for k, t in zip(arrays, targets[1:])}
             spec.reference_update(XP, param, grad, state, cast_scalars(scalars, caster))
-            results = [param, *(state[k] for k in slots)]
+            results = [param, *(state[k] for k in arrays)]
             writes = [(dst, tl.tensors) for dst, tl in zip(targets, results) if tl.dirty]
         return lambda: store(writes)
 
@@ -105,3 +111,92 @@ def store(writes: Sequence[tuple[list[torch.Tensor], list[torch.Tensor]]]) -> No
     with torch.no_grad():
         for dsts, srcs in batches.values():
             torch._foreach_copy_(dsts, srcs)
+
+
+def steady_state(engine: Any, hp: Hyperparams, backend: str, items: Sequence[Item]) -> Prepared | None:
+    """A group's step with little Python per parameter, where every parameter with a gradient goes to the
+    multi-tensor path and is in its steady state: all its state, one step count and host scalars shared by all, one
+    device and one dtype per array. None where that does not hold, or where the general path might refuse something
+    (it then runs, and raises where it must); the step is the general path's, bit for bit.
+
+    Args:
+        engine: the :class:`~descend.engine.step.Engine`.
+        hp, backend: the group's hyperparameters and backend (``"auto"`` or ``"foreach"``).
+        items: the parameters with a gradient.
+    """
+    spec, kind = engine.spec, engine.kind
+    if not items or any(item.state is None for item in items):
+        return None
+    params = [item.param for item in items]
+    if params[0].dtype.is_complex or not all(type(p) in _PLAIN for p in params):
+        params = [local(p) for p in params]
+    device, dtype = params[0].device, params[0].dtype
+    if (backend == "auto" and device.type == "cpu") or backend not in ("auto", "foreach"):
+        return None
+    slots, host_keys = spec.state_slots(hp), tuple(spec.host_slots(hp))
+    states = [item.state for item in items]
+    try:
+        arrays = {k: [st[k] for st in states] for k in slots}
+        counters = {k: [st[k] for st in states] for k in (("step",) if spec.has_step else ()) + host_keys}
+    except KeyError:
+        return None
+    grads = [item.grad for item in items]
+    if not all(p.device == device and p.dtype is dtype for p in params) or not _on(device, grads, params):
+        return None
+    if not all(_on(device, column, params) for column in arrays.values()) or not all(map(_one, counters.values())):
+        return None
+    if device.type == "cpu":  # the general path's memory checks (they find nothing to check elsewhere)
+        check_overlaps(kind, [item.param for item in items], [item.index for item in items])
+        for k, item in enumerate(items):
+            check_state(kind, item, {key: column[k] for key, column in arrays.items()})
+        check_written(
+            kind, [(item, {key: column[k] for key, column in arrays.items()}) for k, item in enumerate(items)]
+        )
+    step = kind.next_step(states[0]) if spec.has_step else None
+    count = kind.count(step) if step is not None else 0
+    host_now = {key: kind.read_host(states[0], key, value) for key, value in spec.host_slots(hp).items()}
+    host = spec.advance_host(hp, count, host_now) if host_now else {}
+    seen = host_now if spec.host_for_scalars == "before" else host
+    scalars = spec.scalars(hp, count, {key: float(v) for key, v in seen.items()}, False)
+    name = kind.dtype_name(items[0].param) or "float64"
+    out = Prepared()
+    out.reference.append((None, group_step(spec, params, grads, arrays, scalars, name, kind.scalar_caster(name))))
+    if engine.nan_policy != "propagate":
+        out.checks = [(item.index, g, kind.nonfinite_address(g)) for item, g in zip(items, grads)]
+    new = {"step": step, **host}
+    in_place = all(new[k].dtype == c[0].dtype and new[k].shape == c[0].shape for k, c in counters.items())
+
+    def commit() -> None:
+        if not in_place:
+            for st in states:
+                kind.store_counters(st, step, host)
+            return
+        with torch.no_grad():  # what store_counters does for each state: the counters copied in place
+            for key, column in counters.items():
+                torch._foreach_copy_(column, [new[key]] * len(column))
+
+    out.commits.append(commit)
+    return out
+
+
+def _on(device: torch.device, tensors: list, params: list) -> bool:
+    """Whether ``tensors`` are tensors of one dtype on ``device``, each shaped as its (local) parameter."""
+    if not tensors or not isinstance(tensors[0], torch.Tensor):
+        return False
+    dtype = tensors[0].dtype
+    if dtype.is_complex or not all(type(t) in _PLAIN for t in tensors):  # DTensors and complex: their local view
+        if not all(isinstance(t, torch.Tensor) and t.dtype is dtype for t in tensors):
+            return False
+        return all(t.shape == p.shape and t.device == device for t, p in zip(map(local, tensors), params))
+    return all(t.dtype is dtype and t.shape == p.shape and t.device == device for t, p in zip(tensors, params))
+
+
+def _one(counters: list) -> bool:
+    """Whether the counters (``step``, a host scalar) are 0-d tensors of one dtype, all holding one value."""
+    first = counters[0]
+    if not isinstance(first, torch.Tensor) or first.ndim != 0:
+        return False
+    if not all(isinstance(c, torch.Tensor) and c.ndim == 0 and c.dtype is first.dtype for c in counters):
+        return False
+    values = torch.stack([c.detach() for c in counters]) if len(counters) > 1 else first
+    return bool((values == first).all())

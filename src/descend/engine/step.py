@@ -286,6 +286,10 @@ class Engine:
         buckets: dict[tuple, list] = {}
         sets: dict[tuple, list] = {}  # the multi-tensor path's sets of parameters
         items = work.items() if callable(work.items) else work.items
+        if kind.multi_tensor and work.backend in ("auto", "foreach"):
+            steady = kind.multi_tensor_steady(self, hp, work.backend, items)  # all on the multi-tensor path
+            if steady is not None:
+                return steady
         check_overlaps(self.kind, [item.param for item in items], [item.index for item in items])
         states = self.states()
         pending = []

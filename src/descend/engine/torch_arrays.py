@@ -232,4 +232,11 @@ class TorchKind(ArrayKind):
         from descend.engine import foreach
 
         name = self.dtype_name(members[0][0]) or "float64"
-        return foreach.group_step(spec, members, scalars, name, self.scalar_caster(name))
+        params, grads = [m[0] for m in members], [m[1] for m in members]
+        arrays = {k: [m[2][k] for m in members] for k in members[0][2]}
+        return foreach.group_step(spec, params, grads, arrays, scalars, name, self.scalar_caster(name))
+
+    def multi_tensor_steady(self, engine: Any, hp: Hyperparams, backend: str, items: Sequence[Any]) -> Any:
+        from descend.engine import foreach
+
+        return foreach.steady_state(engine, hp, backend, items)
