@@ -106,6 +106,18 @@ def test_foreach_equals_the_reference_bit_for_bit(name: str, dtype: torch.dtype,
     assert_same_run(name, reference, multi, f"{dtype} {kwargs}")
 
 
+@pytest.mark.parametrize("size", [1, 13])
+def test_a_set_computed_in_runs_gives_the_same_bits(size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the CPU a set is computed in runs of tensors (one run per tensor with ``CPU_RUN=1``; runs of a few tensors
+    with 13): the bits are the reference's."""
+    monkeypatch.setattr(foreach, "CPU_RUN", size)
+    for name in NAMES:
+        kwargs = dict(registry.get(name).full_state)
+        for dtype in (torch.float32, torch.float16):
+            reference = run(name, kwargs, "reference", dtype, 11)
+            assert_same_run(name, reference, run(name, kwargs, "foreach", dtype, 11), f"{dtype} in runs of {size}")
+
+
 def scalars_at(spec: Any, step: int) -> Any:
     """The scalars of a parameter's ``step``-th update (not its first) with the full-state defaults."""
     hp = spec.make(**spec.full_state)

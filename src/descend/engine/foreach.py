@@ -72,17 +72,39 @@ def group_step(
     compute_dtype = torch.float64 if dtype_name == "float64" else torch.float32
 
     def compute() -> Callable[[], None]:
+        s = cast_scalars(scalars, caster)
+        writes: list[tuple[list, list]] = []
         with torch.no_grad():
-            targets = [[local(p) for p in params]] + [[local(a) for a in column] for column in arrays.values()]
-            param = _load(targets[0], compute_dtype)
-            grad = _load([local(g) for g in grads], compute_dtype)
-            state = {k: _load(t, compute_dtype) for k, t in zip(arrays, targets[1:])}
-            spec.reference_update(XP, param, grad, state, cast_scalars(scalars, caster))
-            results = [param, *(state[k] for k in arrays)]
-            writes = [(dst, tl.tensors) for dst, tl in zip(targets, results) if tl.dirty]
+            columns = [[local(t) for t in column] for column in (params, grads, *arrays.values())]
+            for lo, hi in _chunks(columns[0]):
+                targets = [column[lo:hi] for column in columns]
+                param, grad = _load(targets[0], compute_dtype), _load(targets[1], compute_dtype)
+                state = {k: _load(t, compute_dtype) for k, t in zip(arrays, targets[2:])}
+                spec.reference_update(XP, param, grad, state, s)
+                results = [param, *(state[k] for k in arrays)]
+                writes += [(dst, tl.tensors) for dst, tl in zip(targets[:1] + targets[2:], results) if tl.dirty]
         return lambda: store(writes)
 
     return compute
+
+
+#: On the CPU a set is computed in runs of tensors of about this many elements, so that the temporaries of one
+#: operation stay in the caches and reuse the memory of the last run's (a GPU computes the set in one run).
+CPU_RUN = 1 << 18
+
+
+def _chunks(params: list[torch.Tensor]) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the runs of ``params`` computed together: one run off the CPU, runs of about
+    :data:`CPU_RUN` elements on it."""
+    if not params or params[0].device.type != "cpu":
+        return [(0, len(params))]
+    runs, start, size = [], 0, 0
+    for k, p in enumerate(params):
+        if size and size + p.numel() > CPU_RUN:
+            runs.append((start, k))
+            start, size = k, 0
+        size += p.numel()
+    return [*runs, (start, len(params))]
 
 
 def _borrowable(t: torch.Tensor, dtype: torch.dtype) -> bool:
