@@ -118,6 +118,17 @@ def test_a_set_computed_in_runs_gives_the_same_bits(size: int, monkeypatch: pyte
             assert_same_run(name, reference, run(name, kwargs, "foreach", dtype, 11), f"{dtype} in runs of {size}")
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_float32_state_for_half_parameters(dtype: torch.dtype) -> None:
+    """With ``state_dtype=torch.float32`` a set mixes storage: its parameters are loaded into float32 and rounded back,
+    its state is read and written as it is."""
+    for name in NAMES:
+        kwargs = {**registry.get(name).full_state, "state_dtype": torch.float32}
+        reference, multi = (run(name, kwargs, backend, dtype, 12) for backend in ("reference", "foreach"))
+        assert_same_run(name, reference, multi, f"{dtype} with float32 state")
+        assert all(t.dtype == torch.float32 for st in multi[1].state.values() for k, t in st.items() if k != "step")
+
+
 def scalars_at(spec: Any, step: int) -> Any:
     """The scalars of a parameter's ``step``-th update (not its first) with the full-state defaults."""
     hp = spec.make(**spec.full_state)
