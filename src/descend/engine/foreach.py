@@ -147,7 +147,9 @@ def steady_state(engine: Any, hp: Hyperparams, backend: str, items: Sequence[Ite
         items: the parameters with a gradient.
     """
     spec, kind = engine.spec, engine.kind
-    if not items or any(item.state is None for item in items):
+    slots, host_keys = spec.state_slots(hp), tuple(spec.host_slots(hp))
+    stateless = not slots and not host_keys and not spec.has_step  # SGD without momentum keeps no state at all
+    if not items or (not stateless and any(item.state is None for item in items)):
         return None
     params = [item.param for item in items]
     if params[0].dtype.is_complex or not all(type(p) in _PLAIN for p in params):
@@ -155,7 +157,6 @@ def steady_state(engine: Any, hp: Hyperparams, backend: str, items: Sequence[Ite
     device, dtype = params[0].device, params[0].dtype
     if (backend == "auto" and device.type == "cpu") or backend not in ("auto", "foreach"):
         return None
-    slots, host_keys = spec.state_slots(hp), tuple(spec.host_slots(hp))
     states = [item.state for item in items]
     try:
         arrays = {k: [st[k] for st in states] for k in slots}
