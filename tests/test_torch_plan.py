@@ -19,7 +19,7 @@ from descend import kernels  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not kernels.available()[0], reason="the fused kernels are not built")
 
-SHAPES = [(4, 5), (7,), ()]
+SHAPES = [(4, 5), (7,), (), (3, 3)]
 
 
 def _grads(params: list, step: int, gen: torch.Generator) -> None:
@@ -161,6 +161,18 @@ def _shrink_state_in_place(params: list, opt: object) -> None:
     opt.state[params[1]]["exp_avg"].resize_(3)  # the same address, fewer elements: refused as torch refuses it
 
 
+def _point_state_at_its_transpose(params: list, opt: object) -> None:
+    # a square state tensor swapped to its own transpose: the same address and version, another layout
+    st = opt.state[params[3]]
+    st["exp_avg"].data = st["exp_avg"].data.t()
+
+
+def _point_state_at_a_reshape(params: list, opt: object) -> None:
+    # the same memory seen as another (contiguous) shape: torch cannot add it to the parameter
+    st = opt.state[params[0]]
+    st["exp_avg_sq"].data = st["exp_avg_sq"].data.view(-1)
+
+
 def _add_a_group(params: list, opt: object) -> None:
     extra = torch.linspace(-1, 1, 6).requires_grad_()
     extra.grad = torch.full_like(extra, 0.25)
@@ -188,11 +200,12 @@ CHANGES = [
     _set_state_to_other_storage,
     _point_step_data_elsewhere,
     _transpose_param_in_place,
+    _point_state_at_its_transpose,
 ]
 
 # Changes that leave a state tensor that cannot be added to its parameter: both backends must refuse the step and
 # change nothing (with a plan, it would write where the old layout was).
-REFUSED = [_transpose_state_in_place, _shrink_state_in_place]
+REFUSED = [_transpose_state_in_place, _shrink_state_in_place, _point_state_at_a_reshape]
 
 
 @pytest.mark.parametrize("change", CHANGES, ids=lambda f: f.__name__.strip("_"))

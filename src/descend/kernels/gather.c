@@ -10,9 +10,10 @@
  * everything again and raises where torch would).
  *
  * Every tensor the kernel writes is checked again each step: the same object in the state dict, still at its
- * recorded address (a .data swap, set_(), share_memory_() or a growing resize_() moves it), and for the parameter
- * contiguous and of its recorded shape; a state tensor must still have its recorded version (torch counts every
- * in-place change, t_() and resize_() included; the kernel's own writes are not counted). The plan holds the storages it
+ * recorded address (a .data swap, set_(), share_memory_() or a growing resize_() moves it), contiguous and of the
+ * parameter's recorded shape (a .data swap to a transposed or reshaped view of the same memory keeps the address);
+ * a state tensor must also still have its recorded version (torch counts every in-place change, t_() and resize_()
+ * included; the kernel's own writes are not counted). The plan holds the storages it
  * recorded, and gather() returns the gradients it read so that the caller holds them while the kernel runs: no step
  * reads or writes freed memory, even when another thread assigns a .grad meanwhile.
  *
@@ -261,7 +262,11 @@ static int check_one(const item_t *it, PyObject *grad, PyObject *state, PyObject
             PyObject *tensor = PyDict_GetItemWithError(it->st, PyTuple_GET_ITEM(keys, k));
             if (tensor != it->tensors[k]) return tensor || !PyErr_Occurred() ? 0 : -1;
             if ((ok = address_is(tensor, it->addresses[k])) != 1) return ok;
-            if (k < nslots && (ok = version_is(tensor, it->versions[k])) != 1) return ok;
+            if (k >= nslots) continue;
+            if ((ok = version_is(tensor, it->versions[k])) != 1) return ok;
+            /* a .data swap to another view of the same memory keeps the address and the version */
+            if ((ok = call_is_true(tensor, str_is_contiguous)) != 1) return ok;
+            if ((ok = shape_is(tensor, it)) != 1) return ok;
         }
     }
     *grad_address = data_ptr(grad);
