@@ -361,3 +361,33 @@ def test_compile_plan_refuses_malformed_entries() -> None:
         kernels.compile_plan([p], [None], ("a",), 2)
     with pytest.raises(ValueError):
         kernels.gather([p], object(), {}, torch.float32, torch.strided, (torch.Tensor,))
+
+
+def test_a_tensor_torch_will_not_hand_a_data_pointer_for_raises_as_torch_does() -> None:
+    # The plan reads addresses with torch's C reader, which reports such a tensor with a C++ exception: it must become
+    # torch's Python error, not an abort, and descend writes nothing (torch's own step has advanced its count).
+    results = []
+    for cls in (torch.optim.Adam, dt.Adam):
+        w = torch.nn.Parameter(torch.linspace(-1, 1, 5))
+        opt = cls([w], lr=0.1)
+        for _ in range(3):
+            w.grad = torch.ones(5)
+            opt.step()
+        torch._C._set_throw_on_mutable_data_ptr(opt.state[w]["exp_avg"])
+        before = [w.detach().clone(), opt.state[w]["exp_avg"].clone(), opt.state[w]["step"].clone()]
+        with pytest.raises(RuntimeError, match="Cannot access data pointer") as raised:
+            opt.step()
+        after = [w.detach(), opt.state[w]["exp_avg"], opt.state[w]["step"]]
+        if cls is dt.Adam:
+            assert all(torch.equal(a, b) for a, b in zip(before, after))
+        results.append(str(raised.value))
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("change", [_nothing, _point_state_data_elsewhere, _point_state_at_its_transpose])
+def test_without_torchs_reader_the_plan_calls_data_ptr(change: Callable, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A torch without the exported reader: the plan asks each tensor's data_ptr(), with the same bits.
+    import descend.engine.plan as plan
+
+    monkeypatch.setattr(plan, "_READER", None)
+    _same(change, lr=0.01)

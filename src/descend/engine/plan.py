@@ -30,6 +30,11 @@ from descend.engine.step import Item, Prepared
 from descend.engine.torch_arrays import DTYPE_NAMES, plain
 
 _TYPES = (torch.Tensor, torch.nn.Parameter)
+# torch's C function reading a tensor's data pointer from its Python object, exported (as an address) for its compiled
+# wrappers; the plan's checks use it instead of calling data_ptr() where this torch has it.
+_GUARDS = getattr(getattr(torch._C, "_dynamo", None), "guards", None)
+_READER = getattr(_GUARDS, "_torchinductor_pyobject_tensor_data_ptr", None)
+_READER = _READER if type(_READER) is int else None
 _STEP_DTYPES = (torch.float32, torch.float64)
 
 
@@ -242,5 +247,5 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
             plan.step_ptrs.append(addresses[len(slots)])
         for ptrs, address in zip(plan.host_ptrs, addresses[len(slots) + 1 :]):
             ptrs.append(address)
-    plan.compiled = kernels.compile_plan(plan.params, plan.entries, plan.keys, len(slots))
+    plan.compiled = kernels.compile_plan(plan.params, plan.entries, plan.keys, len(slots), _READER)
     return plan

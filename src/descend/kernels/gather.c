@@ -17,12 +17,14 @@
  * recorded, and gather() returns the gradients it read so that the caller holds them while the kernel runs: no step
  * reads or writes freed memory, even when another thread assigns a .grad meanwhile.
  *
- * No torch header is used: everything goes through the Python attributes and methods every torch tensor has.
+ * No torch header is used: everything goes through the Python attributes and methods every torch tensor has, except
+ * the data pointers, read with the C function torch exports for its compiled wrappers where it has it (torch_ptr.cpp).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include "gather.h"
+#include "torch_ptr.h"
 
 static PyObject *str_grad, *str_dtype, *str_layout, *str_shape, *str_data_ptr, *str_is_contiguous, *str_version;
 
@@ -59,6 +61,7 @@ typedef struct {
 
 typedef struct {
     Py_ssize_t n, nkeys, nslots; /* the first nslots keys are tensors of the parameter's shape, the rest scalars */
+    data_ptr_reader reader;      /* torch's data-pointer reader, or NULL: call data_ptr() */
     PyObject *owner;
     item_t items[];
 } plan_t;
@@ -83,11 +86,13 @@ static int int_address(PyObject *value, void **out) {
 }
 
 PyObject *compile_plan(PyObject *self, PyObject *args) {
-    PyObject *planned, *entries, *keys;
+    PyObject *planned, *entries, *keys, *reader;
     Py_ssize_t nslots;
-    if (!PyArg_ParseTuple(args, "O!O!O!n", &PyList_Type, &planned, &PyList_Type, &entries, &PyTuple_Type, &keys,
-                          &nslots))
+    if (!PyArg_ParseTuple(args, "O!O!O!nO", &PyList_Type, &planned, &PyList_Type, &entries, &PyTuple_Type, &keys,
+                          &nslots, &reader))
         return NULL;
+    if (reader != Py_None && !PyLong_Check(reader))
+        return PyErr_Format(PyExc_TypeError, "reader must be a function's address (an int) or None, got %R", reader);
     const Py_ssize_t n = PyList_GET_SIZE(planned), nkeys = PyTuple_GET_SIZE(keys);
     if (PyList_GET_SIZE(entries) != n)
         return PyErr_Format(PyExc_ValueError, "a plan of %zd entries for %zd params", PyList_GET_SIZE(entries), n);
@@ -97,6 +102,10 @@ PyObject *compile_plan(PyObject *self, PyObject *args) {
     plan_t *plan = PyMem_Calloc(1, sizeof(plan_t) + (size_t)(n ? n : 1) * sizeof(item_t));
     if (!plan) return PyErr_NoMemory();
     plan->n = n;
+    if (reader != Py_None) {
+        plan->reader = (data_ptr_reader)PyLong_AsVoidPtr(reader);
+        if (!plan->reader && PyErr_Occurred()) goto fail;
+    }
     plan->nkeys = nkeys;
     plan->nslots = nslots;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -188,14 +197,20 @@ static int call_is_true(PyObject *obj, PyObject *name) {
 /* obj.data_ptr() as a new reference (a Python int), or NULL with an exception set. */
 static PyObject *data_ptr(PyObject *obj) { return call_method(obj, str_data_ptr); }
 
-/* 1 if obj.data_ptr() is `expected`, 0 if not, -1 with an exception set. */
-static int address_is(PyObject *obj, void *expected) {
-    PyObject *value = data_ptr(obj);
+/* *out = obj.data_ptr(), read by torch's reader where the plan has it; 0, or -1 with an exception set. */
+static int address_of(const plan_t *plan, PyObject *obj, void **out) {
+    if (plan->reader && read_data_ptr(plan->reader, obj, out) == 0) return 0;
+    PyObject *value = data_ptr(obj); /* raises what torch raises for a tensor its reader refused */
     if (!value) return -1;
-    void *now = NULL;
-    const int rc = int_address(value, &now);
+    const int rc = int_address(value, out);
     Py_DECREF(value);
-    return rc < 0 ? -1 : now == expected;
+    return rc;
+}
+
+/* 1 if obj.data_ptr() is `expected`, 0 if not, -1 with an exception set. */
+static int address_is(const plan_t *plan, PyObject *obj, void *expected) {
+    void *now = NULL;
+    return address_of(plan, obj, &now) < 0 ? -1 : now == expected;
 }
 
 /* 1 if tensor._version is `expected`, 0 if not, -1 with an exception set. */
@@ -242,7 +257,7 @@ static PyObject *state_of(PyObject *state, const item_t *it) {
 
 /* The checks of one parameter with a plan entry: 1 if it still matches and its gradient fits (its address is put in
  * *grad_address, a new reference), 0 if not, -1 with an exception set. */
-static int check_one(const item_t *it, PyObject *grad, PyObject *state, PyObject *keys, Py_ssize_t nkeys,
+static int check_one(const plan_t *plan, const item_t *it, PyObject *grad, PyObject *state, PyObject *keys, Py_ssize_t nkeys,
                      Py_ssize_t nslots, PyObject *dtype, PyObject *layout, PyObject *types, PyObject **grad_address) {
     int ok = 0;
     const Py_ssize_t ntypes = PyTuple_GET_SIZE(types);
@@ -252,7 +267,7 @@ static int check_one(const item_t *it, PyObject *grad, PyObject *state, PyObject
     if ((ok = attr_is(grad, str_layout, layout)) != 1) return ok;
     if ((ok = call_is_true(grad, str_is_contiguous)) != 1) return ok;
     if ((ok = shape_is(grad, it)) != 1) return ok;
-    if ((ok = address_is(it->param, it->p_address)) != 1) return ok;
+    if ((ok = address_is(plan, it->param, it->p_address)) != 1) return ok;
     if ((ok = call_is_true(it->param, str_is_contiguous)) != 1) return ok;
     if ((ok = shape_is(it->param, it)) != 1) return ok;
     if (it->st != Py_None) { /* None: an algorithm that keeps no state with these settings */
@@ -261,7 +276,7 @@ static int check_one(const item_t *it, PyObject *grad, PyObject *state, PyObject
         for (Py_ssize_t k = 0; k < nkeys; k++) {
             PyObject *tensor = PyDict_GetItemWithError(it->st, PyTuple_GET_ITEM(keys, k));
             if (tensor != it->tensors[k]) return tensor || !PyErr_Occurred() ? 0 : -1;
-            if ((ok = address_is(tensor, it->addresses[k])) != 1) return ok;
+            if ((ok = address_is(plan, tensor, it->addresses[k])) != 1) return ok;
             if (k >= nslots) continue;
             if ((ok = version_is(tensor, it->versions[k])) != 1) return ok;
             /* a .data swap to another view of the same memory keeps the address and the version */
@@ -269,13 +284,11 @@ static int check_one(const item_t *it, PyObject *grad, PyObject *state, PyObject
             if ((ok = shape_is(tensor, it)) != 1) return ok;
         }
     }
-    *grad_address = data_ptr(grad);
-    if (!*grad_address) return -1;
-    if (PyLong_AsVoidPtr(*grad_address) == NULL) { /* an all-zeros tensor without memory: the general path copies it */
-        Py_CLEAR(*grad_address);
-        return PyErr_Occurred() ? -1 : 0;
-    }
-    return 1;
+    void *where = NULL;
+    if (address_of(plan, grad, &where) < 0) return -1;
+    if (where == NULL) return 0; /* an all-zeros tensor without memory: the general path copies it */
+    *grad_address = PyLong_FromVoidPtr(where);
+    return *grad_address ? 1 : -1;
 }
 
 PyObject *gather(PyObject *self, PyObject *args) {
@@ -306,7 +319,7 @@ PyObject *gather(PyObject *self, PyObject *args) {
         }
         PyObject *address = NULL;
         const int ok = it->st == NULL ? 0
-                                      : check_one(it, grad, state, keys, plan->nkeys, plan->nslots, dtype, layout,
+                                      : check_one(plan, it, grad, state, keys, plan->nkeys, plan->nslots, dtype, layout,
                                                   types, &address);
         if (ok <= 0) {
             Py_DECREF(grad);
