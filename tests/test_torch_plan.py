@@ -173,6 +173,18 @@ def _point_state_at_a_reshape(params: list, opt: object) -> None:
     st["exp_avg_sq"].data = st["exp_avg_sq"].data.view(-1)
 
 
+def _point_state_at_another_dtype(params: list, opt: object) -> None:
+    # the same memory read as int32: torch refuses a state that is not a float tensor
+    st = opt.state[params[1]]
+    st["exp_avg"].data = st["exp_avg"].data.view(torch.int32)
+
+
+def _point_step_at_another_dtype(params: list, opt: object) -> None:
+    # the same four bytes read as int32 (a float's bit pattern as a huge count): the reference reads that count
+    st = opt.state[params[3]]
+    st["step"].data = st["step"].data.view(torch.int32)
+
+
 def _add_a_group(params: list, opt: object) -> None:
     extra = torch.linspace(-1, 1, 6).requires_grad_()
     extra.grad = torch.full_like(extra, 0.25)
@@ -201,11 +213,17 @@ CHANGES = [
     _point_step_data_elsewhere,
     _transpose_param_in_place,
     _point_state_at_its_transpose,
+    _point_step_at_another_dtype,
 ]
 
 # Changes that leave a state tensor that cannot be added to its parameter: both backends must refuse the step and
 # change nothing (with a plan, it would write where the old layout was).
-REFUSED = [_transpose_state_in_place, _shrink_state_in_place, _point_state_at_a_reshape]
+REFUSED = [
+    _transpose_state_in_place,
+    _shrink_state_in_place,
+    _point_state_at_a_reshape,
+    _point_state_at_another_dtype,
+]
 
 
 @pytest.mark.parametrize("change", CHANGES, ids=lambda f: f.__name__.strip("_"))

@@ -237,8 +237,7 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
                 return None
         plan.keep += [t.untyped_storage() for t in (p, *tensors)]
         addresses = tuple(t.data_ptr() for t in tensors)
-        versions = tuple(t._version for t in tensors)
-        plan.entries.append((st, p.data_ptr(), p.shape, tensors, versions, addresses))
+        plan.entries.append((st, p.data_ptr(), p.shape, tensors, tuple(t.dtype for t in tensors), addresses))
         plan.p_ptrs.append(p.data_ptr())
         plan.sizes.append(p.numel())
         for ptrs, address in zip(plan.slot_ptrs, addresses):

@@ -102,7 +102,7 @@ def compile_plan(planned: list, entries: list, keys: tuple, nslots: int, reader:
     Args:
         planned: the group's parameters.
         entries: per parameter, None (no state yet) or ``(state dict or None, param address, shape, state tensors,
-            their storages, the tensors' addresses)``, the last three in the order of ``keys``.
+            their dtypes, their addresses)``, the last three in the order of ``keys``.
         keys: the state keys the plan checks: first the ``nslots`` tensors of the parameter's shape, then scalars.
         nslots: how many of ``keys`` are tensors of the parameter's shape.
         reader: the address of torch's C function that reads a tensor's data pointer from its Python object

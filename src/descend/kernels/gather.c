@@ -1,21 +1,21 @@
 /* The steady-state bookkeeping of a torch param group, done in C: reading and checking every gradient against a
  * plan of the group made by Python, and advancing the step counters.
  *
- * The torch front records a plan once a group's state exists (descend/torch/_plan.py): per parameter, its state
- * dict, its data address and shape, and its state tensors with their storages. Each step, gather() confirms that the
- * group holds the same parameters, that each parameter is still at its address and keeps the same state dict holding
- * the same state tensors, that no state storage has moved its data (share_memory_(), resize_()), and that every
- * gradient is a dense, contiguous tensor of the parameter's dtype and shape; it returns the gradients' addresses, or
- * None, changing nothing, as soon as one thing differs (the front then takes its general path, which checks
- * everything again and raises where torch would).
+ * The torch front records a plan once a group's state exists (descend/engine/plan.py): per parameter, its state
+ * dict, its data address and shape, and its state tensors with their dtypes and addresses. Each step, gather()
+ * confirms that the group holds the same parameters, that each parameter is still at its address and keeps the same
+ * state dict holding the same state tensors, that no state storage has moved its data (share_memory_(), resize_()),
+ * and that every gradient is a dense, contiguous tensor of the parameter's dtype and shape; it returns the gradients'
+ * addresses, or None, changing nothing, as soon as one thing differs (the front then takes its general path, which
+ * checks everything again and raises where torch would).
  *
  * Every tensor the kernel writes is checked again each step: the same object in the state dict, still at its
  * recorded address (a .data swap, set_(), share_memory_() or a growing resize_() moves it), contiguous and of the
- * parameter's recorded shape (a .data swap to a transposed or reshaped view of the same memory keeps the address);
- * a state tensor must also still have its recorded version (torch counts every in-place change, t_() and resize_()
- * included; the kernel's own writes are not counted). The plan holds the storages it
- * recorded, and gather() returns the gradients it read so that the caller holds them while the kernel runs: no step
- * reads or writes freed memory, even when another thread assigns a .grad meanwhile.
+ * parameter's recorded shape, and every state tensor of its recorded dtype (a .data swap to a transposed, reshaped
+ * or reinterpreted view of the same memory keeps the address). In-place writes need no check: the kernel reads the
+ * memory as it is. The plan holds the storages it recorded, and gather() returns the gradients it read so that the
+ * caller holds them while the kernel runs: no step reads or writes freed memory, even when another thread assigns a
+ * .grad meanwhile.
  *
  * No torch header is used: everything goes through the Python attributes and methods every torch tensor has, except
  * the data pointers, read with the C function torch exports for its compiled wrappers where it has it (torch_ptr.cpp).
@@ -26,7 +26,7 @@
 #include "gather.h"
 #include "torch_ptr.h"
 
-static PyObject *str_grad, *str_dtype, *str_layout, *str_shape, *str_data_ptr, *str_is_contiguous, *str_version;
+static PyObject *str_grad, *str_dtype, *str_layout, *str_shape, *str_data_ptr, *str_is_contiguous;
 
 int gather_init(void) {
     str_grad = PyUnicode_InternFromString("grad");
@@ -35,8 +35,7 @@ int gather_init(void) {
     str_shape = PyUnicode_InternFromString("shape");
     str_data_ptr = PyUnicode_InternFromString("data_ptr");
     str_is_contiguous = PyUnicode_InternFromString("is_contiguous");
-    str_version = PyUnicode_InternFromString("_version");
-    return (str_grad && str_dtype && str_layout && str_shape && str_data_ptr && str_is_contiguous && str_version) ? 0
+    return (str_grad && str_dtype && str_layout && str_shape && str_data_ptr && str_is_contiguous) ? 0
                                                                                                                : -1;
 }
 
@@ -56,7 +55,7 @@ typedef struct {
     PyObject *shape;
     PyObject *tensors[MAX_KEYS];
     void *addresses[MAX_KEYS];   /* each state tensor's data_ptr() when the plan was made */
-    long long versions[MAX_KEYS]; /* and its _version (tensor slots only) */
+    PyObject *dtypes[MAX_KEYS];  /* and its dtype */
 } item_t;
 
 typedef struct {
@@ -115,15 +114,15 @@ PyObject *compile_plan(PyObject *self, PyObject *args) {
         if (entry == Py_None) continue;
         it->hash = PyObject_Hash(it->param);
         if (it->hash == -1) goto fail;
-        /* entry: (state dict or None, param address, shape, state tensors, their versions, their addresses) */
+        /* entry: (state dict or None, param address, shape, state tensors, their dtypes, their addresses) */
         if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 6) goto malformed;
         PyObject *st = PyTuple_GET_ITEM(entry, 0), *shape = PyTuple_GET_ITEM(entry, 2);
-        PyObject *tensors = PyTuple_GET_ITEM(entry, 3), *storages = PyTuple_GET_ITEM(entry, 4);
+        PyObject *tensors = PyTuple_GET_ITEM(entry, 3), *dtypes = PyTuple_GET_ITEM(entry, 4);
         PyObject *bases = PyTuple_GET_ITEM(entry, 5);
         const Py_ssize_t used = st == Py_None ? 0 : nkeys;
         if (!(st == Py_None || PyDict_Check(st)) || !PyTuple_Check(shape) || !PyTuple_Check(tensors) ||
-            !PyTuple_Check(storages) || !PyTuple_Check(bases) || PyTuple_GET_SIZE(tensors) != used ||
-            PyTuple_GET_SIZE(storages) != used || PyTuple_GET_SIZE(bases) != used)
+            !PyTuple_Check(dtypes) || !PyTuple_Check(bases) || PyTuple_GET_SIZE(tensors) != used ||
+            PyTuple_GET_SIZE(dtypes) != used || PyTuple_GET_SIZE(bases) != used)
             goto malformed;
         it->st = st;
         it->shape = shape;
@@ -137,8 +136,7 @@ PyObject *compile_plan(PyObject *self, PyObject *args) {
         for (Py_ssize_t k = 0; k < used; k++) {
             it->tensors[k] = PyTuple_GET_ITEM(tensors, k);
             if (int_address(PyTuple_GET_ITEM(bases, k), &it->addresses[k]) < 0) goto fail;
-            it->versions[k] = PyLong_AsLongLong(PyTuple_GET_ITEM(storages, k));
-            if (it->versions[k] == -1 && PyErr_Occurred()) goto fail;
+            it->dtypes[k] = PyTuple_GET_ITEM(dtypes, k);
         }
     }
     plan->owner = PyTuple_Pack(3, planned, entries, keys);
@@ -213,16 +211,6 @@ static int address_is(const plan_t *plan, PyObject *obj, void *expected) {
     return address_of(plan, obj, &now) < 0 ? -1 : now == expected;
 }
 
-/* 1 if tensor._version is `expected`, 0 if not, -1 with an exception set. */
-static int version_is(PyObject *tensor, long long expected) {
-    PyObject *value = get_attr(tensor, str_version);
-    if (!value) return -1;
-    const long long now = PyLong_AsLongLong(value);
-    Py_DECREF(value);
-    if (now == -1 && PyErr_Occurred()) return -1;
-    return now == expected;
-}
-
 /* 1 if the tensor's shape is the recorded one, 0 if not, -1 with an exception set. */
 static int shape_is(PyObject *tensor, const item_t *it) {
     PyObject *shape = get_attr(tensor, str_shape);
@@ -277,9 +265,9 @@ static int check_one(const plan_t *plan, const item_t *it, PyObject *grad, PyObj
             PyObject *tensor = PyDict_GetItemWithError(it->st, PyTuple_GET_ITEM(keys, k));
             if (tensor != it->tensors[k]) return tensor || !PyErr_Occurred() ? 0 : -1;
             if ((ok = address_is(plan, tensor, it->addresses[k])) != 1) return ok;
+            /* a .data swap to another view of the same memory keeps the address: its dtype and layout may differ */
+            if ((ok = attr_is(tensor, str_dtype, it->dtypes[k])) != 1) return ok;
             if (k >= nslots) continue;
-            if ((ok = version_is(tensor, it->versions[k])) != 1) return ok;
-            /* a .data swap to another view of the same memory keeps the address and the version */
             if ((ok = call_is_true(tensor, str_is_contiguous)) != 1) return ok;
             if ((ok = shape_is(tensor, it)) != 1) return ok;
         }
