@@ -30,6 +30,12 @@ TORCH_NADAM_FLOAT64 = {"rtol": 1e-6, "atol": 1e-8}
 # 6e-8 of the step itself, hence an absolute term at float32's epsilon; over 25 steps it grows to a few 1e-7 relative.
 TORCH_ASGD_FLOAT64 = {"rtol": 1e-6, "atol": 1e-7}
 
+# Schedule-Free AdamW against the schedulefree package (torch operations): torch's vectorised lerp and addcmul round
+# differently from descend's one operation at a time, a few ulps per step, which the division by sqrt(v) + eps and 30
+# steps amplify as they do Adam's; the running sums (lr_max, weight_sum) agree exactly, both kept in float64.
+SCHEDULEFREE_FLOAT64 = TORCH_FLOAT64
+SCHEDULEFREE_FLOAT32 = TORCH_FLOAT32
+
 # A transcription of a formula in float64 (the article's code, a closed form) against descend's float64 path: the same
 # operations in a different order, so only rounding separates them.
 TRANSCRIPTION_FLOAT64 = {"rtol": 1e-12, "atol": 1e-14}
