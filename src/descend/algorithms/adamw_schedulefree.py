@@ -219,8 +219,8 @@ def describe(hp: ScheduleFreeHyperparams) -> str:
             f"  u_t = g_t / (sqrt(v_t / (1 - {beta2:g}^t)) + {hp.eps:g}){decay}",
             f"  y_t = y_{{t-1}} + c_t * (z_{{t-1}} - y_{{t-1}}) + lr_t * ({beta1:g} * (1 - c_t) - 1) * u_t",
             "  z_t = z_{t-1} - lr_t * u_t",
-            f"  the params hold y while training; eval(): x = y + (1 - 1/{beta1:g}) * (z - y); "
-            f"train(): y = x + (1 - {beta1:g}) * (z - x)",
+            "  theta_t = y_t in train mode; in eval mode theta_t = x_t, with",
+            f"  eval(): x = y + (1 - 1/{beta1:g}) * (z - y),  train(): y = x + (1 - {beta1:g}) * (z - x)",
         ]
     )
 
