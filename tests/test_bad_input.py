@@ -76,6 +76,11 @@ def _hyperparameter_cases() -> list[tuple[str, str, Any, type, str]]:
                 if (name, arg) in UPPER:
                     high = rf"Invalid {arg} value: 2.0; allowed range is .*1.0[\])]"
                     cases.append((name, arg, 2.0, ValueError, high))
+            elif isinstance(default, int):  # a count (Schedule-Free's warmup_steps)
+                cases.append((name, arg, -1, ValueError, rf"Invalid {arg} value: -1; allowed values are whole numbers"))
+                cases.append((name, arg, 2.5, TypeError, rf"{arg} must be a non-negative whole number, got 2.5"))
+                cases.append((name, arg, "3", TypeError, rf"{arg} must be a non-negative whole number, got '3'"))
+                cases.append((name, arg, True, TypeError, rf"{arg} must be a non-negative whole number, got True"))
             elif isinstance(default, str):
                 cases.append((name, arg, "zzz", ValueError, rf"Invalid {arg} value: 'zzz'; allowed values are '"))
             elif arg == "betas":

@@ -131,6 +131,20 @@ FACTS: dict[tuple[str, str], Fact] = {
     ("asgd", "keras"): Fact(False, NONE, "keras-team/keras keras/src/optimizers/: no ASGD"),
     ("asgd", "paper"): Fact(False, NONE, "Polyak & Juditsky (1992): no default values"),
     ("asgd", "article"): Fact(False, NONE, "the article covers GD, momentum, RMSprop and Adam only"),
+    ("adamw_schedulefree", "torch"): Fact(False, NONE, "torch.optim has no Schedule-Free optimizer"),
+    ("adamw_schedulefree", "optax"): Fact(
+        True,
+        {"lr": 0.0025, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "weight_lr_power": 2.0, "r": 0.0},
+        "google-deepmind/optax optax/contrib/_schedule_free.py: schedule_free_adamw(0.0025, None, 0.9, 0.999, 1e-8, "
+        "0.0, 2.0); its weights have no t^r factor",
+    ),
+    ("adamw_schedulefree", "keras"): Fact(False, NONE, "keras-team/keras keras/src/optimizers/: no Schedule-Free"),
+    ("adamw_schedulefree", "paper"): Fact(
+        True,
+        {"lr": 0.0025, "betas": (0.9, 0.999), "eps": 1e-8, "warmup_steps": 0, "r": 0.0, "weight_lr_power": 2.0},
+        "Defazio et al. (2024); facebookresearch/schedule_free schedulefree/adamw_schedulefree.py (the reference code)",
+    ),
+    ("adamw_schedulefree", "article"): Fact(False, NONE, "the article covers GD, momentum, RMSprop and Adam only"),
 }
 
 PAIRS = list(itertools.product(REGISTRY, CONVENTIONS))

@@ -145,6 +145,19 @@ _HAND_WRITTEN: dict[str, Any] = {
             "maximize": st.booleans(),
         }
     ),
+    # beta1 above 0 (eval() divides by it); warmup, r and the weight power change c_t and the step size
+    "adamw_schedulefree": st.fixed_dictionaries(
+        {
+            "lr": _lr,
+            "betas": st.tuples(st.sampled_from([0.1, 0.5, 0.9, 0.95]), st.sampled_from([0.0, 0.5, 0.9, 0.999])),
+            "eps": _eps,
+            "weight_decay": _wd,
+            "warmup_steps": st.sampled_from([0, 1, 3, 10]),
+            "r": st.sampled_from([0.0, 0.5, 2.0]),
+            "weight_lr_power": st.sampled_from([0.0, 1.0, 2.0]),
+            "maximize": st.booleans(),
+        }
+    ),
 }
 
 

@@ -373,8 +373,8 @@ def test_compile_plan_refuses_malformed_entries() -> None:
         kernels.compile_plan([p], [({}, p.data_ptr(), p.shape, (p,), (), ())], ("exp_avg",), 1)
     with pytest.raises(TypeError, match="an address must be an int"):
         kernels.compile_plan([p], [({}, "here", p.shape, (), (), ())], (), 0)
-    with pytest.raises(ValueError, match="at most 4 state keys"):
-        kernels.compile_plan([p], [None], ("a", "b", "c", "d", "e"), 0)
+    with pytest.raises(ValueError, match="at most 6 state keys"):
+        kernels.compile_plan([p], [None], ("a", "b", "c", "d", "e", "f", "g"), 0)
     with pytest.raises(ValueError, match="2 tensor slots among 1 keys"):
         kernels.compile_plan([p], [None], ("a",), 2)
     with pytest.raises(ValueError):

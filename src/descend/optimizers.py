@@ -7,6 +7,7 @@ algorithm in the registry without a class here still gets one in :data:`OPTIMIZE
 
 from __future__ import annotations
 
+from descend import _schedulefree  # noqa: F401 - defines AdamWScheduleFree, which OPTIMIZERS takes up
 from descend.algorithms import REGISTRY
 from descend.algorithms.adadelta import ADADELTA
 from descend.algorithms.adagrad import ADAGRAD

@@ -7,6 +7,7 @@ from descend.algorithms.adadelta import ADADELTA
 from descend.algorithms.adagrad import ADAGRAD
 from descend.algorithms.adam import ADAM, ADAMW
 from descend.algorithms.adamax import ADAMAX
+from descend.algorithms.adamw_schedulefree import ADAMW_SCHEDULEFREE
 from descend.algorithms.asgd import ASGD
 from descend.algorithms.lion import LION
 from descend.algorithms.momentum import MOMENTUM
@@ -20,6 +21,7 @@ REGISTRY: dict[str, AlgorithmSpec] = {
     spec.name: spec
     for spec in (SGD, MOMENTUM, RMSPROP, ADAGRAD, ADADELTA, ADAM, ADAMW, ADAMAX, NADAM, RADAM, LION, RPROP, ASGD)
 }
+REGISTRY[ADAMW_SCHEDULEFREE.name] = ADAMW_SCHEDULEFREE
 
 
 def get(name: str) -> AlgorithmSpec:

@@ -57,6 +57,7 @@ class GroupPlan:
         "step_double",
         "host",
         "host_ptrs",
+        "host_double",
         "keep",
         "compiled",
     )
@@ -86,6 +87,7 @@ class GroupPlan:
         self.step_ptrs: list[int] = []
         self.step_double = step_dtype is torch.float64
         self.host_ptrs: list[list[int]] = [[] for _ in host]
+        self.host_double: list[bool | None] = [None for _ in host]  # each host scalar's dtype: float64 or float32
         self.keep: list[Any] = []  # the storages behind every recorded address
         self.compiled: Any = None  # the entries as one C array (kernels.compile_plan)
 
@@ -161,8 +163,8 @@ class GroupPlan:
         def commit() -> None:
             if step_ptrs:
                 kernels.fill_value(step_ptrs, count_value, double)
-            for key, ptrs in zip(self.host, host_ptrs):
-                kernels.fill_value(ptrs, host[key], double)
+            for key, ptrs, host_double in zip(self.host, host_ptrs, self.host_double):
+                kernels.fill_value(ptrs, host[key], bool(host_double))
 
         out.commits.append(commit)
         return out
@@ -176,17 +178,17 @@ class GroupPlan:
         op on a 0-d tensor of the counters' dtype), or None if the parameters hold different values."""
         if not self.host:
             return {}, {}
-        dtype = torch.float64 if self.step_double else torch.float32
+        dtypes = {key: torch.float64 if double else torch.float32 for key, double in zip(self.host, self.host_double)}
         now = {}
-        for key, ptrs in zip(self.host, self.host_ptrs):
-            value = kernels.common_value(pick(ptrs), self.step_double)
+        for key, ptrs, double in zip(self.host, self.host_ptrs, self.host_double):
+            value = kernels.common_value(pick(ptrs), bool(double))
             if value is None:
                 return None
-            now[key] = torch.tensor(value, dtype=dtype)
+            now[key] = torch.tensor(value, dtype=dtypes[key])
         with torch.no_grad():
             advanced = self.spec.advance_host(hp, count, now)
         before = {key: float(value) for key, value in now.items()}
-        return before, {key: float(torch.as_tensor(value, dtype=dtype)) for key, value in advanced.items()}
+        return before, {key: float(torch.as_tensor(value, dtype=dtypes[key])) for key, value in advanced.items()}
 
 
 def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, Any], backend: str) -> GroupPlan | None:
@@ -230,8 +232,14 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
             return None
         tensors = tuple(st[key] for key in plan.keys) if st is not None else ()
         for key, t in zip(plan.keys, tensors):
-            if key == "step" or key in host:
+            if key == "step":
                 if not (plain(t) and t.numel() == 1 and t.dtype is step_dtype):
+                    return None
+            elif key in host:  # float32 or float64, the same for every parameter (the general path's own dtype)
+                k = host.index(key)
+                plan.host_double[k] = t.dtype is torch.float64 if plan.host_double[k] is None else plan.host_double[k]
+                wanted = torch.float64 if plan.host_double[k] else torch.float32
+                if not (plain(t) and t.numel() == 1 and t.dtype is wanted):
                     return None
             elif not (plain(t) and t.dtype is state_dtype and t.shape == p.shape):
                 return None

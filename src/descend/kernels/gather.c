@@ -42,7 +42,7 @@ int gather_init(void) {
 /* A plan compiled into one C array: what gather() compares, read from memory that the step walks in order, so that
  * the only scattered reads left are those of the torch objects themselves. The Python objects named here are
  * borrowed from the lists the capsule owns (owner: (planned params, entries, keys)). */
-#define MAX_KEYS 4
+#define MAX_KEYS 6
 #define MAX_DIMS 8
 
 typedef struct {

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from descend.lab.contestants import Contestant
+from descend.lab.modes import to_eval, to_train
 from descend.lab.problems import Problem, run_rngs
 
 __all__ = ["RunResult", "finite_or_none", "jsonable", "run", "run_many"]
@@ -228,6 +229,7 @@ def run_many(
             path[0] = problem.point(params)
         row = 1
         for t in range(1, steps + 1):
+            to_train(opt)  # Schedule-Free takes its gradients at y, and is measured at x
             if schedule == "inverse-sqrt":
                 for group, lr in zip(opt.param_groups, base_lrs):
                     group["lr"] = lr / math.sqrt(t)
@@ -240,6 +242,8 @@ def run_many(
             else:
                 opt.step([gr[j * k : (j + 1) * k] for j in range(g) for gr in grads])
             problem.project(params)
+            if path is not None or recorded[row] == t:
+                to_eval(opt)
             if path is not None:
                 path[t] = problem.point(params)
             if recorded[row] == t:

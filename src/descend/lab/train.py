@@ -133,6 +133,8 @@ def train(
         cls = dtorch.OPTIMIZERS[contestant.algorithm]
         kwargs = {**dict(contestant.fixed), **({"lr": lr} if lr is not None else {})}
         opt = cls(net.parameters(), convention=convention, **kwargs)
+        if hasattr(opt, "attach"):  # Schedule-Free follows the model: measured at x after net.eval()
+            opt.attach(net)
         hp = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
         return net, opt, TrainResult(contestant.name, hp), torch.Generator().manual_seed(seed)
 
@@ -157,12 +159,15 @@ def train(
             for i in range(0, xt.shape[0], batch_size):
                 batch(net, opt, perm[i : i + batch_size])
             result.wall_time += time.perf_counter() - start
+            net.eval()
             with torch.no_grad():
                 result.train_loss.append(float(loss_of(net(xt), yt)))
+            net.train()
             if on_epoch:
                 on_epoch(result.optimizer, epoch)
     results = []
     for net, _, result, _ in runs:
+        net.eval()
         with torch.no_grad():
             result.test_accuracy = float((predict(net(xs)) == ys).float().mean())
         results.append(result)

@@ -28,6 +28,7 @@ from descend.algorithms.radam import RADAM
 from descend.algorithms.rmsprop import RMSPROP
 from descend.algorithms.rprop import RPROP
 from descend.algorithms.sgd import SGD as SGD_SPEC
+from descend.torch import _schedulefree  # noqa: F401 - defines AdamWScheduleFree, which OPTIMIZERS takes up
 from descend.torch._optimizer import Optimizer
 
 __all__ = [
