@@ -1,6 +1,6 @@
 """Name -> algorithm spec. The fronts, the tests, the CLI and the docs iterate over this mapping.
 
-Most specs are elementwise (:class:`~descend.algorithms.AlgorithmSpec`); a closure-driven one is a
+Most specs are elementwise (:class:`~descend.algorithms.AlgorithmSpec`); a closure-driven one (L-BFGS) is a
 :class:`~descend.algorithms.ClosureSpec`. Whatever needs an elementwise rule (the engine, the kernels, their tests)
 asks ``spec.elementwise``, or iterates :data:`ELEMENTWISE`.
 """
@@ -13,6 +13,7 @@ from descend.algorithms.adagrad import ADAGRAD
 from descend.algorithms.adam import ADAM, ADAMW
 from descend.algorithms.adamax import ADAMAX
 from descend.algorithms.asgd import ASGD
+from descend.algorithms.lbfgs import LBFGS
 from descend.algorithms.lion import LION
 from descend.algorithms.momentum import MOMENTUM
 from descend.algorithms.nadam import NADAM
@@ -23,7 +24,7 @@ from descend.algorithms.sgd import SGD
 
 REGISTRY: dict[str, Spec] = {
     spec.name: spec
-    for spec in (SGD, MOMENTUM, RMSPROP, ADAGRAD, ADADELTA, ADAM, ADAMW, ADAMAX, NADAM, RADAM, LION, RPROP, ASGD)
+    for spec in (SGD, MOMENTUM, RMSPROP, ADAGRAD, ADADELTA, ADAM, ADAMW, ADAMAX, NADAM, RADAM, LION, RPROP, ASGD, LBFGS)
 }
 
 # The elementwise algorithms: the ones the engine and the fused kernels run, with a reference_update.
