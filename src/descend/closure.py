@@ -58,6 +58,7 @@ class NumpyFlat:
         self.closure = closure
         self.numel = sum(p.size for p in params)
         self.dtype = np.result_type(*params)
+        self._scratch: np.ndarray | None = None
 
     # -- the closure ----------------------------------------------------------------------------------------------
 
@@ -125,13 +126,20 @@ class NumpyFlat:
 
     # -- vectors --------------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def axpy(v: np.ndarray, alpha: Any, w: np.ndarray) -> None:
-        v += alpha * w
+    def axpy(self, v: np.ndarray, alpha: Any, w: np.ndarray) -> None:
+        if np.result_type(w, alpha) != v.dtype or v.shape != (self.numel,):
+            v += alpha * w
+            return
+        # the same two roundings as v += alpha * w, into a buffer kept for the step rather than a new array each time
+        if self._scratch is None:
+            self._scratch = np.empty(self.numel, dtype=v.dtype)
+        product = self._scratch if self._scratch.dtype == v.dtype else np.empty_like(v)
+        np.multiply(w, alpha, out=product)
+        v += product
 
     @staticmethod
     def abs_max(v: np.ndarray) -> Any:
-        return np.abs(v).max()
+        return np.maximum(v.max(), -v.min())  # max |v_i|, exactly, without a temporary array (NaN propagates)
 
     @staticmethod
     def abs_sum(v: np.ndarray) -> Any:
