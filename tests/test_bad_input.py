@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import descend
-from descend.algorithms import REGISTRY
+from descend.algorithms import ELEMENTWISE, REGISTRY
 
 torch = pytest.importorskip("torch")
 
@@ -59,7 +59,7 @@ PAIRS: dict[str, list[tuple[Any, str]]] = {
 
 def _hyperparameter_cases() -> list[tuple[str, str, Any, type, str]]:
     cases = []
-    for name, spec in REGISTRY.items():
+    for name, spec in ELEMENTWISE.items():  # LBFGS (integer counts, None defaults) has its own: tests/test_lbfgs.py
         for f in dataclasses.fields(spec.hyperparams):
             arg, default = f.name, f.default
             if isinstance(default, bool):
@@ -396,7 +396,7 @@ def _strided_views(rng: np.random.Generator, dtype: type) -> list[tuple[str, np.
     ]
 
 
-@pytest.mark.parametrize("name", list(descend.OPTIMIZERS))
+@pytest.mark.parametrize("name", list(ELEMENTWISE))  # LBFGS: tests/test_lbfgs.py
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_numpy_non_contiguous_params_and_grads_train_like_contiguous_copies(name: str, dtype: type) -> None:
     rng = np.random.default_rng(1)

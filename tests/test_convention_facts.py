@@ -145,6 +145,27 @@ FACTS: dict[tuple[str, str], Fact] = {
         "Defazio et al. (2024); facebookresearch/schedule_free schedulefree/adamw_schedulefree.py (the reference code)",
     ),
     ("adamw_schedulefree", "article"): Fact(False, NONE, "the article covers GD, momentum, RMSprop and Adam only"),
+    ("lbfgs", "torch"): Fact(
+        True,
+        {
+            "lr": 1,
+            "max_iter": 20,
+            "max_eval": 25,
+            "tolerance_grad": 1e-7,
+            "tolerance_change": 1e-9,
+            "history_size": 100,
+            "line_search_fn": None,
+        },
+        f"{TORCH.format('lbfgs')}: max_eval defaults to max_iter * 5 // 4",
+    ),
+    ("lbfgs", "optax"): Fact(
+        False, NONE, f"{OPTAX.format('alias.py')}: lbfgs(memory_size=10) with scale_by_zoom_linesearch by default"
+    ),
+    ("lbfgs", "keras"): Fact(False, NONE, "keras-team/keras keras/src/optimizers/: no L-BFGS"),
+    ("lbfgs", "paper"): Fact(
+        True, {"line_search_fn": "strong_wolfe"}, "Liu & Nocedal (1989): a Wolfe line search, c1 = 1e-4, c2 = 0.9"
+    ),
+    ("lbfgs", "article"): Fact(False, NONE, "the article covers GD, momentum, RMSprop and Adam only"),
 }
 
 PAIRS = list(itertools.product(REGISTRY, CONVENTIONS))

@@ -120,10 +120,17 @@ def fit_line(
     for _ in range(epochs):
         for xb, yb in batches:
             to_train(opt)
-            residual = yb - (a * xb + b)
-            grad_a = np.array(np.mean(-2.0 * xb * residual))
-            grad_b = np.array(np.mean(-2.0 * residual))
-            opt.step([grad_a, grad_b])
+
+            def loss_and_grads(xb: np.ndarray = xb, yb: np.ndarray = yb) -> tuple[float, list[np.ndarray]]:
+                residual = yb - (a * xb + b)
+                grad_a = np.array(np.mean(-2.0 * xb * residual))
+                grad_b = np.array(np.mean(-2.0 * residual))
+                return float(np.mean(residual**2)), [grad_a, grad_b]
+
+            if spec.elementwise:
+                opt.step(loss_and_grads()[1])
+            else:  # a closure-driven method (L-BFGS) evaluates the batch's loss and gradients where it chooses
+                opt.step(loss_and_grads)
             to_eval(opt)  # Schedule-Free's line is its average x
             result.a_history.append(float(a))
             result.b_history.append(float(b))

@@ -139,10 +139,13 @@ def train(
         return net, opt, TrainResult(contestant.name, hp), torch.Generator().manual_seed(seed)
 
     def batch(net: Any, opt: Any, idx: Any) -> None:
-        opt.zero_grad()
-        loss = loss_of(net(xt[idx]), yt[idx])
-        loss.backward()
-        opt.step()
+        def closure() -> Any:  # called once by an elementwise optimizer, as often as it needs by L-BFGS
+            opt.zero_grad()
+            loss = loss_of(net(xt[idx]), yt[idx])
+            loss.backward()
+            return loss
+
+        opt.step(closure)
 
     # Warm-up: a few untimed updates of every optimizer on a throwaway model, so that first-call costs (torch's
     # kernels and caches, descend.torch's plans) are paid before any clock runs and by no one in particular.
