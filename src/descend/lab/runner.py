@@ -217,6 +217,7 @@ def run_many(
         opt = contestant.build_groups(groups, convention, settings)
         setting_groups = [[group] for group in opt.param_groups]
     else:
+        opt = None  # one optimizer per run inside closure_runs; none of them has train and eval modes
         setting_groups = closure_runs.groups
     in_force = [{key: v for key, v in groups[0].items() if key != "params"} for groups in setting_groups]
     base_lrs = [float(groups[0]["lr"]) for groups in setting_groups]
