@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from descend.algorithms import registry
 from descend.algorithms._spec import cast_scalars
 
-NAMES = tuple(registry.REGISTRY)
+NAMES = tuple(registry.ELEMENTWISE)  # the kernels restate reference_update; a closure-driven spec has none
 
 _unit = st.floats(0.0, 0.999)
 _lr = st.sampled_from([0.0, 1e-4, 1e-3, 0.01, 0.1, 0.5, 1.0])
@@ -145,6 +145,19 @@ _HAND_WRITTEN: dict[str, Any] = {
             "maximize": st.booleans(),
         }
     ),
+    # beta1 above 0 (eval() divides by it); warmup, r and the weight power change c_t and the step size
+    "adamw_schedulefree": st.fixed_dictionaries(
+        {
+            "lr": _lr,
+            "betas": st.tuples(st.sampled_from([0.1, 0.5, 0.9, 0.95]), st.sampled_from([0.0, 0.5, 0.9, 0.999])),
+            "eps": _eps,
+            "weight_decay": _wd,
+            "warmup_steps": st.sampled_from([0, 1, 3, 10]),
+            "r": st.sampled_from([0.0, 0.5, 2.0]),
+            "weight_lr_power": st.sampled_from([0.0, 1.0, 2.0]),
+            "maximize": st.booleans(),
+        }
+    ),
 }
 
 
@@ -177,7 +190,8 @@ def _generic(spec: Any) -> Any:
 
 # Every algorithm of the registry, hand-written where a tuned strategy exists.
 STRATEGIES: dict[str, Any] = {
-    name: _HAND_WRITTEN[name] if name in _HAND_WRITTEN else _generic(spec) for name, spec in registry.REGISTRY.items()
+    name: _HAND_WRITTEN[name] if name in _HAND_WRITTEN else _generic(spec)
+    for name, spec in registry.ELEMENTWISE.items()
 }
 
 

@@ -30,7 +30,7 @@ KWARGS = {
 # does in float32 tensors, not in float64 as the NumPy reference.
 NAMES = [
     n
-    for n, spec in registry.REGISTRY.items()
+    for n, spec in registry.ELEMENTWISE.items()
     if n in getattr(dt, "OPTIMIZERS", {}) and not spec.host_slots(spec.make())
 ]
 

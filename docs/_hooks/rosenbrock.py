@@ -1,7 +1,8 @@
 """Each algorithm's path on the Rosenbrock function, drawn for its page of the documentation.
 
 f(x, y) = (1 - x)^2 + 100 (y - x^2)^2, minimum 0 at (1, 1), started from (-1.2, 1) as is customary. Every algorithm
-runs with its torch-convention defaults except the learning rate in ``LEARNING_RATES``, for ``STEPS`` steps.
+runs with its torch-convention defaults except the learning rate in ``LEARNING_RATES``, for ``STEPS`` steps; a
+closure-driven one (L-BFGS) runs one iteration per step (its spec's ``one_iteration``).
 
 The learning rates were picked once as the value with the lowest final f from the grid ``GRID``; rerun the search
 with ``python docs/_hooks/rosenbrock.py --tune`` (about a minute) and update ``LEARNING_RATES`` if it changes.
@@ -29,6 +30,7 @@ LEARNING_RATES = {
     "adamax": 3e-1,
     "nadam": 3e-2,
     "radam": 3e-3,
+    "lbfgs": 1.0,
 }
 
 
@@ -71,14 +73,18 @@ def run(name: str, lr: float | None = None, steps: int = STEPS) -> Path:
     import descend
 
     lr = rate(name) if lr is None else lr
+    spec = descend.REGISTRY[name]
     p = np.array(START, dtype=np.float64)
-    opt = descend.OPTIMIZERS[name]([p], lr=lr, backend="reference")
+    if spec.elementwise:
+        opt = descend.OPTIMIZERS[name]([p], lr=lr, backend="reference")
+    else:  # closure-driven (L-BFGS): one iteration per step, so that every iteration is a point of the path
+        opt = descend.OPTIMIZERS[name]([p], lr=lr, **spec.one_iteration)
     points = [p.copy()]
     for _ in range(steps):
         g = gradient(p)
         if not (np.all(np.isfinite(g)) and np.abs(p).max() < 1e3):
             return Path(name, lr, np.array(points), True)
-        opt.step([g])
+        opt.step([g] if spec.elementwise else lambda: (value(p), [gradient(p)]))
         points.append(p.copy())
     return Path(name, lr, np.array(points), not np.all(np.isfinite(p)))
 

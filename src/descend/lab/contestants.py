@@ -42,6 +42,35 @@ class Contestant:
         """The hyperparameters in force under ``convention`` with this variant's flags, before any tuning."""
         return REGISTRY[self.algorithm].make(convention, **dict(self.fixed)).as_dict()
 
+    @property
+    def needs_closure(self) -> bool:
+        """Whether the update rule is closure-driven (L-BFGS): its ``step`` takes a closure, not gradients."""
+        return not REGISTRY[self.algorithm].elementwise
+
+    def closure_runs(
+        self,
+        problem: Any,
+        params: Sequence[Any],
+        runs: int,
+        convention: str,
+        settings: Sequence[Mapping[str, Any]],
+        rngs: Sequence[np.random.Generator],
+    ) -> Any:
+        """For a closure-driven rule, one optimizer per run and setting over the stacked ``params`` (see
+        :class:`descend.lab.closure_runs.ClosureRuns`); None for an elementwise one, which :meth:`build_groups`
+        builds."""
+        if not self.needs_closure:
+            return None
+        from descend.lab.closure_runs import ClosureRuns
+
+        cls = descend.OPTIMIZERS[self.algorithm]
+        if problem.framework == "torch":
+            from descend.torch import OPTIMIZERS as TORCH_OPTIMIZERS
+
+            cls = TORCH_OPTIMIZERS[self.algorithm]
+        hp = [{**dict(self.fixed), **dict(s)} for s in settings]
+        return ClosureRuns(problem, cls, params, runs, hp, convention, rngs)
+
     def build(self, params: Sequence[np.ndarray], convention: str, hyperparams: Mapping[str, Any]) -> Any:
         """A NumPy optimizer over ``params`` with the variant's flags and ``hyperparams`` on top.
 
@@ -78,7 +107,11 @@ def _registry_contestants() -> dict[str, Contestant]:
     out = {}
     for name, spec in REGISTRY.items():
         knob = knobs.get(name, "betas" if "betas" in spec.hyperparams.names() else None)
-        out[name] = Contestant(name, name, {}, knob, spec.summary)
+        if spec.elementwise:
+            out[name] = Contestant(name, name, {}, knob, spec.summary)
+        else:  # steps are compared one for one: a closure-driven method runs one iteration per step
+            summary = f"{spec.summary}; one iteration per step here"
+            out[name] = Contestant(name, name, dict(spec.one_iteration), knob, summary)
     return out
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from descend.lab.contestants import Contestant
+from descend.lab.modes import to_eval, to_train
 from descend.lab.problems import Problem, run_rngs
 
 __all__ = ["RunResult", "finite_or_none", "jsonable", "run", "run_many"]
@@ -186,7 +187,8 @@ def run_many(
     """:func:`run` for several hyperparameter settings at once, one param group each, sharing the problem's work.
 
     Every setting gets the same seeds, start points and noise; the results are those :func:`run` gives setting by
-    setting (the optimizers update elementwise and param groups do not interact).
+    setting (the optimizers update elementwise and param groups do not interact). A closure-driven optimizer (L-BFGS)
+    runs once per run and setting instead, each with a closure (see :mod:`descend.lab.closure_runs`).
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
@@ -209,10 +211,16 @@ def run_many(
         params = [torch.cat([part[i] for part in parts]) for i in range(len(parts[0]))]
     else:
         params = [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
-    groups = [{"params": [p[j * k : (j + 1) * k] for p in params]} for j in range(g)]
-    opt = contestant.build_groups(groups, convention, settings)
-    in_force = [{key: v for key, v in group.items() if key != "params"} for group in opt.param_groups]
-    base_lrs = [float(group["lr"]) for group in opt.param_groups]
+    closure_runs = contestant.closure_runs(problem, params, k, convention, settings, rngs)
+    if closure_runs is None:
+        groups = [{"params": [p[j * k : (j + 1) * k] for p in params]} for j in range(g)]
+        opt = contestant.build_groups(groups, convention, settings)
+        setting_groups = [[group] for group in opt.param_groups]
+    else:
+        opt = None  # one optimizer per run inside closure_runs; none of them has train and eval modes
+        setting_groups = closure_runs.groups
+    in_force = [{key: v for key, v in groups[0].items() if key != "params"} for groups in setting_groups]
+    base_lrs = [float(groups[0]["lr"]) for groups in setting_groups]
     n = k * g
     every = max(1, record_every or problem.record_every)
     recorded = sorted({0, steps, *range(every, steps, every)})
@@ -228,18 +236,25 @@ def run_many(
             path[0] = problem.point(params)
         row = 1
         for t in range(1, steps + 1):
+            to_train(opt)  # Schedule-Free takes its gradients at y, and is measured at x
             if schedule == "inverse-sqrt":
-                for group, lr in zip(opt.param_groups, base_lrs):
-                    group["lr"] = lr / math.sqrt(t)
-            grads = problem.grad(params, t, rngs)
-            if torch_front:
+                for groups, lr in zip(setting_groups, base_lrs):
+                    for group in groups:
+                        group["lr"] = lr / math.sqrt(t)
+            if closure_runs is not None:
+                closure_runs.step(t)
+            elif torch_front:
+                grads = problem.grad(params, t, rngs)
                 for j, group in enumerate(opt.param_groups):
                     for p, gr in zip(group["params"], grads):
                         p.grad = gr[j * k : (j + 1) * k]
                 opt.step()
             else:
+                grads = problem.grad(params, t, rngs)
                 opt.step([gr[j * k : (j + 1) * k] for j in range(g) for gr in grads])
             problem.project(params)
+            if path is not None or recorded[row] == t:
+                to_eval(opt)
             if path is not None:
                 path[t] = problem.point(params)
             if recorded[row] == t:
