@@ -10,9 +10,10 @@ Every contestant updates the same parameters with the same gradients and its own
 step of each contestant per round, after a warm-up step), and each figure is the median over the rounds (on a GPU,
 each step is timed to completion, ``synchronize`` included).
 
-``--bits`` runs every algorithm of the registry for a few steps on the device with the default backend and on the
-CPU with ``backend="reference"``, from the same start with the same gradients, and says whether every parameter and
-state tensor holds the same bits (NaNs compared as NaNs); the device's per-tensor reference is shown beside it.
+``--bits`` runs every elementwise algorithm of the registry for a few steps on the device with the default backend
+and on the CPU with ``backend="reference"``, from the same start with the same gradients, and says whether every
+parameter and state tensor holds the same bits (NaNs compared as NaNs); the device's per-tensor reference is shown
+beside it.
 
 Examples:
     python benchmarks/foreach_speed.py --cases 2000x1000 gpt2-small --repeats 9
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps, ...")
     parser.add_argument("--cases", nargs="+", default=["2000x1000", "gpt2-small"], choices=sorted(CASES))
-    parser.add_argument("--algorithms", nargs="+", default=["adam"], choices=sorted(registry.REGISTRY))
+    parser.add_argument("--algorithms", nargs="+", default=["adam"], choices=sorted(registry.ELEMENTWISE))
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"])
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--bits", action="store_true", help="also compare bits with the CPU reference")
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {label:24s} {ms:10.2f} ms{ratio}")
     if args.bits:
         print(f"\nbits against the CPU reference after 10 steps ({args.dtype}):")
-        for name in registry.REGISTRY:
+        for name in registry.ELEMENTWISE:
             auto, ref = check_bits(name, device, dtype)
             print(
                 f"  {name:10s} default backend: {'same' if auto else 'DIFFERENT':9s}  per-tensor reference: "

@@ -1,10 +1,10 @@
 """The multi-tensor path (``backend="foreach"``, and ``"auto"`` off the CPU) gives the per-tensor reference's bits.
 
-Every algorithm of the registry runs on both paths from the same start with the same gradients, with hyperparameters
-drawn by the kernels' Hypothesis strategies, in float32, float64, bfloat16, float16 and complex64 storage, on tensors
-of mixed shapes (a 0-d one, an empty one, a transposed one); after several steps every parameter and state tensor
-must hold the same bits. No GPU is needed: ``backend="foreach"`` runs the path on the CPU, and the ``meta`` device
-stands in for a device the kernel cannot take, to show that ``"auto"`` sends such tensors to the path.
+Every elementwise algorithm of the registry runs on both paths from the same start with the same gradients, with
+hyperparameters drawn by the kernels' Hypothesis strategies, in float32, float64, bfloat16, float16 and complex64
+storage, on tensors of mixed shapes (a 0-d one, an empty one, a transposed one); after several steps every parameter
+and state tensor must hold the same bits. No GPU is needed: ``backend="foreach"`` runs the path on the CPU, and the
+``meta`` device stands in for a device the kernel cannot take, to show that ``"auto"`` sends such tensors to the path.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tests.test_kernels_strategies import STRATEGIES
 torch = pytest.importorskip("torch")
 dt = pytest.importorskip("descend.torch")
 
-NAMES = list(registry.REGISTRY)
+NAMES = list(registry.ELEMENTWISE)  # the elementwise rules; a closure-driven one (L-BFGS) runs no reference_update
 STORAGE = [torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.complex64]
 _INTS = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
