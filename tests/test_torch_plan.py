@@ -381,6 +381,34 @@ def test_compile_plan_refuses_malformed_entries() -> None:
         kernels.gather([p], object(), {}, torch.float32, torch.strided, (torch.Tensor,))
 
 
+def test_hints_are_only_fetched_never_read() -> None:
+    # The plan's hints (where torch keeps each tensor's metadata) are fetched ahead and never dereferenced: stale,
+    # null or unmapped addresses change nothing, and a malformed hint list is refused when the plan is compiled.
+    params = [torch.nn.Parameter(torch.randn(4)) for _ in range(3)]
+    opt, ref = dt.Adam(params, lr=0.1), dt.Adam([torch.nn.Parameter(p.detach().clone()) for p in params], lr=0.1)
+    for o in (opt, ref):
+        for q in o.param_groups[0]["params"]:
+            q.grad = torch.ones(4)
+        o.step()
+    plan = next(iter(opt._plans.values()))
+    garbage = [(0, 8, 2**47 - 64, 2**63 - 1) for _ in params]
+    compiled = kernels.compile_plan(plan.params, plan.entries, plan.keys, len(plan.slots), None, garbage)
+    plan.compiled = compiled
+    for _ in range(3):
+        opt.step()
+        ref.step()
+    assert next(iter(opt._plans.values())).compiled is compiled  # the steps above went through the garbage hints
+    assert all(torch.equal(a, b) for a, b in zip(params, ref.param_groups[0]["params"]))
+    p = torch.ones(3)
+    good = ({}, p.data_ptr(), p.shape, (), (), ())
+    with pytest.raises(TypeError, match="one entry per param"):
+        kernels.compile_plan([p], [good], (), 0, None, [(), ()])
+    with pytest.raises(ValueError, match="a tuple of at most"):
+        kernels.compile_plan([p], [good], (), 0, None, [tuple(range(1, 20))])
+    with pytest.raises(TypeError, match="an address must be an int"):
+        kernels.compile_plan([p], [good], (), 0, None, [("here",)])
+
+
 def test_a_tensor_torch_will_not_hand_a_data_pointer_for_raises_as_torch_does() -> None:
     # The plan reads addresses with torch's C reader, which reports such a tensor with a C++ exception: it must become
     # torch's Python error, not an abort, and descend writes nothing (torch's own step has advanced its count).

@@ -38,6 +38,16 @@ _READER = _READER if type(_READER) is int else None
 _STEP_DTYPES = (torch.float32, torch.float64)
 
 
+def _hints(tensors: tuple) -> tuple[int, ...] | None:
+    """Where torch keeps each tensor's metadata and storage (its TensorImpl and StorageImpl): gather() fetches them
+    a few parameters ahead of its checks. Hints only: never dereferenced, so one gone stale (a gradient replaced by
+    the next backward pass) costs nothing but speed."""
+    try:
+        return tuple(address for t in tensors for address in (t._cdata, t.untyped_storage()._cdata))
+    except (AttributeError, RuntimeError, TypeError):  # a tensor kind without these (the plan is plain tensors only)
+        return None
+
+
 class GroupPlan:
     """The recorded layout of one param group (see the module docstring). Built by :func:`build`."""
 
@@ -47,6 +57,7 @@ class GroupPlan:
         "params",
         "source",
         "entries",
+        "hints",
         "keys",
         "dtype",
         "names",
@@ -77,6 +88,7 @@ class GroupPlan:
         self.source = source  # the group's own list, to notice a group whose list was replaced
         self.params: list = list(source)
         self.entries: list = []
+        self.hints: list = []  # per parameter, addresses the checks will read (see _hints)
         self.host = host  # host scalars kept in 0-d tensors beside the step (NAdam's mu_product)
         self.keys = slots + (("step",) if spec.has_step else ()) + host
         self.dtype = dtype
@@ -219,6 +231,7 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
         st = None if stateless else state.get(p)
         if not stateless and (not st or any(key not in st for key in plan.keys)):
             plan.entries.append(None)  # no state yet: the general path runs if it gets a gradient
+            plan.hints.append(None)
             plan.p_ptrs.append(0)
             plan.sizes.append(0)
             for ptrs in plan.slot_ptrs:
@@ -246,6 +259,7 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
         plan.keep += [t.untyped_storage() for t in (p, *tensors)]
         addresses = tuple(t.data_ptr() for t in tensors)
         plan.entries.append((st, p.data_ptr(), p.shape, tensors, tuple(t.dtype for t in tensors), addresses))
+        plan.hints.append(_hints((p, *tensors) if p.grad is None else (p, *tensors, p.grad)))
         plan.p_ptrs.append(p.data_ptr())
         plan.sizes.append(p.numel())
         for ptrs, address in zip(plan.slot_ptrs, addresses):
@@ -254,5 +268,5 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
             plan.step_ptrs.append(addresses[len(slots)])
         for ptrs, address in zip(plan.host_ptrs, addresses[len(slots) + 1 :]):
             ptrs.append(address)
-    plan.compiled = kernels.compile_plan(plan.params, plan.entries, plan.keys, len(slots), _READER)
+    plan.compiled = kernels.compile_plan(plan.params, plan.entries, plan.keys, len(slots), _READER, plan.hints)
     return plan

@@ -17,6 +17,10 @@
  * caller holds them while the kernel runs: no step reads or writes freed memory, even when another thread assigns a
  * .grad meanwhile.
  *
+ * The checks chase pointers through several objects per tensor (the Python object, torch's TensorImpl, its storage),
+ * scattered over the heap and evicted from the caches by the kernel's own pass: the plan records where torch keeps
+ * them (hints) and the loop starts fetching them a few parameters ahead, so that those reads overlap.
+ *
  * No torch header is used: everything goes through the Python attributes and methods every torch tensor has, except
  * the data pointers, read with the C function torch exports for its compiled wrappers where it has it (torch_ptr.cpp).
  */
@@ -44,6 +48,7 @@ int gather_init(void) {
  * borrowed from the lists the capsule owns (owner: (planned params, entries, keys)). */
 #define MAX_KEYS 6
 #define MAX_DIMS 8
+#define MAX_HINTS (2 * (MAX_KEYS + 2)) /* the parameter, its state tensors and its gradient */
 
 typedef struct {
     PyObject *param;
@@ -56,6 +61,9 @@ typedef struct {
     PyObject *tensors[MAX_KEYS];
     void *addresses[MAX_KEYS];   /* each state tensor's data_ptr() when the plan was made */
     PyObject *dtypes[MAX_KEYS];  /* and its dtype */
+    int nhints;
+    const char *hints[MAX_HINTS]; /* memory the checks will read (torch's objects behind the Python ones): fetched
+                                   * ahead, never dereferenced, so a stale address costs a wasted fetch and no more */
 } item_t;
 
 typedef struct {
@@ -84,12 +92,51 @@ static int int_address(PyObject *value, void **out) {
     return *out == NULL && PyErr_Occurred() ? -1 : 0;
 }
 
+/* An item's hints from a tuple of ints (addresses) or None; 0, or -1 with an exception set. */
+static int read_hints(PyObject *given, item_t *it) {
+    if (given == Py_None) return 0;
+    if (!PyTuple_Check(given) || PyTuple_GET_SIZE(given) > MAX_HINTS) {
+        PyErr_Format(PyExc_ValueError, "hints: a tuple of at most %d addresses or None, got %R", MAX_HINTS, given);
+        return -1;
+    }
+    it->nhints = (int)PyTuple_GET_SIZE(given);
+    for (int h = 0; h < it->nhints; h++) {
+        void *address = NULL;
+        if (int_address(PyTuple_GET_ITEM(given, h), &address) < 0) return -1;
+        it->hints[h] = address;
+    }
+    return 0;
+}
+
+/* Starts fetching what checking an item will read: its Python objects and the torch objects behind them. The checks
+ * chase pointers through several objects per tensor, scattered over the heap; fetched a few items ahead, those reads
+ * overlap instead of waiting one after another. */
+static inline void fetch_ahead(const item_t *it, Py_ssize_t nkeys) {
+#if defined(__GNUC__)
+    __builtin_prefetch(it->param);
+    if (it->st && it->st != Py_None) {
+        __builtin_prefetch(it->st);
+        for (Py_ssize_t k = 0; k < nkeys; k++) __builtin_prefetch(it->tensors[k]);
+    }
+    for (int h = 0; h < it->nhints; h++) {
+        __builtin_prefetch(it->hints[h]);
+        __builtin_prefetch(it->hints[h] + 64);
+        __builtin_prefetch(it->hints[h] + 128);
+    }
+#else
+    (void)it;
+    (void)nkeys;
+#endif
+}
+
 PyObject *compile_plan(PyObject *self, PyObject *args) {
-    PyObject *planned, *entries, *keys, *reader;
+    PyObject *planned, *entries, *keys, *reader, *hints = Py_None;
     Py_ssize_t nslots;
-    if (!PyArg_ParseTuple(args, "O!O!O!nO", &PyList_Type, &planned, &PyList_Type, &entries, &PyTuple_Type, &keys,
-                          &nslots, &reader))
+    if (!PyArg_ParseTuple(args, "O!O!O!nO|O", &PyList_Type, &planned, &PyList_Type, &entries, &PyTuple_Type, &keys,
+                          &nslots, &reader, &hints))
         return NULL;
+    if (hints != Py_None && !(PyList_Check(hints) && PyList_GET_SIZE(hints) == PyList_GET_SIZE(planned)))
+        return PyErr_Format(PyExc_TypeError, "hints must be None or a list with one entry per param, got %R", hints);
     if (reader != Py_None && !PyLong_Check(reader))
         return PyErr_Format(PyExc_TypeError, "reader must be a function's address (an int) or None, got %R", reader);
     const Py_ssize_t n = PyList_GET_SIZE(planned), nkeys = PyTuple_GET_SIZE(keys);
@@ -111,6 +158,7 @@ PyObject *compile_plan(PyObject *self, PyObject *args) {
         item_t *it = &plan->items[i];
         it->param = PyList_GET_ITEM(planned, i);
         PyObject *entry = PyList_GET_ITEM(entries, i);
+        if (hints != Py_None && read_hints(PyList_GET_ITEM(hints, i), it) < 0) goto fail;
         if (entry == Py_None) continue;
         it->hash = PyObject_Hash(it->param);
         if (it->hash == -1) goto fail;
@@ -279,6 +327,8 @@ static int check_one(const plan_t *plan, const item_t *it, PyObject *grad, PyObj
     return *grad_address ? 1 : -1;
 }
 
+#define AHEAD 8 /* items fetched ahead */
+
 PyObject *gather(PyObject *self, PyObject *args) {
     PyObject *params, *capsule, *state, *dtype, *layout, *types;
     if (!PyArg_ParseTuple(args, "O!OO!OOO!", &PyList_Type, &params, &capsule, &PyDict_Type, &state, &dtype, &layout,
@@ -296,8 +346,10 @@ PyObject *gather(PyObject *self, PyObject *args) {
     const int collecting = PyGC_Disable();
     PyObject *out = PyList_New(n), *grads = PyList_New(n);
     if (!out || !grads) goto fail;
+    for (Py_ssize_t i = 0; i < n && i < AHEAD; i++) fetch_ahead(&plan->items[i], plan->nkeys);
     for (Py_ssize_t i = 0; i < n; i++) {
         const item_t *it = &plan->items[i];
+        if (i + AHEAD < n) fetch_ahead(&plan->items[i + AHEAD], plan->nkeys);
         PyObject *grad = get_attr(it->param, str_grad);
         if (!grad) goto fail;
         if (grad == Py_None) { /* not updated this step, as in torch */
@@ -347,6 +399,9 @@ PyObject *scalar_op(PyObject *self, PyObject *args) {
         void *where = NULL;
         if (int_address(PyList_GET_ITEM(addresses, i), &where) < 0) return NULL;
         if (where == NULL) return PyErr_Format(PyExc_ValueError, "scalar address %zd is null", i);
+#if defined(__GNUC__)
+        __builtin_prefetch(where); /* each counter is a tensor of its own, scattered over the heap */
+#endif
     }
     double first = 0.0;
     int same = 1;
