@@ -66,8 +66,12 @@ KWARGS: dict[str, dict[str, Any]] = {"sgd": {"momentum": 0.9}}
 TORCH_FUSED = {"Adam", "AdamW", "SGD", "Adagrad"}  # torch.optim classes with fused=True on the CPU
 
 # For an algorithm torch.optim lacks, the package that runs it in torch operations: (module, class, label of its
-# default step, which stands in for torch's default in the "vs torch.optim" column).
-PEERS: dict[str, tuple[str, str, str]] = {"adamw_schedulefree": ("schedulefree", "AdamWScheduleFree", "schedulefree")}
+# default step, which stands in for torch's default in the "vs torch.optim" column, arguments of the class, arguments
+# of its multi-tensor step where that is not its default).
+PEERS: dict[str, tuple[str, str, str, dict[str, Any], dict[str, Any]]] = {
+    "adamw_schedulefree": ("schedulefree", "AdamWScheduleFree", "schedulefree", {}, {}),
+    "lion": ("optimi", "Lion", "optimi", {"lr": 1e-4}, {"foreach": True}),  # torch-optimi: lr has no default
+}
 
 
 def _naive(name: str) -> Callable[[list[np.ndarray], list[np.ndarray]], Callable[[], None]] | None:
@@ -178,17 +182,18 @@ def _contestants(
 
 
 def _peer_steps(torch: Any, name: str, params: list[np.ndarray], grads: list[np.ndarray]) -> dict[str, Any]:
-    """The peer package's default step and its for-loop step, each on its own copies (it divides the gradients in
-    place), in train mode."""
-    module, cls_name, label = PEERS[name]
+    """The peer package's multi-tensor step and its for-loop step, each on its own copies (a peer may divide the
+    gradients in place), in train mode where the peer has modes."""
+    module, cls_name, label, kwargs, foreach = PEERS[name]
     cls = getattr(_import(module), cls_name)
     out = {}
-    for suffix, extra in (("", {}), (" for-loop", {"foreach": False})):
+    for suffix, extra in (("", foreach), (" for-loop", {"foreach": False})):
         copies = [torch.from_numpy(p.copy()) for p in params]
         for t, g in zip(copies, grads):
             t.grad = torch.from_numpy(g.copy())
-        opt = cls(copies, **extra)
-        opt.train()
+        opt = cls(copies, **kwargs, **extra)
+        if hasattr(opt, "train"):
+            opt.train()
         out[label + suffix] = opt.step
     return out
 
