@@ -7,6 +7,7 @@ import pytest
 
 import descend
 from descend.algorithms import CONVENTIONS, REGISTRY
+from tests.shapes import shape_for
 from tests.test_kernels_strategies import reference_steps
 from tests.tolerances import TRANSCRIPTION_FLOAT64, assert_close
 
@@ -31,8 +32,9 @@ def test_describe_under_every_convention_names_the_values_in_force(name: str, co
     changed = 0
 
     def run(h: object) -> bytes:
-        param = np.linspace(-1.0, 1.0, 7)
-        grads = [np.sin(np.arange(7.0) + k) for k in range(3)]
+        shape = shape_for(name, (7,))
+        param = np.linspace(-1.0, 1.0, 7).reshape(shape)
+        grads = [np.sin(np.arange(7.0) + k).reshape(shape) for k in range(3)]
         reference_steps(name, h, param, grads)
         return param.tobytes()
 

@@ -14,6 +14,7 @@ from descend.algorithms.adam import ADAM, ADAMW
 from descend.algorithms.adamax import ADAMAX
 from descend.algorithms.asgd import ASGD as ASGD_SPEC
 from descend.algorithms.momentum import MOMENTUM
+from descend.algorithms.muon import MUON
 from descend.algorithms.nadam import NADAM
 from descend.algorithms.radam import RADAM
 from descend.algorithms.rmsprop import RMSPROP
@@ -31,6 +32,7 @@ __all__ = [
     "AdamW",
     "Adamax",
     "Momentum",
+    "Muon",
     "NAdam",
     "RAdam",
     "RMSprop",
@@ -84,6 +86,10 @@ class Rprop(Optimizer):
 
 class ASGD(Optimizer):
     spec = ASGD_SPEC
+
+
+class Muon(Optimizer):
+    spec = MUON
 
 
 def _classes() -> dict[str, type[Optimizer]]:

@@ -124,7 +124,7 @@ class Hyperparams:
 
 
 _ABSENT = object()
-_SCALARS = (int, float, bool, str)
+_SCALARS = (int, float, bool, str, type(None))
 
 
 def _value_key(value: Any) -> Any:
@@ -204,6 +204,11 @@ class AlgorithmSpec:
             rate the previous step stored).
         full_state: hyperparameters under which the algorithm keeps every state slot it can (AMSGrad's maximum,
             a centered average), for tests that must see every slot.
+        elementwise: whether the rule updates each element from that element alone. A rule that reads the whole
+            parameter (Muon's orthogonalisation) sets False: its ``scalars`` also take the parameter's shape
+            (``shape=``, see :meth:`step_scalars`), and a parameter is never updated in pieces (a DTensor's shard, a
+            complex tensor's real view).
+        param_ndim: the number of dimensions every parameter must have (Muon's 2), or None for any.
     """
 
     name: str
@@ -224,6 +229,8 @@ class AlgorithmSpec:
     full_state: Mapping[str, Any] = field(default_factory=dict)
     host_for_scalars: str = "after"
     notes: Mapping[str, str] = field(default_factory=dict)
+    elementwise: bool = True
+    param_ndim: int | None = None
 
     def __post_init__(self) -> None:
         from descend.algorithms.conventions import CONVENTIONS
@@ -236,6 +243,27 @@ class AlgorithmSpec:
             raise ValueError(
                 f"{self.title} has neither a preset nor a note for the convention(s) {', '.join(silent)}: each "
                 "convention must either set this library's variant or say that it has none and which rule runs"
+            )
+
+    def step_scalars(
+        self, hp: Hyperparams, step: int, host: dict[str, float], first: bool, shape: tuple[int, ...]
+    ) -> NamedTuple:
+        """:attr:`scalars` for one parameter of ``shape``: an elementwise rule's do not depend on it."""
+        if self.elementwise:
+            return self.scalars(hp, step, host, first)
+        return self.scalars(hp, step, host, first, shape=shape)
+
+    def check_shape(self, shape: tuple[int, ...], shown: Any = None) -> None:
+        """Refuse a parameter whose number of dimensions is not :attr:`param_ndim` (torch's message for Muon).
+
+        Args:
+            shape: the parameter's shape.
+            shown: how the message shows it (torch's ``torch.Size([...])``); the shape itself by default.
+        """
+        if self.param_ndim is not None and len(shape) != self.param_ndim:
+            raise ValueError(
+                f"{self.title} only supports {self.param_ndim}D parameters whereas we found a parameter with size: "
+                f"{shape if shown is None else shown}"
             )
 
     def follows(self, convention: str) -> bool:

@@ -10,6 +10,7 @@ from descend.algorithms.adamax import ADAMAX
 from descend.algorithms.asgd import ASGD
 from descend.algorithms.lion import LION
 from descend.algorithms.momentum import MOMENTUM
+from descend.algorithms.muon import MUON
 from descend.algorithms.nadam import NADAM
 from descend.algorithms.radam import RADAM
 from descend.algorithms.rmsprop import RMSPROP
@@ -18,7 +19,7 @@ from descend.algorithms.sgd import SGD
 
 REGISTRY: dict[str, AlgorithmSpec] = {
     spec.name: spec
-    for spec in (SGD, MOMENTUM, RMSPROP, ADAGRAD, ADADELTA, ADAM, ADAMW, ADAMAX, NADAM, RADAM, LION, RPROP, ASGD)
+    for spec in (SGD, MOMENTUM, RMSPROP, ADAGRAD, ADADELTA, ADAM, ADAMW, ADAMAX, NADAM, RADAM, LION, RPROP, ASGD, MUON)
 }
 
 

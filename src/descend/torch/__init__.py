@@ -11,7 +11,8 @@ tensor([-0.1000,  0.1000,  0.0000])
 Each class takes the constructor signature of the torch.optim class with the same name (positional order, the
 keyword-only marker and defaults), keeps the same state keys and ``state_dict`` layout, and loads state_dicts saved
 by it. descend's extra flags (``eps_root``, ``eps_hat``, ``amsgrad_max``, ...), ``convention=`` and ``backend=`` are
-keyword-only. ``Momentum`` has no torch counterpart. ``describe()`` prints the rule in force.
+keyword-only. ``Momentum`` has no torch counterpart. ``Muon`` takes 2-D parameters only, as torch's does.
+``describe()`` prints the rule in force.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from descend.algorithms.adam import ADAM, ADAMW
 from descend.algorithms.adamax import ADAMAX
 from descend.algorithms.asgd import ASGD as ASGD_SPEC
 from descend.algorithms.momentum import MOMENTUM
+from descend.algorithms.muon import MUON
 from descend.algorithms.nadam import NADAM
 from descend.algorithms.radam import RADAM
 from descend.algorithms.rmsprop import RMSPROP
@@ -40,6 +42,7 @@ __all__ = [
     "AdamW",
     "Adamax",
     "Momentum",
+    "Muon",
     "NAdam",
     "Optimizer",
     "RAdam",
@@ -177,6 +180,11 @@ class Rprop(Optimizer):
 class ASGD(Optimizer):
     spec = ASGD_SPEC
     torch_order = ("lr", "lambd", "alpha", "t0", "weight_decay", "foreach", "maximize", "differentiable", "capturable")
+
+
+class Muon(Optimizer):
+    spec = MUON
+    torch_order = ("lr", "weight_decay", "momentum", "nesterov", "ns_coefficients", "eps", "ns_steps", "adjust_lr_fn")
 
 
 def _classes() -> dict[str, type[Optimizer]]:
