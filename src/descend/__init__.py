@@ -8,6 +8,7 @@ from descend import schedules
 from descend.algorithms import CONVENTIONS, REGISTRY
 from descend.checkpoint import load, save
 from descend.kernels import set_num_threads as set_num_threads
+from descend.muon_adamw import MuonWithAdamW
 from descend.optim import Optimizer
 from descend.optimizers import (
     OPTIMIZERS,
@@ -38,6 +39,7 @@ __all__ = [
     "Adamax",
     "Momentum",
     "Muon",
+    "MuonWithAdamW",
     "NAdam",
     "Optimizer",
     "RAdam",

@@ -11,8 +11,8 @@ tensor([-0.1000,  0.1000,  0.0000])
 Each class takes the constructor signature of the torch.optim class with the same name (positional order, the
 keyword-only marker and defaults), keeps the same state keys and ``state_dict`` layout, and loads state_dicts saved
 by it. descend's extra flags (``eps_root``, ``eps_hat``, ``amsgrad_max``, ...), ``convention=`` and ``backend=`` are
-keyword-only. ``Momentum`` has no torch counterpart. ``Muon`` takes 2-D parameters only, as torch's does.
-``describe()`` prints the rule in force.
+keyword-only. ``Momentum`` has no torch counterpart. ``Muon`` takes 2-D parameters only, as torch's does;
+``MuonWithAdamW`` runs it on a model's hidden matrices and AdamW on the rest. ``describe()`` prints the rule in force.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from descend.algorithms.radam import RADAM
 from descend.algorithms.rmsprop import RMSPROP
 from descend.algorithms.rprop import RPROP
 from descend.algorithms.sgd import SGD as SGD_SPEC
+from descend.torch._muon_adamw import MuonWithAdamW
 from descend.torch._optimizer import Optimizer
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "Adamax",
     "Momentum",
     "Muon",
+    "MuonWithAdamW",
     "NAdam",
     "Optimizer",
     "RAdam",
