@@ -186,7 +186,8 @@ def run_many(
     """:func:`run` for several hyperparameter settings at once, one param group each, sharing the problem's work.
 
     Every setting gets the same seeds, start points and noise; the results are those :func:`run` gives setting by
-    setting (the optimizers update elementwise and param groups do not interact).
+    setting (param groups do not interact). An elementwise optimizer steps each stacked array (every run's rows) as
+    one parameter; any other (Muon reads a whole matrix) gets each run's slice as a parameter of its own.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
@@ -209,9 +210,17 @@ def run_many(
         params = [torch.cat([part[i] for part in parts]) for i in range(len(parts[0]))]
     else:
         params = [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
-    groups = [{"params": [p[j * k : (j + 1) * k] for p in params]} for j in range(g)]
+    # (view, parameter index, rows): what each parameter the optimizer holds is, and where its gradient comes from
+    if contestant.elementwise:
+        cuts = [[slice(j * k, (j + 1) * k)] for j in range(g)]
+    else:
+        cuts = [[j * k + i for i in range(k)] for j in range(g)]
+    views = [[(p[cut], i, cut) for cut in group for i, p in enumerate(params)] for group in cuts]
+    groups = [{"params": [view for view, _, _ in group]} for group in views]
     opt = contestant.build_groups(groups, convention, settings)
-    in_force = [{key: v for key, v in group.items() if key != "params"} for group in opt.param_groups]
+    source = {id(view): (i, cut) for group in views for view, i, cut in group}
+    held = [(p, *source[id(p)]) for group in opt.param_groups for p in group["params"]]
+    in_force = contestant.in_force(opt, g)
     base_lrs = [float(group["lr"]) for group in opt.param_groups]
     n = k * g
     every = max(1, record_every or problem.record_every)
@@ -233,12 +242,11 @@ def run_many(
                     group["lr"] = lr / math.sqrt(t)
             grads = problem.grad(params, t, rngs)
             if torch_front:
-                for j, group in enumerate(opt.param_groups):
-                    for p, gr in zip(group["params"], grads):
-                        p.grad = gr[j * k : (j + 1) * k]
+                for p, i, cut in held:
+                    p.grad = grads[i][cut]
                 opt.step()
             else:
-                opt.step([gr[j * k : (j + 1) * k] for j in range(g) for gr in grads])
+                opt.step([grads[i][cut] for _, i, cut in held])
             problem.project(params)
             if path is not None:
                 path[t] = problem.point(params)
