@@ -268,8 +268,10 @@ def describe(hp: MuonHyperparams) -> str:
         "  O_t = X, transposed back",
     ]
     if hp.weight_decay:
-        lines.append(f"  theta = (1 - {hp.lr:g} * {hp.weight_decay:g}) * theta   (decoupled weight decay)")
-    lines.append(f"  theta_t = theta - {hp.lr:g} * {scale} * O_t")
+        lines.append(
+            f"  theta_{{t-1}} = (1 - {hp.lr:g} * {hp.weight_decay:g}) * theta_{{t-1}}   (decoupled weight decay)"
+        )
+    lines.append(f"  theta_t = theta_{{t-1}} - {hp.lr:g} * {scale} * O_t")
     return "\n".join(lines)
 
 
