@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import descend
-from descend.algorithms import REGISTRY
+from descend.algorithms import ELEMENTWISE, REGISTRY
 
 torch = pytest.importorskip("torch")
 
@@ -105,7 +105,7 @@ def _torch_worded(name: str, arg: str) -> list[tuple[str, str, Any, type, str]]:
 
 def _hyperparameter_cases() -> list[tuple[str, str, Any, type, str]]:
     cases = []
-    for name, spec in REGISTRY.items():
+    for name, spec in ELEMENTWISE.items():  # LBFGS (integer counts, None defaults) has its own: tests/test_lbfgs.py
         for f in dataclasses.fields(spec.hyperparams):
             arg, default = f.name, f.default
             if (name, arg) in TORCH_WORDED:
@@ -126,6 +126,11 @@ def _hyperparameter_cases() -> list[tuple[str, str, Any, type, str]]:
                 if (name, arg) in UPPER:
                     high = rf"Invalid {arg} value: 2.0; allowed range is .*1.0[\])]"
                     cases.append((name, arg, 2.0, ValueError, high))
+            elif isinstance(default, int):  # a count (Schedule-Free's warmup_steps)
+                cases.append((name, arg, -1, ValueError, rf"Invalid {arg} value: -1; allowed values are whole numbers"))
+                cases.append((name, arg, 2.5, TypeError, rf"{arg} must be a non-negative whole number, got 2.5"))
+                cases.append((name, arg, "3", TypeError, rf"{arg} must be a non-negative whole number, got '3'"))
+                cases.append((name, arg, True, TypeError, rf"{arg} must be a non-negative whole number, got True"))
             elif isinstance(default, str):
                 cases.append((name, arg, "zzz", ValueError, rf"Invalid {arg} value: 'zzz'; allowed values are '"))
             elif arg == "betas":
@@ -441,7 +446,7 @@ def _strided_views(rng: np.random.Generator, dtype: type) -> list[tuple[str, np.
     ]
 
 
-@pytest.mark.parametrize("name", list(descend.OPTIMIZERS))
+@pytest.mark.parametrize("name", list(ELEMENTWISE))  # LBFGS: tests/test_lbfgs.py
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_numpy_non_contiguous_params_and_grads_train_like_contiguous_copies(name: str, dtype: type) -> None:
     rng = np.random.default_rng(1)

@@ -13,8 +13,9 @@ from descend.algorithms import registry
 from descend.algorithms._spec import cast_scalars
 from descend.kernels._layout import KERNELS
 
-# Every algorithm with a fused kernel (Muon's rule reads whole matrices and has none).
-NAMES = tuple(name for name in registry.REGISTRY if name in KERNELS)
+# The algorithms with a fused kernel: the kernels restate reference_update (a closure-driven spec has none, and
+# Muon's rule reads whole matrices and has none).
+NAMES = tuple(name for name in registry.ELEMENTWISE if name in KERNELS)
 
 _unit = st.floats(0.0, 0.999)
 _lr = st.sampled_from([0.0, 1e-4, 1e-3, 0.01, 0.1, 0.5, 1.0])
@@ -144,6 +145,19 @@ _HAND_WRITTEN: dict[str, Any] = {
             "alpha": st.sampled_from([0.0, 0.75, 1.0]),
             "t0": st.sampled_from([-3.0, 0.0, 1.0, 2.5, 1e6]),
             "weight_decay": _wd,
+            "maximize": st.booleans(),
+        }
+    ),
+    # beta1 above 0 (eval() divides by it); warmup, r and the weight power change c_t and the step size
+    "adamw_schedulefree": st.fixed_dictionaries(
+        {
+            "lr": _lr,
+            "betas": st.tuples(st.sampled_from([0.1, 0.5, 0.9, 0.95]), st.sampled_from([0.0, 0.5, 0.9, 0.999])),
+            "eps": _eps,
+            "weight_decay": _wd,
+            "warmup_steps": st.sampled_from([0, 1, 3, 10]),
+            "r": st.sampled_from([0.0, 0.5, 2.0]),
+            "weight_lr_power": st.sampled_from([0.0, 1.0, 2.0]),
             "maximize": st.booleans(),
         }
     ),

@@ -32,7 +32,7 @@ KWARGS = {
 # Left out too: algorithms without a kernel (Muon).
 NAMES = [
     n
-    for n, spec in registry.REGISTRY.items()
+    for n, spec in registry.ELEMENTWISE.items()
     if n in getattr(dt, "OPTIMIZERS", {}) and not spec.host_slots(spec.make()) and n in KERNELS
 ]
 

@@ -31,6 +31,8 @@ import numpy as np
 
 import descend
 from descend import kernels
+from descend.algorithms import ELEMENTWISE
+from descend.kernels._layout import KERNELS
 
 __all__ = ["CASES", "main", "run", "takes"]
 
@@ -80,6 +82,10 @@ CASES: dict[str, Callable[[], list[tuple[int, ...]]]] = {
 KWARGS: dict[str, dict[str, Any]] = {"sgd": {"momentum": 0.9}}
 
 TORCH_FUSED = {"Adam", "AdamW", "SGD", "Adagrad"}  # torch.optim classes with fused=True on the CPU
+
+# For an algorithm torch.optim lacks, the package that runs it in torch operations: (module, class, label of its
+# default step, which stands in for torch's default in the "vs torch.optim" column).
+PEERS: dict[str, tuple[str, str, str]] = {"adamw_schedulefree": ("schedulefree", "AdamWScheduleFree", "schedulefree")}
 
 
 def _naive(name: str) -> Callable[[list[np.ndarray], list[np.ndarray]], Callable[[], None]] | None:
@@ -177,16 +183,34 @@ def _contestants(
                 variants.append(("torch fused", {"fused": True}))
             for label, extra in variants:
                 out[label] = cls(tparams, **kwargs, **extra).step
+        if "torch" in which and name in PEERS and _import(PEERS[name][0]) is not None:
+            out.update(_peer_steps(torch, name, params, grads))
     if "naive" in which and _naive(name) is not None:
         out["naive NumPy"] = _naive(name)(params, grads)
     if "optax" in which:
         step = _optax_step(name, params, grads)
         if step is not None:
             out["optax (jit)"] = step
-    if "roofline" in which and kernels.available()[0] and spec.elementwise:
+    if "roofline" in which and kernels.available()[0] and not spec.whole_tensor:
         k = _traffic_slots(name)
         extra = [[np.zeros_like(p) for p in params] for _ in range(k)]
         out["roofline"] = lambda: kernels.roofline(params, grads, extra)
+    return out
+
+
+def _peer_steps(torch: Any, name: str, params: list[np.ndarray], grads: list[np.ndarray]) -> dict[str, Any]:
+    """The peer package's default step and its for-loop step, each on its own copies (it divides the gradients in
+    place), in train mode."""
+    module, cls_name, label = PEERS[name]
+    cls = getattr(_import(module), cls_name)
+    out = {}
+    for suffix, extra in (("", {}), (" for-loop", {"foreach": False})):
+        copies = [torch.from_numpy(p.copy()) for p in params]
+        for t, g in zip(copies, grads):
+            t.grad = torch.from_numpy(g.copy())
+        opt = cls(copies, **extra)
+        opt.train()
+        out[label + suffix] = opt.step
     return out
 
 
@@ -245,7 +269,7 @@ def run(
     k = _traffic_slots(name)
     nbytes = 4 * n * ((2 + k) + (1 + k))  # reads: param, grad, k slots; writes: param, k slots
     roof = statistics.median(times["roofline"]) if "roofline" in times else None
-    bound = descend.REGISTRY[name].elementwise  # else the step is matrix products: bytes say little
+    bound = not descend.REGISTRY[name].whole_tensor  # else the step is matrix products: bytes say little
     rows = []
     for label, ts in times.items():
         ms = statistics.median(ts) * 1e3
@@ -298,7 +322,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         groups.setdefault((r["case"], r["algorithm"]), []).append(r)
     for group in groups.values():
         for r in group:
-            vs_default = _ratio(group, r["contestant"], "torch.optim")
+            labels = {row["contestant"] for row in group}
+            baseline = next((k for k in ["torch.optim", *(p[2] for p in PEERS.values())] if k in labels), "")
+            vs_default = _ratio(group, r["contestant"], baseline)
             vs_fused = _ratio(group, r["contestant"], "torch fused")
             roof = f"{r['roofline']:.2f}" if r["roofline"] else ""
             rate = f"{r['GB/s']:.1f}" if r["GB/s"] is not None else ""
@@ -316,9 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: choose cases, algorithms, contestants, repeats and threads; print and optionally write a report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    elementwise = [name for name, spec in descend.REGISTRY.items() if spec.elementwise]
-    parser.add_argument("--algorithms", nargs="+", default=elementwise, choices=list(descend.REGISTRY),
-                        help="default: every elementwise algorithm; Muon's step is matrix products, seconds per "
+    fused = [name for name in ELEMENTWISE if name in KERNELS]
+    parser.add_argument("--algorithms", nargs="+", default=fused, choices=list(ELEMENTWISE),
+                        help="default: the algorithms with a fused kernel; Muon's step is matrix products, seconds per "
                         "GPT-2 layer on a small CPU: ask for it (--algorithms muon --cases gpt2-small-layer)")
     parser.add_argument("--contestants", nargs="+", default=["descend", "descend.torch", "torch", "naive", "optax",
                                                              "roofline"])
@@ -373,8 +399,9 @@ REPORT = """# Benchmarks: step speed
 One optimizer step on float32 parameters, the median of interleaved rounds (one step of every contestant per round,
 after a warm-up step). `roofline` is the time of a kernel with the same loads and stores and trivial math, divided by
 the contestant's time. GB/s counts the bytes the algorithm must move (param, grad and state read; param and state
-written). `vs torch.optim` and `vs torch fused` are speedups: torch's time over the contestant's. Written by
-`python benchmarks/step_speed.py` (`descend.bench`); each section below is one run.
+written). `vs torch.optim` and `vs torch fused` are speedups: torch's time over the contestant's (for an algorithm
+torch.optim lacks, `vs torch.optim` is against the default step of the package that runs it in torch operations).
+Written by `python benchmarks/step_speed.py` (`descend.bench`); each section below is one run.
 """
 
 SECTION = """

@@ -54,6 +54,18 @@ _READ_ERRORS = (
 )
 
 
+def _check_optimizer(optimizer: Any) -> None:
+    if isinstance(optimizer, Optimizer):
+        return
+    spec = getattr(optimizer, "spec", None)
+    if spec is not None and not getattr(spec, "elementwise", True):
+        raise TypeError(
+            f"a checkpoint holds an elementwise optimizer's state arrays; {spec.title} keeps lists of history vectors "
+            "and numbers, which it has no place for: save its state_dict() with pickle instead"
+        )
+    raise TypeError(f"optimizer must be a descend NumPy optimizer, got {type(optimizer).__name__}")
+
+
 def save(path: str | os.PathLike[str], optimizer: Optimizer, **extra: Any) -> Path:
     """Write the optimizer's parameters and state to ``path`` atomically.
 
@@ -73,8 +85,7 @@ def save(path: str | os.PathLike[str], optimizer: Optimizer, **extra: Any) -> Pa
         ValueError: the param groups and extra values take more than ``MAX_META_BYTES`` as stored.
         FileNotFoundError: the folder of ``path`` does not exist (the error names that folder).
     """
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer must be a descend NumPy optimizer, got {type(optimizer).__name__}")
+    _check_optimizer(optimizer)
     try:
         extra_json = json.dumps(extra)
     except TypeError as exc:
@@ -411,8 +422,7 @@ def load(path: str | os.PathLike[str], optimizer: Optimizer) -> dict[str, Any]:
         ValueError: the file is not a descend checkpoint, is damaged, or does not fit the optimizer; the message
             says what differs, and the optimizer and its arrays are untouched.
     """
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer must be a descend NumPy optimizer, got {type(optimizer).__name__}")
+    _check_optimizer(optimizer)
     path = Path(path)
     meta, arrays = _read(path, optimizer)
     optimizer.load_state_dict(_state_of(arrays, meta))  # checks, then changes

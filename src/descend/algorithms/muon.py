@@ -298,6 +298,6 @@ MUON = AlgorithmSpec(
     },
     torch_name="Muon",
     has_step=False,
-    elementwise=False,
+    whole_tensor=True,
     param_ndim=2,
 )

@@ -238,7 +238,7 @@ class Engine:
             spec: the group's algorithm, if not the engine's.
         """
         spec, kind = spec or self.spec, self.kind
-        if backend == "reference" or not params or not kind.kernel_checks or not spec.elementwise:
+        if backend == "reference" or not params or not kind.kernel_checks or spec.whole_tensor:
             return None  # (kernels.supports, below, says whether they are built)
         slots = spec.state_slots(hp)
         host_keys = tuple(spec.host_slots(hp))

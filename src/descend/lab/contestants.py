@@ -68,10 +68,15 @@ class Contestant:
         return REGISTRY[self.algorithm].make(convention, **dict(self.fixed)).as_dict()
 
     @property
-    def elementwise(self) -> bool:
-        """Whether the rule updates each element alone: then the runs of a problem, stacked on a leading axis, step
-        as one array (else each run's slice is a parameter of its own)."""
-        return REGISTRY[self.algorithm].elementwise
+    def needs_closure(self) -> bool:
+        """Whether the update rule is closure-driven (L-BFGS): its ``step`` takes a closure, not gradients."""
+        return not REGISTRY[self.algorithm].elementwise
+
+    @property
+    def whole_tensor(self) -> bool:
+        """Whether the rule reads each parameter whole (Muon): then each run's slice of a problem's stacked arrays is
+        a parameter of its own (an elementwise rule steps every run of a problem as one array)."""
+        return getattr(REGISTRY[self.algorithm], "whole_tensor", False)
 
     def applies_to(self, shapes: Sequence[tuple[int, ...]]) -> bool:
         """Whether it can run on a problem whose parameters (one run's) have these shapes: Muon takes matrices only."""
@@ -88,6 +93,30 @@ class Contestant:
 
         cls = TORCH_OPTIMIZERS[self.algorithm]
         return cls(model.parameters(), convention=convention, **{**dict(self.fixed), **hyperparams})
+
+    def closure_runs(
+        self,
+        problem: Any,
+        params: Sequence[Any],
+        runs: int,
+        convention: str,
+        settings: Sequence[Mapping[str, Any]],
+        rngs: Sequence[np.random.Generator],
+    ) -> Any:
+        """For a closure-driven rule, one optimizer per run and setting over the stacked ``params`` (see
+        :class:`descend.lab.closure_runs.ClosureRuns`); None for an elementwise one, which :meth:`build_groups`
+        builds."""
+        if not self.needs_closure:
+            return None
+        from descend.lab.closure_runs import ClosureRuns
+
+        cls = descend.OPTIMIZERS[self.algorithm]
+        if problem.framework == "torch":
+            from descend.torch import OPTIMIZERS as TORCH_OPTIMIZERS
+
+            cls = TORCH_OPTIMIZERS[self.algorithm]
+        hp = [{**dict(self.fixed), **dict(s)} for s in settings]
+        return ClosureRuns(problem, cls, params, runs, hp, convention, rngs)
 
     def build(self, params: Sequence[np.ndarray], convention: str, hyperparams: Mapping[str, Any]) -> Any:
         """A NumPy optimizer over ``params`` with the variant's flags and ``hyperparams`` on top.
@@ -121,7 +150,11 @@ def _registry_contestants() -> dict[str, Contestant]:
     out = {}
     for name, spec in REGISTRY.items():
         knob = knobs.get(name, "betas" if "betas" in spec.hyperparams.names() else None)
-        out[name] = Contestant(name, name, {}, knob, spec.summary)
+        if spec.elementwise:
+            out[name] = Contestant(name, name, {}, knob, spec.summary)
+        else:  # steps are compared one for one: a closure-driven method runs one iteration per step
+            summary = f"{spec.summary}; one iteration per step here"
+            out[name] = Contestant(name, name, dict(spec.one_iteration), knob, summary)
     return out
 
 
@@ -144,8 +177,8 @@ class MuonAdamWContestant(Contestant):
         return {**constructor_defaults(convention), **dict(self.fixed)}
 
     @property
-    def elementwise(self) -> bool:
-        return False
+    def whole_tensor(self) -> bool:
+        return True
 
     def applies_to(self, shapes: Sequence[tuple[int, ...]]) -> bool:
         return any(len(shape) == 2 for shape in shapes)

@@ -248,7 +248,7 @@ class Optimizer(torch.optim.Optimizer):
                     else "a sparse gradient takes the step in torch operations, which this one did not reach"
                 )
             )
-        if not spec.elementwise:  # the rule reads the whole matrix: no real view of a complex one, no shard
+        if spec.whole_tensor:  # the rule reads the whole matrix: no real view of a complex one, no shard
             if p.dtype in COMPLEX_DTYPES:
                 raise RuntimeError(f"{spec.title} does not support complex parameters")
             if DTensor is not None and isinstance(p, DTensor):
