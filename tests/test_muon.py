@@ -246,6 +246,22 @@ def test_the_fused_backend_says_that_no_kernel_runs_muon() -> None:
     assert np.all(w == 1.0)
 
 
+def test_foreach_says_that_muon_has_no_multi_tensor_form() -> None:
+    """Off the CPU the reference runs Muon (its rule reads whole matrices); forcing the multi-tensor path is refused."""
+    p = torch.nn.Parameter(torch.randn(3, 2))
+    p.grad = torch.ones(3, 2)
+    opt = dt.Muon([p], backend="foreach")
+    before = snapshot(opt)
+    with pytest.raises(ValueError, match=r"backend='foreach' cannot update parameter 0 of Muon: .* no multi-tensor"):
+        opt.step()
+    assert_unchanged(opt, before)
+    meta = torch.nn.Parameter(torch.empty(4, 3, device="meta"))
+    meta.grad = torch.empty(4, 3, device="meta")
+    on_meta = dt.Muon([meta])
+    on_meta.step()  # the reference in torch operations, on the tensors' own device
+    assert on_meta.state[meta]["momentum_buffer"].device.type == "meta"
+
+
 def test_maximize_climbs() -> None:
     w, v = np.zeros((3, 4)), np.zeros((3, 4))
     g = np.arange(12.0).reshape(3, 4) - 5

@@ -41,7 +41,7 @@ from descend.algorithms._spec import AlgorithmSpec, Hyperparams, HyperparamsCach
 from descend.algorithms.adam import ADAMW
 from descend.algorithms.conventions import check_convention
 from descend.algorithms.muon import MUON
-from descend.backends import check_backend
+from descend.backends import NUMPY_BACKENDS, check_backend
 from descend.engine import Engine
 from descend.nonfinite import check_nan_policy
 from descend.optim import _NUMPY, Optimizer
@@ -217,7 +217,7 @@ class MuonWithAdamW(Optimizer):
             names = ", ".join(p.name for p in hyperparameter_signature())
             raise TypeError(f"MuonWithAdamW: {exc}; its hyperparameters are {names}") from None
         self.convention = check_convention(convention)
-        self.backend = check_backend(backend)
+        self.backend = check_backend(backend, NUMPY_BACKENDS)
         self.nan_policy = check_nan_policy(nan_policy)
         self.kind_defaults = split_arguments(self.convention, bound.arguments)
         self.defaults: dict[str, Any] = {

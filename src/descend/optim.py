@@ -21,7 +21,7 @@ import numpy as np
 from descend._state_check import checked_state
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, HyperparamsCache
 from descend.algorithms.conventions import check_convention
-from descend.backends import check_backend
+from descend.backends import NUMPY_BACKENDS, check_backend
 from descend.engine import Engine, GroupWork, Item, NumpyKind
 from descend.engine.memory import check_overlaps
 from descend.nonfinite import check_nan_policy
@@ -106,7 +106,7 @@ class Optimizer:
             names = ", ".join(self.spec.hyperparams.names())
             raise TypeError(f"{self.spec.title}: {exc}; its hyperparameters are {names}") from None
         self.convention = check_convention(convention)
-        self.backend = check_backend(backend)
+        self.backend = check_backend(backend, NUMPY_BACKENDS)
         self.nan_policy = check_nan_policy(nan_policy)
         self._hps = HyperparamsCache(self.spec.hyperparams)
         self.state: dict[int, dict[str, Any]] = {}

@@ -194,7 +194,7 @@ class GroupPlan:
 def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, Any], backend: str) -> GroupPlan | None:
     """The plan of a group after a step, or None where the group does not fit one (see the module docstring)."""
     host = tuple(spec.host_slots(hp))
-    if backend == "reference" or not kernels.available()[0] or (host and not spec.has_step):
+    if backend in ("reference", "foreach") or not kernels.available()[0] or (host and not spec.has_step):
         return None
     params = group["params"]
     if len({id(p) for p in params}) != len(params):  # a tensor listed twice is updated twice, one round each

@@ -5,10 +5,13 @@ The fronts (:mod:`descend.optim` for NumPy, :mod:`descend.torch` for torch) turn
 
 1. **prepares** each parameter with a gradient: the state it needs (created, not yet stored), its next step count and
    host scalars (NAdam's ``mu_product``) computed out of place, the per-step scalars, and the choice between the fused
-   kernel and the reference rule by one rule (:meth:`Engine._route`); everything that can be refused is refused here;
+   kernel, the multi-tensor path and the reference rule by one rule (:meth:`Engine._route`,
+   :meth:`Engine._multi`); everything that can be refused is refused here;
 2. applies ``nan_policy`` to every gradient of every group;
-3. **computes** the reference rule for the parameters the kernel does not take, on working copies;
-4. **writes**: runs the kernel jobs (checked whole before the first one runs), stores the reference's results, and
+3. **computes** the rule for the parameters the kernel does not take, into new tensors: one tensor at a time on
+   working copies (the reference), or a set of tensors at a time with multi-tensor operations
+   (:mod:`descend.engine.foreach`);
+4. **writes**: runs the kernel jobs (checked whole before the first one runs), stores the computed results, and
    commits new state and counters.
 
 Nothing is written before step 4, and nothing in step 4 can be refused, so a step that raises leaves every param and
@@ -65,7 +68,8 @@ class Prepared:
     Attributes:
         jobs: kernel calls, as :func:`descend.kernels.job` builds them.
         reference: per parameter the reference runs for, ``(pairs, compute)``: ``compute()`` returns the working
-            copies to store, and ``pairs`` the arrays they go to.
+            copies to store, and ``pairs`` the arrays they go to; per set of parameters on the multi-tensor path,
+            ``(None, compute)``: ``compute()`` returns the write that stores its results.
         commits: callables run last, storing new state and counters; they cannot fail.
         checks: per parameter with a gradient, ``(index, gradient, address)`` for the finite check, the address
             being ``(data address, element count, dtype name)`` where the kernels can read it, else None.
@@ -182,7 +186,10 @@ class Engine:
         actions: list[Callable[[], Any]] = []
         for p, outputs in zip(prepared, results):
             for (pairs, _), out in zip(p.reference, outputs):
-                actions += [lambda dst=dst, src=src: kind.write_back(dst, src) for dst, src in zip(pairs, out)]
+                if pairs is None:  # a multi-tensor set: its results store themselves, in one batch
+                    actions.append(out)
+                else:
+                    actions += [lambda dst=dst, src=src: kind.write_back(dst, src) for dst, src in zip(pairs, out)]
             actions += p.commits
         actions += [g.on_done for g in groups if g.on_done is not None]
         error: BaseException | None = None
@@ -238,7 +245,7 @@ class Engine:
             spec: the group's algorithm, if not the engine's.
         """
         spec, kind = spec or self.spec, self.kind
-        if backend == "reference" or not params or not kind.kernel_checks or spec.whole_tensor:
+        if backend in ("reference", "foreach") or not params or not kind.kernel_checks or spec.whole_tensor:
             return None  # (kernels.supports, below, says whether they are built)
         slots = spec.state_slots(hp)
         host_keys = tuple(spec.host_slots(hp))
@@ -281,7 +288,12 @@ class Engine:
         initial_host = spec.host_slots(hp)
         out = Prepared()
         buckets: dict[tuple, list] = {}
+        sets: dict[tuple, list] = {}  # the multi-tensor path's sets of parameters
         items = work.items() if callable(work.items) else work.items
+        if kind.multi_tensor and work.backend in ("auto", "foreach") and not spec.whole_tensor:
+            steady = kind.multi_tensor_steady(self, hp, work.backend, items, spec)  # all on the multi-tensor path
+            if steady is not None:
+                return steady
         check_overlaps(self.kind, [item.param for item in items], [item.index for item in items])
         states = self.states()
         pending = []
@@ -321,6 +333,9 @@ class Engine:
                 copy = route[2] or position in copies
                 grad = kind.contiguous_copy(g) if copy else g
                 buckets.setdefault((route[:2], scalars), []).append((item, arrays, grad))
+            elif self._multi(work.backend, item, arrays, spec):
+                key = (kind.multi_tensor_key(item.param, arrays), scalars)
+                sets.setdefault(key, []).append((item.param, g, arrays))
             else:
                 out.reference.append(self._reference(item.param, g, arrays, scalars, spec))
             out.commits.append(self._committer(item, fresh, native_step, host, spec.has_step))
@@ -338,6 +353,8 @@ class Engine:
                 )
             )
             out.keep += [grad for _, _, grad in members]
+        for (_, scalars), members in sets.items():
+            out.reference.append((None, kind.multi_tensor_step(spec, members, scalars)))
         return out
 
     def _route(
@@ -347,12 +364,14 @@ class Engine:
         algorithm and dtypes, and the param and every state array are dense, contiguous, aligned, writable and of
         one shape. A gradient the kernel cannot read as it is (strided, a lazy view, all zeros without memory, or
         sharing memory with what is written) is read from a contiguous copy, which gives the same bits. Else the
-        reference runs the parameter; under ``backend="fused"`` that is an error instead.
+        multi-tensor path or the reference runs the parameter (:meth:`_multi` says which); under ``backend="fused"``
+        that is an error instead. ``backend="reference"`` and ``"foreach"`` never run the kernel.
 
         Returns:
-            ``(dtype, state dtype, whether the gradient is copied)``, or None for the reference.
+            ``(dtype, state dtype, whether the gradient is copied)``, or None for the multi-tensor path or the
+            reference.
         """
-        if backend == "reference":
+        if backend in ("reference", "foreach"):
             return None
         kind, p, g = self.kind, item.param, item.grad
         dtype = kind.dtype_name(p)
@@ -385,6 +404,23 @@ class Engine:
                 f"{why}; use backend='auto' to run the reference for it"
             )
         return None
+
+    def _multi(self, backend: str, item: Item, arrays: Mapping[str, Any], spec: AlgorithmSpec) -> bool:
+        """For a parameter the kernel does not run, whether the multi-tensor path runs it rather than the reference:
+        always under ``backend="foreach"``, and under ``"auto"`` where the kind prefers it (torch tensors that are not
+        on the CPU). A rule that reads whole parameters (Muon) has no multi-tensor form: the reference runs it, and
+        ``backend="foreach"`` is an error for it, as ``"fused"`` is without a kernel."""
+        kind = self.kind
+        if spec.whole_tensor:
+            if backend == "foreach":
+                raise ValueError(
+                    f"backend='foreach' cannot update parameter {item.index} of {spec.title}: its rule reads each "
+                    "parameter whole, so it has no multi-tensor form; use backend='auto' to run the reference for it"
+                )
+            return False
+        return kind.multi_tensor and (
+            backend == "foreach" or (backend == "auto" and kind.prefers_multi_tensor(item.param, item.grad, arrays))
+        )
 
     def _reference(self, p: Any, g: Any, arrays: Mapping[str, Any], scalars: Any, spec: AlgorithmSpec) -> tuple:
         """The reference rule on working copies in the compute dtype; the copies are stored only at write time."""

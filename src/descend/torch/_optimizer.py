@@ -103,11 +103,12 @@ class Optimizer(torch.optim.Optimizer):
             in the positions torch.optim's class takes them (see the class signature).
         **kwargs: the same by name, then descend's extra flags (keyword-only), and two more keywords:
             ``convention``, a preset of defaults and flags (``"torch"``, ``"optax"``, ``"keras"``, ``"paper"``,
-            ``"article"``) that arguments given explicitly override; ``backend``, ``"auto"``, ``"reference"``
-            or ``"fused"`` (see :mod:`descend.backends`, and :mod:`descend.torch._options` for how ``foreach`` and
-            ``fused`` refine it); ``nan_policy`` (see :mod:`descend.nonfinite`); and ``state_dtype``, None (the
-            state takes each parameter's dtype, as in torch) or ``torch.float32`` (bfloat16 and float16 parameters
-            keep their state in float32; the update is computed in float32 either way).
+            ``"article"``) that arguments given explicitly override; ``backend``, ``"auto"``, ``"reference"``,
+            ``"fused"`` or ``"foreach"`` (see :mod:`descend.backends`, and :mod:`descend.torch._options` for how
+            ``foreach`` and ``fused`` refine it); ``nan_policy`` (see :mod:`descend.nonfinite`); and
+            ``state_dtype``, None (the state takes each parameter's dtype, as in torch) or ``torch.float32``
+            (bfloat16 and float16 parameters keep their state in float32; the update is computed in float32 either
+            way).
     """
 
     spec: ClassVar[AlgorithmSpec]
