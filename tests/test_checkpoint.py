@@ -11,10 +11,11 @@ import pytest
 
 import descend
 from descend.algorithms import ELEMENTWISE
+from tests.shapes import shape_for
 
 
 def _problem(name: str = "nadam"):
-    w, b = np.ones((3, 2)), np.zeros(())
+    w, b = np.ones((3, 2)), np.zeros(shape_for(name, ()))  # a 0-d array, or for Muon a matrix
     return [w, b], descend.OPTIMIZERS[name]([w, b], lr=0.05)
 
 

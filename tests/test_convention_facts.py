@@ -166,6 +166,21 @@ FACTS: dict[tuple[str, str], Fact] = {
         True, {"line_search_fn": "strong_wolfe"}, "Liu & Nocedal (1989): a Wolfe line search, c1 = 1e-4, c2 = 0.9"
     ),
     ("lbfgs", "article"): Fact(False, NONE, "the article covers GD, momentum, RMSprop and Adam only"),
+    ("muon", "torch"): Fact(
+        True,
+        {"lr": 1e-3, "weight_decay": 0.1, "momentum": 0.95, "nesterov": True, "eps": 1e-7, "ns_steps": 5},
+        f"{TORCH.format('_muon')}: Muon(lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True, eps=1e-7)",
+    ),
+    ("muon", "optax"): Fact(
+        False, NONE, "google-deepmind/optax optax/contrib/_muon.py: bias-corrected momentum, sqrt(max(1, B/A))"
+    ),
+    ("muon", "keras"): Fact(False, NONE, f"{KERAS.format('muon')}: m = momentum * m + g, ns_steps=6"),
+    ("muon", "paper"): Fact(
+        True,
+        {"lr": 0.02, "weight_decay": 0.0, "momentum": 0.95, "nesterov": True, "ns_steps": 5},
+        "KellerJordan/Muon muon.py: Muon(lr=0.02, weight_decay=0, momentum=0.95), nesterov=True, 5 steps",
+    ),
+    ("muon", "article"): Fact(False, NONE, "the article covers GD, momentum, RMSprop and Adam only"),
 }
 
 PAIRS = list(itertools.product(REGISTRY, CONVENTIONS))

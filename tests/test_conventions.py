@@ -7,6 +7,7 @@ import pytest
 
 import descend
 from descend.algorithms import CONVENTIONS, REGISTRY
+from tests.shapes import shape_for
 from tests.test_kernels_strategies import reference_steps
 from tests.tolerances import TRANSCRIPTION_FLOAT64, assert_close
 
@@ -31,13 +32,14 @@ def test_describe_under_every_convention_names_the_values_in_force(name: str, co
     changed = 0
 
     def run(h: object) -> bytes:
-        param = np.linspace(-1.0, 1.0, 7)
+        shape = shape_for(name, (7,))
+        param = np.linspace(-1.0, 1.0, 7).reshape(shape)
         if not spec.elementwise:  # a closure-driven rule: a few steps on a fixed smooth loss
             opt = descend.OPTIMIZERS[name]([param], **h.as_dict())
             for _ in range(3):
                 opt.step(lambda: (float(np.sum(np.cosh(param - 0.3))), [np.sinh(param - 0.3)]))
             return param.tobytes()
-        grads = [np.sin(np.arange(7.0) + k) for k in range(3)]
+        grads = [np.sin(np.arange(7.0) + k).reshape(shape) for k in range(3)]
         reference_steps(name, h, param, grads)
         return param.tobytes()
 

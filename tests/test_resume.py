@@ -25,6 +25,7 @@ import descend
 from descend.algorithms import (
     ELEMENTWISE,  # LBFGS resumes through state_dicts (tests/test_torch_lbfgs.py, test_lbfgs.py)
 )
+from tests.shapes import matrices_only, shape_for
 
 ROOT = Path(__file__).resolve().parents[1]
 MID, END = 7, 15
@@ -54,7 +55,11 @@ def settings(name: str) -> dict[str, Any]:
 
 def numpy_problem(name: str) -> tuple[list[np.ndarray], Any]:
     rng = np.random.default_rng(5)
-    params = [rng.standard_normal((6, 5)), rng.standard_normal(5).astype(np.float32), np.asarray(rng.standard_normal())]
+    params = [
+        rng.standard_normal((6, 5)),
+        rng.standard_normal(shape_for(name, (5,))).astype(np.float32),
+        np.asarray(rng.standard_normal(shape_for(name, ()))),
+    ]
     return params, descend.OPTIMIZERS[name](params, **settings(name))
 
 
@@ -85,7 +90,8 @@ def torch_problem(name: str) -> tuple[Any, Any]:
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
-    return model, dt.OPTIMIZERS[name](model.parameters(), **settings(name))
+    params = [p for p in model.parameters() if p.ndim == 2 or not matrices_only(name)]
+    return model, dt.OPTIMIZERS[name](params, **settings(name))
 
 
 def torch_grads(step: int, model: Any) -> None:

@@ -19,6 +19,7 @@ torch = pytest.importorskip("torch")
 
 import descend.torch as dt  # noqa: E402
 from tests.optim_db import cuda_only_inputs, db_error_inputs, db_inputs, skip_reason  # noqa: E402
+from tests.shapes import shape_for  # noqa: E402
 from tests.tolerances import assert_close, torch_tolerance  # noqa: E402
 
 STEPS = 20
@@ -44,11 +45,15 @@ def default_dtype(dtype: torch.dtype):
         torch.set_default_dtype(previous)
 
 
-def make_params(dtype: torch.dtype, differentiable: bool) -> list[torch.Tensor]:
-    """Two tensors; plain ones (not requiring grad) for a differentiable step, which torch.optim runs with gradients
-    enabled and so cannot write into a leaf that requires grad; nn.Parameters otherwise."""
+def make_params(dtype: torch.dtype, differentiable: bool, name: str = "adam") -> list[torch.Tensor]:
+    """Two tensors (a matrix and a vector, or for Muon two matrices); plain ones (not requiring grad) for a
+    differentiable step, which torch.optim runs with gradients enabled and so cannot write into a leaf that requires
+    grad; nn.Parameters otherwise."""
     gen = torch.Generator().manual_seed(0)
-    values = [torch.randn(5, 3, generator=gen, dtype=torch.float64), torch.randn(4, generator=gen, dtype=torch.float64)]
+    values = [
+        torch.randn(5, 3, generator=gen, dtype=torch.float64),
+        torch.randn(shape_for(name, (4,)), generator=gen, dtype=torch.float64),
+    ]
     return [v.to(dtype) if differentiable else torch.nn.Parameter(v.to(dtype)) for v in values]
 
 
@@ -119,8 +124,8 @@ def test_the_database_is_complete() -> None:
 def test_accepts_torchs_inputs(entry: tuple) -> None:
     name, _, kwargs = entry
     differentiable = bool(kwargs.get("differentiable"))
-    ours = dt.OPTIMIZERS[name](make_params(torch.float32, differentiable), **fresh(kwargs))
-    theirs = twin(name)(make_params(torch.float32, differentiable), **fresh(kwargs))
+    ours = dt.OPTIMIZERS[name](make_params(torch.float32, differentiable, name), **fresh(kwargs))
+    theirs = twin(name)(make_params(torch.float32, differentiable, name), **fresh(kwargs))
     for key, value in theirs.param_groups[0].items():
         if key != "params":
             assert same_value(ours.param_groups[0][key], value), f"{key}: {ours.param_groups[0][key]!r} != {value!r}"
@@ -132,7 +137,7 @@ def test_matches_torch_on_its_inputs(entry: tuple, dtype: torch.dtype) -> None:
     name, _, kwargs = entry
     differentiable = bool(kwargs.get("differentiable"))
     with default_dtype(dtype):
-        a, b = make_params(dtype, differentiable), make_params(dtype, differentiable)
+        a, b = make_params(dtype, differentiable, name), make_params(dtype, differentiable, name)
         ours, theirs = dt.OPTIMIZERS[name](a, **fresh(kwargs)), twin(name)(b, **fresh(kwargs))
         start = [p.detach().clone() for p in a]
         closures = (loss_closure(a), loss_closure(b)) if not ours.spec.elementwise else None

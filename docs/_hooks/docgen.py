@@ -301,6 +301,8 @@ def _path_sentence(spec: Any, path: Any) -> str:
     steps = len(path.points) - 1
     fixed = "" if spec.elementwise else "".join(f", {k}={_fmt(v)}" for k, v in spec.one_iteration.items())
     settings = f"`descend.{spec.title}([p], lr={path.lr:g}{fixed})`, torch's other defaults, from (-1.2, 1)"
+    if spec.param_ndim == 2:
+        settings += " (the point as a 1 × 2 matrix, whose orthogonalised momentum is its direction)"
     if path.diverged:
         return f"With {settings}, the path left the plotted region after {steps} steps."
     x, y = path.final

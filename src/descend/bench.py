@@ -3,7 +3,10 @@
 Every contestant updates the same parameters (NumPy arrays shared with torch tensors, so no copy) with its own state.
 Rounds are interleaved (one step of each contestant per round, after a warm-up step), and each figure is the median
 of the rounds. The roofline is a kernel with the same loads and stores as the algorithm and trivial math; its time
-is what the memory allows, and ``roofline`` in the table is roofline time / contestant time.
+is what the memory allows, and ``roofline`` in the table is roofline time / contestant time. An algorithm that is
+not elementwise (Muon, whose step is matrix products) has no roofline and no GB/s, and runs on the cases whose
+parameters it takes (Muon: ``gpt2-small-hidden``, GPT-2 small's 48 hidden weight matrices, and
+``gpt2-small-layer``, one layer's four, a twelfth of the work).
 
 Run ``python benchmarks/step_speed.py --help`` for the flags; the full run needs about 10 GB of memory for the 1e8 and
 GPT-2 cases.
@@ -15,6 +18,7 @@ import argparse
 import datetime
 import gc
 import importlib.util
+import inspect
 import os
 import platform
 import statistics
@@ -28,8 +32,9 @@ import numpy as np
 import descend
 from descend import kernels
 from descend.algorithms import ELEMENTWISE
+from descend.kernels._layout import KERNELS
 
-__all__ = ["CASES", "main", "run"]
+__all__ = ["CASES", "main", "run", "takes"]
 
 
 def _gpt2_small() -> list[tuple[int, ...]]:
@@ -51,10 +56,23 @@ def _resnet18() -> list[tuple[int, ...]]:
     return shapes + [(1000, 512), (1000,)]
 
 
+def _gpt2_small_layer() -> list[tuple[int, ...]]:
+    """One layer of GPT-2 small's hidden weight matrices (what Muon trains), in its (in, out) layout: the attention's
+    input and output projections and the MLP's two."""
+    return [(768, 2304), (768, 768), (768, 3072), (3072, 768)]
+
+
+def _gpt2_small_hidden() -> list[tuple[int, ...]]:
+    """GPT-2 small's 48 hidden weight matrices: twelve layers like :func:`_gpt2_small_layer`."""
+    return _gpt2_small_layer() * 12
+
+
 CASES: dict[str, Callable[[], list[tuple[int, ...]]]] = {
     "flat-1e7": lambda: [(10_000_000,)],
     "flat-1e8": lambda: [(100_000_000,)],
     "gpt2-small": _gpt2_small,
+    "gpt2-small-hidden": _gpt2_small_hidden,
+    "gpt2-small-layer": _gpt2_small_layer,
     "resnet18": _resnet18,
     "mlp": lambda: [(1024, 784), (1024,), (1024, 1024), (1024,), (10, 1024), (10,)],
     "2000x1000": lambda: [(1000,)] * 2000,
@@ -148,7 +166,8 @@ def _contestants(
     kwargs = KWARGS.get(name, {})
     spec = descend.REGISTRY[name]
     if "descend" in which:
-        opt = descend.OPTIMIZERS[name](params, backend="fused", **kwargs)
+        backend = "fused" if kernels.supports(name, "float32") else "auto"  # Muon has no kernel: its reference
+        opt = descend.OPTIMIZERS[name](params, backend=backend, **kwargs)
         out["descend (NumPy)"] = lambda: opt.step(grads)
     torch = _import("torch")
     if torch is not None:
@@ -159,9 +178,11 @@ def _contestants(
         if "descend.torch" in which and dt is not None and hasattr(dt, "OPTIMIZERS"):
             topt = dt.OPTIMIZERS[name](tparams, **kwargs)
             out["descend.torch"] = topt.step
-        if "torch" in which and spec.torch_name:
+        if "torch" in which and spec.torch_name and hasattr(torch.optim, spec.torch_name):
             cls = getattr(torch.optim, spec.torch_name)
-            variants = [("torch.optim", {}), ("torch foreach", {"foreach": True})]
+            variants = [("torch.optim", {})]
+            if "foreach" in inspect.signature(cls).parameters:  # torch's Muon has no foreach path
+                variants.append(("torch foreach", {"foreach": True}))
             if spec.torch_name in TORCH_FUSED:
                 variants.append(("torch fused", {"fused": True}))
             for label, extra in variants:
@@ -174,7 +195,7 @@ def _contestants(
         step = _optax_step(name, params, grads)
         if step is not None:
             out["optax (jit)"] = step
-    if "roofline" in which and kernels.available()[0]:
+    if "roofline" in which and kernels.available()[0] and not spec.whole_tensor:
         k = _traffic_slots(name)
         extra = [[np.zeros_like(p) for p in params] for _ in range(k)]
         out["roofline"] = lambda: kernels.roofline(params, grads, extra)
@@ -253,14 +274,22 @@ def run(
     k = _traffic_slots(name)
     nbytes = 4 * n * ((2 + k) + (1 + k))  # reads: param, grad, k slots; writes: param, k slots
     roof = statistics.median(times["roofline"]) if "roofline" in times else None
+    bound = not descend.REGISTRY[name].whole_tensor  # else the step is matrix products: bytes say little
     rows = []
     for label, ts in times.items():
         ms = statistics.median(ts) * 1e3
         rows.append({"case": case, "algorithm": name, "contestant": label, "tensors": len(shapes), "elements": n,
-                     "ms": ms, "GB/s": nbytes / (ms * 1e-3) / 1e9, "roofline": (roof * 1e3 / ms) if roof else None})
+                     "ms": ms, "GB/s": nbytes / (ms * 1e-3) / 1e9 if bound else None,
+                     "roofline": (roof * 1e3 / ms) if roof else None})
     del contestants, params, grads
     gc.collect()
     return rows
+
+
+def takes(name: str, case: str) -> bool:
+    """Whether algorithm ``name`` takes every parameter of ``case`` (Muon: matrices only)."""
+    ndim = descend.REGISTRY[name].param_ndim
+    return ndim is None or all(len(shape) == ndim for shape in CASES[case]())
 
 
 def _ratio(rows: list[dict[str, Any]], num: str, den: str) -> float | None:
@@ -303,8 +332,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             vs_default = _ratio(group, r["contestant"], baseline)
             vs_fused = _ratio(group, r["contestant"], "torch fused")
             roof = f"{r['roofline']:.2f}" if r["roofline"] else ""
+            rate = f"{r['GB/s']:.1f}" if r["GB/s"] is not None else ""
             out.append(
-                f"| {r['case']} | {r['algorithm']} | {r['contestant']} | {r['ms']:.2f} | {r['GB/s']:.1f} | {roof} | "
+                f"| {r['case']} | {r['algorithm']} | {r['contestant']} | {r['ms']:.2f} | {rate} | {roof} | "
                 f"{f'{vs_default:.2f}x' if vs_default else ''} | {f'{vs_fused:.2f}x' if vs_fused else ''} |"
             )
     return "\n".join(out)
@@ -317,8 +347,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: choose cases, algorithms, contestants, repeats and threads; print and optionally write a report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    fused = list(ELEMENTWISE)  # the algorithms with a fused kernel; a closure-driven one (L-BFGS) has none
-    parser.add_argument("--algorithms", nargs="+", default=fused, choices=fused)
+    fused = [name for name in ELEMENTWISE if name in KERNELS]
+    parser.add_argument("--algorithms", nargs="+", default=fused, choices=list(ELEMENTWISE),
+                        help="default: the algorithms with a fused kernel; Muon's step is matrix products, seconds per "
+                        "GPT-2 layer on a small CPU: ask for it (--algorithms muon --cases gpt2-small-layer)")
     parser.add_argument("--contestants", nargs="+", default=["descend", "descend.torch", "torch", "naive", "optax",
                                                              "roofline"])
     parser.add_argument("--repeats", type=int, default=9, help="timed rounds; the median is reported (default 9)")
@@ -343,7 +375,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
     print(stamp())
     rows: list[dict[str, Any]] = []
-    jobs = [(case, name) for case in args.cases for name in args.algorithms]
+    jobs = [(case, name) for case in args.cases for name in args.algorithms if takes(name, case)]
+    if not jobs:
+        parser.error("none of the algorithms takes the parameters of any of the cases (Muon takes gpt2-small-hidden "
+                     "and gpt2-small-layer)")
     print("\n".join(table([]).split("\n")[:2]), flush=True)  # the header once, the rows as they come
     began = time.perf_counter()
     for k, (case, name) in enumerate(jobs):

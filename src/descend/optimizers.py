@@ -17,6 +17,7 @@ from descend.algorithms.adamax import ADAMAX
 from descend.algorithms.asgd import ASGD as ASGD_SPEC
 from descend.algorithms.lbfgs import LBFGS as LBFGS_SPEC
 from descend.algorithms.momentum import MOMENTUM
+from descend.algorithms.muon import MUON
 from descend.algorithms.nadam import NADAM
 from descend.algorithms.radam import RADAM
 from descend.algorithms.rmsprop import RMSPROP
@@ -36,6 +37,7 @@ __all__ = [
     "Adamax",
     "LBFGS",
     "Momentum",
+    "Muon",
     "NAdam",
     "RAdam",
     "RMSprop",
@@ -89,6 +91,10 @@ class Rprop(Optimizer):
 
 class ASGD(Optimizer):
     spec = ASGD_SPEC
+
+
+class Muon(Optimizer):
+    spec = MUON
 
 
 class LBFGS(ClosureOptimizer):

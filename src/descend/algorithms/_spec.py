@@ -128,7 +128,7 @@ class Hyperparams:
 
 
 _ABSENT = object()
-_SCALARS = (int, float, bool, str)
+_SCALARS = (int, float, bool, str, type(None))
 
 
 def _value_key(value: Any) -> Any:
@@ -201,6 +201,7 @@ class Spec:
             variant) and which rule runs instead; a convention with a preset may have one for what is not a flag.
         torch_name: the ``torch.optim`` class with the same rule under the torch convention, or None.
         elementwise: True for an :class:`AlgorithmSpec`, False for a :class:`ClosureSpec` (a class attribute).
+        param_ndim: the number of dimensions every parameter must have (Muon's 2), or None for any.
     """
 
     elementwise: ClassVar[bool]
@@ -214,6 +215,7 @@ class Spec:
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     notes: Mapping[str, str] = field(default_factory=dict)
     torch_name: str | None = None
+    param_ndim: int | None = None
 
     def __post_init__(self) -> None:
         from descend.algorithms.conventions import CONVENTIONS
@@ -226,6 +228,19 @@ class Spec:
             raise ValueError(
                 f"{self.title} has neither a preset nor a note for the convention(s) {', '.join(silent)}: each "
                 "convention must either set this library's variant or say that it has none and which rule runs"
+            )
+
+    def check_shape(self, shape: tuple[int, ...], shown: Any = None) -> None:
+        """Refuse a parameter whose number of dimensions is not :attr:`param_ndim` (torch's message for Muon).
+
+        Args:
+            shape: the parameter's shape.
+            shown: how the message shows it (torch's ``torch.Size([...])``); the shape itself by default.
+        """
+        if self.param_ndim is not None and len(shape) != self.param_ndim:
+            raise ValueError(
+                f"{self.title} only supports {self.param_ndim}D parameters whereas we found a parameter with size: "
+                f"{shape if shown is None else shown}"
             )
 
     def follows(self, convention: str) -> bool:
@@ -304,6 +319,10 @@ class AlgorithmSpec(Spec):
             rate the previous step stored).
         full_state: hyperparameters under which the algorithm keeps every state slot it can (AMSGrad's maximum,
             a centered average), for tests that must see every slot.
+        whole_tensor: whether the rule reads each parameter whole rather than element by element (Muon's
+            orthogonalisation multiplies matrices): its ``scalars`` also take the parameter's shape (``shape=``, see
+            :meth:`step_scalars`), no kernel runs it, and a parameter is never updated in pieces (a DTensor's
+            shard, a complex tensor's real view).
     """
 
     elementwise: ClassVar[bool] = True
@@ -317,6 +336,15 @@ class AlgorithmSpec(Spec):
     advance_host: Callable[[Any, int, dict[str, float]], dict[str, float]] = _same_host
     full_state: Mapping[str, Any] = field(default_factory=dict)
     host_for_scalars: str = "after"
+    whole_tensor: bool = False
+
+    def step_scalars(
+        self, hp: Hyperparams, step: int, host: dict[str, float], first: bool, shape: tuple[int, ...]
+    ) -> NamedTuple:
+        """:attr:`scalars` for one parameter of ``shape``: only a :attr:`whole_tensor` rule's depend on it."""
+        if self.whole_tensor:
+            return self.scalars(hp, step, host, first, shape=shape)
+        return self.scalars(hp, step, host, first)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,6 +17,7 @@ from descend.algorithms.asgd import ASGD
 from descend.algorithms.lbfgs import LBFGS
 from descend.algorithms.lion import LION
 from descend.algorithms.momentum import MOMENTUM
+from descend.algorithms.muon import MUON
 from descend.algorithms.nadam import NADAM
 from descend.algorithms.radam import RADAM
 from descend.algorithms.rmsprop import RMSPROP
@@ -41,10 +42,12 @@ REGISTRY: dict[str, Spec] = {
         ASGD,
         ADAMW_SCHEDULEFREE,
         LBFGS,
+        MUON,
     )
 }
 
-# The elementwise algorithms: the ones the engine and the fused kernels run, with a reference_update.
+# The elementwise algorithms: the ones the engine runs, with a reference_update (the fused kernels run those with a
+# kernel line; Muon's rule reads whole matrices and has none).
 ELEMENTWISE: dict[str, AlgorithmSpec] = {name: spec for name, spec in REGISTRY.items() if spec.elementwise}
 
 

@@ -142,9 +142,12 @@ class ArrayKind:
         a ``compute()`` that writes nothing and returns the write that stores its results."""
         raise NotImplementedError
 
-    def multi_tensor_steady(self, engine: Any, hp: Hyperparams, backend: str, items: Sequence[Any]) -> Any:
+    def multi_tensor_steady(
+        self, engine: Any, hp: Hyperparams, backend: str, items: Sequence[Any], spec: AlgorithmSpec | None = None
+    ) -> Any:
         """A group's step prepared with little Python per parameter where all of them are on the multi-tensor path
-        in their steady state (a :class:`~descend.engine.step.Prepared`), else None."""
+        in their steady state (a :class:`~descend.engine.step.Prepared`), else None. ``spec``: the group's algorithm,
+        if not the engine's."""
         return None
 
 

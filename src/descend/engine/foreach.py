@@ -135,7 +135,9 @@ def store(writes: Sequence[tuple[list[torch.Tensor], list[torch.Tensor]]]) -> No
             torch._foreach_copy_(dsts, srcs)
 
 
-def steady_state(engine: Any, hp: Hyperparams, backend: str, items: Sequence[Item]) -> Prepared | None:
+def steady_state(
+    engine: Any, hp: Hyperparams, backend: str, items: Sequence[Item], spec: AlgorithmSpec | None = None
+) -> Prepared | None:
     """A group's step with little Python per parameter, where every parameter with a gradient goes to the
     multi-tensor path and is in its steady state: all its state, one step count and host scalars shared by all, one
     device and one dtype per array. None where that does not hold, or where the general path might refuse something
@@ -145,8 +147,9 @@ def steady_state(engine: Any, hp: Hyperparams, backend: str, items: Sequence[Ite
         engine: the :class:`~descend.engine.step.Engine`.
         hp, backend: the group's hyperparameters and backend (``"auto"`` or ``"foreach"``).
         items: the parameters with a gradient.
+        spec: the group's algorithm, if not the engine's.
     """
-    spec, kind = engine.spec, engine.kind
+    spec, kind = spec or engine.spec, engine.kind
     slots, host_keys = spec.state_slots(hp), tuple(spec.host_slots(hp))
     stateless = not slots and not host_keys and not spec.has_step  # SGD without momentum keeps no state at all
     if not items or (not stateless and any(item.state is None for item in items)):

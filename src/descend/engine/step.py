@@ -50,13 +50,15 @@ class Item:
 @dataclass
 class GroupWork:
     """A param group's share of a step: its validated hyperparameters, its backend, and its items (or a ready
-    :class:`Prepared` from a plan)."""
+    :class:`Prepared` from a plan). ``spec`` is the group's algorithm where it is not the engine's own (an optimizer
+    that runs one algorithm on some groups and another on the rest steps them all in one atomic step)."""
 
     hp: Hyperparams
     backend: str
     items: list[Item] | Callable[[], list[Item]] = field(default_factory=list)  # or a callable making them
     prepared: Prepared | None = None
     on_done: Callable[[], None] | None = None  # called after the group's writes (a front records a plan)
+    spec: AlgorithmSpec | None = None  # None: the engine's
 
 
 @dataclass
@@ -228,6 +230,7 @@ class Engine:
         grads: Sequence[Any],
         states: Sequence[dict | None],
         indices: Sequence[int],
+        spec: AlgorithmSpec | None = None,
     ) -> Prepared | None:
         """A group's steady state with little Python per parameter, or None where it does not apply: every
         parameter already has all its state, at one step with the same host scalars, in one dtype, and the kind's
@@ -239,10 +242,11 @@ class Engine:
             hp, backend: the group's hyperparameters and backend.
             params, grads, states, indices: per parameter with a gradient, its array, gradient, state dict (or
                 None) and index over all groups.
+            spec: the group's algorithm, if not the engine's.
         """
-        spec, kind = self.spec, self.kind
-        if backend in ("reference", "foreach") or not params or not kind.kernel_checks:
-            return None
+        spec, kind = spec or self.spec, self.kind
+        if backend in ("reference", "foreach") or not params or not kind.kernel_checks or spec.whole_tensor:
+            return None  # (kernels.supports, below, says whether they are built)
         slots = spec.state_slots(hp)
         host_keys = tuple(spec.host_slots(hp))
         try:
@@ -279,15 +283,15 @@ class Engine:
 
     def prepare(self, work: GroupWork) -> Prepared:
         """Check and prepare a group's step (see the module docstring); nothing is written."""
-        spec, kind, hp = self.spec, self.kind, work.hp
+        spec, kind, hp = work.spec or self.spec, self.kind, work.hp
         slots = spec.state_slots(hp)
         initial_host = spec.host_slots(hp)
         out = Prepared()
         buckets: dict[tuple, list] = {}
         sets: dict[tuple, list] = {}  # the multi-tensor path's sets of parameters
         items = work.items() if callable(work.items) else work.items
-        if kind.multi_tensor and work.backend in ("auto", "foreach"):
-            steady = kind.multi_tensor_steady(self, hp, work.backend, items)  # all on the multi-tensor path
+        if kind.multi_tensor and work.backend in ("auto", "foreach") and not spec.whole_tensor:
+            steady = kind.multi_tensor_steady(self, hp, work.backend, items, spec)  # all on the multi-tensor path
             if steady is not None:
                 return steady
         check_overlaps(self.kind, [item.param for item in items], [item.index for item in items])
@@ -298,6 +302,7 @@ class Engine:
                 item.state = states.get(item.key)
             p, st = item.param, item.state
             kind.check_param(p, f"parameter {item.index}")
+            spec.check_shape(kind.shape(p))
             current = st if st is not None else {}
             missing = [k for k in slots if k not in current]
             fresh = kind.new_state(spec, p, hp, missing, self.state_dtype) if missing else {}
@@ -318,20 +323,22 @@ class Engine:
             host_now = {k: kind.read_host(current, k, v) for k, v in initial_host.items()}
             host = spec.advance_host(hp, count, host_now) if host_now else {}
             seen = host_now if spec.host_for_scalars == "before" else host
-            scalars = spec.scalars(hp, count, {k: float(v) for k, v in seen.items()}, first)
+            scalars = spec.step_scalars(
+                hp, count, {k: float(v) for k, v in seen.items()}, first, kind.shape(item.param)
+            )
             if self.nan_policy != "propagate":
                 out.checks.append((item.index, g, kind.nonfinite_address(g)))
-            route = self._route(work.backend, item, arrays)
+            route = self._route(work.backend, item, arrays, spec)
             if route is not None:
                 copy = route[2] or position in copies
                 grad = kind.contiguous_copy(g) if copy else g
                 buckets.setdefault((route[:2], scalars), []).append((item, arrays, grad))
-            elif self._multi(work.backend, item, arrays):
+            elif self._multi(work.backend, item, arrays, spec):
                 key = (kind.multi_tensor_key(item.param, arrays), scalars)
                 sets.setdefault(key, []).append((item.param, g, arrays))
             else:
-                out.reference.append(self._reference(item.param, g, arrays, scalars))
-            out.commits.append(self._committer(item, fresh, native_step, host))
+                out.reference.append(self._reference(item.param, g, arrays, scalars, spec))
+            out.commits.append(self._committer(item, fresh, native_step, host, spec.has_step))
         for ((dtype, state_dtype), scalars), members in buckets.items():
             out.jobs.append(
                 kernels.job(
@@ -350,7 +357,9 @@ class Engine:
             out.reference.append((None, kind.multi_tensor_step(spec, members, scalars)))
         return out
 
-    def _route(self, backend: str, item: Item, arrays: Mapping[str, Any]) -> tuple[str, str, bool] | None:
+    def _route(
+        self, backend: str, item: Item, arrays: Mapping[str, Any], spec: AlgorithmSpec
+    ) -> tuple[str, str, bool] | None:
         """The one rule: the kernel runs a parameter when the backend allows it, the kernels are built for its
         algorithm and dtypes, and the param and every state array are dense, contiguous, aligned, writable and of
         one shape. A gradient the kernel cannot read as it is (strided, a lazy view, all zeros without memory, or
@@ -371,8 +380,8 @@ class Engine:
         why, copy = "", False
         if len(state_dtypes) > 1:
             why = f"its state arrays have different dtypes ({', '.join(sorted(map(str, state_dtypes)))})"
-        elif not kernels.supports(self.spec.name, dtype or "", state_dtype):
-            why = f"no kernel runs {self.spec.name} with {dtype} params and {state_dtype} state here"
+        elif not kernels.supports(spec.name, dtype or "", state_dtype):
+            why = f"no kernel runs {spec.name} with {dtype} params and {state_dtype} state here"
         elif kind.dtype_name(g) != dtype:
             why = f"its gradient has dtype {kind.dtype_name(g)}, the parameter {dtype}"
         else:
@@ -391,23 +400,31 @@ class Engine:
             return dtype, state_dtype, copy  # type: ignore[return-value]
         if backend == "fused":
             raise ValueError(
-                f"backend='fused' cannot update parameter {item.index} of {self.spec.title} ({kind.describe(p)}): "
+                f"backend='fused' cannot update parameter {item.index} of {spec.title} ({kind.describe(p)}): "
                 f"{why}; use backend='auto' to run the reference for it"
             )
         return None
 
-    def _multi(self, backend: str, item: Item, arrays: Mapping[str, Any]) -> bool:
+    def _multi(self, backend: str, item: Item, arrays: Mapping[str, Any], spec: AlgorithmSpec) -> bool:
         """For a parameter the kernel does not run, whether the multi-tensor path runs it rather than the reference:
         always under ``backend="foreach"``, and under ``"auto"`` where the kind prefers it (torch tensors that are not
-        on the CPU)."""
+        on the CPU). A rule that reads whole parameters (Muon) has no multi-tensor form: the reference runs it, and
+        ``backend="foreach"`` is an error for it, as ``"fused"`` is without a kernel."""
         kind = self.kind
+        if spec.whole_tensor:
+            if backend == "foreach":
+                raise ValueError(
+                    f"backend='foreach' cannot update parameter {item.index} of {spec.title}: its rule reads each "
+                    "parameter whole, so it has no multi-tensor form; use backend='auto' to run the reference for it"
+                )
+            return False
         return kind.multi_tensor and (
             backend == "foreach" or (backend == "auto" and kind.prefers_multi_tensor(item.param, item.grad, arrays))
         )
 
-    def _reference(self, p: Any, g: Any, arrays: Mapping[str, Any], scalars: Any) -> tuple:
+    def _reference(self, p: Any, g: Any, arrays: Mapping[str, Any], scalars: Any, spec: AlgorithmSpec) -> tuple:
         """The reference rule on working copies in the compute dtype; the copies are stored only at write time."""
-        kind, spec = self.kind, self.spec
+        kind = self.kind
         name = kind.dtype_name(p) or "float64"
 
         def compute() -> list:
@@ -419,10 +436,12 @@ class Engine:
 
         return [p, *arrays.values()], compute
 
-    def _committer(self, item: Item, fresh: dict, native_step: Any, host: Mapping[str, Any]) -> Callable[[], None]:
+    def _committer(
+        self, item: Item, fresh: dict, native_step: Any, host: Mapping[str, Any], has_step: bool
+    ) -> Callable[[], None]:
         """Store the new state and counters of ``item``: in its state dict, or in a new one (step first, then the
         host scalars, then the arrays, in torch's order) that the front's state mapping receives."""
-        kind, has_step, store = self.kind, self.spec.has_step, self.states
+        kind, store = self.kind, self.states
 
         def commit() -> None:
             st = item.state if item.state is not None else {}

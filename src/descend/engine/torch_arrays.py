@@ -236,7 +236,9 @@ class TorchKind(ArrayKind):
         arrays = {k: [m[2][k] for m in members] for k in members[0][2]}
         return foreach.group_step(spec, params, grads, arrays, scalars, name, self.scalar_caster(name))
 
-    def multi_tensor_steady(self, engine: Any, hp: Hyperparams, backend: str, items: Sequence[Any]) -> Any:
+    def multi_tensor_steady(
+        self, engine: Any, hp: Hyperparams, backend: str, items: Sequence[Any], spec: AlgorithmSpec | None = None
+    ) -> Any:
         from descend.engine import foreach
 
-        return foreach.steady_state(engine, hp, backend, items)
+        return foreach.steady_state(engine, hp, backend, items, spec)

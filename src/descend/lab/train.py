@@ -100,8 +100,6 @@ def train(
         raise TorchUnavailable(f"training torch models needs torch and descend.torch: {why}. {TORCH_FIX}")
     import torch
 
-    import descend.torch as dtorch
-
     x_train, y_train, x_test, y_test = load_dataset(dataset)
     classes = int(y_train.max()) + 1
     if model == "logistic" and classes != 2:
@@ -130,9 +128,7 @@ def train(
     def setup(contestant: Any) -> tuple[Any, Any, TrainResult, Any]:
         torch.manual_seed(seed)
         net = _model(torch, model, xt.shape[1], classes, hidden)
-        cls = dtorch.OPTIMIZERS[contestant.algorithm]
-        kwargs = {**dict(contestant.fixed), **({"lr": lr} if lr is not None else {})}
-        opt = cls(net.parameters(), convention=convention, **kwargs)
+        opt = contestant.torch_optimizer(net, convention, **({"lr": lr} if lr is not None else {}))
         if hasattr(opt, "attach"):  # Schedule-Free follows the model: measured at x after net.eval()
             opt.attach(net)
         hp = {k: v for k, v in opt.param_groups[0].items() if k != "params"}

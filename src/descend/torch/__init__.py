@@ -13,7 +13,8 @@ keyword-only marker and defaults), keeps the same state keys and ``state_dict`` 
 by it. descend's extra flags (``eps_root``, ``eps_hat``, ``amsgrad_max``, ...), ``convention=`` and ``backend=`` are
 keyword-only. ``Momentum`` has no torch counterpart. ``describe()`` prints the rule in force. ``LBFGS`` is
 closure-driven, as torch's: ``step(closure)`` calls the closure as often as it needs, and its only extra is
-``convention=`` (see :mod:`descend.torch._closure`).
+``convention=`` (see :mod:`descend.torch._closure`). ``Muon`` takes 2-D parameters only, as torch's does;
+``MuonWithAdamW`` runs it on a model's hidden matrices and AdamW on the rest.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from descend.algorithms.adamax import ADAMAX
 from descend.algorithms.asgd import ASGD as ASGD_SPEC
 from descend.algorithms.lbfgs import LBFGS as LBFGS_SPEC
 from descend.algorithms.momentum import MOMENTUM
+from descend.algorithms.muon import MUON
 from descend.algorithms.nadam import NADAM
 from descend.algorithms.radam import RADAM
 from descend.algorithms.rmsprop import RMSPROP
@@ -33,6 +35,7 @@ from descend.algorithms.rprop import RPROP
 from descend.algorithms.sgd import SGD as SGD_SPEC
 from descend.torch import _schedulefree  # noqa: F401 - defines AdamWScheduleFree, which OPTIMIZERS takes up
 from descend.torch._closure import ClosureOptimizer
+from descend.torch._muon_adamw import MuonWithAdamW
 from descend.torch._optimizer import Optimizer
 
 __all__ = [
@@ -46,6 +49,8 @@ __all__ = [
     "Adamax",
     "LBFGS",
     "Momentum",
+    "Muon",
+    "MuonWithAdamW",
     "NAdam",
     "Optimizer",
     "RAdam",
@@ -183,6 +188,11 @@ class Rprop(Optimizer):
 class ASGD(Optimizer):
     spec = ASGD_SPEC
     torch_order = ("lr", "lambd", "alpha", "t0", "weight_decay", "foreach", "maximize", "differentiable", "capturable")
+
+
+class Muon(Optimizer):
+    spec = MUON
+    torch_order = ("lr", "weight_decay", "momentum", "nesterov", "ns_coefficients", "eps", "ns_steps", "adjust_lr_fn")
 
 
 class LBFGS(ClosureOptimizer):

@@ -1,7 +1,8 @@
 """torch as the array namespace of ``reference_update``, with a correctly rounded square root on the CPU.
 
-The rules use six functions besides arithmetic: ``sqrt``, ``maximum``, ``abs``, ``divide``, ``sign`` and
-``zeros_like``. All are torch's, with two exceptions. On CPU float32/float64 tensors ``sqrt`` runs NumPy's on the same
+The elementwise rules use six functions besides arithmetic: ``sqrt``, ``maximum``, ``abs``, ``divide``, ``sign`` and
+``zeros_like``; Muon's also ``asarray``, ``full_like``, ``where``, the dtypes ``float32``, ``float64`` and ``int32``,
+and ``@``. All are torch's, with two exceptions. On CPU float32/float64 tensors ``sqrt`` runs NumPy's on the same
 memory: torch's vectorised CPU square root is not correctly rounded (it is off by one ulp on a sizeable share of
 float32 inputs), while IEEE arithmetic, NumPy's square root and the fused kernels are. ``sign`` keeps NaN as NaN, as
 NumPy's and the kernels' do (torch's gives 0). With them, the torch front's reference gives the kernels' bits.
@@ -12,12 +13,29 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["abs", "divide", "maximum", "sign", "sqrt", "zeros_like"]
+__all__ = [
+    "abs",
+    "asarray",
+    "divide",
+    "float32",
+    "float64",
+    "full_like",
+    "int32",
+    "maximum",
+    "sign",
+    "sqrt",
+    "where",
+    "zeros_like",
+]
 
 abs = torch.abs  # noqa: A001 - the namespace mirrors torch's names
+asarray = torch.asarray
 divide = torch.divide
+full_like = torch.full_like
 maximum = torch.maximum
+where = torch.where
 zeros_like = torch.zeros_like
+float32, float64, int32 = torch.float32, torch.float64, torch.int32
 
 _EXACT = (torch.float32, torch.float64)
 
