@@ -20,8 +20,8 @@ from setuptools.command.build_ext import build_ext
 
 KERNELS = os.path.join("src", "descend", "kernels")
 GENERATED = os.path.join("build", "generated")
-SOURCES = ["_fused.c", "parse.c", "finite.c", "gather.c", "fork.c", "spans.c"]
-HEADERS = ["common.h", "parse.h", "finite.h", "fork.h", "gather.h", "spans.h", "instances.h", "combos.h"]
+SOURCES = ["_fused.c", "parse.c", "finite.c", "gather.c", "fork.c", "spans.c", "torch_ptr.cpp"]
+HEADERS = ["common.h", "parse.h", "finite.h", "fork.h", "gather.h", "spans.h", "instances.h", "combos.h", "torch_ptr.h"]
 
 
 def kernel_interface() -> types.ModuleType:
@@ -51,7 +51,8 @@ def generate() -> list[str]:
 
 
 BODIES = generate()
-FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-std=c11"]
+FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno"]
+STANDARD = {".c": "-std=c11", ".cpp": "-std=c++17"}
 
 
 class BuildExt(build_ext):
@@ -61,9 +62,13 @@ class BuildExt(build_ext):
         compiler = self.compiler
         original = compiler.compile
 
+        def compile_one(src: str, args: tuple, kwargs: dict) -> list[str]:
+            flags = [*kwargs.get("extra_postargs", []), STANDARD[os.path.splitext(src)[1]]]
+            return original([src], *args, **{**kwargs, "extra_postargs": flags})
+
         def compile_parallel(sources: list[str], *args: object, **kwargs: object) -> list[str]:
             with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-                parts = list(pool.map(lambda src: original([src], *args, **kwargs), sources))
+                parts = list(pool.map(lambda src: compile_one(src, args, kwargs), sources))
             return [obj for part in parts for obj in part]
 
         compiler.compile = compile_parallel
@@ -86,6 +91,7 @@ setup(
             include_dirs=[KERNELS, GENERATED],
             extra_compile_args=FLAGS,
             extra_link_args=["-fopenmp"],
+            libraries=["stdc++"],  # torch_ptr.cpp catches C++ exceptions
         )
     ],
     cmdclass={"build_ext": BuildExt},

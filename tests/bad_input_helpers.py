@@ -9,6 +9,7 @@ import torch
 
 import descend
 import descend.torch as dt
+from tests.shapes import shape_for
 
 # -- the snapshot: params and state_dict of either front, as bytes -----------------------------------------------------
 
@@ -52,7 +53,7 @@ def assert_unchanged(opt: Any, before: Any) -> None:
 
 def numpy_opt(name: str = "adam", steps: int = 2, **kwargs: Any) -> Any:
     rng = np.random.default_rng(0)
-    params = [rng.standard_normal((2, 3)), rng.standard_normal(4).astype(np.float32)]
+    params = [rng.standard_normal((2, 3)), rng.standard_normal(shape_for(name, (4,))).astype(np.float32)]
     opt = descend.OPTIMIZERS[name](params, **kwargs)
     for _ in range(steps):
         opt.step([rng.standard_normal(p.shape).astype(p.dtype) for p in params])
@@ -67,7 +68,7 @@ def torch_opt(name: str = "adam", steps: int = 2, **kwargs: Any) -> Any:
     gen = torch.Generator().manual_seed(0)
     params = [
         torch.nn.Parameter(torch.randn(2, 3, generator=gen, dtype=torch.float64)),
-        torch.nn.Parameter(torch.randn(4, generator=gen)),
+        torch.nn.Parameter(torch.randn(shape_for(name, (4,)), generator=gen)),
     ]
     opt = dt.OPTIMIZERS[name](params, **kwargs)
     for _ in range(steps):

@@ -168,7 +168,7 @@ def test_half_precision_kernel_is_the_reference(dtype: torch.dtype, state_dtype:
 @needs_kernels
 def test_the_kernel_checks_each_slot_against_the_shape() -> None:
     spec = descend.REGISTRY["adafactor"]
-    s = spec.step_scalars(spec.make(), 1, {}, True, "float32")
+    s = spec.step_scalars(spec.make(), 1, {}, True, shape=(5, 3), dtype="float32")
     p, g = np.zeros((5, 3), np.float32), np.ones((5, 3), np.float32)
     row, col = np.zeros(5, np.float32), np.zeros(3, np.float32)
     with pytest.raises(ValueError, match="needs shapes"):

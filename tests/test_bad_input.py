@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import descend
-from descend.algorithms import REGISTRY
+from descend.algorithms import ELEMENTWISE, REGISTRY
 
 torch = pytest.importorskip("torch")
 
@@ -34,6 +34,7 @@ from tests.bad_input_helpers import (  # noqa: E402
     torch_grads,
     torch_opt,
 )
+from tests.shapes import matrices_only, shape_for  # noqa: E402
 
 # -- every hyperparameter of every algorithm: out of range, NaN, of the wrong type -------------------------------------
 
@@ -66,12 +67,61 @@ PAIRS: dict[str, list[tuple[Any, str]]] = {
 }
 
 
+# Muon's non-negative reals are refused with torch.optim.Muon's wording.
+TORCH_WORDED = {
+    ("muon", "lr"): "Learning rate",
+    ("muon", "weight_decay"): "weight decay",
+    ("muon", "momentum"): "momentum",
+}
+# Muon's Newton-Schulz settings and rate adjustment: torch's messages where torch has them.
+MUON_CASES: dict[str, list[tuple[Any, type, str]]] = {
+    "ns_coefficients": [
+        (
+            (3.0, -4.0),
+            ValueError,
+            r"Coefficients must be a tuple of exactly 3 values; got ns_coefficients=\(3.0, -4.0\)",
+        ),
+        ("abc", ValueError, r"Coefficients must be a tuple of exactly 3 values; got ns_coefficients='abc'"),
+        ((3.0, NAN, 2.0), ValueError, r"Invalid ns_coefficients\[1\] value: nan; it must be a finite number"),
+        ((3.0, "b", 2.0), TypeError, r"ns_coefficients\[1\] must be a real number, got 'b' of type str"),
+    ],
+    "ns_steps": [
+        (100, ValueError, r"Number of steps must be less than 100 for computational efficiency; got ns_steps=100"),
+        (-1, ValueError, r"ns_steps must be a whole number >= 0, got -1"),
+        (2.5, ValueError, r"ns_steps must be a whole number >= 0, got 2.5"),
+        (True, ValueError, r"ns_steps must be a whole number >= 0, got True"),
+    ],
+    "adjust_lr_fn": [
+        (
+            "arbitrary",
+            ValueError,
+            r"Adjust learning rate function arbitrary is not supported; allowed values are None, ",
+        ),
+        (3, ValueError, r"Adjust learning rate function 3 is not supported; allowed values are None, 'original'"),
+    ],
+}
+
+
+def _torch_worded(name: str, arg: str) -> list[tuple[str, str, Any, type, str]]:
+    label = TORCH_WORDED[name, arg]
+    return [
+        (name, arg, NAN, ValueError, rf"{label} should be a finite number >= 0 but is: nan \({arg}\)"),
+        (name, arg, math.inf, ValueError, rf"{label} should be a finite number >= 0 but is: inf \({arg}\)"),
+        (name, arg, -1.0, ValueError, rf"{label} should be >= 0 but is: -1.0 \({arg}\)"),
+        (name, arg, "0.1", TypeError, rf"{arg} must be a real number, got '0.1' of type str"),
+    ]
+
+
 def _hyperparameter_cases() -> list[tuple[str, str, Any, type, str]]:
     cases = []
-    for name, spec in REGISTRY.items():
+    for name, spec in ELEMENTWISE.items():  # LBFGS (integer counts, None defaults) has its own: tests/test_lbfgs.py
         for f in dataclasses.fields(spec.hyperparams):
             arg, default = f.name, f.default
-            if isinstance(default, bool):
+            if (name, arg) in TORCH_WORDED:
+                cases += _torch_worded(name, arg)
+            elif name == "muon" and arg in MUON_CASES:
+                cases += [(name, arg, value, error, match) for value, error, match in MUON_CASES[arg]]
+            elif isinstance(default, bool):
                 cases.append((name, arg, "yes", TypeError, rf"{arg} must be True or False, got 'yes'"))
                 cases.append((name, arg, None, TypeError, rf"{arg} must be True or False, got None"))
             elif isinstance(default, float):
@@ -90,6 +140,11 @@ def _hyperparameter_cases() -> list[tuple[str, str, Any, type, str]]:
                 if (name, arg) in UPPER:
                     high = rf"Invalid {arg} value: 2.0; allowed range is .*1.0[\])]"
                     cases.append((name, arg, 2.0, ValueError, high))
+            elif isinstance(default, int):  # a count (Schedule-Free's warmup_steps)
+                cases.append((name, arg, -1, ValueError, rf"Invalid {arg} value: -1; allowed values are whole numbers"))
+                cases.append((name, arg, 2.5, TypeError, rf"{arg} must be a non-negative whole number, got 2.5"))
+                cases.append((name, arg, "3", TypeError, rf"{arg} must be a non-negative whole number, got '3'"))
+                cases.append((name, arg, True, TypeError, rf"{arg} must be a non-negative whole number, got True"))
             elif isinstance(default, str):
                 cases.append((name, arg, "zzz", ValueError, rf"Invalid {arg} value: 'zzz'; allowed values are '"))
             elif arg == "betas":
@@ -405,13 +460,13 @@ def _strided_views(rng: np.random.Generator, dtype: type) -> list[tuple[str, np.
     ]
 
 
-@pytest.mark.parametrize("name", list(descend.OPTIMIZERS))
+@pytest.mark.parametrize("name", list(ELEMENTWISE))  # LBFGS: tests/test_lbfgs.py
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_numpy_non_contiguous_params_and_grads_train_like_contiguous_copies(name: str, dtype: type) -> None:
     rng = np.random.default_rng(1)
-    views = [v for _, v in _strided_views(rng, dtype)]
+    views = [v for _, v in _strided_views(rng, dtype) if v.ndim == 2 or not matrices_only(name)]
     copies = [np.ascontiguousarray(v).copy() for v in views]
-    flat = rng.standard_normal(11).astype(dtype)
+    flat = rng.standard_normal(shape_for(name, (11,))).astype(dtype)
     flat_copy = flat.copy()
     strided_opt = descend.OPTIMIZERS[name]([*views, flat], lr=0.05)
     contiguous_opt = descend.OPTIMIZERS[name]([*copies, flat_copy], lr=0.05, backend="reference")

@@ -131,6 +131,56 @@ FACTS: dict[tuple[str, str], Fact] = {
     ("asgd", "keras"): Fact(False, NONE, "keras-team/keras keras/src/optimizers/: no ASGD"),
     ("asgd", "paper"): Fact(False, NONE, "Polyak & Juditsky (1992): no default values"),
     ("asgd", "article"): Fact(False, NONE, "the article covers GD, momentum, RMSprop and Adam only"),
+    ("adamw_schedulefree", "torch"): Fact(False, NONE, "torch.optim has no Schedule-Free optimizer"),
+    ("adamw_schedulefree", "optax"): Fact(
+        True,
+        {"lr": 0.0025, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "weight_lr_power": 2.0, "r": 0.0},
+        "google-deepmind/optax optax/contrib/_schedule_free.py: schedule_free_adamw(0.0025, None, 0.9, 0.999, 1e-8, "
+        "0.0, 2.0); its weights have no t^r factor",
+    ),
+    ("adamw_schedulefree", "keras"): Fact(False, NONE, "keras-team/keras keras/src/optimizers/: no Schedule-Free"),
+    ("adamw_schedulefree", "paper"): Fact(
+        True,
+        {"lr": 0.0025, "betas": (0.9, 0.999), "eps": 1e-8, "warmup_steps": 0, "r": 0.0, "weight_lr_power": 2.0},
+        "Defazio et al. (2024); facebookresearch/schedule_free schedulefree/adamw_schedulefree.py (the reference code)",
+    ),
+    ("adamw_schedulefree", "article"): Fact(False, NONE, "the article covers GD, momentum, RMSprop and Adam only"),
+    ("lbfgs", "torch"): Fact(
+        True,
+        {
+            "lr": 1,
+            "max_iter": 20,
+            "max_eval": 25,
+            "tolerance_grad": 1e-7,
+            "tolerance_change": 1e-9,
+            "history_size": 100,
+            "line_search_fn": None,
+        },
+        f"{TORCH.format('lbfgs')}: max_eval defaults to max_iter * 5 // 4",
+    ),
+    ("lbfgs", "optax"): Fact(
+        False, NONE, f"{OPTAX.format('alias.py')}: lbfgs(memory_size=10) with scale_by_zoom_linesearch by default"
+    ),
+    ("lbfgs", "keras"): Fact(False, NONE, "keras-team/keras keras/src/optimizers/: no L-BFGS"),
+    ("lbfgs", "paper"): Fact(
+        True, {"line_search_fn": "strong_wolfe"}, "Liu & Nocedal (1989): a Wolfe line search, c1 = 1e-4, c2 = 0.9"
+    ),
+    ("lbfgs", "article"): Fact(False, NONE, "the article covers GD, momentum, RMSprop and Adam only"),
+    ("muon", "torch"): Fact(
+        True,
+        {"lr": 1e-3, "weight_decay": 0.1, "momentum": 0.95, "nesterov": True, "eps": 1e-7, "ns_steps": 5},
+        f"{TORCH.format('_muon')}: Muon(lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True, eps=1e-7)",
+    ),
+    ("muon", "optax"): Fact(
+        False, NONE, "google-deepmind/optax optax/contrib/_muon.py: bias-corrected momentum, sqrt(max(1, B/A))"
+    ),
+    ("muon", "keras"): Fact(False, NONE, f"{KERAS.format('muon')}: m = momentum * m + g, ns_steps=6"),
+    ("muon", "paper"): Fact(
+        True,
+        {"lr": 0.02, "weight_decay": 0.0, "momentum": 0.95, "nesterov": True, "ns_steps": 5},
+        "KellerJordan/Muon muon.py: Muon(lr=0.02, weight_decay=0, momentum=0.95), nesterov=True, 5 steps",
+    ),
+    ("muon", "article"): Fact(False, NONE, "the article covers GD, momentum, RMSprop and Adam only"),
     ("adafactor", "torch"): Fact(
         True, {"lr": 1e-2, "beta2_decay": -0.8, "eps": (None, 1e-3), "d": 1.0}, TORCH.format("_adafactor")
     ),

@@ -7,6 +7,7 @@ import pytest
 
 import descend
 from descend.algorithms import CONVENTIONS, REGISTRY
+from tests.shapes import shape_for
 from tests.test_kernels_strategies import reference_steps
 from tests.tolerances import TRANSCRIPTION_FLOAT64, assert_close
 
@@ -27,12 +28,18 @@ def test_describe_under_every_convention_names_the_values_in_force(name: str, co
     spec = REGISTRY[name]
     hp = spec.make(convention)
     text = spec.describe(hp)
-    assert f"{hp.lr:g}" in text and "theta_t" in text
+    assert f"{hp.lr:g}" in text and ("theta_t" in text if spec.elementwise else "x_{k+1}" in text)
     changed = 0
 
     def run(h: object) -> bytes:
-        param = np.linspace(-1.0, 1.0, 7)
-        grads = [np.sin(np.arange(7.0) + k) for k in range(3)]
+        shape = shape_for(name, (7,))
+        param = np.linspace(-1.0, 1.0, 7).reshape(shape)
+        if not spec.elementwise:  # a closure-driven rule: a few steps on a fixed smooth loss
+            opt = descend.OPTIMIZERS[name]([param], **h.as_dict())
+            for _ in range(3):
+                opt.step(lambda: (float(np.sum(np.cosh(param - 0.3))), [np.sinh(param - 0.3)]))
+            return param.tobytes()
+        grads = [np.sin(np.arange(7.0) + k).reshape(shape) for k in range(3)]
         reference_steps(name, h, param, grads)
         return param.tobytes()
 
@@ -46,7 +53,11 @@ def test_describe_under_every_convention_names_the_values_in_force(name: str, co
         elif isinstance(value, tuple):  # (a pair whose first may be None: Adafactor's eps)
             others = [(1e-6 if value[0] is None else value[0] * 0.5, value[1]), (value[0], value[1] * 0.99)]
         elif isinstance(value, str):
-            others = ["raw", "corrected"]
+            others = ["raw", "corrected", None]
+        elif isinstance(value, int):
+            others = [1, value + 3]
+        elif value is None:
+            others = ["strong_wolfe"]
         else:
             continue
         for other in others:

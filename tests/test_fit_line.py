@@ -7,6 +7,7 @@ import pytest
 
 import descend
 from descend.lab import default_line_data, fit_line
+from tests.shapes import matrices_only
 from tests.tolerances import TRANSCRIPTION_FLOAT64, assert_close
 
 
@@ -67,13 +68,21 @@ def test_other_hyperparameters_change_the_result() -> None:
     assert faster.hyperparams["lr"] == 0.05
 
 
-@pytest.mark.parametrize("name", list(descend.REGISTRY))
+@pytest.mark.parametrize("name", [n for n in descend.REGISTRY if not matrices_only(n)])
 def test_every_optimizer_fits_a_line(name: str) -> None:
     X, Y = default_line_data(noise=0.0)
     lrs = {"adadelta": 1.0, "adagrad": 0.5, "sgd": 0.1, "momentum": 0.1}
     result = fit_line(X, Y, optimizer=name, epochs=200, lr=lrs.get(name, 0.05))
     assert result.loss < 0.1 * result.loss_history[0]
     assert len(result.loss_history) == len(result.a_history) == len(result.b_history) == 1 + 200 * 20
+
+
+def test_an_optimizer_for_matrices_refuses_the_line_clearly() -> None:
+    """A line has two numbers, not a matrix: Muon says so."""
+    with pytest.raises(
+        ValueError, match=r"Muon only supports 2D parameters whereas we found a parameter with size: \(\)"
+    ):
+        fit_line(*default_line_data(), optimizer="muon")
 
 
 def test_full_batch_updates_once_per_pass_on_the_mean_gradient() -> None:

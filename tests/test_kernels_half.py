@@ -52,7 +52,7 @@ def _run(name: str, kwargs: dict, dtype: str, state_dtype: str, sizes: list[int]
     for step in range(1, steps + 1):
         grads = [torch.randn(n, generator=gen).to(tdtype) for n in sizes]
         host = spec.advance_host(hp, step, host)
-        s = spec.step_scalars(hp, step, host, step == 1, dtype)
+        s = spec.step_scalars(hp, step, host, step == 1, shape=tuple(params[0].shape), dtype=dtype)
         kernels.step(
             name,
             s,

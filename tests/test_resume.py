@@ -22,6 +22,10 @@ import numpy as np
 import pytest
 
 import descend
+from descend.algorithms import (
+    ELEMENTWISE,  # LBFGS resumes through state_dicts (tests/test_torch_lbfgs.py, test_lbfgs.py)
+)
+from tests.shapes import matrices_only, shape_for
 
 ROOT = Path(__file__).resolve().parents[1]
 MID, END = 7, 15
@@ -51,7 +55,11 @@ def settings(name: str) -> dict[str, Any]:
 
 def numpy_problem(name: str) -> tuple[list[np.ndarray], Any]:
     rng = np.random.default_rng(5)
-    params = [rng.standard_normal((6, 5)), rng.standard_normal(5).astype(np.float32), np.asarray(rng.standard_normal())]
+    params = [
+        rng.standard_normal((6, 5)),
+        rng.standard_normal(shape_for(name, (5,))).astype(np.float32),
+        np.asarray(rng.standard_normal(shape_for(name, ()))),
+    ]
     return params, descend.OPTIMIZERS[name](params, **settings(name))
 
 
@@ -63,7 +71,7 @@ def numpy_grads(step: int, params: list[np.ndarray]) -> list[np.ndarray]:
 
 def numpy_child(folder: str, steps: int) -> None:
     """Run in the child: train every algorithm, save each, say so, then block until killed."""
-    for name in descend.OPTIMIZERS:
+    for name in ELEMENTWISE:
         params, opt = numpy_problem(name)
         for step in range(steps):
             opt.step(numpy_grads(step, params))
@@ -82,7 +90,8 @@ def torch_problem(name: str) -> tuple[Any, Any]:
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
-    return model, dt.OPTIMIZERS[name](model.parameters(), **settings(name))
+    params = [p for p in model.parameters() if p.ndim == 2 or not matrices_only(name)]
+    return model, dt.OPTIMIZERS[name](params, **settings(name))
 
 
 def torch_grads(step: int, model: Any) -> None:
@@ -97,7 +106,7 @@ def torch_grads(step: int, model: Any) -> None:
 def torch_child(folder: str, steps: int) -> None:
     import torch
 
-    for name in descend.OPTIMIZERS:
+    for name in ELEMENTWISE:
         model, opt = torch_problem(name)
         for step in range(steps):
             torch_grads(step, model)
@@ -145,7 +154,7 @@ def run_and_kill(target: str, folder: Path) -> None:
 
 def test_numpy_resume_after_sigkill_is_bit_exact(tmp_path: Path) -> None:
     run_and_kill("numpy_child", tmp_path)
-    for name in descend.OPTIMIZERS:
+    for name in ELEMENTWISE:
         params, opt = numpy_problem(name)
         extra = descend.load(tmp_path / f"{name}.npz", opt)
         assert extra == {"step": MID}
@@ -165,7 +174,7 @@ def test_numpy_resume_after_sigkill_is_bit_exact(tmp_path: Path) -> None:
 def test_torch_resume_after_sigkill_is_bit_exact(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     run_and_kill("torch_child", tmp_path)
-    for name in descend.OPTIMIZERS:
+    for name in ELEMENTWISE:
         model, opt = torch_problem(name)
         with torch.no_grad():
             for p in model.parameters():

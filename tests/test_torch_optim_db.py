@@ -19,6 +19,7 @@ torch = pytest.importorskip("torch")
 
 import descend.torch as dt  # noqa: E402
 from tests.optim_db import cuda_only_inputs, db_error_inputs, db_inputs, skip_reason  # noqa: E402
+from tests.shapes import shape_for  # noqa: E402
 from tests.tolerances import assert_close, torch_tolerance  # noqa: E402
 
 STEPS = 20
@@ -44,11 +45,15 @@ def default_dtype(dtype: torch.dtype):
         torch.set_default_dtype(previous)
 
 
-def make_params(dtype: torch.dtype, differentiable: bool) -> list[torch.Tensor]:
-    """Two tensors; plain ones (not requiring grad) for a differentiable step, which torch.optim runs with gradients
-    enabled and so cannot write into a leaf that requires grad; nn.Parameters otherwise."""
+def make_params(dtype: torch.dtype, differentiable: bool, name: str = "adam") -> list[torch.Tensor]:
+    """Two tensors (a matrix and a vector, or for Muon two matrices); plain ones (not requiring grad) for a
+    differentiable step, which torch.optim runs with gradients enabled and so cannot write into a leaf that requires
+    grad; nn.Parameters otherwise."""
     gen = torch.Generator().manual_seed(0)
-    values = [torch.randn(5, 3, generator=gen, dtype=torch.float64), torch.randn(4, generator=gen, dtype=torch.float64)]
+    values = [
+        torch.randn(5, 3, generator=gen, dtype=torch.float64),
+        torch.randn(shape_for(name, (4,)), generator=gen, dtype=torch.float64),
+    ]
     return [v.to(dtype) if differentiable else torch.nn.Parameter(v.to(dtype)) for v in values]
 
 
@@ -57,6 +62,36 @@ def set_grads(params: list[torch.Tensor], step: int) -> None:
     for p in params:
         noise = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype)
         p.grad = (p.detach() * 0.5 + noise).to(p.dtype)
+
+
+def loss_closure(params: list[torch.Tensor]) -> object:
+    """For a closure-driven class (LBFGS): a fixed smooth loss of the parameters, its gradients filled in."""
+    gen = torch.Generator().manual_seed(7)
+    targets = [torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype) for p in params]
+
+    def closure() -> torch.Tensor:
+        for p in params:
+            p.grad = None
+        loss = sum((0.5 * (p - c) ** 2 + 0.1 * p**4).sum() for p, c in zip(params, targets))
+        loss.backward()
+        return loss
+
+    return closure
+
+
+def close_state(mine: object, ref: object, tol: dict, what: str) -> None:
+    """A state value against torch's: tensors of the same dtype within ``tol``, lists entry by entry, numbers."""
+    if isinstance(ref, list):
+        assert isinstance(mine, list) and len(mine) == len(ref), what
+        for i, (x, y) in enumerate(zip(mine, ref)):
+            close_state(x, y, tol, f"{what}[{i}]")
+    elif isinstance(ref, torch.Tensor):
+        assert isinstance(mine, torch.Tensor) and mine.dtype == ref.dtype, what
+        assert_close(mine, ref, tol, what)
+    elif ref is None or isinstance(ref, int):
+        assert mine == ref, what
+    else:
+        assert_close(mine, ref, tol, what)
 
 
 def fresh(kwargs: dict) -> dict:
@@ -89,8 +124,8 @@ def test_the_database_is_complete() -> None:
 def test_accepts_torchs_inputs(entry: tuple) -> None:
     name, _, kwargs = entry
     differentiable = bool(kwargs.get("differentiable"))
-    ours = dt.OPTIMIZERS[name](make_params(torch.float32, differentiable), **fresh(kwargs))
-    theirs = twin(name)(make_params(torch.float32, differentiable), **fresh(kwargs))
+    ours = dt.OPTIMIZERS[name](make_params(torch.float32, differentiable, name), **fresh(kwargs))
+    theirs = twin(name)(make_params(torch.float32, differentiable, name), **fresh(kwargs))
     for key, value in theirs.param_groups[0].items():
         if key != "params":
             assert same_value(ours.param_groups[0][key], value), f"{key}: {ours.param_groups[0][key]!r} != {value!r}"
@@ -102,10 +137,15 @@ def test_matches_torch_on_its_inputs(entry: tuple, dtype: torch.dtype) -> None:
     name, _, kwargs = entry
     differentiable = bool(kwargs.get("differentiable"))
     with default_dtype(dtype):
-        a, b = make_params(dtype, differentiable), make_params(dtype, differentiable)
+        a, b = make_params(dtype, differentiable, name), make_params(dtype, differentiable, name)
         ours, theirs = dt.OPTIMIZERS[name](a, **fresh(kwargs)), twin(name)(b, **fresh(kwargs))
         start = [p.detach().clone() for p in a]
+        closures = (loss_closure(a), loss_closure(b)) if not ours.spec.elementwise else None
         for t in range(STEPS):
+            if closures:  # a closure-driven class evaluates the loss where it chooses
+                ours.step(closures[0])
+                theirs.step(closures[1])
+                continue
             set_grads(a, t)
             set_grads(b, t)
             ours.step()
@@ -116,6 +156,10 @@ def test_matches_torch_on_its_inputs(entry: tuple, dtype: torch.dtype) -> None:
         assert_close(p, q, tol, f"param {i}")
         mine, ref = ours.state[p], theirs.state[q]
         assert list(mine) == list(ref), f"state keys of param {i}: {list(mine)} != {list(ref)}"
+        if closures:
+            for key, value in ref.items():
+                close_state(mine[key], value, tol, f"state {key!r} of param {i}")
+            continue
         for key, value in ref.items():
             if key == "step" and kwargs.get("fused") and dtype == torch.float64:
                 # torch's fused path keeps the step in float32 whatever the default dtype; descend keeps it in the

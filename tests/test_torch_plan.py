@@ -19,7 +19,7 @@ from descend import kernels  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not kernels.available()[0], reason="the fused kernels are not built")
 
-SHAPES = [(4, 5), (7,), ()]
+SHAPES = [(4, 5), (7,), (), (3, 3)]
 
 
 def _grads(params: list, step: int, gen: torch.Generator) -> None:
@@ -161,6 +161,30 @@ def _shrink_state_in_place(params: list, opt: object) -> None:
     opt.state[params[1]]["exp_avg"].resize_(3)  # the same address, fewer elements: refused as torch refuses it
 
 
+def _point_state_at_its_transpose(params: list, opt: object) -> None:
+    # a square state tensor swapped to its own transpose: the same address and version, another layout
+    st = opt.state[params[3]]
+    st["exp_avg"].data = st["exp_avg"].data.t()
+
+
+def _point_state_at_a_reshape(params: list, opt: object) -> None:
+    # the same memory seen as another (contiguous) shape: torch cannot add it to the parameter
+    st = opt.state[params[0]]
+    st["exp_avg_sq"].data = st["exp_avg_sq"].data.view(-1)
+
+
+def _point_state_at_another_dtype(params: list, opt: object) -> None:
+    # the same memory read as int32: torch refuses a state that is not a float tensor
+    st = opt.state[params[1]]
+    st["exp_avg"].data = st["exp_avg"].data.view(torch.int32)
+
+
+def _point_step_at_another_dtype(params: list, opt: object) -> None:
+    # the same four bytes read as int32 (a float's bit pattern as a huge count): the reference reads that count
+    st = opt.state[params[3]]
+    st["step"].data = st["step"].data.view(torch.int32)
+
+
 def _add_a_group(params: list, opt: object) -> None:
     extra = torch.linspace(-1, 1, 6).requires_grad_()
     extra.grad = torch.full_like(extra, 0.25)
@@ -188,11 +212,18 @@ CHANGES = [
     _set_state_to_other_storage,
     _point_step_data_elsewhere,
     _transpose_param_in_place,
+    _point_state_at_its_transpose,
+    _point_step_at_another_dtype,
 ]
 
 # Changes that leave a state tensor that cannot be added to its parameter: both backends must refuse the step and
 # change nothing (with a plan, it would write where the old layout was).
-REFUSED = [_transpose_state_in_place, _shrink_state_in_place]
+REFUSED = [
+    _transpose_state_in_place,
+    _shrink_state_in_place,
+    _point_state_at_a_reshape,
+    _point_state_at_another_dtype,
+]
 
 
 @pytest.mark.parametrize("change", CHANGES, ids=lambda f: f.__name__.strip("_"))
@@ -342,9 +373,67 @@ def test_compile_plan_refuses_malformed_entries() -> None:
         kernels.compile_plan([p], [({}, p.data_ptr(), p.shape, (p,), (), ())], ("exp_avg",), 1)
     with pytest.raises(TypeError, match="an address must be an int"):
         kernels.compile_plan([p], [({}, "here", p.shape, (), (), ())], (), 0)
-    with pytest.raises(ValueError, match="at most 4 state keys"):
-        kernels.compile_plan([p], [None], ("a", "b", "c", "d", "e"), 0)
+    with pytest.raises(ValueError, match="at most 6 state keys"):
+        kernels.compile_plan([p], [None], ("a", "b", "c", "d", "e", "f", "g"), 0)
     with pytest.raises(ValueError, match="2 tensor slots among 1 keys"):
         kernels.compile_plan([p], [None], ("a",), 2)
     with pytest.raises(ValueError):
         kernels.gather([p], object(), {}, torch.float32, torch.strided, (torch.Tensor,))
+
+
+def test_hints_are_only_fetched_never_read() -> None:
+    # The plan's hints (where torch keeps each tensor's metadata) are fetched ahead and never dereferenced: stale,
+    # null or unmapped addresses change nothing, and a malformed hint list is refused when the plan is compiled.
+    params = [torch.nn.Parameter(torch.randn(4)) for _ in range(3)]
+    opt, ref = dt.Adam(params, lr=0.1), dt.Adam([torch.nn.Parameter(p.detach().clone()) for p in params], lr=0.1)
+    for o in (opt, ref):
+        for q in o.param_groups[0]["params"]:
+            q.grad = torch.ones(4)
+        o.step()
+    plan = next(iter(opt._plans.values()))
+    garbage = [(0, 8, 2**47 - 64, 2**63 - 1) for _ in params]
+    compiled = kernels.compile_plan(plan.params, plan.entries, plan.keys, len(plan.slots), None, garbage)
+    plan.compiled = compiled
+    for _ in range(3):
+        opt.step()
+        ref.step()
+    assert next(iter(opt._plans.values())).compiled is compiled  # the steps above went through the garbage hints
+    assert all(torch.equal(a, b) for a, b in zip(params, ref.param_groups[0]["params"]))
+    p = torch.ones(3)
+    good = ({}, p.data_ptr(), p.shape, (), (), ())
+    with pytest.raises(TypeError, match="one entry per param"):
+        kernels.compile_plan([p], [good], (), 0, None, [(), ()])
+    with pytest.raises(ValueError, match="a tuple of at most"):
+        kernels.compile_plan([p], [good], (), 0, None, [tuple(range(1, 20))])
+    with pytest.raises(TypeError, match="an address must be an int"):
+        kernels.compile_plan([p], [good], (), 0, None, [("here",)])
+
+
+def test_a_tensor_torch_will_not_hand_a_data_pointer_for_raises_as_torch_does() -> None:
+    # The plan reads addresses with torch's C reader, which reports such a tensor with a C++ exception: it must become
+    # torch's Python error, not an abort, and descend writes nothing (torch's own step has advanced its count).
+    results = []
+    for cls in (torch.optim.Adam, dt.Adam):
+        w = torch.nn.Parameter(torch.linspace(-1, 1, 5))
+        opt = cls([w], lr=0.1)
+        for _ in range(3):
+            w.grad = torch.ones(5)
+            opt.step()
+        torch._C._set_throw_on_mutable_data_ptr(opt.state[w]["exp_avg"])
+        before = [w.detach().clone(), opt.state[w]["exp_avg"].clone(), opt.state[w]["step"].clone()]
+        with pytest.raises(RuntimeError, match="Cannot access data pointer") as raised:
+            opt.step()
+        after = [w.detach(), opt.state[w]["exp_avg"], opt.state[w]["step"]]
+        if cls is dt.Adam:
+            assert all(torch.equal(a, b) for a, b in zip(before, after))
+        results.append(str(raised.value))
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("change", [_nothing, _point_state_data_elsewhere, _point_state_at_its_transpose])
+def test_without_torchs_reader_the_plan_calls_data_ptr(change: Callable, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A torch without the exported reader: the plan asks each tensor's data_ptr(), with the same bits.
+    import descend.engine.plan as plan
+
+    monkeypatch.setattr(plan, "_READER", None)
+    _same(change, lr=0.01)

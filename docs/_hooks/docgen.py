@@ -35,12 +35,19 @@ GLOSSARY = {
     "initial_accumulator_value": "starting value of the sum of squared gradients",
     "momentum_decay": r"$\psi$: speed of NAdam's momentum schedule",
     "eps_in_max": "add $\\epsilon$ inside the maximum (torch, optax) or, if False, to the denominator (Keras)",
+    "max_iter": "the most iterations one `step(closure)` runs",
+    "max_eval": "the most evaluations of the closure one step makes (`None`: `max_iter * 5 // 4`)",
+    "tolerance_grad": "stop when the largest gradient entry, in absolute value, falls to this",
+    "tolerance_change": "stop when the move, the slope along the direction or the change of loss falls to this",
+    "history_size": r"$m$: the number of pairs $(s, y)$ kept",
+    "line_search_fn": "`None` (a fixed step) or `'strong_wolfe'`",
 }
 
 # Where an algorithm gives a name a different meaning.
 GLOSSARY_BY_ALGORITHM = {
     ("adadelta", "eps"): r"$\epsilon$, added inside both roots",
     ("adadelta", "lr"): r"$\eta$, a factor on the update (1 is the paper's rule, which has no learning rate)",
+    ("lbfgs", "lr"): r"$\eta$: the step length along the direction (the line search's first trial)",
     ("adamax", "eps"): r"$\epsilon$, added inside the maximum (or to the denominator with `eps_in_max=False`)",
     ("adamw", "weight_decay"): r"$\lambda$: decoupled decay, $\theta \leftarrow (1 - \eta\lambda)\theta$",
     ("adam", "weight_decay"): r"$\lambda$: L2 penalty added to the gradient (decoupled with `decoupled_weight_decay`)",
@@ -144,6 +151,19 @@ def _slot_variants(spec: Any) -> list[tuple[str, tuple[str, ...]]]:
     return found
 
 
+def _closure_state(spec: Any) -> list[str]:
+    """The State section of a closure-driven algorithm: its keys, kept on the first parameter as torch keeps them."""
+    lines = [
+        "Not elementwise: every parameter is part of one flat vector, and the whole state is kept on the first "
+        "parameter (torch's layout, so state_dicts load both ways). `step(closure)` takes a closure; see "
+        "`descend.closure` for the NumPy front's.",
+        "",
+        "| key | what it holds |",
+        "|---|---|",
+    ]
+    return lines + [f"| `{key}` | {spec.state_doc[key]} |" for key in spec.state_keys]
+
+
 def algorithm_page(spec: Any, figure: str | None = None, path: Any = None) -> str:
     """The Markdown page of one algorithm, everything taken from its spec and its module docstring."""
     import descend
@@ -181,8 +201,12 @@ def algorithm_page(spec: Any, figure: str | None = None, path: Any = None) -> st
         + spec.title
         + "` takes the same arguments"
         + (
-            f" in `torch.optim.{spec.torch_name}`'s order, with torch's `foreach`, `fused`, `capturable` and "
-            "`differentiable` as well."
+            f" in `torch.optim.{spec.torch_name}`'s order"
+            + (
+                ", with torch's `foreach`, `fused`, `capturable` and `differentiable` as well."
+                if spec.elementwise
+                else "."
+            )
             if spec.torch_name
             else "."
         ),
@@ -197,16 +221,19 @@ def algorithm_page(spec: Any, figure: str | None = None, path: Any = None) -> st
         meaning = GLOSSARY_BY_ALGORITHM.get((spec.name, f.name), GLOSSARY.get(f.name, ""))
         lines.append(f"| `{f.name}` | `{_fmt(f.default)}` | {meaning} |")
     lines += ["", "## State", ""]
-    if spec.has_step:
+    if not spec.elementwise:
+        lines += _closure_state(spec)
+    elif spec.has_step:
         lines.append("Every parameter's state keeps `step`, the number of updates it has had.")
     else:
         lines.append("No step count is kept (as in torch).")
-    host = spec.host_slots(spec.make())
-    if host:
-        lines.append(f"Scalar state kept on the host: {', '.join(f'`{k}`' for k in host)}.")
-    lines += ["", "| with | array slots |", "|---|---|"]
-    for when, slots in _slot_variants(spec):
-        lines.append(f"| {when} | {', '.join(f'`{s}`' for s in slots) or 'none'} |")
+    if spec.elementwise:
+        host = spec.host_slots(spec.make())
+        if host:
+            lines.append(f"Scalar state kept on the host: {', '.join(f'`{k}`' for k in host)}.")
+        lines += ["", "| with | array slots |", "|---|---|"]
+        for when, slots in _slot_variants(spec):
+            lines.append(f"| {when} | {', '.join(f'`{s}`' for s in slots) or 'none'} |")
     lines += [
         "",
         "## Conventions",
@@ -272,7 +299,10 @@ def convention_matrix() -> str:
 
 def _path_sentence(spec: Any, path: Any) -> str:
     steps = len(path.points) - 1
-    settings = f"`descend.{spec.title}([p], lr={path.lr:g})`, torch's other defaults, from (-1.2, 1)"
+    fixed = "" if spec.elementwise else "".join(f", {k}={_fmt(v)}" for k, v in spec.one_iteration.items())
+    settings = f"`descend.{spec.title}([p], lr={path.lr:g}{fixed})`, torch's other defaults, from (-1.2, 1)"
+    if spec.param_ndim == 2:
+        settings += " (the point as a 1 × 2 matrix, whose orthogonalised momentum is its direction)"
     if path.diverged:
         return f"With {settings}, the path left the plotted region after {steps} steps."
     x, y = path.final

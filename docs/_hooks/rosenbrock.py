@@ -1,7 +1,10 @@
 """Each algorithm's path on the Rosenbrock function, drawn for its page of the documentation.
 
 f(x, y) = (1 - x)^2 + 100 (y - x^2)^2, minimum 0 at (1, 1), started from (-1.2, 1) as is customary. Every algorithm
-runs with its torch-convention defaults except the learning rate in ``LEARNING_RATES``, for ``STEPS`` steps.
+runs with its torch-convention defaults except the learning rate in ``LEARNING_RATES``, for ``STEPS`` steps; a
+closure-driven one (L-BFGS) runs one iteration per step (its spec's ``one_iteration``). An algorithm that takes
+matrices only (Muon) steps the point as a 1 x 2 matrix, whose orthogonalisation is its momentum's direction: a step
+of the learning rate's length.
 
 The learning rates were picked once as the value with the lowest final f from the grid ``GRID``; rerun the search
 with ``python docs/_hooks/rosenbrock.py --tune`` (about a minute) and update ``LEARNING_RATES`` if it changes.
@@ -29,6 +32,8 @@ LEARNING_RATES = {
     "adamax": 3e-1,
     "nadam": 3e-2,
     "radam": 3e-3,
+    "lbfgs": 1.0,
+    "muon": 3e-3,
 }
 
 
@@ -71,15 +76,20 @@ def run(name: str, lr: float | None = None, steps: int = STEPS) -> Path:
     import descend
 
     lr = rate(name) if lr is None else lr
-    p = np.array(START, dtype=np.float64)
-    opt = descend.OPTIMIZERS[name]([p], lr=lr, backend="reference")
-    points = [p.copy()]
+    spec = descend.REGISTRY[name]
+    shape = (1, 2) if spec.param_ndim == 2 else (2,)
+    p = np.array(START, dtype=np.float64).reshape(shape)
+    if spec.elementwise:
+        opt = descend.OPTIMIZERS[name]([p], lr=lr, backend="reference")
+    else:  # closure-driven (L-BFGS): one iteration per step, so that every iteration is a point of the path
+        opt = descend.OPTIMIZERS[name]([p], lr=lr, **spec.one_iteration)
+    points = [p.reshape(2).copy()]
     for _ in range(steps):
-        g = gradient(p)
+        g = gradient(p.reshape(2))
         if not (np.all(np.isfinite(g)) and np.abs(p).max() < 1e3):
             return Path(name, lr, np.array(points), True)
-        opt.step([g])
-        points.append(p.copy())
+        opt.step([g.reshape(shape)] if spec.elementwise else lambda: (value(p), [gradient(p)]))
+        points.append(p.reshape(2).copy())
     return Path(name, lr, np.array(points), not np.all(np.isfinite(p)))
 
 

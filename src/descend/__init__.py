@@ -8,6 +8,7 @@ from descend import schedules
 from descend.algorithms import CONVENTIONS, REGISTRY
 from descend.checkpoint import load, save
 from descend.kernels import set_num_threads as set_num_threads
+from descend.muon_adamw import MuonWithAdamW
 from descend.optim import Optimizer
 from descend.optimizers import (
     OPTIMIZERS,
@@ -18,6 +19,7 @@ from descend.optimizers import (
     Adamax,
     AdamW,
     Momentum,
+    Muon,
     NAdam,
     RAdam,
     RMSprop,
@@ -36,6 +38,8 @@ __all__ = [
     "AdamW",
     "Adamax",
     "Momentum",
+    "Muon",
+    "MuonWithAdamW",
     "NAdam",
     "Optimizer",
     "RAdam",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,9 +13,11 @@ from descend.algorithms._spec import AlgorithmSpec
 
 
 def checked_state(
-    spec: AlgorithmSpec, param_groups: list[dict[str, Any]], sd: Mapping[str, Any]
+    spec: AlgorithmSpec | Sequence[AlgorithmSpec], param_groups: list[dict[str, Any]], sd: Mapping[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
     """Check a NumPy optimizer's state_dict whole against its groups and return (new group options, new state).
+
+    ``spec`` is the optimizer's algorithm, or one per param group where they differ.
 
     Raises:
         ValueError: anything that does not fit (another algorithm, other shapes, group sizes, types), named with
@@ -31,8 +33,10 @@ def checked_state(
     if len(groups) != len(param_groups):
         raise ValueError(f"the state_dict has {len(groups)} param groups but the optimizer has {len(param_groups)}")
     params = [p for g in param_groups for p in g["params"]]
+    specs = [spec] * len(groups) if isinstance(spec, AlgorithmSpec) else list(spec)
     new_groups = []
     for i, (mine, theirs) in enumerate(zip(param_groups, groups)):
+        spec = specs[i]
         if len(theirs.get("params", ())) != len(mine["params"]):
             raise ValueError(
                 f"param group {i} of the state_dict has {len(theirs.get('params', ()))} params, "
@@ -55,6 +59,7 @@ def checked_state(
         if not isinstance(entry, Mapping):
             raise ValueError(f"state for param {key!r} must be a dict of its slots, got {entry!r}")
         gi, i = where[key]
+        spec = specs[gi]
         hp = spec.hyperparams.from_group(new_groups[gi])
         p = params[i]
         shapes = spec.slots_for(hp, p.shape)

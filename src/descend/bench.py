@@ -3,7 +3,10 @@
 Every contestant updates the same parameters (NumPy arrays shared with torch tensors, so no copy) with its own state.
 Rounds are interleaved (one step of each contestant per round, after a warm-up step), and each figure is the median
 of the rounds. The roofline is a kernel with the same loads and stores as the algorithm and trivial math; its time
-is what the memory allows, and ``roofline`` in the table is roofline time / contestant time.
+is what the memory allows, and ``roofline`` in the table is roofline time / contestant time. An algorithm whose step
+is matrix products (Muon) has no roofline and no GB/s, and runs on the cases whose
+parameters it takes (Muon: ``gpt2-small-hidden``, GPT-2 small's 48 hidden weight matrices, and
+``gpt2-small-layer``, one layer's four, a twelfth of the work).
 
 Run ``python benchmarks/step_speed.py --help`` for the flags; the full run needs about 10 GB of memory for the 1e8 and
 GPT-2 cases.
@@ -15,6 +18,7 @@ import argparse
 import datetime
 import gc
 import importlib.util
+import inspect
 import os
 import platform
 import statistics
@@ -27,8 +31,10 @@ import numpy as np
 
 import descend
 from descend import kernels
+from descend.algorithms import ELEMENTWISE
+from descend.kernels._layout import KERNELS
 
-__all__ = ["CASES", "main", "run"]
+__all__ = ["CASES", "main", "run", "takes"]
 
 
 def _gpt2_small() -> list[tuple[int, ...]]:
@@ -50,10 +56,23 @@ def _resnet18() -> list[tuple[int, ...]]:
     return shapes + [(1000, 512), (1000,)]
 
 
+def _gpt2_small_layer() -> list[tuple[int, ...]]:
+    """One layer of GPT-2 small's hidden weight matrices (what Muon trains), in its (in, out) layout: the attention's
+    input and output projections and the MLP's two."""
+    return [(768, 2304), (768, 768), (768, 3072), (3072, 768)]
+
+
+def _gpt2_small_hidden() -> list[tuple[int, ...]]:
+    """GPT-2 small's 48 hidden weight matrices: twelve layers like :func:`_gpt2_small_layer`."""
+    return _gpt2_small_layer() * 12
+
+
 CASES: dict[str, Callable[[], list[tuple[int, ...]]]] = {
     "flat-1e7": lambda: [(10_000_000,)],
     "flat-1e8": lambda: [(100_000_000,)],
     "gpt2-small": _gpt2_small,
+    "gpt2-small-hidden": _gpt2_small_hidden,
+    "gpt2-small-layer": _gpt2_small_layer,
     "resnet18": _resnet18,
     "mlp": lambda: [(1024, 784), (1024,), (1024, 1024), (1024,), (10, 1024), (10,)],
     "2000x1000": lambda: [(1000,)] * 2000,
@@ -63,6 +82,14 @@ CASES: dict[str, Callable[[], list[tuple[int, ...]]]] = {
 KWARGS: dict[str, dict[str, Any]] = {"sgd": {"momentum": 0.9}}
 
 TORCH_FUSED = {"Adam", "AdamW", "SGD", "Adagrad"}  # torch.optim classes with fused=True on the CPU
+
+# For an algorithm torch.optim lacks, the package that runs it in torch operations: (module, class, label of its
+# default step, which stands in for torch's default in the "vs torch.optim" column, arguments of the class, arguments
+# of its multi-tensor step where that is not its default).
+PEERS: dict[str, tuple[str, str, str, dict[str, Any], dict[str, Any]]] = {
+    "adamw_schedulefree": ("schedulefree", "AdamWScheduleFree", "schedulefree", {}, {}),
+    "lion": ("optimi", "Lion", "optimi", {"lr": 1e-4}, {"foreach": True}),  # torch-optimi: lr has no default
+}
 
 
 def _naive(name: str) -> Callable[[list[np.ndarray], list[np.ndarray]], Callable[[], None]] | None:
@@ -140,6 +167,13 @@ def _traffic_slots(name: str, shapes: Sequence[tuple[int, ...]]) -> int:
     return round(_state_elements(name, shapes) / n) if n else 0
 
 
+def _memory_bound(name: str) -> bool:
+    """Whether the algorithm's step is bound by memory traffic, so that a roofline and GB/s say something: an
+    elementwise rule, or a rule over whole tensors that a kernel body runs in a few passes (Adafactor's); not Muon's,
+    whose step is matrix products."""
+    return not descend.REGISTRY[name].whole_tensor or kernels.shaped(name)
+
+
 def _contestants(
     name: str, params: list[np.ndarray], grads: list[np.ndarray], which: Sequence[str]
 ) -> dict[str, Callable[[], None]]:
@@ -148,7 +182,8 @@ def _contestants(
     kwargs = KWARGS.get(name, {})
     spec = descend.REGISTRY[name]
     if "descend" in which:
-        opt = descend.OPTIMIZERS[name](params, backend="fused", **kwargs)
+        backend = "fused" if kernels.supports(name, "float32") else "auto"  # Muon has no kernel: its reference
+        opt = descend.OPTIMIZERS[name](params, backend=backend, **kwargs)
         out["descend (NumPy)"] = lambda: opt.step(grads)
     torch = _import("torch")
     if torch is not None:
@@ -159,23 +194,44 @@ def _contestants(
         if "descend.torch" in which and dt is not None and hasattr(dt, "OPTIMIZERS"):
             topt = dt.OPTIMIZERS[name](tparams, **kwargs)
             out["descend.torch"] = topt.step
-        if "torch" in which and spec.torch_name:
+        if "torch" in which and spec.torch_name and hasattr(torch.optim, spec.torch_name):
             cls = getattr(torch.optim, spec.torch_name)
-            variants = [("torch.optim", {}), ("torch foreach", {"foreach": True})]
+            variants = [("torch.optim", {})]
+            if "foreach" in inspect.signature(cls).parameters:  # torch's Muon has no foreach path
+                variants.append(("torch foreach", {"foreach": True}))
             if spec.torch_name in TORCH_FUSED:
                 variants.append(("torch fused", {"fused": True}))
             for label, extra in variants:
                 out[label] = cls(tparams, **kwargs, **extra).step
+        if "torch" in which and name in PEERS and _import(PEERS[name][0]) is not None:
+            out.update(_peer_steps(torch, name, params, grads))
     if "naive" in which and _naive(name) is not None:
         out["naive NumPy"] = _naive(name)(params, grads)
     if "optax" in which:
         step = _optax_step(name, params, grads)
         if step is not None:
             out["optax (jit)"] = step
-    if "roofline" in which and kernels.available()[0]:
+    if "roofline" in which and kernels.available()[0] and _memory_bound(name):
         k = _traffic_slots(name, [p.shape for p in params])
         extra = [[np.zeros_like(p) for p in params] for _ in range(k)]
         out["roofline"] = lambda: kernels.roofline(params, grads, extra)
+    return out
+
+
+def _peer_steps(torch: Any, name: str, params: list[np.ndarray], grads: list[np.ndarray]) -> dict[str, Any]:
+    """The peer package's multi-tensor step and its for-loop step, each on its own copies (a peer may divide the
+    gradients in place), in train mode where the peer has modes."""
+    module, cls_name, label, kwargs, foreach = PEERS[name]
+    cls = getattr(_import(module), cls_name)
+    out = {}
+    for suffix, extra in (("", foreach), (" for-loop", {"foreach": False})):
+        copies = [torch.from_numpy(p.copy()) for p in params]
+        for t, g in zip(copies, grads):
+            t.grad = torch.from_numpy(g.copy())
+        opt = cls(copies, **kwargs, **extra)
+        if hasattr(opt, "train"):
+            opt.train()
+        out[label + suffix] = opt.step
     return out
 
 
@@ -233,14 +289,22 @@ def run(
     n = sum(int(np.prod(s)) for s in shapes)
     nbytes = 4 * (3 * n + 2 * _state_elements(name, shapes))  # reads: param, grad, state; writes: param, state
     roof = statistics.median(times["roofline"]) if "roofline" in times else None
+    bound = _memory_bound(name)
     rows = []
     for label, ts in times.items():
         ms = statistics.median(ts) * 1e3
         rows.append({"case": case, "algorithm": name, "contestant": label, "tensors": len(shapes), "elements": n,
-                     "ms": ms, "GB/s": nbytes / (ms * 1e-3) / 1e9, "roofline": (roof * 1e3 / ms) if roof else None})
+                     "ms": ms, "GB/s": nbytes / (ms * 1e-3) / 1e9 if bound else None,
+                     "roofline": (roof * 1e3 / ms) if roof else None})
     del contestants, params, grads
     gc.collect()
     return rows
+
+
+def takes(name: str, case: str) -> bool:
+    """Whether algorithm ``name`` takes every parameter of ``case`` (Muon: matrices only)."""
+    ndim = descend.REGISTRY[name].param_ndim
+    return ndim is None or all(len(shape) == ndim for shape in CASES[case]())
 
 
 def _ratio(rows: list[dict[str, Any]], num: str, den: str) -> float | None:
@@ -278,11 +342,14 @@ def table(rows: list[dict[str, Any]]) -> str:
         groups.setdefault((r["case"], r["algorithm"]), []).append(r)
     for group in groups.values():
         for r in group:
-            vs_default = _ratio(group, r["contestant"], "torch.optim")
+            labels = {row["contestant"] for row in group}
+            baseline = next((k for k in ["torch.optim", *(p[2] for p in PEERS.values())] if k in labels), "")
+            vs_default = _ratio(group, r["contestant"], baseline)
             vs_fused = _ratio(group, r["contestant"], "torch fused")
             roof = f"{r['roofline']:.2f}" if r["roofline"] else ""
+            rate = f"{r['GB/s']:.1f}" if r["GB/s"] is not None else ""
             out.append(
-                f"| {r['case']} | {r['algorithm']} | {r['contestant']} | {r['ms']:.2f} | {r['GB/s']:.1f} | {roof} | "
+                f"| {r['case']} | {r['algorithm']} | {r['contestant']} | {r['ms']:.2f} | {rate} | {roof} | "
                 f"{f'{vs_default:.2f}x' if vs_default else ''} | {f'{vs_fused:.2f}x' if vs_fused else ''} |"
             )
     return "\n".join(out)
@@ -295,7 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: choose cases, algorithms, contestants, repeats and threads; print and optionally write a report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--algorithms", nargs="+", default=list(descend.REGISTRY), choices=list(descend.REGISTRY))
+    fused = [name for name in ELEMENTWISE if name in KERNELS]
+    parser.add_argument("--algorithms", nargs="+", default=fused, choices=list(ELEMENTWISE),
+                        help="default: the algorithms with a fused kernel; Muon's step is matrix products, seconds per "
+                        "GPT-2 layer on a small CPU: ask for it (--algorithms muon --cases gpt2-small-layer)")
     parser.add_argument("--contestants", nargs="+", default=["descend", "descend.torch", "torch", "naive", "optax",
                                                              "roofline"])
     parser.add_argument("--repeats", type=int, default=9, help="timed rounds; the median is reported (default 9)")
@@ -320,7 +390,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
     print(stamp())
     rows: list[dict[str, Any]] = []
-    jobs = [(case, name) for case in args.cases for name in args.algorithms]
+    jobs = [(case, name) for case in args.cases for name in args.algorithms if takes(name, case)]
+    if not jobs:
+        parser.error("none of the algorithms takes the parameters of any of the cases (Muon takes gpt2-small-hidden "
+                     "and gpt2-small-layer)")
     print("\n".join(table([]).split("\n")[:2]), flush=True)  # the header once, the rows as they come
     began = time.perf_counter()
     for k, (case, name) in enumerate(jobs):
@@ -346,8 +419,9 @@ REPORT = """# Benchmarks: step speed
 One optimizer step on float32 parameters, the median of interleaved rounds (one step of every contestant per round,
 after a warm-up step). `roofline` is the time of a kernel with the same loads and stores and trivial math, divided by
 the contestant's time. GB/s counts the bytes the algorithm must move (param, grad and state read; param and state
-written). `vs torch.optim` and `vs torch fused` are speedups: torch's time over the contestant's. Written by
-`python benchmarks/step_speed.py` (`descend.bench`); each section below is one run.
+written). `vs torch.optim` and `vs torch fused` are speedups: torch's time over the contestant's (for an algorithm
+torch.optim lacks, `vs torch.optim` is against the default step of the package that runs it in torch operations).
+Written by `python benchmarks/step_speed.py` (`descend.bench`); each section below is one run.
 """
 
 SECTION = """

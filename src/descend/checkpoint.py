@@ -27,7 +27,6 @@ from typing import IO, Any
 
 import numpy as np
 
-from descend._state_check import checked_state
 from descend.optim import Optimizer
 
 FORMAT = "descend-checkpoint"
@@ -55,6 +54,18 @@ _READ_ERRORS = (
 )
 
 
+def _check_optimizer(optimizer: Any) -> None:
+    if isinstance(optimizer, Optimizer):
+        return
+    spec = getattr(optimizer, "spec", None)
+    if spec is not None and not getattr(spec, "elementwise", True):
+        raise TypeError(
+            f"a checkpoint holds an elementwise optimizer's state arrays; {spec.title} keeps lists of history vectors "
+            "and numbers, which it has no place for: save its state_dict() with pickle instead"
+        )
+    raise TypeError(f"optimizer must be a descend NumPy optimizer, got {type(optimizer).__name__}")
+
+
 def save(path: str | os.PathLike[str], optimizer: Optimizer, **extra: Any) -> Path:
     """Write the optimizer's parameters and state to ``path`` atomically.
 
@@ -74,8 +85,7 @@ def save(path: str | os.PathLike[str], optimizer: Optimizer, **extra: Any) -> Pa
         ValueError: the param groups and extra values take more than ``MAX_META_BYTES`` as stored.
         FileNotFoundError: the folder of ``path`` does not exist (the error names that folder).
     """
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer must be a descend NumPy optimizer, got {type(optimizer).__name__}")
+    _check_optimizer(optimizer)
     try:
         extra_json = json.dumps(extra)
     except TypeError as exc:
@@ -93,7 +103,7 @@ def save(path: str | os.PathLike[str], optimizer: Optimizer, **extra: Any) -> Pa
     meta = {
         "format": FORMAT,
         "version": VERSION,
-        "algorithm": optimizer.spec.name,
+        "algorithm": optimizer.algorithm,
         "param_groups": sd["param_groups"],
         "scalar_state": scalars,
         "extra": json.loads(extra_json),
@@ -361,10 +371,10 @@ def _read(path: Path, optimizer: Optimizer) -> tuple[dict[str, Any], dict[str, n
     with f, _open_archive(path, f) as archive:
         members = _entries(path, archive)
         meta = _meta(path, archive, members.pop("meta"))
-        if meta["algorithm"] != optimizer.spec.name:
+        if meta["algorithm"] != optimizer.algorithm:
             raise ValueError(
                 f"{path} holds a {reprlib.repr(meta['algorithm'])} checkpoint; it cannot be loaded into "
-                f"{optimizer.spec.title}"
+                f"{type(optimizer).__name__}"
             )
         params = optimizer.params
         saved = sorted(int(k.split("/")[1]) for k in members if k.startswith("param/"))
@@ -386,12 +396,12 @@ def _read(path: Path, optimizer: Optimizer) -> tuple[dict[str, Any], dict[str, n
 
 def _check_state(path: Path, optimizer: Optimizer, state_dict: dict[str, Any]) -> None:
     try:
-        checked_state(optimizer.spec, optimizer.param_groups, state_dict)
+        optimizer.check_state_dict(state_dict)
     except (ValueError, TypeError):
         raise
     except Exception as exc:  # noqa: BLE001 - whatever a corrupt file provokes is reported as what it is
         raise ValueError(
-            f"{path} has a corrupt 'meta' entry: its param groups or state do not fit {optimizer.spec.title} "
+            f"{path} has a corrupt 'meta' entry: its param groups or state do not fit {type(optimizer).__name__} "
             f"({type(exc).__name__}: {exc})"
         ) from None
 
@@ -412,8 +422,7 @@ def load(path: str | os.PathLike[str], optimizer: Optimizer) -> dict[str, Any]:
         ValueError: the file is not a descend checkpoint, is damaged, or does not fit the optimizer; the message
             says what differs, and the optimizer and its arrays are untouched.
     """
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer must be a descend NumPy optimizer, got {type(optimizer).__name__}")
+    _check_optimizer(optimizer)
     path = Path(path)
     meta, arrays = _read(path, optimizer)
     optimizer.load_state_dict(_state_of(arrays, meta))  # checks, then changes

@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from descend._state_check import checked_state
-from descend.algorithms._spec import AlgorithmSpec, HyperparamsCache
+from descend.algorithms._spec import AlgorithmSpec, Hyperparams, HyperparamsCache
 from descend.algorithms.conventions import check_convention
-from descend.backends import check_backend
+from descend.backends import NUMPY_BACKENDS, check_backend
 from descend.engine import Engine, GroupWork, Item, NumpyKind
 from descend.engine.memory import check_overlaps
 from descend.nonfinite import check_nan_policy
@@ -106,12 +106,16 @@ class Optimizer:
             names = ", ".join(self.spec.hyperparams.names())
             raise TypeError(f"{self.spec.title}: {exc}; its hyperparameters are {names}") from None
         self.convention = check_convention(convention)
-        self.backend = check_backend(backend)
+        self.backend = check_backend(backend, NUMPY_BACKENDS)
         self.nan_policy = check_nan_policy(nan_policy)
         self._hps = HyperparamsCache(self.spec.hyperparams)
         self.state: dict[int, dict[str, Any]] = {}
         self._engine = Engine(self.spec, _NUMPY, lambda: self.state, nan_policy=self.nan_policy)
         self.defaults: dict[str, Any] = self.spec.make(convention, **bound.arguments).as_dict()
+        self._add_groups(params)
+
+    def _add_groups(self, params: Any) -> None:
+        """The constructor's ``params``: a list of arrays (one group) or of group dicts, each added in turn."""
         self.param_groups: list[dict[str, Any]] = []
         if isinstance(params, np.ndarray):
             _group_params(params, "params")  # raises the clear error
@@ -151,11 +155,24 @@ class Optimizer:
         everything = [p for g in self.param_groups for p in g["params"]] + params
         check_overlaps(_NUMPY, everything, range(len(everything)))
         options = {k: v for k, v in group.items() if k != "params"}
-        hp_names = set(self.spec.hyperparams.names())
-        merged = {**self.defaults, **options}
-        hp = self.spec.hyperparams.from_group(merged)  # validates the group's hyperparameters
+        spec, defaults = self._rule_for(options)
+        for p in params:
+            spec.check_shape(p.shape)
+        hp_names = set(spec.hyperparams.names())
+        merged = {**defaults, **options}
+        hp = spec.hyperparams.from_group(merged)  # validates the group's hyperparameters
         merged.update({k: v for k, v in hp.as_dict().items() if k in hp_names})
         self.param_groups.append({"params": params, **merged})
+
+    def _rule_for(self, options: Mapping[str, Any]) -> tuple[AlgorithmSpec, dict[str, Any]]:
+        """The algorithm and defaults of a new group with these options: the class's own. An optimizer that runs
+        different algorithms on different groups overrides this and :meth:`_group_rule`."""
+        return self.spec, self.defaults
+
+    def _group_rule(self, group: Mapping[str, Any]) -> tuple[AlgorithmSpec | None, Hyperparams]:
+        """The algorithm a param group runs, None for the class's own (the engine's), and its validated
+        hyperparameters."""
+        return None, self._hps.get(group)
 
     # -- the step -------------------------------------------------------------------------------------------------
 
@@ -210,18 +227,18 @@ class Optimizer:
             work, index = [], 0
             state = self.state
             for group in self.param_groups:
-                hp = self._hps.get(group)
+                rule, hp = self._group_rule(group)
                 n = len(group["params"])
                 present = [index + k for k in range(n) if grads[index + k] is not None]
                 params = group["params"] if len(present) == n else [group["params"][i - index] for i in present]
                 gs = [grads[i] for i in present]
                 states = [state.get(i) for i in present]
-                prepared = engine.prepare_uniform(hp, self.backend, params, gs, states, present)
+                prepared = engine.prepare_uniform(hp, self.backend, params, gs, states, present, rule)
 
                 def items(params: list = params, gs: list = gs, present: list = present) -> list[Item]:
                     return [Item(i, p, g, self.state.get(i), i) for i, p, g in zip(present, params, gs)]
 
-                work.append(GroupWork(hp, self.backend, items, prepared))
+                work.append(GroupWork(hp, self.backend, items, prepared, spec=rule))
                 index += n
             engine.step(work)
 
@@ -240,7 +257,8 @@ class Optimizer:
         """The rule in force for each param group, with its current hyperparameters, as plain text."""
         texts = []
         for i, group in enumerate(self.param_groups):
-            text = self.spec.describe(self.spec.hyperparams.from_group(group), self.convention)
+            rule, hp = self._group_rule(group)
+            text = (rule or self.spec).describe(hp, self.convention)
             texts.append(text if len(self.param_groups) == 1 else f"param group {i}:\n{text}")
         return "\n\n".join(texts)
 
@@ -262,13 +280,29 @@ class Optimizer:
         }
         return {"state": state, "param_groups": groups}
 
+    @property
+    def algorithm(self) -> str:
+        """The name a checkpoint records (:mod:`descend.checkpoint`): the algorithm's registry name."""
+        return self.spec.name
+
+    def check_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Raise a ValueError (or a TypeError for a hyperparameter's type) if ``state_dict`` does not fit."""
+        self._checked(state_dict)
+
+    def _checked(self, state_dict: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
+        return checked_state(self._group_specs(), self.param_groups, state_dict)
+
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a snapshot from :meth:`state_dict`. It is checked whole first; on any mismatch (another
         algorithm, other shapes, other group sizes) a ValueError says what, and nothing is changed."""
-        new_groups, new_state = checked_state(self.spec, self.param_groups, state_dict)
+        new_groups, new_state = self._checked(state_dict)
         for group, loaded in zip(self.param_groups, new_groups):
             group.update(loaded)
         self.state = new_state
+
+    def _group_specs(self) -> list[AlgorithmSpec]:
+        """Each param group's algorithm."""
+        return [self._group_rule(group)[0] or self.spec for group in self.param_groups]
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]

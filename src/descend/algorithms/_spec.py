@@ -1,9 +1,11 @@
 """The shape every algorithm module fills in, and the checks they share.
 
-An algorithm is described once, by an :class:`AlgorithmSpec`: its hyperparameters (a frozen dataclass with torch's
-names and defaults), the state slots it keeps, the per-step scalars computed on the host in float64, and the
-``reference_update`` written against an array namespace ``xp`` (NumPy or torch). The fronts, the kernels'
-tests, the CLI and the docs all read the same spec.
+An algorithm is described once, by a spec. Most are elementwise, an :class:`AlgorithmSpec`: its hyperparameters (a
+frozen dataclass with torch's names and defaults), the state slots it keeps, the per-step scalars computed on the host
+in float64, and the elementwise ``reference_update`` written against an array namespace ``xp`` (NumPy or torch). A
+closure-driven method (L-BFGS) is a :class:`ClosureSpec` instead: the same names, hyperparameters, conventions and
+documentation, and a step that evaluates the loss through a closure. ``spec.elementwise`` tells them apart. The
+fronts, the kernels' tests, the CLI and the docs all read the same spec.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 __all__ = [
     "AlgorithmSpec",
+    "ClosureSpec",
     "Hyperparams",
+    "Spec",
     "cast_scalars",
     "check_bool",
     "check_choice",
@@ -124,7 +128,7 @@ class Hyperparams:
 
 
 _ABSENT = object()
-_SCALARS = (int, float, bool, str)
+_SCALARS = (int, float, bool, str, type(None))
 
 
 def _value_key(value: Any) -> Any:
@@ -174,77 +178,47 @@ def _same_host(hp: Any, step: int, host: dict[str, float]) -> dict[str, float]:
     return host
 
 
-@dataclass(frozen=True)
-class AlgorithmSpec:
-    """Everything the fronts, the kernels and the docs need to know about one algorithm.
+@dataclass(frozen=True, kw_only=True)
+class Spec:
+    """What every algorithm states, whatever drives its step: its names, hyperparameters, documentation and
+    conventions. :class:`AlgorithmSpec` (an elementwise rule the engine runs) and :class:`ClosureSpec` (a method that
+    evaluates the loss where it chooses) add how the step is taken.
+
+    Consumers that need an elementwise rule (the engine, the kernels and their tests) check :attr:`elementwise`;
+    everything that only names, documents or describes an algorithm (the CLI, the docs, the lab) takes any spec.
 
     Attributes:
         name: registry key, lower case (``"adam"``).
         title: display name, torch's class name where torch has one (``"Adam"``).
+        summary: one line for tables.
         hyperparams: the frozen dataclass of hyperparameters.
-        state_slots: ``hp -> tuple of array-valued state keys``, in torch's names (``step`` is not listed): every
-            slot the algorithm may keep under ``hp`` (:meth:`slots_for` says which a given parameter keeps).
-        init_state: ``(xp, param, hp) -> dict`` of fresh array slots, typed like ``param`` and shaped as
-            :meth:`slots_for` says (like ``param`` unless :attr:`state_shapes` says otherwise).
-        scalars: ``(hp, step, host, first) -> NamedTuple`` of per-step quantities computed in float64 on the host:
-            ``step`` is the parameter's step number (0 for an algorithm that keeps none), ``host`` its host scalars
-            after :attr:`advance_host`, ``first`` whether this is its first update (its state is new); with
-            :attr:`scalars_by_dtype`, also ``dtype=``, the parameter's storage dtype name (see :meth:`step_scalars`).
-        reference_update: ``(xp, param, grad, state, s) -> None``, the in-place rule for one whole parameter.
         describe_rule: ``hp -> str``, the rule in force with the given values, as plain text (see :meth:`describe`).
+        module: the algorithm's module; its docstring carries the rule in LaTeX and the references.
         presets: convention name -> hyperparameter overrides for the conventions whose library (or paper) has this
             algorithm and whose rule descend runs (``{}`` where its defaults are torch's).
         notes: convention name -> a sentence :meth:`describe` prints under that convention. Every convention that
             has no preset needs one, saying that the library has no such optimizer (or that descend does not run its
             variant) and which rule runs instead; a convention with a preset may have one for what is not a flag.
-        module: the algorithm's module; its docstring carries the rule in LaTeX and the references.
         torch_name: the ``torch.optim`` class with the same rule under the torch convention, or None.
-        has_step: whether the state keeps a ``step`` count (torch's SGD keeps none).
-        host_slots: ``hp -> dict`` of scalar state kept on the host (NAdam's ``mu_product``) with initial values.
-        advance_host: ``(hp, step, host) -> host`` updates the host scalars for this step.
-        host_for_scalars: which host scalars a step's ``scalars`` read: ``"after"`` this step's
-            :attr:`advance_host` (NAdam's product includes this step's factor) or ``"before"`` it (ASGD's step uses the
-            rate the previous step stored).
-        full_state: hyperparameters under which the algorithm keeps every state slot it can (AMSGrad's maximum,
-            a centered average), for tests that must see every slot.
-        state_shapes: ``(hp, param shape) -> {slot: shape}``, the slots a parameter of that shape keeps and their
-            shapes, in the order :attr:`init_state` makes them; None (the default) means every slot of
-            :attr:`state_slots`, shaped like the parameter (Adafactor's row and column averages are not).
-        whole_tensor: whether ``reference_update`` reduces over each parameter (Adafactor's means, an
-            orthogonalisation), so that a parameter cannot be updated in pieces (a DTensor's local shard, a complex
-            tensor as pairs of reals); False (the default) for a rule that treats every element on its own.
-        scalars_by_dtype: whether :attr:`scalars` takes ``dtype=`` (Adafactor's default epsilon is the dtype's).
+        elementwise: True for an :class:`AlgorithmSpec`, False for a :class:`ClosureSpec` (a class attribute).
+        param_ndim: the number of dimensions every parameter must have (Muon's 2), or None for any.
     """
+
+    elementwise: ClassVar[bool]
 
     name: str
     title: str
     summary: str
     hyperparams: type[Hyperparams]
-    state_slots: Callable[[Any], tuple[str, ...]]
-    init_state: Callable[[ModuleType, Any, Any], dict[str, Any]]
-    scalars: Callable[..., NamedTuple]
-    reference_update: Callable[..., None]
     describe_rule: Callable[[Any], str]
     module: ModuleType
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    torch_name: str | None = None
-    has_step: bool = True
-    host_slots: Callable[[Any], dict[str, float]] = _no_host
-    advance_host: Callable[[Any, int, dict[str, float]], dict[str, float]] = _same_host
-    full_state: Mapping[str, Any] = field(default_factory=dict)
-    host_for_scalars: str = "after"
     notes: Mapping[str, str] = field(default_factory=dict)
-    state_shapes: Callable[[Any, tuple[int, ...]], dict[str, tuple[int, ...]]] | None = None
-    whole_tensor: bool = False
-    scalars_by_dtype: bool = False
+    torch_name: str | None = None
+    param_ndim: int | None = None
 
     def __post_init__(self) -> None:
         from descend.algorithms.conventions import CONVENTIONS
-
-        if self.state_shapes is not None and not self.whole_tensor:
-            raise ValueError(
-                f"{self.title}: a spec with state_shapes updates whole tensors; it must set whole_tensor=True"
-            )
 
         unknown = sorted((set(self.presets) | set(self.notes)) - set(CONVENTIONS))
         if unknown:
@@ -256,19 +230,18 @@ class AlgorithmSpec:
                 "convention must either set this library's variant or say that it has none and which rule runs"
             )
 
-    def slots_for(self, hp: Hyperparams, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-        """The state slots a parameter of ``shape`` keeps under ``hp``, each with its shape, in torch's order."""
-        if self.state_shapes is None:
-            shape = tuple(shape)
-            return {k: shape for k in self.state_slots(hp)}
-        return self.state_shapes(hp, tuple(shape))
+    def check_shape(self, shape: tuple[int, ...], shown: Any = None) -> None:
+        """Refuse a parameter whose number of dimensions is not :attr:`param_ndim` (torch's message for Muon).
 
-    def step_scalars(self, hp: Hyperparams, step: int, host: dict[str, float], first: bool, dtype: str) -> NamedTuple:
-        """:attr:`scalars` for a parameter stored in ``dtype`` (``"float32"``, ``"float64"``, ``"bfloat16"``,
-        ``"float16"``), which only an algorithm with :attr:`scalars_by_dtype` reads."""
-        if self.scalars_by_dtype:
-            return self.scalars(hp, step, host, first, dtype=dtype)
-        return self.scalars(hp, step, host, first)
+        Args:
+            shape: the parameter's shape.
+            shown: how the message shows it (torch's ``torch.Size([...])``); the shape itself by default.
+        """
+        if self.param_ndim is not None and len(shape) != self.param_ndim:
+            raise ValueError(
+                f"{self.title} only supports {self.param_ndim}D parameters whereas we found a parameter with size: "
+                f"{shape if shown is None else shown}"
+            )
 
     def follows(self, convention: str) -> bool:
         """Whether ``convention`` has a preset for this algorithm: its library (or paper) has it and descend runs
@@ -324,3 +297,111 @@ class AlgorithmSpec:
         values = self.defaults(convention)
         values.update(explicit)
         return self.hyperparams(**values).validate()
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlgorithmSpec(Spec):
+    """An elementwise rule: per-step scalars computed on the host in float64 and an in-place ``reference_update``
+    that the engine runs (or the fused kernel that restates it) on each parameter and its state slots.
+
+    Attributes:
+        state_slots: ``hp -> tuple of array-valued state keys``, in torch's names (``step`` is not listed): every
+            slot the algorithm may keep under ``hp`` (:meth:`slots_for` says which a given parameter keeps).
+        init_state: ``(xp, param, hp) -> dict`` of fresh array slots, typed like ``param`` and shaped as
+            :meth:`slots_for` says (like ``param`` unless :attr:`state_shapes` says otherwise).
+        scalars: ``(hp, step, host, first) -> NamedTuple`` of per-step quantities computed in float64 on the host:
+            ``step`` is the parameter's step number (0 for an algorithm that keeps none), ``host`` its host scalars
+            after :attr:`advance_host`, ``first`` whether this is its first update (its state is new); a
+            :attr:`whole_tensor` rule's also take ``shape=`` and one with :attr:`scalars_by_dtype` ``dtype=`` (see
+            :meth:`step_scalars`).
+        reference_update: ``(xp, param, grad, state, s) -> None``, the in-place rule for one whole parameter.
+        has_step: whether the state keeps a ``step`` count (torch's SGD keeps none).
+        host_slots: ``hp -> dict`` of scalar state kept on the host (NAdam's ``mu_product``) with initial values.
+        advance_host: ``(hp, step, host) -> host`` updates the host scalars for this step.
+        host_for_scalars: which host scalars a step's ``scalars`` read: ``"after"`` this step's
+            :attr:`advance_host` (NAdam's product includes this step's factor) or ``"before"`` it (ASGD's step uses the
+            rate the previous step stored).
+        full_state: hyperparameters under which the algorithm keeps every state slot it can (AMSGrad's maximum,
+            a centered average), for tests that must see every slot.
+        whole_tensor: whether the rule reads each parameter whole rather than element by element (Muon's
+            orthogonalisation multiplies matrices, Adafactor's second moment averages rows and columns): its
+            ``scalars`` also take the parameter's shape (``shape=``, see :meth:`step_scalars`), it has no
+            multi-tensor form, only a shaped kernel body runs it (:func:`descend.kernels.shaped`; Muon has none),
+            and a parameter is never updated in pieces (a DTensor's shard, a complex tensor's real view).
+        state_shapes: ``(hp, param shape) -> {slot: shape}``, the slots a parameter of that shape keeps and their
+            shapes, in the order :attr:`init_state` makes them; None (the default) means every slot of
+            :attr:`state_slots`, shaped like the parameter (Adafactor's row and column averages are not). Only a
+            :attr:`whole_tensor` rule may have it.
+        scalars_by_dtype: whether :attr:`scalars` takes ``dtype=`` (Adafactor's default epsilon is the dtype's).
+    """
+
+    elementwise: ClassVar[bool] = True
+
+    state_slots: Callable[[Any], tuple[str, ...]]
+    init_state: Callable[[ModuleType, Any, Any], dict[str, Any]]
+    scalars: Callable[..., NamedTuple]
+    reference_update: Callable[..., None]
+    has_step: bool = True
+    host_slots: Callable[[Any], dict[str, float]] = _no_host
+    advance_host: Callable[[Any, int, dict[str, float]], dict[str, float]] = _same_host
+    full_state: Mapping[str, Any] = field(default_factory=dict)
+    host_for_scalars: str = "after"
+    whole_tensor: bool = False
+    state_shapes: Callable[[Any, tuple[int, ...]], dict[str, tuple[int, ...]]] | None = None
+    scalars_by_dtype: bool = False
+
+    def __post_init__(self) -> None:
+        if self.state_shapes is not None and not self.whole_tensor:
+            raise ValueError(
+                f"{self.title}: a spec with state_shapes updates whole tensors; it must set whole_tensor=True"
+            )
+        super().__post_init__()
+
+    def slots_for(self, hp: Hyperparams, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        """The state slots a parameter of ``shape`` keeps under ``hp``, each with its shape, in torch's order."""
+        if self.state_shapes is None:
+            shape = tuple(shape)
+            return {k: shape for k in self.state_slots(hp)}
+        return self.state_shapes(hp, tuple(shape))
+
+    def step_scalars(
+        self, hp: Hyperparams, step: int, host: dict[str, float], first: bool, *, shape: tuple[int, ...], dtype: str
+    ) -> NamedTuple:
+        """:attr:`scalars` for one parameter of ``shape`` stored in ``dtype`` (``"float32"``, ``"float64"``,
+        ``"bfloat16"``, ``"float16"``): only a :attr:`whole_tensor` rule's depend on the shape, and only one with
+        :attr:`scalars_by_dtype` on the dtype."""
+        extra: dict[str, Any] = {}
+        if self.whole_tensor:
+            extra["shape"] = tuple(shape)
+        if self.scalars_by_dtype:
+            extra["dtype"] = dtype
+        return self.scalars(hp, step, host, first, **extra)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClosureSpec(Spec):
+    """A closure-driven method: not elementwise, and not run by the engine. Its step treats every parameter as one
+    flat vector and evaluates the loss and gradient (through the caller's closure) at points it chooses, as many
+    times as it needs; the fronts hand it a closure and the vector operations on their arrays (see
+    :class:`descend.algorithms.lbfgs.Flat`).
+
+    Attributes:
+        step: ``(flat, hp, state) -> (loss, new_state)``: one ``step(closure)`` call. ``flat`` gives the closure and
+            the vector operations, ``state`` is the state before the step (read, never changed); it returns the
+            loss of the first evaluation, as the closure gave it, and the whole state after the step, for the front
+            to commit once the step has succeeded.
+        state_keys: every key the state may hold, in the order torch's class creates them.
+        state_doc: state key -> what it holds, for the documentation.
+        check_state: ``(entry, flat) -> None``: raise a ValueError naming what does not fit if ``entry`` (a saved
+            state) cannot be the state of these parameters.
+        one_iteration: hyperparameters under which one ``step`` is one iteration of the method (one gradient
+            evaluation without a line search), for the lab and the pictures, which compare optimizers step for step.
+    """
+
+    elementwise: ClassVar[bool] = False
+
+    step: Callable[[Any, Any, Mapping[str, Any]], tuple[Any, dict[str, Any]]]
+    state_keys: tuple[str, ...]
+    state_doc: Mapping[str, str]
+    check_state: Callable[[Mapping[str, Any], Any], None]
+    one_iteration: Mapping[str, Any] = field(default_factory=dict)

@@ -132,9 +132,11 @@ def scalars(
     host: dict[str, float] | None = None,
     first: bool = False,
     *,
+    shape: tuple[int, ...] | None = None,
     dtype: str = "float32",
 ) -> AdafactorScalars:
-    """The host scalars of step ``step`` (torch's float64 formulas) for a parameter stored in ``dtype``."""
+    """The host scalars of step ``step`` (torch's float64 formulas) for a parameter stored in ``dtype``; they do not
+    depend on its ``shape``, which every rule over whole tensors is given."""
     eps1 = MACHINE_EPS[dtype] if hp.eps[0] is None else float(hp.eps[0])
     weight = float(step) ** hp.beta2_decay
     return AdafactorScalars(

@@ -8,8 +8,8 @@ to create state, and how the step counter and host scalars are stored in a state
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -128,6 +128,33 @@ class ArrayKind:
 
     def has_nonfinite(self, g: Any) -> bool:
         raise NotImplementedError
+
+    #: whether the kind has a multi-tensor path (:mod:`descend.engine.foreach`) beside the kernel and the reference
+    multi_tensor: bool = False
+
+    def prefers_multi_tensor(self, p: Any, g: Any, arrays: Mapping[str, Any]) -> bool:
+        """Whether ``backend="auto"`` runs a parameter the kernel does not take on the multi-tensor path rather than
+        the per-tensor reference."""
+        return False
+
+    def multi_tensor_key(self, p: Any, arrays: Mapping[str, Any]) -> tuple:
+        """What the parameters run together by one multi-tensor call share, besides their scalars."""
+        raise NotImplementedError
+
+    def multi_tensor_step(
+        self, spec: AlgorithmSpec, members: Sequence[tuple[Any, Any, Mapping[str, Any]]], scalars: NamedTuple
+    ) -> Callable[[], Callable[[], None]]:
+        """The multi-tensor step of ``members`` (``(param, gradient, state arrays)`` sharing a key and scalars):
+        a ``compute()`` that writes nothing and returns the write that stores its results."""
+        raise NotImplementedError
+
+    def multi_tensor_steady(
+        self, engine: Any, hp: Hyperparams, backend: str, items: Sequence[Any], spec: AlgorithmSpec | None = None
+    ) -> Any:
+        """A group's step prepared with little Python per parameter where all of them are on the multi-tensor path
+        in their steady state (a :class:`~descend.engine.step.Prepared`), else None. ``spec``: the group's algorithm,
+        if not the engine's."""
+        return None
 
 
 def _round_to_float32(value: float) -> float:

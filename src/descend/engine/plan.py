@@ -30,7 +30,22 @@ from descend.engine.step import Item, Prepared
 from descend.engine.torch_arrays import DTYPE_NAMES, plain
 
 _TYPES = (torch.Tensor, torch.nn.Parameter)
+# torch's C function reading a tensor's data pointer from its Python object, exported (as an address) for its compiled
+# wrappers; the plan's checks use it instead of calling data_ptr() where this torch has it.
+_GUARDS = getattr(getattr(torch._C, "_dynamo", None), "guards", None)
+_READER = getattr(_GUARDS, "_torchinductor_pyobject_tensor_data_ptr", None)
+_READER = _READER if type(_READER) is int else None
 _STEP_DTYPES = (torch.float32, torch.float64)
+
+
+def _hints(tensors: tuple) -> tuple[int, ...] | None:
+    """Where torch keeps each tensor's metadata and storage (its TensorImpl and StorageImpl): gather() fetches them
+    a few parameters ahead of its checks. Hints only: never dereferenced, so one gone stale (a gradient replaced by
+    the next backward pass) costs nothing but speed."""
+    try:
+        return tuple(address for t in tensors for address in (t._cdata, t.untyped_storage()._cdata))
+    except (AttributeError, RuntimeError, TypeError):  # a tensor kind without these (the plan is plain tensors only)
+        return None
 
 
 class GroupPlan:
@@ -42,6 +57,7 @@ class GroupPlan:
         "params",
         "source",
         "entries",
+        "hints",
         "keys",
         "dtype",
         "names",
@@ -52,6 +68,7 @@ class GroupPlan:
         "step_double",
         "host",
         "host_ptrs",
+        "host_double",
         "keep",
         "compiled",
     )
@@ -71,6 +88,7 @@ class GroupPlan:
         self.source = source  # the group's own list, to notice a group whose list was replaced
         self.params: list = list(source)
         self.entries: list = []
+        self.hints: list = []  # per parameter, addresses the checks will read (see _hints)
         self.host = host  # host scalars kept in 0-d tensors beside the step (NAdam's mu_product)
         self.keys = slots + (("step",) if spec.has_step else ()) + host
         self.dtype = dtype
@@ -81,6 +99,7 @@ class GroupPlan:
         self.step_ptrs: list[int] = []
         self.step_double = step_dtype is torch.float64
         self.host_ptrs: list[list[int]] = [[] for _ in host]
+        self.host_double: list[bool | None] = [None for _ in host]  # each host scalar's dtype: float64 or float32
         self.keep: list[Any] = []  # the storages behind every recorded address
         self.compiled: Any = None  # the entries as one C array (kernels.compile_plan)
 
@@ -129,7 +148,7 @@ class GroupPlan:
             seen = before if spec.host_for_scalars == "before" else host
         else:
             seen = {}
-        scalars = spec.step_scalars(hp, count, seen, False, self.names[0])
+        scalars = spec.step_scalars(hp, count, seen, False, shape=(), dtype=self.names[0])  # (no whole_tensor)
         job = kernels.job(
             spec.name,
             scalars,
@@ -156,8 +175,8 @@ class GroupPlan:
         def commit() -> None:
             if step_ptrs:
                 kernels.fill_value(step_ptrs, count_value, double)
-            for key, ptrs in zip(self.host, host_ptrs):
-                kernels.fill_value(ptrs, host[key], double)
+            for key, ptrs, host_double in zip(self.host, host_ptrs, self.host_double):
+                kernels.fill_value(ptrs, host[key], bool(host_double))
 
         out.commits.append(commit)
         return out
@@ -171,25 +190,25 @@ class GroupPlan:
         op on a 0-d tensor of the counters' dtype), or None if the parameters hold different values."""
         if not self.host:
             return {}, {}
-        dtype = torch.float64 if self.step_double else torch.float32
+        dtypes = {key: torch.float64 if double else torch.float32 for key, double in zip(self.host, self.host_double)}
         now = {}
-        for key, ptrs in zip(self.host, self.host_ptrs):
-            value = kernels.common_value(pick(ptrs), self.step_double)
+        for key, ptrs, double in zip(self.host, self.host_ptrs, self.host_double):
+            value = kernels.common_value(pick(ptrs), bool(double))
             if value is None:
                 return None
-            now[key] = torch.tensor(value, dtype=dtype)
+            now[key] = torch.tensor(value, dtype=dtypes[key])
         with torch.no_grad():
             advanced = self.spec.advance_host(hp, count, now)
         before = {key: float(value) for key, value in now.items()}
-        return before, {key: float(torch.as_tensor(value, dtype=dtype)) for key, value in advanced.items()}
+        return before, {key: float(torch.as_tensor(value, dtype=dtypes[key])) for key, value in advanced.items()}
 
 
 def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, Any], backend: str) -> GroupPlan | None:
     """The plan of a group after a step, or None where the group does not fit one (see the module docstring)."""
     host = tuple(spec.host_slots(hp))
-    if backend == "reference" or not kernels.available()[0] or (host and not spec.has_step):
+    if backend in ("reference", "foreach") or not kernels.available()[0] or (host and not spec.has_step):
         return None
-    if spec.state_shapes is not None:  # the slots differ with the parameter's shape (Adafactor's): no one layout
+    if spec.whole_tensor:  # the slots and scalars may differ with the parameter's shape (Adafactor's): no one layout
         return None
     params = group["params"]
     if len({id(p) for p in params}) != len(params):  # a tensor listed twice is updated twice, one round each
@@ -214,6 +233,7 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
         st = None if stateless else state.get(p)
         if not stateless and (not st or any(key not in st for key in plan.keys)):
             plan.entries.append(None)  # no state yet: the general path runs if it gets a gradient
+            plan.hints.append(None)
             plan.p_ptrs.append(0)
             plan.sizes.append(0)
             for ptrs in plan.slot_ptrs:
@@ -227,15 +247,21 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
             return None
         tensors = tuple(st[key] for key in plan.keys) if st is not None else ()
         for key, t in zip(plan.keys, tensors):
-            if key == "step" or key in host:
+            if key == "step":
                 if not (plain(t) and t.numel() == 1 and t.dtype is step_dtype):
+                    return None
+            elif key in host:  # float32 or float64, the same for every parameter (the general path's own dtype)
+                k = host.index(key)
+                plan.host_double[k] = t.dtype is torch.float64 if plan.host_double[k] is None else plan.host_double[k]
+                wanted = torch.float64 if plan.host_double[k] else torch.float32
+                if not (plain(t) and t.numel() == 1 and t.dtype is wanted):
                     return None
             elif not (plain(t) and t.dtype is state_dtype and t.shape == p.shape):
                 return None
         plan.keep += [t.untyped_storage() for t in (p, *tensors)]
         addresses = tuple(t.data_ptr() for t in tensors)
-        versions = tuple(t._version for t in tensors)
-        plan.entries.append((st, p.data_ptr(), p.shape, tensors, versions, addresses))
+        plan.entries.append((st, p.data_ptr(), p.shape, tensors, tuple(t.dtype for t in tensors), addresses))
+        plan.hints.append(_hints((p, *tensors) if p.grad is None else (p, *tensors, p.grad)))
         plan.p_ptrs.append(p.data_ptr())
         plan.sizes.append(p.numel())
         for ptrs, address in zip(plan.slot_ptrs, addresses):
@@ -244,5 +270,5 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
             plan.step_ptrs.append(addresses[len(slots)])
         for ptrs, address in zip(plan.host_ptrs, addresses[len(slots) + 1 :]):
             ptrs.append(address)
-    plan.compiled = kernels.compile_plan(plan.params, plan.entries, plan.keys, len(slots))
+    plan.compiled = kernels.compile_plan(plan.params, plan.entries, plan.keys, len(slots), _READER, plan.hints)
     return plan

@@ -5,12 +5,15 @@ The fronts (:mod:`descend.optim` for NumPy, :mod:`descend.torch` for torch) turn
 
 1. **prepares** each parameter with a gradient: the state it needs (created, not yet stored), its next step count and
    host scalars (NAdam's ``mu_product``) computed out of place, the per-step scalars, and the choice between the fused
-   kernel and the reference rule by one rule (:meth:`Engine._route`); everything that can be refused is refused here
-   (the state slots and their shapes are the spec's ``slots_for`` the parameter's shape: its own shape unless the
-   algorithm keeps reduced state, as Adafactor's row and column averages);
+   kernel, the multi-tensor path and the reference rule by one rule (:meth:`Engine._route`,
+   :meth:`Engine._multi`); everything that can be refused is refused here (the state slots and their shapes are the
+   spec's ``slots_for`` the parameter's shape: its own shape unless the algorithm keeps reduced state, as Adafactor's
+   row and column averages);
 2. applies ``nan_policy`` to every gradient of every group;
-3. **computes** the reference rule for the parameters the kernel does not take, on working copies;
-4. **writes**: runs the kernel jobs (checked whole before the first one runs), stores the reference's results, and
+3. **computes** the rule for the parameters the kernel does not take, into new tensors: one tensor at a time on
+   working copies (the reference), or a set of tensors at a time with multi-tensor operations
+   (:mod:`descend.engine.foreach`);
+4. **writes**: runs the kernel jobs (checked whole before the first one runs), stores the computed results, and
    commits new state and counters.
 
 Nothing is written before step 4, and nothing in step 4 can be refused, so a step that raises leaves every param and
@@ -49,13 +52,15 @@ class Item:
 @dataclass
 class GroupWork:
     """A param group's share of a step: its validated hyperparameters, its backend, and its items (or a ready
-    :class:`Prepared` from a plan)."""
+    :class:`Prepared` from a plan). ``spec`` is the group's algorithm where it is not the engine's own (an optimizer
+    that runs one algorithm on some groups and another on the rest steps them all in one atomic step)."""
 
     hp: Hyperparams
     backend: str
     items: list[Item] | Callable[[], list[Item]] = field(default_factory=list)  # or a callable making them
     prepared: Prepared | None = None
     on_done: Callable[[], None] | None = None  # called after the group's writes (a front records a plan)
+    spec: AlgorithmSpec | None = None  # None: the engine's
 
 
 @dataclass
@@ -65,7 +70,8 @@ class Prepared:
     Attributes:
         jobs: kernel calls, as :func:`descend.kernels.job` builds them.
         reference: per parameter the reference runs for, ``(pairs, compute)``: ``compute()`` returns the working
-            copies to store, and ``pairs`` the arrays they go to.
+            copies to store, and ``pairs`` the arrays they go to; per set of parameters on the multi-tensor path,
+            ``(None, compute)``: ``compute()`` returns the write that stores its results.
         commits: callables run last, storing new state and counters; they cannot fail.
         checks: per parameter with a gradient, ``(index, gradient, address)`` for the finite check, the address
             being ``(data address, element count, dtype name)`` where the kernels can read it, else None.
@@ -182,7 +188,10 @@ class Engine:
         actions: list[Callable[[], Any]] = []
         for p, outputs in zip(prepared, results):
             for (pairs, _), out in zip(p.reference, outputs):
-                actions += [lambda dst=dst, src=src: kind.write_back(dst, src) for dst, src in zip(pairs, out)]
+                if pairs is None:  # a multi-tensor set: its results store themselves, in one batch
+                    actions.append(out)
+                else:
+                    actions += [lambda dst=dst, src=src: kind.write_back(dst, src) for dst, src in zip(pairs, out)]
             actions += p.commits
         actions += [g.on_done for g in groups if g.on_done is not None]
         error: BaseException | None = None
@@ -223,6 +232,7 @@ class Engine:
         grads: Sequence[Any],
         states: Sequence[dict | None],
         indices: Sequence[int],
+        spec: AlgorithmSpec | None = None,
     ) -> Prepared | None:
         """A group's steady state with little Python per parameter, or None where it does not apply: every
         parameter already has all its state, at one step with the same host scalars, in one dtype, and the kind's
@@ -234,10 +244,12 @@ class Engine:
             hp, backend: the group's hyperparameters and backend.
             params, grads, states, indices: per parameter with a gradient, its array, gradient, state dict (or
                 None) and index over all groups.
+            spec: the group's algorithm, if not the engine's.
         """
-        spec, kind = self.spec, self.kind
-        if backend == "reference" or not params or not kind.kernel_checks or spec.state_shapes is not None:
-            return None  # (kernels.supports says below whether they are built; shaped state has slots per shape)
+        spec, kind = spec or self.spec, self.kind
+        if backend in ("reference", "foreach") or not params or not kind.kernel_checks or spec.whole_tensor:
+            return None  # (kernels.supports, below, says whether they are built; a whole-tensor rule's state and
+            # scalars are per shape)
         slots = spec.state_slots(hp)
         host_keys = tuple(spec.host_slots(hp))
         try:
@@ -259,7 +271,9 @@ class Engine:
         before = dict(zip(host_keys, hosts[0]))
         host = spec.advance_host(hp, count, before) if host_keys else {}
         seen = before if spec.host_for_scalars == "before" else host
-        scalars = spec.step_scalars(hp, count, {k: float(v) for k, v in seen.items()}, False, dtype)
+        scalars = spec.step_scalars(
+            hp, count, {k: float(v) for k, v in seen.items()}, False, shape=kind.shape(params[0]), dtype=dtype or ""
+        )
         out = Prepared(optimistic=True, keep=list(grads))
         out.jobs.append(kernels.job(spec.name, scalars, params, grads, lists, dtype=dtype))
         if self.nan_policy != "propagate":
@@ -274,12 +288,17 @@ class Engine:
 
     def prepare(self, work: GroupWork) -> Prepared:
         """Check and prepare a group's step (see the module docstring); nothing is written."""
-        spec, kind, hp = self.spec, self.kind, work.hp
+        spec, kind, hp = work.spec or self.spec, self.kind, work.hp
         initial_host = spec.host_slots(hp)
         shaped = kernels.shaped(spec.name)
         out = Prepared()
         buckets: dict[tuple, list] = {}
+        sets: dict[tuple, list] = {}  # the multi-tensor path's sets of parameters
         items = work.items() if callable(work.items) else work.items
+        if kind.multi_tensor and work.backend in ("auto", "foreach") and not spec.whole_tensor:
+            steady = kind.multi_tensor_steady(self, hp, work.backend, items, spec)  # all on the multi-tensor path
+            if steady is not None:
+                return steady
         check_overlaps(self.kind, [item.param for item in items], [item.index for item in items])
         states = self.states()
         pending = []
@@ -288,6 +307,7 @@ class Engine:
                 item.state = states.get(item.key)
             p, st = item.param, item.state
             kind.check_param(p, f"parameter {item.index}")
+            spec.check_shape(kind.shape(p))
             if spec.whole_tensor:
                 why = kind.not_whole(p)
                 if why:
@@ -317,18 +337,26 @@ class Engine:
             host = spec.advance_host(hp, count, host_now) if host_now else {}
             seen = host_now if spec.host_for_scalars == "before" else host
             scalars = spec.step_scalars(
-                hp, count, {k: float(v) for k, v in seen.items()}, first, kind.dtype_name(item.param) or "float64"
+                hp,
+                count,
+                {k: float(v) for k, v in seen.items()},
+                first,
+                shape=kind.shape(item.param),
+                dtype=kind.dtype_name(item.param) or "float64",
             )
             if self.nan_policy != "propagate":
                 out.checks.append((item.index, g, kind.nonfinite_address(g)))
-            route = self._route(work.backend, item, arrays)
+            route = self._route(work.backend, item, arrays, spec)
             if route is not None:
                 copy = route[2] or position in copies
                 grad = kind.contiguous_copy(g) if copy else g
                 buckets.setdefault((route[:2], tuple(arrays), scalars), []).append((item, arrays, grad))
+            elif self._multi(work.backend, item, arrays, spec):
+                key = (kind.multi_tensor_key(item.param, arrays), scalars)
+                sets.setdefault(key, []).append((item.param, g, arrays))
             else:
-                out.reference.append(self._reference(item.param, g, arrays, scalars))
-            out.commits.append(self._committer(item, fresh, native_step, host))
+                out.reference.append(self._reference(item.param, g, arrays, scalars, spec))
+            out.commits.append(self._committer(item, fresh, native_step, host, spec.has_step))
         for ((dtype, state_dtype), slots, scalars), members in buckets.items():
             out.jobs.append(
                 kernels.job(
@@ -344,20 +372,26 @@ class Engine:
                 )
             )
             out.keep += [grad for _, _, grad in members]
+        for (_, scalars), members in sets.items():
+            out.reference.append((None, kind.multi_tensor_step(spec, members, scalars)))
         return out
 
-    def _route(self, backend: str, item: Item, arrays: Mapping[str, Any]) -> tuple[str, str, bool] | None:
+    def _route(
+        self, backend: str, item: Item, arrays: Mapping[str, Any], spec: AlgorithmSpec
+    ) -> tuple[str, str, bool] | None:
         """The one rule: the kernel runs a parameter when the backend allows it, the kernels are built for its
         algorithm and dtypes, and the param and every state array are dense, contiguous, aligned and writable (their
         shapes were checked against the spec's ``slots_for``). A gradient the kernel cannot read as it is (strided, a
         lazy view, all zeros without memory, or sharing memory with what is written) is read from a contiguous copy,
-        which gives the same bits. Else the reference runs the parameter; under ``backend="fused"`` that is an error
-        instead.
+        which gives the same bits. Else the multi-tensor path or the reference runs the parameter (:meth:`_multi`
+        says which); under ``backend="fused"`` that is an error instead. ``backend="reference"`` and ``"foreach"``
+        never run the kernel.
 
         Returns:
-            ``(dtype, state dtype, whether the gradient is copied)``, or None for the reference.
+            ``(dtype, state dtype, whether the gradient is copied)``, or None for the multi-tensor path or the
+            reference.
         """
-        if backend == "reference":
+        if backend in ("reference", "foreach"):
             return None
         kind, p, g = self.kind, item.param, item.grad
         dtype = kind.dtype_name(p)
@@ -366,8 +400,8 @@ class Engine:
         why, copy = "", False
         if len(state_dtypes) > 1:
             why = f"its state arrays have different dtypes ({', '.join(sorted(map(str, state_dtypes)))})"
-        elif not kernels.supports(self.spec.name, dtype or "", state_dtype):
-            why = f"no kernel runs {self.spec.name} with {dtype} params and {state_dtype} state here"
+        elif not kernels.supports(spec.name, dtype or "", state_dtype):
+            why = f"no kernel runs {spec.name} with {dtype} params and {state_dtype} state here"
         elif kind.dtype_name(g) != dtype:
             why = f"its gradient has dtype {kind.dtype_name(g)}, the parameter {dtype}"
         else:
@@ -386,14 +420,31 @@ class Engine:
             return dtype, state_dtype, copy  # type: ignore[return-value]
         if backend == "fused":
             raise ValueError(
-                f"backend='fused' cannot update parameter {item.index} of {self.spec.title} ({kind.describe(p)}): "
+                f"backend='fused' cannot update parameter {item.index} of {spec.title} ({kind.describe(p)}): "
                 f"{why}; use backend='auto' to run the reference for it"
             )
         return None
 
-    def _reference(self, p: Any, g: Any, arrays: Mapping[str, Any], scalars: Any) -> tuple:
+    def _multi(self, backend: str, item: Item, arrays: Mapping[str, Any], spec: AlgorithmSpec) -> bool:
+        """For a parameter the kernel does not run, whether the multi-tensor path runs it rather than the reference:
+        always under ``backend="foreach"``, and under ``"auto"`` where the kind prefers it (torch tensors that are not
+        on the CPU). A rule that reads whole parameters (Muon) has no multi-tensor form: the reference runs it, and
+        ``backend="foreach"`` is an error for it, as ``"fused"`` is without a kernel."""
+        kind = self.kind
+        if spec.whole_tensor:
+            if backend == "foreach":
+                raise ValueError(
+                    f"backend='foreach' cannot update parameter {item.index} of {spec.title}: its rule reads each "
+                    "parameter whole, so it has no multi-tensor form; use backend='auto' to run the reference for it"
+                )
+            return False
+        return kind.multi_tensor and (
+            backend == "foreach" or (backend == "auto" and kind.prefers_multi_tensor(item.param, item.grad, arrays))
+        )
+
+    def _reference(self, p: Any, g: Any, arrays: Mapping[str, Any], scalars: Any, spec: AlgorithmSpec) -> tuple:
         """The reference rule on working copies in the compute dtype; the copies are stored only at write time."""
-        kind, spec = self.kind, self.spec
+        kind = self.kind
         name = kind.dtype_name(p) or "float64"
 
         def compute() -> list:
@@ -405,10 +456,12 @@ class Engine:
 
         return [p, *arrays.values()], compute
 
-    def _committer(self, item: Item, fresh: dict, native_step: Any, host: Mapping[str, Any]) -> Callable[[], None]:
+    def _committer(
+        self, item: Item, fresh: dict, native_step: Any, host: Mapping[str, Any], has_step: bool
+    ) -> Callable[[], None]:
         """Store the new state and counters of ``item``: in its state dict, or in a new one (step first, then the
         host scalars, then the arrays, in torch's order) that the front's state mapping receives."""
-        kind, has_step, store = self.kind, self.spec.has_step, self.states
+        kind, store = self.kind, self.states
 
         def commit() -> None:
             st = item.state if item.state is not None else {}

@@ -6,7 +6,9 @@
   update the elements it holds, with the kernel where the shard is a plain CPU tensor. A rule that reduces over the
   tensor (Adafactor) refuses a sharded one.
 - A complex tensor is updated as the pairs of reals it holds (``view_as_real``), as torch.optim does.
-- Tensors on other devices, and layouts the kernel does not take, run the reference rule in torch ops.
+- Tensors on other devices run the rule as torch's multi-tensor operations, a group at a time
+  (:mod:`descend.engine.foreach`); CPU tensors in layouts the kernel does not take run the reference rule in torch
+  ops, one tensor at a time.
 
 The step counter is kept as torch keeps it: a 0-d float32 tensor (float64 where torch's default dtype is), advanced
 in that dtype, so a float32 count stops at 2**24 exactly as torch's does.
@@ -14,8 +16,8 @@ in that dtype, so a float32 count stops at 2**24 exactly as torch's does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -222,3 +224,32 @@ class TorchKind(ArrayKind):
 
     def has_nonfinite(self, g: Any) -> bool:
         return not bool(torch.isfinite(local(g)).all())
+
+    multi_tensor = True
+
+    def prefers_multi_tensor(self, p: Any, g: Any, arrays: Mapping[str, Any]) -> bool:
+        from descend.engine import foreach
+
+        return foreach.prefers(p, g, arrays)
+
+    def multi_tensor_key(self, p: Any, arrays: Mapping[str, Any]) -> tuple:
+        from descend.engine import foreach
+
+        return foreach.group_key(p, arrays)
+
+    def multi_tensor_step(
+        self, spec: AlgorithmSpec, members: Sequence[tuple[Any, Any, Mapping[str, Any]]], scalars: NamedTuple
+    ) -> Callable[[], Callable[[], None]]:
+        from descend.engine import foreach
+
+        name = self.dtype_name(members[0][0]) or "float64"
+        params, grads = [m[0] for m in members], [m[1] for m in members]
+        arrays = {k: [m[2][k] for m in members] for k in members[0][2]}
+        return foreach.group_step(spec, params, grads, arrays, scalars, name, self.scalar_caster(name))
+
+    def multi_tensor_steady(
+        self, engine: Any, hp: Hyperparams, backend: str, items: Sequence[Any], spec: AlgorithmSpec | None = None
+    ) -> Any:
+        from descend.engine import foreach
+
+        return foreach.steady_state(engine, hp, backend, items, spec)

@@ -104,21 +104,27 @@ def first_nonfinite(addresses: list[int], sizes: list[int], dtype: str, num_thre
     return int(_fused.first_nonfinite(addresses, sizes, _FINITE_KINDS[dtype], num_threads or 0))
 
 
-def compile_plan(planned: list, entries: list, keys: tuple, nslots: int) -> Any:
+def compile_plan(
+    planned: list, entries: list, keys: tuple, nslots: int, reader: int | None = None, hints: list | None = None
+) -> Any:
     """A torch param group's plan (see :mod:`descend.engine.plan`) compiled into one C array, for :func:`gather`.
 
     Args:
         planned: the group's parameters.
         entries: per parameter, None (no state yet) or ``(state dict or None, param address, shape, state tensors,
-            their storages, the tensors' addresses)``, the last three in the order of ``keys``.
+            their dtypes, their addresses)``, the last three in the order of ``keys``.
         keys: the state keys the plan checks: first the ``nslots`` tensors of the parameter's shape, then scalars.
         nslots: how many of ``keys`` are tensors of the parameter's shape.
+        reader: the address of torch's C function that reads a tensor's data pointer from its Python object
+            (``torch._C._dynamo.guards._torchinductor_pyobject_tensor_data_ptr``), or None to call ``data_ptr()``.
+        hints: None, or per parameter None or a tuple of addresses that checking it will read (torch's objects
+            behind the tensors), which gather() starts fetching a few parameters ahead. Never dereferenced.
 
     Raises:
         ValueError, TypeError: a malformed entry.
     """
     _require()
-    return _fused.compile_plan(planned, entries, keys, nslots)
+    return _fused.compile_plan(planned, entries, keys, nslots, reader, hints)
 
 
 def gather(params: list, plan: Any, state: dict, dtype: Any, layout: Any, types: tuple) -> tuple | None:

@@ -20,6 +20,7 @@ from descend.algorithms.adafactor import AdafactorScalars
 from descend.algorithms.adagrad import AdagradScalars
 from descend.algorithms.adam import AdamScalars
 from descend.algorithms.adamax import AdamaxScalars
+from descend.algorithms.adamw_schedulefree import ScheduleFreeScalars
 from descend.algorithms.asgd import ASGDScalars
 from descend.algorithms.lion import LionScalars
 from descend.algorithms.momentum import MomentumScalars
@@ -100,6 +101,12 @@ KERNELS: dict[str, Kernel] = {
     "lion": Kernel("lion", LionScalars, ("maximize", "decay"), (("exp_avg", None),)),
     "rprop": Kernel("rprop", RpropScalars, ("maximize",), (("prev", None), ("step_size", None))),
     "asgd": Kernel("asgd", ASGDScalars, ("maximize", "weight_decay", "average"), (("ax", None),)),
+    "adamw_schedulefree": Kernel(
+        "adamw_schedulefree",
+        ScheduleFreeScalars,
+        ("maximize", "weight_decay", "first_step"),
+        (("z", None), ("exp_avg_sq", None)),
+    ),
     # a tensor keeps either its row and column averages or its full one, as its shape says (bodies/adafactor.h)
     "adafactor": Kernel(
         "adafactor",

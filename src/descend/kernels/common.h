@@ -178,8 +178,15 @@ static inline __attribute__((always_inline)) f16_t f16_store(float f) {
 /* A body's scalar `name`, in the compute type, and its state slot `name` of tensor t (indices from interface.h). */
 #define VAL(body, name) ((CT)j->values[body##_v_##name])
 #define SLOT(body, name) ((ST *)j->state[body##_s_##name][t])
-/* NumPy's sign: -1, 0 (for either zero) or 1, and NaN for NaN. */
-#define KSIGN(x) ((x) > 0 ? (CT)1 : (x) < 0 ? (CT)-1 : (x) == (x) ? (CT)0 : (x))
+/* NumPy's sign: -1, 0 (for either zero) or 1, and NaN for NaN; written as three selects, which the compiler turns
+ * into vector blends (the nested conditional it compiled to branches, which kept the whole loop scalar). */
+#define KSIGN(x)                                            \
+    __extension__({                                         \
+        const CT ksign_x_ = (x);                            \
+        CT ksign_s_ = ksign_x_ > 0 ? (CT)1 : (CT)0;         \
+        ksign_s_ = ksign_x_ < 0 ? (CT)-1 : ksign_s_;        \
+        ksign_x_ != ksign_x_ ? ksign_x_ : ksign_s_;         \
+    })
 #define KRANGE_ARGS const job_t *j, int t, int64_t lo, int64_t hi
 
 /* Declares the table of every loop body named in the generated interface.h (from descend/kernels/_layout.py), and of

@@ -1,29 +1,36 @@
 /* The steady-state bookkeeping of a torch param group, done in C: reading and checking every gradient against a
  * plan of the group made by Python, and advancing the step counters.
  *
- * The torch front records a plan once a group's state exists (descend/torch/_plan.py): per parameter, its state
- * dict, its data address and shape, and its state tensors with their storages. Each step, gather() confirms that the
- * group holds the same parameters, that each parameter is still at its address and keeps the same state dict holding
- * the same state tensors, that no state storage has moved its data (share_memory_(), resize_()), and that every
- * gradient is a dense, contiguous tensor of the parameter's dtype and shape; it returns the gradients' addresses, or
- * None, changing nothing, as soon as one thing differs (the front then takes its general path, which checks
- * everything again and raises where torch would).
+ * The torch front records a plan once a group's state exists (descend/engine/plan.py): per parameter, its state
+ * dict, its data address and shape, and its state tensors with their dtypes and addresses. Each step, gather()
+ * confirms that the group holds the same parameters, that each parameter is still at its address and keeps the same
+ * state dict holding the same state tensors, that no state storage has moved its data (share_memory_(), resize_()),
+ * and that every gradient is a dense, contiguous tensor of the parameter's dtype and shape; it returns the gradients'
+ * addresses, or None, changing nothing, as soon as one thing differs (the front then takes its general path, which
+ * checks everything again and raises where torch would).
  *
  * Every tensor the kernel writes is checked again each step: the same object in the state dict, still at its
- * recorded address (a .data swap, set_(), share_memory_() or a growing resize_() moves it), and for the parameter
- * contiguous and of its recorded shape; a state tensor must still have its recorded version (torch counts every
- * in-place change, t_() and resize_() included; the kernel's own writes are not counted). The plan holds the storages it
- * recorded, and gather() returns the gradients it read so that the caller holds them while the kernel runs: no step
- * reads or writes freed memory, even when another thread assigns a .grad meanwhile.
+ * recorded address (a .data swap, set_(), share_memory_() or a growing resize_() moves it), contiguous and of the
+ * parameter's recorded shape, and every state tensor of its recorded dtype (a .data swap to a transposed, reshaped
+ * or reinterpreted view of the same memory keeps the address). In-place writes need no check: the kernel reads the
+ * memory as it is. The plan holds the storages it recorded, and gather() returns the gradients it read so that the
+ * caller holds them while the kernel runs: no step reads or writes freed memory, even when another thread assigns a
+ * .grad meanwhile.
  *
- * No torch header is used: everything goes through the Python attributes and methods every torch tensor has.
+ * The checks chase pointers through several objects per tensor (the Python object, torch's TensorImpl, its storage),
+ * scattered over the heap and evicted from the caches by the kernel's own pass: the plan records where torch keeps
+ * them (hints) and the loop starts fetching them a few parameters ahead, so that those reads overlap.
+ *
+ * No torch header is used: everything goes through the Python attributes and methods every torch tensor has, except
+ * the data pointers, read with the C function torch exports for its compiled wrappers where it has it (torch_ptr.cpp).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include "gather.h"
+#include "torch_ptr.h"
 
-static PyObject *str_grad, *str_dtype, *str_layout, *str_shape, *str_data_ptr, *str_is_contiguous, *str_version;
+static PyObject *str_grad, *str_dtype, *str_layout, *str_shape, *str_data_ptr, *str_is_contiguous;
 
 int gather_init(void) {
     str_grad = PyUnicode_InternFromString("grad");
@@ -32,16 +39,16 @@ int gather_init(void) {
     str_shape = PyUnicode_InternFromString("shape");
     str_data_ptr = PyUnicode_InternFromString("data_ptr");
     str_is_contiguous = PyUnicode_InternFromString("is_contiguous");
-    str_version = PyUnicode_InternFromString("_version");
-    return (str_grad && str_dtype && str_layout && str_shape && str_data_ptr && str_is_contiguous && str_version) ? 0
+    return (str_grad && str_dtype && str_layout && str_shape && str_data_ptr && str_is_contiguous) ? 0
                                                                                                                : -1;
 }
 
 /* A plan compiled into one C array: what gather() compares, read from memory that the step walks in order, so that
  * the only scattered reads left are those of the torch objects themselves. The Python objects named here are
  * borrowed from the lists the capsule owns (owner: (planned params, entries, keys)). */
-#define MAX_KEYS 4
+#define MAX_KEYS 6
 #define MAX_DIMS 8
+#define MAX_HINTS (2 * (MAX_KEYS + 2)) /* the parameter, its state tensors and its gradient */
 
 typedef struct {
     PyObject *param;
@@ -53,11 +60,15 @@ typedef struct {
     PyObject *shape;
     PyObject *tensors[MAX_KEYS];
     void *addresses[MAX_KEYS];   /* each state tensor's data_ptr() when the plan was made */
-    long long versions[MAX_KEYS]; /* and its _version (tensor slots only) */
+    PyObject *dtypes[MAX_KEYS];  /* and its dtype */
+    int nhints;
+    const char *hints[MAX_HINTS]; /* memory the checks will read (torch's objects behind the Python ones): fetched
+                                   * ahead, never dereferenced, so a stale address costs a wasted fetch and no more */
 } item_t;
 
 typedef struct {
     Py_ssize_t n, nkeys, nslots; /* the first nslots keys are tensors of the parameter's shape, the rest scalars */
+    data_ptr_reader reader;      /* torch's data-pointer reader, or NULL: call data_ptr() */
     PyObject *owner;
     item_t items[];
 } plan_t;
@@ -81,12 +92,53 @@ static int int_address(PyObject *value, void **out) {
     return *out == NULL && PyErr_Occurred() ? -1 : 0;
 }
 
+/* An item's hints from a tuple of ints (addresses) or None; 0, or -1 with an exception set. */
+static int read_hints(PyObject *given, item_t *it) {
+    if (given == Py_None) return 0;
+    if (!PyTuple_Check(given) || PyTuple_GET_SIZE(given) > MAX_HINTS) {
+        PyErr_Format(PyExc_ValueError, "hints: a tuple of at most %d addresses or None, got %R", MAX_HINTS, given);
+        return -1;
+    }
+    it->nhints = (int)PyTuple_GET_SIZE(given);
+    for (int h = 0; h < it->nhints; h++) {
+        void *address = NULL;
+        if (int_address(PyTuple_GET_ITEM(given, h), &address) < 0) return -1;
+        it->hints[h] = address;
+    }
+    return 0;
+}
+
+/* Starts fetching what checking an item will read: its Python objects and the torch objects behind them. The checks
+ * chase pointers through several objects per tensor, scattered over the heap; fetched a few items ahead, those reads
+ * overlap instead of waiting one after another. */
+static inline void fetch_ahead(const item_t *it, Py_ssize_t nkeys) {
+#if defined(__GNUC__)
+    __builtin_prefetch(it->param);
+    if (it->st && it->st != Py_None) {
+        __builtin_prefetch(it->st);
+        for (Py_ssize_t k = 0; k < nkeys; k++) __builtin_prefetch(it->tensors[k]);
+    }
+    for (int h = 0; h < it->nhints; h++) {
+        __builtin_prefetch(it->hints[h]);
+        __builtin_prefetch(it->hints[h] + 64);
+        __builtin_prefetch(it->hints[h] + 128);
+    }
+#else
+    (void)it;
+    (void)nkeys;
+#endif
+}
+
 PyObject *compile_plan(PyObject *self, PyObject *args) {
-    PyObject *planned, *entries, *keys;
+    PyObject *planned, *entries, *keys, *reader, *hints = Py_None;
     Py_ssize_t nslots;
-    if (!PyArg_ParseTuple(args, "O!O!O!n", &PyList_Type, &planned, &PyList_Type, &entries, &PyTuple_Type, &keys,
-                          &nslots))
+    if (!PyArg_ParseTuple(args, "O!O!O!nO|O", &PyList_Type, &planned, &PyList_Type, &entries, &PyTuple_Type, &keys,
+                          &nslots, &reader, &hints))
         return NULL;
+    if (hints != Py_None && !(PyList_Check(hints) && PyList_GET_SIZE(hints) == PyList_GET_SIZE(planned)))
+        return PyErr_Format(PyExc_TypeError, "hints must be None or a list with one entry per param, got %R", hints);
+    if (reader != Py_None && !PyLong_Check(reader))
+        return PyErr_Format(PyExc_TypeError, "reader must be a function's address (an int) or None, got %R", reader);
     const Py_ssize_t n = PyList_GET_SIZE(planned), nkeys = PyTuple_GET_SIZE(keys);
     if (PyList_GET_SIZE(entries) != n)
         return PyErr_Format(PyExc_ValueError, "a plan of %zd entries for %zd params", PyList_GET_SIZE(entries), n);
@@ -96,24 +148,29 @@ PyObject *compile_plan(PyObject *self, PyObject *args) {
     plan_t *plan = PyMem_Calloc(1, sizeof(plan_t) + (size_t)(n ? n : 1) * sizeof(item_t));
     if (!plan) return PyErr_NoMemory();
     plan->n = n;
+    if (reader != Py_None) {
+        plan->reader = (data_ptr_reader)PyLong_AsVoidPtr(reader);
+        if (!plan->reader && PyErr_Occurred()) goto fail;
+    }
     plan->nkeys = nkeys;
     plan->nslots = nslots;
     for (Py_ssize_t i = 0; i < n; i++) {
         item_t *it = &plan->items[i];
         it->param = PyList_GET_ITEM(planned, i);
         PyObject *entry = PyList_GET_ITEM(entries, i);
+        if (hints != Py_None && read_hints(PyList_GET_ITEM(hints, i), it) < 0) goto fail;
         if (entry == Py_None) continue;
         it->hash = PyObject_Hash(it->param);
         if (it->hash == -1) goto fail;
-        /* entry: (state dict or None, param address, shape, state tensors, their versions, their addresses) */
+        /* entry: (state dict or None, param address, shape, state tensors, their dtypes, their addresses) */
         if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 6) goto malformed;
         PyObject *st = PyTuple_GET_ITEM(entry, 0), *shape = PyTuple_GET_ITEM(entry, 2);
-        PyObject *tensors = PyTuple_GET_ITEM(entry, 3), *storages = PyTuple_GET_ITEM(entry, 4);
+        PyObject *tensors = PyTuple_GET_ITEM(entry, 3), *dtypes = PyTuple_GET_ITEM(entry, 4);
         PyObject *bases = PyTuple_GET_ITEM(entry, 5);
         const Py_ssize_t used = st == Py_None ? 0 : nkeys;
         if (!(st == Py_None || PyDict_Check(st)) || !PyTuple_Check(shape) || !PyTuple_Check(tensors) ||
-            !PyTuple_Check(storages) || !PyTuple_Check(bases) || PyTuple_GET_SIZE(tensors) != used ||
-            PyTuple_GET_SIZE(storages) != used || PyTuple_GET_SIZE(bases) != used)
+            !PyTuple_Check(dtypes) || !PyTuple_Check(bases) || PyTuple_GET_SIZE(tensors) != used ||
+            PyTuple_GET_SIZE(dtypes) != used || PyTuple_GET_SIZE(bases) != used)
             goto malformed;
         it->st = st;
         it->shape = shape;
@@ -127,8 +184,7 @@ PyObject *compile_plan(PyObject *self, PyObject *args) {
         for (Py_ssize_t k = 0; k < used; k++) {
             it->tensors[k] = PyTuple_GET_ITEM(tensors, k);
             if (int_address(PyTuple_GET_ITEM(bases, k), &it->addresses[k]) < 0) goto fail;
-            it->versions[k] = PyLong_AsLongLong(PyTuple_GET_ITEM(storages, k));
-            if (it->versions[k] == -1 && PyErr_Occurred()) goto fail;
+            it->dtypes[k] = PyTuple_GET_ITEM(dtypes, k);
         }
     }
     plan->owner = PyTuple_Pack(3, planned, entries, keys);
@@ -187,24 +243,20 @@ static int call_is_true(PyObject *obj, PyObject *name) {
 /* obj.data_ptr() as a new reference (a Python int), or NULL with an exception set. */
 static PyObject *data_ptr(PyObject *obj) { return call_method(obj, str_data_ptr); }
 
-/* 1 if obj.data_ptr() is `expected`, 0 if not, -1 with an exception set. */
-static int address_is(PyObject *obj, void *expected) {
-    PyObject *value = data_ptr(obj);
+/* *out = obj.data_ptr(), read by torch's reader where the plan has it; 0, or -1 with an exception set. */
+static int address_of(const plan_t *plan, PyObject *obj, void **out) {
+    if (plan->reader && read_data_ptr(plan->reader, obj, out) == 0) return 0;
+    PyObject *value = data_ptr(obj); /* raises what torch raises for a tensor its reader refused */
     if (!value) return -1;
-    void *now = NULL;
-    const int rc = int_address(value, &now);
+    const int rc = int_address(value, out);
     Py_DECREF(value);
-    return rc < 0 ? -1 : now == expected;
+    return rc;
 }
 
-/* 1 if tensor._version is `expected`, 0 if not, -1 with an exception set. */
-static int version_is(PyObject *tensor, long long expected) {
-    PyObject *value = get_attr(tensor, str_version);
-    if (!value) return -1;
-    const long long now = PyLong_AsLongLong(value);
-    Py_DECREF(value);
-    if (now == -1 && PyErr_Occurred()) return -1;
-    return now == expected;
+/* 1 if obj.data_ptr() is `expected`, 0 if not, -1 with an exception set. */
+static int address_is(const plan_t *plan, PyObject *obj, void *expected) {
+    void *now = NULL;
+    return address_of(plan, obj, &now) < 0 ? -1 : now == expected;
 }
 
 /* 1 if the tensor's shape is the recorded one, 0 if not, -1 with an exception set. */
@@ -241,7 +293,7 @@ static PyObject *state_of(PyObject *state, const item_t *it) {
 
 /* The checks of one parameter with a plan entry: 1 if it still matches and its gradient fits (its address is put in
  * *grad_address, a new reference), 0 if not, -1 with an exception set. */
-static int check_one(const item_t *it, PyObject *grad, PyObject *state, PyObject *keys, Py_ssize_t nkeys,
+static int check_one(const plan_t *plan, const item_t *it, PyObject *grad, PyObject *state, PyObject *keys, Py_ssize_t nkeys,
                      Py_ssize_t nslots, PyObject *dtype, PyObject *layout, PyObject *types, PyObject **grad_address) {
     int ok = 0;
     const Py_ssize_t ntypes = PyTuple_GET_SIZE(types);
@@ -251,7 +303,7 @@ static int check_one(const item_t *it, PyObject *grad, PyObject *state, PyObject
     if ((ok = attr_is(grad, str_layout, layout)) != 1) return ok;
     if ((ok = call_is_true(grad, str_is_contiguous)) != 1) return ok;
     if ((ok = shape_is(grad, it)) != 1) return ok;
-    if ((ok = address_is(it->param, it->p_address)) != 1) return ok;
+    if ((ok = address_is(plan, it->param, it->p_address)) != 1) return ok;
     if ((ok = call_is_true(it->param, str_is_contiguous)) != 1) return ok;
     if ((ok = shape_is(it->param, it)) != 1) return ok;
     if (it->st != Py_None) { /* None: an algorithm that keeps no state with these settings */
@@ -260,18 +312,22 @@ static int check_one(const item_t *it, PyObject *grad, PyObject *state, PyObject
         for (Py_ssize_t k = 0; k < nkeys; k++) {
             PyObject *tensor = PyDict_GetItemWithError(it->st, PyTuple_GET_ITEM(keys, k));
             if (tensor != it->tensors[k]) return tensor || !PyErr_Occurred() ? 0 : -1;
-            if ((ok = address_is(tensor, it->addresses[k])) != 1) return ok;
-            if (k < nslots && (ok = version_is(tensor, it->versions[k])) != 1) return ok;
+            if ((ok = address_is(plan, tensor, it->addresses[k])) != 1) return ok;
+            /* a .data swap to another view of the same memory keeps the address: its dtype and layout may differ */
+            if ((ok = attr_is(tensor, str_dtype, it->dtypes[k])) != 1) return ok;
+            if (k >= nslots) continue;
+            if ((ok = call_is_true(tensor, str_is_contiguous)) != 1) return ok;
+            if ((ok = shape_is(tensor, it)) != 1) return ok;
         }
     }
-    *grad_address = data_ptr(grad);
-    if (!*grad_address) return -1;
-    if (PyLong_AsVoidPtr(*grad_address) == NULL) { /* an all-zeros tensor without memory: the general path copies it */
-        Py_CLEAR(*grad_address);
-        return PyErr_Occurred() ? -1 : 0;
-    }
-    return 1;
+    void *where = NULL;
+    if (address_of(plan, grad, &where) < 0) return -1;
+    if (where == NULL) return 0; /* an all-zeros tensor without memory: the general path copies it */
+    *grad_address = PyLong_FromVoidPtr(where);
+    return *grad_address ? 1 : -1;
 }
+
+#define AHEAD 8 /* items fetched ahead */
 
 PyObject *gather(PyObject *self, PyObject *args) {
     PyObject *params, *capsule, *state, *dtype, *layout, *types;
@@ -290,8 +346,10 @@ PyObject *gather(PyObject *self, PyObject *args) {
     const int collecting = PyGC_Disable();
     PyObject *out = PyList_New(n), *grads = PyList_New(n);
     if (!out || !grads) goto fail;
+    for (Py_ssize_t i = 0; i < n && i < AHEAD; i++) fetch_ahead(&plan->items[i], plan->nkeys);
     for (Py_ssize_t i = 0; i < n; i++) {
         const item_t *it = &plan->items[i];
+        if (i + AHEAD < n) fetch_ahead(&plan->items[i + AHEAD], plan->nkeys);
         PyObject *grad = get_attr(it->param, str_grad);
         if (!grad) goto fail;
         if (grad == Py_None) { /* not updated this step, as in torch */
@@ -301,7 +359,7 @@ PyObject *gather(PyObject *self, PyObject *args) {
         }
         PyObject *address = NULL;
         const int ok = it->st == NULL ? 0
-                                      : check_one(it, grad, state, keys, plan->nkeys, plan->nslots, dtype, layout,
+                                      : check_one(plan, it, grad, state, keys, plan->nkeys, plan->nslots, dtype, layout,
                                                   types, &address);
         if (ok <= 0) {
             Py_DECREF(grad);
@@ -341,6 +399,9 @@ PyObject *scalar_op(PyObject *self, PyObject *args) {
         void *where = NULL;
         if (int_address(PyList_GET_ITEM(addresses, i), &where) < 0) return NULL;
         if (where == NULL) return PyErr_Format(PyExc_ValueError, "scalar address %zd is null", i);
+#if defined(__GNUC__)
+        __builtin_prefetch(where); /* each counter is a tensor of its own, scattered over the heap */
+#endif
     }
     double first = 0.0;
     int same = 1;

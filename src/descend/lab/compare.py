@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from descend.algorithms.conventions import check_convention
-from descend.lab.contestants import DEFAULT_OPTIMIZERS, get_contestant
+from descend.lab.contestants import DEFAULT_OPTIMIZERS, get_contestant, param_shapes
 from descend.lab.problems import DEFAULT_SUITE, Problem, torch_missing
 from descend.lab.problems import get as get_problem
 from descend.lab.runner import RunResult, finite_or_none, jsonable, run
@@ -124,6 +124,13 @@ class CompareConfig:
                     f"{self.steps or problem.default_steps:,} steps × {self.seeds:,} seeds on {problem.name} would "
                     f"record about {need / 2**30:.1f} GiB of losses and paths; at most {MAX_RECORDED_BYTES / 2**30:g} "
                     "GiB is allowed: give fewer --steps or --seeds")
+        for name in names:
+            if not any(runs_on(p, name) for p in problems):
+                raise ValueError(
+                    f"{name} runs on none of the problems ({', '.join(p.name for p in problems)}): "
+                    f"{get_contestant(name).summary}; it takes problems whose parameters it can update "
+                    "(Muon: matrices only; muon-adamw: at least one matrix)"
+                )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
@@ -143,6 +150,12 @@ class CompareConfig:
         data["optimizers"] = list(self.optimizers)
         data["grid"] = list(self.grid)
         return data
+
+
+def runs_on(problem: Problem, name: str) -> bool:
+    """Whether the lab optimizer ``name`` runs on ``problem`` (Muon needs matrices): a comparison leaves the other
+    cells out, and the reports leave them blank."""
+    return get_contestant(name).applies_to(param_shapes(problem))
 
 
 @dataclass
@@ -168,7 +181,11 @@ class CompareResult:
 
     def rows(self) -> list[dict[str, Any]]:
         """One summary row per cell, in problem then optimizer order."""
-        return [summarize(p, self.cells[(p.name, o)]) for p in self.problems for o in self.optimizers]
+        return [summarize(p, self.cells[(p.name, o)]) for p in self.problems for o in self.ran(p.name)]
+
+    def ran(self, problem: str) -> list[str]:
+        """The optimizers that ran on ``problem`` (see :func:`runs_on`), in order."""
+        return [o for o in self.optimizers if (problem, o) in self.cells]
 
 
 def default_out_dir(now: datetime | None = None, root: str | Path = "descend-runs") -> Path:
@@ -390,6 +407,8 @@ def compare(
     for problem in problems:
         steps = config.steps or problem.default_steps
         for name in names:
+            if not runs_on(problem, name):
+                continue
             key = _key(config, problem, name, steps)
             path = None if out_path is None else cell_path(out_path, problem.name, name)
             units = _units(config, get_contestant(name).momentum_knob)
@@ -469,7 +488,7 @@ def stop_workers(pool: ProcessPoolExecutor) -> None:
 def total_units(config: CompareConfig) -> int:
     """The number of progress units :func:`compare` reports (tuning trials plus final runs)."""
     problems, names = config.checked()
-    return sum(_units(config, get_contestant(n).momentum_knob) for _ in problems for n in names)
+    return sum(_units(config, get_contestant(n).momentum_knob) for p in problems for n in names if runs_on(p, n))
 
 
 def write_results(outcome: CompareResult, out: Path) -> None:

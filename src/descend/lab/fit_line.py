@@ -16,6 +16,7 @@ import numpy as np
 import descend
 from descend.algorithms import registry
 from descend.algorithms._spec import check_bool
+from descend.lab.modes import to_eval, to_train
 
 __all__ = ["FitLineResult", "default_line_data", "fit_line"]
 
@@ -118,10 +119,19 @@ def fit_line(
     batches = [(x[i : i + 1], y[i : i + 1]) for i in range(x.size)] if per_sample else [(x, y)]
     for _ in range(epochs):
         for xb, yb in batches:
-            residual = yb - (a * xb + b)
-            grad_a = np.array(np.mean(-2.0 * xb * residual))
-            grad_b = np.array(np.mean(-2.0 * residual))
-            opt.step([grad_a, grad_b])
+            to_train(opt)
+
+            def loss_and_grads(xb: np.ndarray = xb, yb: np.ndarray = yb) -> tuple[float, list[np.ndarray]]:
+                residual = yb - (a * xb + b)
+                grad_a = np.array(np.mean(-2.0 * xb * residual))
+                grad_b = np.array(np.mean(-2.0 * residual))
+                return float(np.mean(residual**2)), [grad_a, grad_b]
+
+            if spec.elementwise:
+                opt.step(loss_and_grads()[1])
+            else:  # a closure-driven method (L-BFGS) evaluates the batch's loss and gradients where it chooses
+                opt.step(loss_and_grads)
+            to_eval(opt)  # Schedule-Free's line is its average x
             result.a_history.append(float(a))
             result.b_history.append(float(b))
             result.loss_history.append(_mse(float(a), float(b), x, y))

@@ -34,7 +34,7 @@ def _draw(outcome: CompareResult, index: int, out: Path, animate: bool) -> list[
     from descend.lab import plots
 
     problem = outcome.problems[index]
-    results = {o: outcome.cells[(problem.name, o)].result for o in outcome.optimizers}
+    results = {o: outcome.cells[(problem.name, o)].result for o in outcome.ran(problem.name)}
     made = [("loss", plots.loss_plot(problem, results, out / f"loss_{problem.name}.png"))]
     if problem.is_2d:
         made.append(("contour", plots.contour_plot(problem, results, out / f"contour_{problem.name}.png")))
@@ -137,7 +137,7 @@ def _lr_panels(outcome: CompareResult) -> list[tuple[str, bool, dict, dict]]:
     for problem in outcome.problems:
         shift = problem.f_min or 0.0
         trials, chosen = {}, {}
-        for o in outcome.optimizers:
+        for o in outcome.ran(problem.name):
             cell = outcome.cells[(problem.name, o)]
             trials[o] = [{"lr": t["lr"], "final_loss": None if t.get("final_loss") is None else t["final_loss"] - shift}
                          for t in cell.trials if "final_loss" in t]
@@ -326,7 +326,7 @@ def write_report(
                      f"{html.escape(problem.references)}.</span></p>")
         parts.append(_table(*format_rows(mine)))
         settings = []
-        for name in outcome.optimizers:
+        for name in outcome.ran(problem.name):
             cell = outcome.cells[(problem.name, name)]
             hp = ", ".join(f"{k}={_fmt(v)}" for k, v in cell.result.hyperparams.items())
             tried = ", ".join(f"{t['lr']:g}→{'diverged' if t['score'] is None else format(t['score'], '.2f')}"

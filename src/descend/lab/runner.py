@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from descend.algorithms import REGISTRY
 from descend.lab.contestants import Contestant
+from descend.lab.modes import to_eval, to_train
 from descend.lab.problems import Problem, run_rngs
 
 __all__ = ["RunResult", "finite_or_none", "jsonable", "run", "run_many"]
@@ -185,8 +185,10 @@ def run_many(
     """:func:`run` for several hyperparameter settings at once, one param group each, sharing the problem's work.
 
     Every setting gets the same seeds, start points and noise; the results are those :func:`run` gives setting by
-    setting (param groups do not interact, and an elementwise rule updates the seeds' rows of a tensor as it would
-    each seed's own; a rule that reduces over its tensors, as Adafactor's, gets each seed's own tensor).
+    setting (param groups do not interact). An elementwise optimizer steps each stacked array (every run's rows) as
+    one parameter; one that reads whole parameters (Muon, Adafactor) gets each run's slice as a parameter of its own. A
+    closure-driven optimizer (L-BFGS) runs once per run and setting instead, each with a closure (see
+    :mod:`descend.lab.closure_runs`).
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
@@ -209,18 +211,25 @@ def run_many(
         params = [torch.cat([part[i] for part in parts]) for i in range(len(parts[0]))]
     else:
         params = [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
-    whole = REGISTRY[contestant.algorithm].whole_tensor
-
-    def pieces(arrays: Sequence[Any], j: int) -> list[Any]:
-        """The tensors setting j updates: its seeds' rows, or each seed's own (a view) where the rule reduces."""
-        if not whole:
-            return [a[j * k : (j + 1) * k] for a in arrays]
-        return [a[j * k + i : j * k + i + 1].reshape(tuple(a.shape[1:])) for i in range(k) for a in arrays]
-
-    groups = [{"params": pieces(params, j)} for j in range(g)]
-    opt = contestant.build_groups(groups, convention, settings)
-    in_force = [{key: v for key, v in group.items() if key != "params"} for group in opt.param_groups]
-    base_lrs = [float(group["lr"]) for group in opt.param_groups]
+    closure_runs = contestant.closure_runs(problem, params, k, convention, settings, rngs)
+    held: list = []  # (parameter the optimizer holds, index of the problem's parameter, rows it holds)
+    if closure_runs is None:
+        if contestant.whole_tensor:
+            cuts = [[j * k + i for i in range(k)] for j in range(g)]
+        else:
+            cuts = [[slice(j * k, (j + 1) * k)] for j in range(g)]
+        views = [[(p[cut], i, cut) for cut in group for i, p in enumerate(params)] for group in cuts]
+        opt = contestant.build_groups([{"params": [v for v, _, _ in group]} for group in views], convention, settings)
+        source = {id(view): (i, cut) for group in views for view, i, cut in group}
+        held = [(p, *source[id(p)]) for group in opt.param_groups for p in group["params"]]
+        per = len(opt.param_groups) // g  # MuonWithAdamW makes two groups of each setting
+        setting_groups = [opt.param_groups[j * per : (j + 1) * per] for j in range(g)]
+        in_force = contestant.in_force(opt, g)
+    else:
+        opt = None  # one optimizer per run inside closure_runs; none of them has train and eval modes
+        setting_groups = closure_runs.groups
+        in_force = [{key: v for key, v in groups[0].items() if key != "params"} for groups in setting_groups]
+    base_lrs = [[float(group["lr"]) for group in groups] for groups in setting_groups]
     n = k * g
     every = max(1, record_every or problem.record_every)
     recorded = sorted({0, steps, *range(every, steps, every)})
@@ -236,18 +245,24 @@ def run_many(
             path[0] = problem.point(params)
         row = 1
         for t in range(1, steps + 1):
+            to_train(opt)  # Schedule-Free takes its gradients at y, and is measured at x
             if schedule == "inverse-sqrt":
-                for group, lr in zip(opt.param_groups, base_lrs):
-                    group["lr"] = lr / math.sqrt(t)
-            grads = problem.grad(params, t, rngs)
-            if torch_front:
-                for j, group in enumerate(opt.param_groups):
-                    for p, gr in zip(group["params"], pieces(grads, j)):
-                        p.grad = gr
+                for groups, lrs in zip(setting_groups, base_lrs):
+                    for group, lr in zip(groups, lrs):
+                        group["lr"] = lr / math.sqrt(t)
+            if closure_runs is not None:
+                closure_runs.step(t)
+            elif torch_front:
+                grads = problem.grad(params, t, rngs)
+                for p, i, cut in held:
+                    p.grad = grads[i][cut]
                 opt.step()
             else:
-                opt.step([gr for j in range(g) for gr in pieces(grads, j)])
+                grads = problem.grad(params, t, rngs)
+                opt.step([grads[i][cut] for _, i, cut in held])
             problem.project(params)
+            if path is not None or recorded[row] == t:
+                to_eval(opt)
             if path is not None:
                 path[t] = problem.point(params)
             if recorded[row] == t:

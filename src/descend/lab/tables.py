@@ -108,7 +108,8 @@ def verdict_cells(outcome: Any, result: Any) -> tuple[list[str], list[list[str]]
     for o in result.optimizers:
         line = [o, f"{result.mean_rank[o]:.2f}", str(result.wins[o])]
         for p in outcome.problems:
-            line.append(f"{result.rank[(p.name, o)]:g}: {result.cell[(p.name, o)]}")
+            ran = (p.name, o) in result.rank
+            line.append(f"{result.rank[(p.name, o)]:g}: {result.cell[(p.name, o)]}" if ran else "— (not run)")
         cells.append(line)
     return headers, cells
 

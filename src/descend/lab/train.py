@@ -100,8 +100,6 @@ def train(
         raise TorchUnavailable(f"training torch models needs torch and descend.torch: {why}. {TORCH_FIX}")
     import torch
 
-    import descend.torch as dtorch
-
     x_train, y_train, x_test, y_test = load_dataset(dataset)
     classes = int(y_train.max()) + 1
     if model == "logistic" and classes != 2:
@@ -130,17 +128,20 @@ def train(
     def setup(contestant: Any) -> tuple[Any, Any, TrainResult, Any]:
         torch.manual_seed(seed)
         net = _model(torch, model, xt.shape[1], classes, hidden)
-        cls = dtorch.OPTIMIZERS[contestant.algorithm]
-        kwargs = {**dict(contestant.fixed), **({"lr": lr} if lr is not None else {})}
-        opt = cls(net.parameters(), convention=convention, **kwargs)
+        opt = contestant.torch_optimizer(net, convention, **({"lr": lr} if lr is not None else {}))
+        if hasattr(opt, "attach"):  # Schedule-Free follows the model: measured at x after net.eval()
+            opt.attach(net)
         hp = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
         return net, opt, TrainResult(contestant.name, hp), torch.Generator().manual_seed(seed)
 
     def batch(net: Any, opt: Any, idx: Any) -> None:
-        opt.zero_grad()
-        loss = loss_of(net(xt[idx]), yt[idx])
-        loss.backward()
-        opt.step()
+        def closure() -> Any:  # called once by an elementwise optimizer, as often as it needs by L-BFGS
+            opt.zero_grad()
+            loss = loss_of(net(xt[idx]), yt[idx])
+            loss.backward()
+            return loss
+
+        opt.step(closure)
 
     # Warm-up: a few untimed updates of every optimizer on a throwaway model, so that first-call costs (torch's
     # kernels and caches, descend.torch's plans) are paid before any clock runs and by no one in particular.
@@ -157,12 +158,15 @@ def train(
             for i in range(0, xt.shape[0], batch_size):
                 batch(net, opt, perm[i : i + batch_size])
             result.wall_time += time.perf_counter() - start
+            net.eval()
             with torch.no_grad():
                 result.train_loss.append(float(loss_of(net(xt), yt)))
+            net.train()
             if on_epoch:
                 on_epoch(result.optimizer, epoch)
     results = []
     for net, _, result, _ in runs:
+        net.eval()
         with torch.no_grad():
             result.test_accuracy = float((predict(net(xs)) == ys).float().mean())
         results.append(result)

@@ -8,7 +8,9 @@ The rules are stated in :data:`RANK_RULE` and :data:`PROFILE_RULE` (the reports 
 - On a data problem, by mean test accuracy, then by the median final training loss.
 - Otherwise, by the median final loss (or gap to the known minimum).
 - Runs that diverged count as the worst possible; tied optimizers share the average of their ranks.
-- Overall, optimizers are ordered by their mean rank over the problems (ties by the number of problems won).
+- Overall, optimizers are ordered by their mean rank over the problems (ties by the number of problems won). An
+  optimizer that does not run on every problem (Muon needs matrices) is ranked among those that ran on each problem
+  and averaged over the problems it ran on.
 
 The performance profile follows Dolan & Moré (2002) as AlgoPerf (Dahl et al., 2023) uses it: an optimizer's time on
 a problem is the median over its runs of the steps to reach the tolerance (a run that never reaches it counts as
@@ -32,7 +34,8 @@ RANK_RULE = (
     "median steps to reach it, then by the median final gap; on data, by mean test accuracy, then by training loss; "
     "otherwise by the median final loss. Runs that diverged or left the function's domain count as the worst; ties "
     "share the average rank. Overall: "
-    "the mean rank over the problems (ties: more problems won first)."
+    "the mean rank over the problems (ties: more problems won first); an optimizer that runs on some problems only "
+    "(Muon needs matrices) is ranked among those that ran there, and averaged over the problems it ran on."
 )
 PROFILE_RULE = (
     "Performance profile (Dolan & Moré 2002, as in AlgoPerf): on each problem with a tolerance, an optimizer's time "
@@ -81,7 +84,7 @@ class Verdict:
             "rule": RANK_RULE,
             "overall": [{"optimizer": o, "mean_rank": round(self.mean_rank[o], 4), "wins": self.wins[o]}
                         for o in self.optimizers],
-            "ranks": {p: {o: self.rank[(p, o)] for o in self.optimizers} for p in self.problems},
+            "ranks": {p: {o: self.rank[(p, o)] for o in self.optimizers if (p, o) in self.rank} for p in self.problems},
         }
 
 
@@ -142,13 +145,15 @@ def verdict(outcome: Any) -> Verdict:
     for p in problems:
         mine = {r["optimizer"]: r for r in rows if r["problem"] == p}
         keys = {}
-        for o in names:
+        for o in mine:
             keys[o], result.cell[(p, o)] = _key_and_text(mine[o])
         for o, r in _ranks(keys).items():
             result.rank[(p, o)] = r
-    for o in names:
-        result.mean_rank[o] = float(np.mean([result.rank[(p, o)] for p in problems]))
-        result.wins[o] = sum(1 for p in problems if result.rank[(p, o)] == min(result.rank[(p, x)] for x in names))
+    for o in names:  # over the problems it ran on (Muon needs matrices)
+        ranks = {p: result.rank[(p, o)] for p in problems if (p, o) in result.rank}
+        best = {p: min(r for (q, _), r in result.rank.items() if q == p) for p in ranks}
+        result.mean_rank[o] = float(np.mean(list(ranks.values())))
+        result.wins[o] = sum(1 for p, r in ranks.items() if r == best[p])
     result.optimizers = sorted(names, key=lambda o: (result.mean_rank[o], -result.wins[o]))
     return result
 
@@ -173,15 +178,14 @@ def profile(
     """
     ratios: dict[str, list[float]] = {o: [] for o in optimizers}
     for per in times.values():
-        clean = {o: max(float(per.get(o, math.inf)), 1.0) for o in optimizers}
+        clean = {o: max(float(per[o]), 1.0) for o in optimizers if o in per}  # absent: it did not run there
         best = min(clean.values(), default=math.inf)
-        for o in optimizers:
+        for o in clean:
             ratios[o].append(clean[o] / best if math.isfinite(best) else math.inf)
     finite = [r for rs in ratios.values() for r in rs if math.isfinite(r)]
     top = max([*finite, 2.0])
     grid = np.asarray(taus, dtype=np.float64) if taus is not None else np.geomspace(1.0, top * 1.5, 200)
-    count = max(len(times), 1)
-    rho = {o: np.array([sum(r <= t for r in ratios[o]) / count for t in grid]) for o in optimizers}
+    rho = {o: np.array([sum(r <= t for r in ratios[o]) / max(len(ratios[o]), 1) for t in grid]) for o in optimizers}
     return grid, rho
 
 
@@ -197,7 +201,7 @@ def target_times(outcome: Any) -> tuple[dict[str, dict[str, float]], dict[str, d
         if problem.tol is None or problem.f_min is None:
             continue
         steps[problem.name], seconds[problem.name] = {}, {}
-        for o in outcome.optimizers:
+        for o in outcome.ran(problem.name):
             r = outcome.cells[(problem.name, o)].result
             t = steps_to_target(r.steps_to_tol)
             total = max(int(r.steps[-1]), 1) if len(r.steps) else 1

@@ -142,7 +142,7 @@ def target_plot(
                               fontsize=9)
     panels[0].set_ylim(len(problems) - 0.5, -0.5)
     for row, problem in enumerate(problems):
-        missing = [n for n in names if not np.isfinite(steps[problem].get(n, np.inf))]
+        missing = [n for n in names if n in steps[problem] and not np.isfinite(steps[problem][n])]  # ran, not there
         if missing:
             lines = [", ".join(missing[k : k + 3]) for k in range(0, len(missing), 3)]
             text = "not reached:\n" + ",\n".join(lines) if len(missing) < len(names) else "reached by none"

@@ -11,7 +11,10 @@ tensor([-0.1000,  0.1000,  0.0000])
 Each class takes the constructor signature of the torch.optim class with the same name (positional order, the
 keyword-only marker and defaults), keeps the same state keys and ``state_dict`` layout, and loads state_dicts saved
 by it. descend's extra flags (``eps_root``, ``eps_hat``, ``amsgrad_max``, ...), ``convention=`` and ``backend=`` are
-keyword-only. ``Momentum`` has no torch counterpart. ``describe()`` prints the rule in force.
+keyword-only. ``Momentum`` has no torch counterpart. ``describe()`` prints the rule in force. ``LBFGS`` is
+closure-driven, as torch's: ``step(closure)`` calls the closure as often as it needs, and its only extra is
+``convention=`` (see :mod:`descend.torch._closure`). ``Muon`` takes 2-D parameters only, as torch's does;
+``MuonWithAdamW`` runs it on a model's hidden matrices and AdamW on the rest.
 """
 
 from __future__ import annotations
@@ -23,12 +26,17 @@ from descend.algorithms.adagrad import ADAGRAD
 from descend.algorithms.adam import ADAM, ADAMW
 from descend.algorithms.adamax import ADAMAX
 from descend.algorithms.asgd import ASGD as ASGD_SPEC
+from descend.algorithms.lbfgs import LBFGS as LBFGS_SPEC
 from descend.algorithms.momentum import MOMENTUM
+from descend.algorithms.muon import MUON
 from descend.algorithms.nadam import NADAM
 from descend.algorithms.radam import RADAM
 from descend.algorithms.rmsprop import RMSPROP
 from descend.algorithms.rprop import RPROP
 from descend.algorithms.sgd import SGD as SGD_SPEC
+from descend.torch import _schedulefree  # noqa: F401 - defines AdamWScheduleFree, which OPTIMIZERS takes up
+from descend.torch._closure import ClosureOptimizer
+from descend.torch._muon_adamw import MuonWithAdamW
 from descend.torch._optimizer import Optimizer
 
 __all__ = [
@@ -41,7 +49,10 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "LBFGS",
     "Momentum",
+    "Muon",
+    "MuonWithAdamW",
     "NAdam",
     "Optimizer",
     "RAdam",
@@ -181,6 +192,16 @@ class ASGD(Optimizer):
     torch_order = ("lr", "lambd", "alpha", "t0", "weight_decay", "foreach", "maximize", "differentiable", "capturable")
 
 
+class Muon(Optimizer):
+    spec = MUON
+    torch_order = ("lr", "weight_decay", "momentum", "nesterov", "ns_coefficients", "eps", "ns_steps", "adjust_lr_fn")
+
+
+class LBFGS(ClosureOptimizer):
+    spec = LBFGS_SPEC
+    torch_order = ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change", "history_size", "line_search_fn")
+
+
 class Adafactor(Optimizer):
     spec = ADAFACTOR
     torch_order = ("lr", "beta2_decay", "eps", "d", "weight_decay", "*", "foreach", "maximize")
@@ -188,9 +209,11 @@ class Adafactor(Optimizer):
 
 def _classes() -> dict[str, type[Optimizer]]:
     """Every registry algorithm's class: the ones above, and one made the same way for any other."""
-    known = {cls.spec.name: cls for cls in Optimizer.__subclasses__() if "spec" in cls.__dict__}
+    bases = (Optimizer, ClosureOptimizer)
+    known = {cls.spec.name: cls for base in bases for cls in base.__subclasses__() if "spec" in cls.__dict__}
     return {
-        name: known.get(name) or type(spec.title, (Optimizer,), {"spec": spec, "__module__": __name__})
+        name: known.get(name)
+        or type(spec.title, (bases[not spec.elementwise],), {"spec": spec, "__module__": __name__})
         for name, spec in REGISTRY.items()
     }
 

@@ -103,7 +103,7 @@ def _check(optimizer: Optimizer, group: dict[str, Any], index: int, p: torch.Ten
     title = type(optimizer).__name__
     g = p.grad
     if not g.is_sparse:
-        return optimizer._checked_grad(p)
+        return optimizer._checked_grad(p, optimizer.spec)
     if group.get("differentiable"):
         raise RuntimeError(
             f"{title} does not support sparse gradients with differentiable=True (parameter {index}); pass dense "

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch.optim.optimizer import _get_scalar_dtype
 
-from descend.algorithms._spec import AlgorithmSpec, HyperparamsCache
+from descend.algorithms._spec import AlgorithmSpec, Hyperparams, HyperparamsCache
 from descend.algorithms.conventions import check_convention
 from descend.backends import check_backend
 from descend.engine import Engine, GroupWork, Item
@@ -103,11 +103,12 @@ class Optimizer(torch.optim.Optimizer):
             in the positions torch.optim's class takes them (see the class signature).
         **kwargs: the same by name, then descend's extra flags (keyword-only), and two more keywords:
             ``convention``, a preset of defaults and flags (``"torch"``, ``"optax"``, ``"keras"``, ``"paper"``,
-            ``"article"``) that arguments given explicitly override; ``backend``, ``"auto"``, ``"reference"``
-            or ``"fused"`` (see :mod:`descend.backends`, and :mod:`descend.torch._options` for how ``foreach`` and
-            ``fused`` refine it); ``nan_policy`` (see :mod:`descend.nonfinite`); and ``state_dtype``, None (the
-            state takes each parameter's dtype, as in torch) or ``torch.float32`` (bfloat16 and float16 parameters
-            keep their state in float32; the update is computed in float32 either way).
+            ``"article"``) that arguments given explicitly override; ``backend``, ``"auto"``, ``"reference"``,
+            ``"fused"`` or ``"foreach"`` (see :mod:`descend.backends`, and :mod:`descend.torch._options` for how
+            ``foreach`` and ``fused`` refine it); ``nan_policy`` (see :mod:`descend.nonfinite`); and
+            ``state_dtype``, None (the state takes each parameter's dtype, as in torch) or ``torch.float32``
+            (bfloat16 and float16 parameters keep their state in float32; the update is computed in float32 either
+            way).
     """
 
     spec: ClassVar[AlgorithmSpec]
@@ -182,8 +183,27 @@ class Optimizer(torch.optim.Optimizer):
             _check_tensor_hyperparams(title, merged, self.spec.torch_name in TENSOR_BETAS)
             self.spec.hyperparams.from_group(merged)
         super().add_param_group(param_group)
+        self._check_shapes(self.spec, self.param_groups[-1])
         if self._eager_state:
             self._init_state(self.param_groups[-1])
+
+    def _check_shapes(self, spec: AlgorithmSpec, group: dict[str, Any]) -> None:
+        """Refuse the group just added if a parameter has a shape ``spec`` does not take (Muon's 2-D, with torch's
+        message); the group is removed again first."""
+        try:
+            for p in group["params"]:
+                spec.check_shape(tuple(p.shape), p.size())
+        except ValueError:
+            self.param_groups.remove(group)
+            raise
+
+    def _group_rule(self, group: dict[str, Any]) -> tuple[AlgorithmSpec | None, Hyperparams]:
+        """The algorithm a param group runs, None for the class's own (the engine's), and its validated
+        hyperparameters. An optimizer that runs different algorithms on different groups overrides this."""
+        return None, self._hps.get(group)
+
+    def _reset_caches(self) -> None:
+        self._hps = HyperparamsCache(self.spec.hyperparams)
 
     def _new_engine(self) -> Engine:
         self._plans: dict[int, Any] = {}
@@ -216,22 +236,24 @@ class Optimizer(torch.optim.Optimizer):
 
     # -- the step -------------------------------------------------------------------------------------------------
 
-    def _checked_grad(self, p: torch.Tensor) -> torch.Tensor:
+    def _checked_grad(self, p: torch.Tensor, spec: AlgorithmSpec) -> torch.Tensor:
         g = p.grad
         title = type(self).__name__
-        if g.is_sparse and self.spec.name in SPARSE_GRADIENTS:
+        if g.is_sparse and spec.name in SPARSE_GRADIENTS:
             raise _SparseStep
         if g.is_sparse:
             raise RuntimeError(
                 f"{title} does not support sparse gradients; "
                 + (
                     "use torch.optim.SparseAdam or dense ones"
-                    if self.spec.name not in SPARSE_GRADIENTS
+                    if spec.name not in SPARSE_GRADIENTS
                     else "a sparse gradient takes the step in torch operations, which this one did not reach"
                 )
             )
-        if p.dtype in COMPLEX_DTYPES and self.spec.whole_tensor:  # its rule reduces over the tensor: torch's words
-            raise RuntimeError(f"{title} does not support complex parameters")
+        # a rule that reads each parameter whole has no real view of a complex one (torch's words); a DTensor of which
+        # this process holds only a piece is refused by the engine, which names the parameter and its placements
+        if spec.whole_tensor and p.dtype in COMPLEX_DTYPES:
+            raise RuntimeError(f"{spec.title} does not support complex parameters")
         if p.dtype not in FLOAT_DTYPES and p.dtype not in COMPLEX_DTYPES:
             raise TypeError(
                 f"{title} updates float32, float64, bfloat16, float16, complex64 and complex128 parameters; got one of "
@@ -280,31 +302,32 @@ class Optimizer(torch.optim.Optimizer):
             rounds: list[list[GroupWork]] = [[]]
             offset = 0
             for group in self.param_groups:
-                hp = self._hps.get(group)
+                rule, hp = self._group_rule(group)
+                spec = rule or self.spec
                 backend = group_backend(self.backend, group)
                 plan = self._plans.get(id(group))
                 prepared = plan.prepare(self.state, group, hp, offset, checks) if plan is not None else None
                 if prepared is not None:
-                    rounds[0].append(GroupWork(hp, backend, prepared=prepared))
+                    rounds[0].append(GroupWork(hp, backend, prepared=prepared, spec=rule))
                 else:
                     self._plans.pop(id(group), None)
                     items = [
-                        Item(p, p, self._checked_grad(p), self.state.get(p), offset + k)
+                        Item(p, p, self._checked_grad(p, spec), self.state.get(p), offset + k)
                         for k, p in enumerate(group["params"])
                         if p.grad is not None
                     ]
                     parts = _by_occurrence(items)
                     rounds += [[] for _ in range(len(parts) - len(rounds))]
                     for r, part in enumerate(parts):
-                        done = self._planner(group, hp, backend) if r == len(parts) - 1 else None
-                        rounds[r].append(GroupWork(hp, backend, part, on_done=done))
+                        done = self._planner(group, hp, backend, spec) if r == len(parts) - 1 else None
+                        rounds[r].append(GroupWork(hp, backend, part, on_done=done, spec=rule))
                 offset += len(group["params"])
             for work in rounds:
                 engine.step(work)
 
-    def _planner(self, group: dict[str, Any], hp: Any, backend: str) -> Callable[[], None]:
+    def _planner(self, group: dict[str, Any], hp: Any, backend: str, spec: AlgorithmSpec) -> Callable[[], None]:
         def record() -> None:
-            plan = build_plan(self.state, self.spec, hp, group, backend)
+            plan = build_plan(self.state, spec, hp, group, backend)
             if plan is not None:
                 self._plans[id(group)] = plan
 
@@ -316,7 +339,8 @@ class Optimizer(torch.optim.Optimizer):
         """The rule in force for each param group, with its current hyperparameters, as plain text."""
         texts = []
         for i, group in enumerate(self.param_groups):
-            text = self.spec.describe(self.spec.hyperparams.from_group(group), self.convention)
+            rule, hp = self._group_rule(group)
+            text = (rule or self.spec).describe(hp, self.convention)
             texts.append(text if len(self.param_groups) == 1 else f"param group {i}:\n{text}")
         return "\n\n".join(texts)
 
@@ -329,7 +353,6 @@ class Optimizer(torch.optim.Optimizer):
         implementation options (``foreach``, ``fused``, ``capturable``, ``differentiable``): they choose how this
         optimizer runs, not what it computes, so a state_dict saved by a fused or capturable torch optimizer loads.
         """
-        title = type(self).__name__
         if not isinstance(state_dict, dict) or not isinstance(state_dict.get("param_groups"), list):
             raise ValueError(f"a state_dict must be a dict with 'state' and 'param_groups' keys, got {state_dict!r}")
         filled = []
@@ -339,10 +362,14 @@ class Optimizer(torch.optim.Optimizer):
             own = {k: v for k, v in mine.items() if k != "params"}
             options = {k: mine[k] for k in self._options if k in mine}
             filled.append({**own, **theirs, **options, **self._fixed})
-        check_state_dict(self.spec, title, self.param_groups, state_dict, self._identity, filled=filled)
+        self._check_loadable(state_dict, filled)
         super().load_state_dict({**state_dict, "param_groups": filled})
         if self.state_dtype is not None:
             self._restore_state_dtype(state_dict)
+
+    def _check_loadable(self, state_dict: dict[str, Any], filled: list[dict[str, Any]]) -> None:
+        """Raise a ValueError if ``state_dict`` (its groups completed as ``filled``) does not fit this optimizer."""
+        check_state_dict(self.spec, type(self).__name__, self.param_groups, state_dict, self._identity, filled=filled)
 
     def _restore_state_dtype(self, state_dict: dict[str, Any]) -> None:
         """torch's loader casts every floating state tensor to its parameter's dtype; with ``state_dtype`` the state
@@ -376,10 +403,14 @@ class Optimizer(torch.optim.Optimizer):
         state.setdefault("state_dtype", getattr(self, "state_dtype", None))
         skipped = state.pop("skipped_steps", 0)
         super().__setstate__(state)
-        self._hps = HyperparamsCache(self.spec.hyperparams)
+        self._reset_caches()
         self._engine = self._new_engine()
         self._engine.skipped_steps = skipped
         for group in self.param_groups:
-            for key, value in {**self.defaults, **self._fixed}.items():
+            for key, value in self._group_defaults(group).items():
                 group.setdefault(key, value)
             group.update(self._fixed)
+
+    def _group_defaults(self, group: dict[str, Any]) -> dict[str, Any]:
+        """The keys a param group has by default (filled into a group unpickled from an older version)."""
+        return {**self.defaults, **self._fixed}

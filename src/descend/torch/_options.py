@@ -12,7 +12,8 @@ argument                      backend
 ============================  =================================================================================
 ``fused=True``                ``"fused"``: the compiled kernel, or a clear error where it cannot run
 ``foreach=False``             ``"reference"``: one tensor at a time, like torch's for-loop implementation
-``foreach=True`` or ``None``  ``backend=`` as given (``"auto"`` by default): the grouped kernel where it runs
+``foreach=True`` or ``None``  ``backend=`` as given (``"auto"`` by default): the grouped kernel on the CPU,
+                              torch's multi-tensor operations on other devices (``"foreach"``: on every device)
 ============================  =================================================================================
 
 An explicit ``backend=`` that contradicts them (``fused=True`` with ``backend="reference"``, ``foreach=False`` with

@@ -8,7 +8,7 @@ with a ValueError that says what does not match.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -41,22 +41,22 @@ def identity_keys(
 
 
 def check_state_dict(
-    spec: AlgorithmSpec,
+    spec: AlgorithmSpec | Sequence[AlgorithmSpec],
     title: str,
     groups: list[dict[str, Any]],
     state_dict: Any,
-    keys: tuple[frozenset[str], frozenset[str]],
+    keys: tuple[frozenset[str], frozenset[str]] | Sequence[tuple[frozenset[str], frozenset[str]]],
     *,
     filled: list[dict[str, Any]],
 ) -> None:
     """Raise a ValueError if ``state_dict`` cannot be loaded into an optimizer with these ``groups``.
 
     Args:
-        spec: the optimizer's algorithm.
+        spec: the optimizer's algorithm, or one per param group where they differ.
         title: the optimizer's class name, for messages.
         groups: the optimizer's param groups.
         state_dict: the candidate.
-        keys: :func:`identity_keys` for the class.
+        keys: :func:`identity_keys` for the class, or one per param group with ``spec``.
         filled: the candidate's param groups with the keys they lack filled in from the optimizer's groups; their
             hyperparameters are validated.
     """
@@ -67,9 +67,12 @@ def check_state_dict(
         raise ValueError(f"the state_dict's 'state' must be a dict, got {type(state_dict['state']).__name__}")
     if len(saved) != len(groups):
         raise ValueError(f"the state_dict has {len(saved)} param groups but this {title} has {len(groups)}")
-    required, foreign = keys
+    per_group = not isinstance(spec, AlgorithmSpec)
+    specs = list(spec) if per_group else [spec] * len(groups)  # type: ignore[arg-type]
+    all_keys = list(keys) if per_group else [keys] * len(groups)
     ids: dict[Any, tuple[int, torch.Tensor]] = {}
     for i, (mine, theirs) in enumerate(zip(groups, saved)):
+        spec, (required, foreign) = specs[i], all_keys[i]
         n_saved, n_mine = len(theirs.get("params", ())), len(mine["params"])
         if n_saved != n_mine:
             raise ValueError(f"param group {i} of the state_dict has {n_saved} params, this {title}'s has {n_mine}")

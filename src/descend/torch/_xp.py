@@ -1,12 +1,13 @@
 """torch as the array namespace of ``reference_update``, with a correctly rounded square root on the CPU.
 
-The rules use seven functions besides arithmetic, indexing and ``reshape``: ``sqrt``, ``maximum``, ``abs``,
-``divide``, ``sign``, ``zeros_like`` and ``concatenate``. All are torch's, with three exceptions. ``zeros_like``
-takes NumPy's ``shape=`` (Adafactor's row and column averages are not shaped like their parameter). On CPU
-float32/float64 tensors ``sqrt`` runs NumPy's on the same memory: torch's vectorised CPU square root is not correctly
-rounded (it is off by one ulp on a sizeable share of float32 inputs), while IEEE arithmetic, NumPy's square root and
-the fused kernels are. ``sign`` keeps NaN as NaN, as NumPy's and the kernels' do (torch's gives 0). With them, the
-torch front's reference gives the kernels' bits.
+The rules use functions besides arithmetic, indexing and ``reshape``: the elementwise rules ``sqrt``, ``maximum``,
+``abs``, ``divide``, ``sign`` and ``zeros_like``; Adafactor's also ``concatenate``; Muon's also ``asarray``,
+``full_like``, ``where``, the dtypes ``float32``, ``float64`` and ``int32``, and ``@``. All are torch's, with three
+exceptions. ``zeros_like`` takes NumPy's ``shape=`` (Adafactor's row and column averages are not shaped like their
+parameter). On CPU float32/float64 tensors ``sqrt`` runs NumPy's on the same memory: torch's vectorised CPU square
+root is not correctly rounded (it is off by one ulp on a sizeable share of float32 inputs), while IEEE arithmetic,
+NumPy's square root and the fused kernels are. ``sign`` keeps NaN as NaN, as NumPy's and the kernels' do (torch's
+gives 0). With them, the torch front's reference gives the kernels' bits.
 """
 
 from __future__ import annotations
@@ -14,12 +15,30 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["abs", "concatenate", "divide", "maximum", "sign", "sqrt", "zeros_like"]
+__all__ = [
+    "abs",
+    "asarray",
+    "concatenate",
+    "divide",
+    "float32",
+    "float64",
+    "full_like",
+    "int32",
+    "maximum",
+    "sign",
+    "sqrt",
+    "where",
+    "zeros_like",
+]
 
 abs = torch.abs  # noqa: A001 - the namespace mirrors torch's names
+asarray = torch.asarray
 concatenate = torch.concatenate
 divide = torch.divide
+full_like = torch.full_like
 maximum = torch.maximum
+where = torch.where
+float32, float64, int32 = torch.float32, torch.float64, torch.int32
 
 
 def zeros_like(x: torch.Tensor, *, shape: tuple[int, ...] | None = None) -> torch.Tensor:

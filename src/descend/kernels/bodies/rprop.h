@@ -24,10 +24,7 @@ KINLINE KNAME(rprop_body)(KRANGE_ARGS) {
         step_size[i] = STS(ss);
         const CT pv = agreement < 0 ? (CT)0 : gi;
         prev[i] = STS(pv);
-        CT direction = pv > 0 ? (CT)1 : (CT)0; /* KSIGN(pv) as three selects, which vectorise */
-        direction = pv < 0 ? (CT)-1 : direction;
-        direction = pv != pv ? pv : direction;
-        pi = pi - direction * ss;
+        pi = pi - KSIGN(pv) * ss;
         p[i] = STP(pi);
     }
 }

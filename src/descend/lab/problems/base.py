@@ -2,8 +2,9 @@
 
 A problem runs several independent copies at once (one per seed or start point): every parameter array carries a
 leading axis of length ``n_runs``, the loss is returned per run, and the gradient of run ``i`` depends on run ``i``
-alone. Since every optimizer in descend updates elementwise, stepping the stacked arrays is exactly the same as
-stepping each run on its own, only faster. Problems know nothing about optimizers.
+alone. An elementwise optimizer steps the stacked arrays, which is exactly the same as stepping each run on its own,
+only faster; a closure-driven one (L-BFGS) runs on each run's rows (see :mod:`descend.lab.closure_runs`). Problems
+know nothing about optimizers.
 """
 
 from __future__ import annotations

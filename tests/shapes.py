@@ -1,0 +1,22 @@
+"""Parameter shapes an algorithm takes, for tests written with any shape in mind."""
+
+from __future__ import annotations
+
+import math
+
+from descend.algorithms import REGISTRY
+
+
+def shape_for(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape`` itself, or for an algorithm that takes matrices only (Muon) a matrix with as many elements: as
+    square as the count allows (one row where it is prime)."""
+    if REGISTRY[name].param_ndim != 2 or len(shape) == 2:
+        return tuple(shape)
+    n = math.prod(shape)
+    rows = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0) if n else 0
+    return (rows, n // rows if rows else 0)
+
+
+def matrices_only(name: str) -> bool:
+    """Whether the algorithm takes 2-D parameters only."""
+    return REGISTRY[name].param_ndim == 2
