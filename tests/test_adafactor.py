@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 
 import descend.torch as dt  # noqa: E402
 from descend.torch import _xp  # noqa: E402
+from tests.bad_input_helpers import assert_unchanged, snapshot  # noqa: E402
 from tests.tolerances import TORCH_ADAFACTOR_TENSOR_LR_FLOAT64, assert_close, torch_tolerance  # noqa: E402
 
 needs_kernels = pytest.mark.skipif(not kernels.available()[0], reason="the fused kernels are not built")
@@ -304,6 +305,37 @@ def test_each_parameter_takes_its_own_dtypes_epsilon() -> None:
             opt.step()
     assert torch.equal(mixed[1], alone[0])
     assert_close(alone[0], theirs[0], torch_tolerance(torch.float64))
+
+
+def test_it_has_no_multi_tensor_form_and_no_steady_state_plan() -> None:
+    """Its rule reads whole tensors, so backend="foreach" is refused with nothing changed, a tensor off the CPU takes
+    the reference in torch operations, and the torch front records no steady-state plan (whose one layout and one set
+    of scalars cannot hold slots and scalars per shape): every step goes through the engine and matches torch."""
+    p = torch.nn.Parameter(torch.randn(4, 3))
+    p.grad = torch.ones(4, 3)
+    opt = dt.Adafactor([p], backend="foreach")
+    before = snapshot(opt)
+    with pytest.raises(ValueError, match=r"cannot update parameter 0 of Adafactor: .* no multi-tensor form"):
+        opt.step()
+    assert_unchanged(opt, before)
+    meta = torch.nn.Parameter(torch.empty(4, 3, device="meta"))
+    meta.grad = torch.empty(4, 3, device="meta")
+    on_meta = dt.Adafactor([meta])
+    on_meta.step()
+    assert on_meta.state[meta]["row_var"].device.type == "meta" and on_meta.state[meta]["row_var"].shape == (4, 1)
+    ours, theirs = _params(torch.float32, SHAPES), _params(torch.float32, SHAPES)
+    mine, ref = dt.Adafactor(ours), torch.optim.Adafactor(theirs, foreach=False)
+    for step in range(5):
+        _set_grads(ours, step)
+        _set_grads(theirs, step)
+        mine.step()
+        ref.step()
+    assert not mine._plans
+    for a, b in zip(ours, theirs):
+        assert_close(a, b, torch_tolerance(torch.float32), "param")
+        for key in ref.state[b]:
+            if key != "step":
+                assert_close(mine.state[a][key], ref.state[b][key], torch_tolerance(torch.float32), key)
 
 
 def test_complex_parameters_are_refused_in_torchs_words() -> None:
