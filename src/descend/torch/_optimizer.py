@@ -23,6 +23,8 @@ from descend.engine.plan import build as build_plan
 from descend.engine.torch_arrays import COMPLEX_DTYPES, FLOAT_DTYPES, TorchKind
 from descend.nonfinite import check_nan_policy
 from descend.torch import _differentiable as torch_ops
+from descend.torch._compiled import register as register_compiled
+from descend.torch._compiled import step as compiled_step
 from descend.torch._options import (
     HALF_DTYPES,
     SPARSE_GRADIENTS,
@@ -187,6 +189,7 @@ class Optimizer(torch.optim.Optimizer):
 
     def _new_engine(self) -> Engine:
         self._plans: dict[int, Any] = {}
+        register_compiled(self)
         return Engine(
             self.spec,
             _TORCH,
@@ -259,24 +262,33 @@ class Optimizer(torch.optim.Optimizer):
             with self._engine.lock:
                 torch_ops.step(self)
             return loss
+        if not torch.compiler.is_compiling():
+            self._eager_step()
+        elif not compiled_step(self):  # under torch.compile: one custom operator, see descend.torch._compiled
+            self._untraced_step()
+        return loss
+
+    def _eager_step(self) -> None:
         try:
             self._engine_step()
         except _SparseStep:  # SGD and Adagrad take sparse gradients in torch operations, as torch does
             with self._engine.lock:
                 torch_ops.step(self)
-        return loss
 
-    # The engine's step runs compiled C and reads tensors by address: torch.compile runs it as it is (one graph break,
-    # no tracing, no warning), at eager speed, instead of tracing into it and recompiling on every step.
-    @torch.compiler.disable
-    def _engine_step(self) -> None:
+    # A step the custom operator cannot take runs as it is under torch.compile (a graph break), instead of Dynamo
+    # tracing into the engine's C calls.
+    _untraced_step = torch.compiler.disable(_eager_step)
+
+    def _engine_step(self, hps: list[Any] | None = None) -> None:
+        """The engine's step of every group, with each group's validated hyperparameters (``hps``, as the compiled
+        step read them) or, by default, those its param group holds now."""
         engine = self._engine
         checks = self.nan_policy != "propagate"
         with engine.lock, torch.no_grad():
             rounds: list[list[GroupWork]] = [[]]
             offset = 0
-            for group in self.param_groups:
-                hp = self._hps.get(group)
+            for i, group in enumerate(self.param_groups):
+                hp = self._hps.get(group) if hps is None else hps[i]
                 backend = group_backend(self.backend, group)
                 plan = self._plans.get(id(group))
                 prepared = plan.prepare(self.state, group, hp, offset, checks) if plan is not None else None
