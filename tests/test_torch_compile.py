@@ -24,7 +24,6 @@ from descend.engine import plan as plan_module  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 
 NAMES = list(dt.OPTIMIZERS)
-SHARED = [name for name in NAMES if dt.OPTIMIZERS[name].spec.torch_name]
 
 
 class Graphs:
@@ -89,43 +88,44 @@ def _side_by_side(name: str, backend: object, steps: int = 5, fullgraph: bool = 
     return eager, eager_opt, compiled, compiled_opt
 
 
+def _torchs_breaks(cls: type) -> tuple[int, bool]:
+    """Graph breaks of ``torch.compile(lambda: opt.step())`` for one of torch's classes, and whether it compiles with
+    ``fullgraph=True``."""
+    _reset()
+    params = _params()
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt = cls(params)
+    step = torch.compile(lambda: opt.step(), backend="eager")
+    for _ in range(3):
+        step()
+    breaks = _breaks()
+    _reset()
+    try:
+        torch.compile(lambda: opt.step(), backend="eager", fullgraph=True)()
+    except torch._dynamo.exc.Unsupported:
+        return breaks, False
+    return breaks, True
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_every_class_compiles_whole_as_one_operator_with_the_eager_bits(name: str) -> None:
     _reset()
     graphs = Graphs()
     eager, eager_opt, compiled, compiled_opt = _side_by_side(name, graphs, fullgraph=True)
     _same(eager, eager_opt, compiled, compiled_opt)
-    assert _breaks() == 0
+    ours = _breaks()
+    assert ours == 0
     # the first step creates the state inside the operator; the graph is then traced once more, with it
     assert len(graphs.graphs) == (1 if compiled_opt._eager_state or not compiled_opt.state[compiled[0]] else 2)
     ops = graphs.operators()
     assert sum(op in (torch.ops.descend.step, torch.ops.descend.step.default) for op in ops) == 1
     assert not [op for op in ops if "aten" in str(op) or "foreach" in str(op)]  # nothing of the rule is traced
-
-
-@pytest.mark.parametrize("name", SHARED)
-def test_no_more_graph_breaks_than_torchs_own_class(name: str) -> None:
-    def count(cls: type) -> tuple[int, bool]:
-        _reset()
-        params = _params()
-        for p in params:
-            p.grad = torch.ones_like(p)
-        opt = cls(params)
-        step = torch.compile(lambda: opt.step(), backend="eager")
-        for _ in range(3):
-            step()
-        breaks = _breaks()
-        _reset()
-        try:
-            torch.compile(lambda: opt.step(), backend="eager", fullgraph=True)()
-        except torch._dynamo.exc.Unsupported:
-            return breaks, False
-        return breaks, True
-
-    ours, ours_fullgraph = count(dt.OPTIMIZERS[name])
-    theirs, theirs_fullgraph = count(getattr(torch.optim, dt.OPTIMIZERS[name].spec.torch_name))
-    assert ours <= theirs and ours == 0
-    assert ours_fullgraph or not theirs_fullgraph
+    twin = dt.OPTIMIZERS[name].spec.torch_name
+    if twin:  # torch 2.13's own classes break the graph twice (their _use_grad wrapper) and refuse fullgraph=True
+        theirs, theirs_fullgraph = _torchs_breaks(getattr(torch.optim, twin))
+        assert ours <= theirs  # and ours compiled with fullgraph=True above, whether theirs does or not
+        assert theirs_fullgraph == (theirs == 0)
 
 
 def test_inductor_writes_the_optimizers_own_tensors_and_keeps_its_plan() -> None:

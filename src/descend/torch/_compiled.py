@@ -2,36 +2,39 @@
 
 Under ``torch.compile`` (``torch.compile(lambda: opt.step())``, as torch's docs suggest for an optimizer step) the
 front's :meth:`~descend.torch.Optimizer.step` does not trace the engine, which runs compiled C on tensors it reads by
-address. It gathers what the step reads and writes, and calls one operator that Dynamo, AOTAutograd and Inductor see
+address. It gathers what the step reads and writes and calls one operator, which Dynamo, AOTAutograd and Inductor see
 as a node of the graph, so the step compiles with ``fullgraph=True`` and no graph break:
 
-``descend::step(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] state, int optimizer, int[] layout,
-float[] values, Tensor[] tensors) -> ()``
+``descend::step(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] state, int optimizer, int[] layout, int[] counts,
+Tensor values, Tensor[] tensors) -> ()``
 
-- ``params``: every parameter that has a gradient, group after group; ``grads``: their gradients.
-- ``state``: every tensor of their state dicts (moments, ``step``, host scalars such as NAdam's ``mu_product``), in
-  each dict's order. The operator writes ``params`` and ``state`` in place and returns nothing; its fake
-  implementation does nothing.
+- ``params``: every parameter with a gradient, group after group; ``grads``: their gradients; ``state``: every tensor
+  of their state dicts (moments, ``step``, host scalars such as NAdam's ``mu_product``) in each dict's order, and
+  ``counts`` how many each parameter has. The operator writes ``params`` and ``state`` in place and returns nothing;
+  its fake implementation does nothing. The lists are filled by the optimizer's ``_init_group``, which Dynamo runs
+  eagerly, as it runs torch's own optimizers' (it then marks the state tensors as static inputs and guards on the
+  state's structure).
 - ``optimizer``: the optimizer's ``id``, by which the operator finds it (:func:`register`).
-- ``layout``, ``values``, ``tensors``: the groups' sizes, the number of state tensors of each parameter, and every
-  group's hyperparameters as the trace read them: numbers in ``values`` (so Dynamo guards on them, and a new float
-  ``lr`` compiles the step again, as it does for torch's optimizers), tensors (a tensor ``lr``, tensor ``betas``) in
-  ``tensors`` (a scheduler filling a tensor ``lr`` recompiles nothing).
+- ``layout``, ``values``, ``tensors``: every group's hyperparameters as the trace read them, and its number of
+  parameters with a gradient (see :mod:`descend.torch._op_values`).
 
-The operator runs the eager step: the checks before any write (a step that raises changes nothing), ``nan_policy``,
-the step counters and host scalars, the kernel or the reference by the engine's rule, and the group's plan in its
-steady state, so the bits are the eager step's. Two things differ from eager, both only under ``torch.compile``:
+The operator covers every param group, so the step stays atomic and ``nan_policy="skip"`` skips every group. It runs
+the eager step: the checks before any write, ``nan_policy``, the step counters and host scalars, the kernel or the
+reference by the engine's rule, and each group's plan in its steady state, so the bits are the eager step's. Under
+``torch.compile`` only:
 
 - The first step, or any step where a parameter has no state yet, creates that state inside the operator (the graph
   holds no state tensors then). The state dict then changes, so Dynamo's guards fail on the next call and the step is
-  compiled once more with the state in place: one recompile, after which the graph is stable.
-- A step that Dynamo cannot hand to the operator runs as it does eagerly, through a graph break (``fullgraph=True``
-  then fails): sparse gradients, DTensor parameters, a state value that is not a tensor, or a hyperparameter of a type
-  the operator cannot carry.
+  compiled once more with the state as inputs, after which the graph is stable.
+- A step that cannot be handed to the operator runs the eager step behind a graph break (``fullgraph=True`` refuses
+  it): sparse gradients, DTensor parameters, a state value that is not a tensor, a hyperparameter value the operator
+  cannot carry.
+- The state tensors' version counters do not count a compiled step, as they do not count an eager kernel step (see
+  :func:`_run`); the parameters' do, as AOTAutograd counts them.
 
-The operator receives the optimizer's own tensors when Inductor writes them in place, which it does for this graph;
-with a backend that works on copies instead (``aot_eager``) it updates the copies, which the backend then stores,
-with the same bits.
+Inductor hands the operator the optimizer's own tensors (it writes them in place); a backend that works on copies
+(``aot_eager``) hands it copies, which the operator updates (:func:`_step_on`) and the backend then stores, with the
+same bits.
 """
 
 from __future__ import annotations
@@ -43,12 +46,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from descend.engine import GroupWork, Item
+from descend.torch._op_values import decode, encode
 from descend.torch._options import group_backend
 
 if TYPE_CHECKING:
     from descend.torch._optimizer import Optimizer
 
-__all__ = ["register", "step"]
+__all__ = ["gather", "register", "step"]
 
 _LIVE: weakref.WeakValueDictionary[int, Optimizer] = weakref.WeakValueDictionary()
 
@@ -57,11 +61,6 @@ _LIB.define(
     "step(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] state, int optimizer, int[] layout, int[] counts, "
     "Tensor values, Tensor[] tensors) -> ()"
 )
-
-# Codes for the hyperparameter values in ``layout`` (each followed by what it needs) and ``values``.
-_ABSENT, _BOOL, _INT, _FLOAT, _TENSOR, _NONE, _STR, _TUPLE, _LIST = range(9)
-_PLAIN = (bool, int, float)
-
 
 _NAMES: dict[type, tuple[str, ...]] = {}  # hyperparameter class -> its names, read by the trace
 
@@ -75,34 +74,6 @@ def register(opt: Optimizer) -> None:
 # -- the trace's side -------------------------------------------------------------------------------------------------
 
 
-def _encode(value: Any, layout: list[int], values: list[float], tensors: list[torch.Tensor]) -> bool:
-    """Append ``value``'s codes; False if the operator cannot carry it."""
-    if isinstance(value, torch.Tensor):
-        layout.append(_TENSOR)
-        tensors.append(value)
-    elif value is None:
-        layout.append(_NONE)
-    elif isinstance(value, bool):
-        layout.append(_BOOL)
-        values.append(1.0 if value else 0.0)
-    elif isinstance(value, int) and abs(value) < 2**53:
-        layout.append(_INT)
-        values.append(float(value))
-    elif isinstance(value, float):
-        layout.append(_FLOAT)
-        values.append(value)
-    elif isinstance(value, str):
-        layout += [_STR, len(value), *(ord(c) for c in value)]
-    elif isinstance(value, (tuple, list)):
-        layout += [_TUPLE if isinstance(value, tuple) else _LIST, len(value)]
-        for v in value:
-            if not _encode(v, layout, values, tensors):
-                return False
-    else:
-        return False
-    return True
-
-
 def step(opt: Optimizer) -> bool:
     """Under tracing: call ``descend::step`` for the whole step of ``opt``; False, having traced nothing, where the
     step cannot go through the operator (see the module docstring)."""
@@ -114,29 +85,58 @@ def step(opt: Optimizer) -> bool:
     values: list[float] = []
     tensors: list[torch.Tensor] = []
     names = _NAMES[opt.spec.hyperparams]
-    dtensor = _dtensor_type()
     for group in opt.param_groups:
-        for name in names:
-            if name not in group:
-                layout.append(_ABSENT)
-            elif not _encode(group[name], layout, values, tensors):
-                return False
-        members = [p for p in group["params"] if p.grad is not None]
-        layout.append(len(members))
-        for p in members:
-            if p.grad.is_sparse or (dtensor is not None and isinstance(p, dtensor)):
-                return False
-            st = opt.state.get(p)
-            own = [] if st is None else list(st.values())
-            if not all(isinstance(v, torch.Tensor) for v in own):
-                return False
-            params.append(p)
-            grads.append(p.grad)
-            state += own
-            counts.append(len(own))
+        if not encode(group, names, layout, values, tensors):
+            return False
+        # Dynamo runs _init_group itself, eagerly, as for torch's optimizers (it then marks the state tensors as
+        # tensors at fixed addresses and guards on the state), and takes what it put in the lists as graph inputs.
+        group_params: list[torch.Tensor] = []
+        group_grads: list[torch.Tensor] = []
+        group_state: list[torch.Tensor] = []
+        group_counts: list[int] = []
+        if not opt._init_group(group, group_params, group_grads, group_state, group_counts):
+            return False
+        layout.append(len(group_params))
+        params += group_params
+        grads += group_grads
+        state += group_state
+        counts += group_counts
     with torch.no_grad():
         numbers = torch.tensor(values, dtype=torch.float64)
         torch.ops.descend.step(params, grads, state, id(opt), layout, counts, numbers, tensors)
+    return True
+
+
+def gather(
+    opt: Optimizer,
+    group: dict[str, Any],
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    state: list[torch.Tensor],
+    counts: list[int],
+) -> bool:
+    """Put in the lists what ``descend::step`` reads and writes for ``group``: each parameter with a gradient, its
+    gradient, its state tensors (in its state dict's order) and their number; False, with the lists empty, where the
+    step cannot go through the operator (a sparse gradient, a DTensor parameter, a state value that is not a tensor).
+    """
+    dtensor = _dtensor_type()
+    for p in group["params"]:
+        g = p.grad
+        if g is None:
+            continue
+        st = opt.state.get(p)
+        own = [] if st is None else list(st.values())
+        if (
+            g.is_sparse
+            or (dtensor is not None and isinstance(p, dtensor))
+            or not all(isinstance(v, torch.Tensor) for v in own)
+        ):
+            del params[:], grads[:], state[:], counts[:]
+            return False
+        params.append(p)
+        grads.append(g)
+        state += own
+        counts.append(len(own))
     return True
 
 
@@ -149,105 +149,6 @@ def _dtensor_type() -> Any:
 
 
 # -- the operator -----------------------------------------------------------------------------------------------------
-
-
-class _Reader:
-    """Reads back what :func:`_encode` wrote."""
-
-    def __init__(self, layout: list[int], values: list[float], tensors: list[torch.Tensor]) -> None:
-        self.layout, self.values, self.tensors = layout, values, tensors
-        self.at = self.value_at = self.tensor_at = 0
-
-    def code(self) -> int:
-        self.at += 1
-        return self.layout[self.at - 1]
-
-    def value(self) -> Any:
-        code = self.code()
-        if code in (_BOOL, _INT, _FLOAT):
-            self.value_at += 1
-            number = self.values[self.value_at - 1]
-            return bool(number) if code == _BOOL else int(number) if code == _INT else number
-        if code == _TENSOR:
-            self.tensor_at += 1
-            return self.tensors[self.tensor_at - 1]
-        if code == _NONE:
-            return None
-        if code == _STR:
-            return "".join(chr(self.code()) for _ in range(self.code()))
-        items = [self.value() for _ in range(self.code())]
-        return tuple(items) if code == _TUPLE else items
-
-
-_VALIDATED: dict[tuple, list] = {}  # (class, codes, numbers) -> validated hyperparameters, for values without tensors
-
-
-def _decode(opt: Optimizer, layout: list[int], values: list[float], tensors: list[torch.Tensor]) -> tuple[list, list]:
-    """Every group's validated hyperparameters (validated once for each set of values that holds no tensor) and its
-    number of parameters with a gradient, as the trace read them."""
-    key = (opt.spec.hyperparams, tuple(layout), tuple(values)) if not tensors else None
-    known = _VALIDATED.get(key) if key is not None else None
-    if known is not None:
-        return known
-    reader = _Reader(layout, values, tensors)
-    hps, sizes = [], []
-    for _ in range(reader.code()):
-        found = {}
-        for name in _NAMES[opt.spec.hyperparams]:
-            if reader.layout[reader.at] == _ABSENT:
-                reader.at += 1
-            else:
-                found[name] = reader.value()
-        hps.append(opt.spec.hyperparams.from_group(found))
-        sizes.append(reader.code())
-    if key is not None:
-        if len(_VALIDATED) >= 256:  # a float lr that changes every step compiles a graph for each value anyway
-            _VALIDATED.clear()
-        _VALIDATED[key] = [hps, sizes]
-    return [hps, sizes]
-
-
-class _Seen:
-    """The tensors a compiled step of an optimizer was last called with, found to be its own, and the versions of its
-    state tensors after that step (see :func:`_run`)."""
-
-    __slots__ = ("bumped", "params", "state", "versions")
-
-    def __init__(self, params: list[torch.Tensor], state: list[torch.Tensor]) -> None:
-        self.params, self.state = params, state
-        self.versions: list[int] | None = None
-        self.bumped: list[int] | None = None
-
-
-_SEEN: weakref.WeakKeyDictionary[Optimizer, _Seen] = weakref.WeakKeyDictionary()
-
-
-_VALIDATED: dict[tuple, list] = {}  # (class, codes, numbers) -> validated hyperparameters, for values without tensors
-
-
-def _decode(opt: Optimizer, layout: list[int], values: list[float], tensors: list[torch.Tensor]) -> tuple[list, list]:
-    """Every group's validated hyperparameters (validated once for each set of values that holds no tensor) and its
-    number of parameters with a gradient, as the trace read them."""
-    key = (opt.spec.hyperparams, tuple(layout), tuple(values)) if not tensors else None
-    known = _VALIDATED.get(key) if key is not None else None
-    if known is not None:
-        return known
-    reader = _Reader(layout, values, tensors)
-    hps, sizes = [], []
-    for _ in range(reader.code()):
-        found = {}
-        for name in _NAMES[opt.spec.hyperparams]:
-            if reader.layout[reader.at] == _ABSENT:
-                reader.at += 1
-            else:
-                found[name] = reader.value()
-        hps.append(opt.spec.hyperparams.from_group(found))
-        sizes.append(reader.code())
-    if key is not None:
-        if len(_VALIDATED) >= 256:  # a float lr that changes every step compiles a graph for each value anyway
-            _VALIDATED.clear()
-        _VALIDATED[key] = [hps, sizes]
-    return [hps, sizes]
 
 
 class _Seen:
@@ -291,7 +192,8 @@ def _impl(
     if opt is None:
         raise RuntimeError(f"descend::step was called for optimizer {optimizer}, which no longer exists")
     with opt._engine.lock:
-        hps, sizes = _decode(opt, layout, values.tolist(), tensors)
+        cls = opt.spec.hyperparams
+        hps, sizes = decode(cls, _NAMES[cls], layout, values.tolist(), tensors)
         seen = _SEEN.get(opt)
         if (
             seen is None
@@ -305,22 +207,9 @@ def _impl(
             flat = [t for p in own if p in opt.state for t in opt.state[p].values()]
             if not (all(map(_same, params, own)) and all(map(_same, state, flat))):
                 _step_on(opt, hps, members, params, grads, state)
-                _mark_static(opt, own)
                 return
             seen = _SEEN[opt] = _Seen(params, state)
-            _run(opt, hps, seen)
-            _mark_static(opt, own)
-        else:
-            _run(opt, hps, seen)
-
-
-def _mark_static(opt: Optimizer, params: list[torch.Tensor]) -> None:
-    """Mark the state tensors of ``params`` as tensors at a fixed address, as Dynamo marks the state of torch's own
-    optimizers: the next trace guards on their identity, and the compiled step reads them with less work per call."""
-    for p in params:
-        for value in opt.state[p].values() if p in opt.state else ():
-            if isinstance(value, torch.Tensor) and not hasattr(value, "_dynamo_static_input_type"):
-                torch._dynamo.mark_static_address(value, guard=True)
+        _run(opt, hps, seen)
 
 
 def _members(opt: Optimizer, sizes: list[int], counts: list[int], total: int) -> list[list[torch.Tensor]]:
@@ -339,6 +228,14 @@ def _members(opt: Optimizer, sizes: list[int], counts: list[int], total: int) ->
     return members
 
 
+def _set_versions(tensors: list[torch.Tensor], versions: list[int]) -> None:
+    try:
+        torch._C._autograd._unsafe_set_version_counter(tensors, versions)
+    except TypeError:  # torch before 2.6 sets one tensor's counter at a time
+        for t, v in zip(tensors, versions):
+            torch._C._autograd._unsafe_set_version_counter(t, v)
+
+
 def _run(opt: Optimizer, hps: list[Any], seen: _Seen) -> None:
     """The eager step on the optimizer's own tensors.
 
@@ -350,7 +247,7 @@ def _run(opt: Optimizer, hps: list[Any], seen: _Seen) -> None:
     """
     state = seen.state
     if seen.bumped is not None and [t._version for t in state] == seen.bumped:
-        torch._C._autograd._unsafe_set_version_counter(state, seen.versions)
+        _set_versions(state, seen.versions)
     plans = list(opt._plans.values())
     opt._engine_step(hps)
     if seen.versions is None or list(opt._plans.values()) != plans:  # a step off the plan may have counted writes

@@ -23,6 +23,7 @@ from descend.engine.plan import build as build_plan
 from descend.engine.torch_arrays import COMPLEX_DTYPES, FLOAT_DTYPES, TorchKind
 from descend.nonfinite import check_nan_policy
 from descend.torch import _differentiable as torch_ops
+from descend.torch._compiled import gather as compiled_gather
 from descend.torch._compiled import register as register_compiled
 from descend.torch._compiled import step as compiled_step
 from descend.torch._options import (
@@ -274,6 +275,11 @@ class Optimizer(torch.optim.Optimizer):
         except _SparseStep:  # SGD and Adagrad take sparse gradients in torch operations, as torch does
             with self._engine.lock:
                 torch_ops.step(self)
+
+    def _init_group(self, group: dict[str, Any], *lists: list) -> bool:
+        """Under torch.compile: what the custom operator reads and writes for ``group``, put in ``lists``. Dynamo runs
+        this method eagerly for any ``torch.optim.Optimizer``, as it does torch's own (see descend.torch._compiled)."""
+        return compiled_gather(self, group, *lists)
 
     # A step the custom operator cannot take runs as it is under torch.compile (a graph break), instead of Dynamo
     # tracing into the engine's C calls.
