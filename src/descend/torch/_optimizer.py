@@ -3,7 +3,8 @@
 Everything torch.optim's base class does (param groups, ``zero_grad``, ``state_dict``, hooks, schedulers, GradScaler,
 ZeroRedundancyOptimizer) is inherited. This class adds the hyperparameters of an algorithm spec, their validation,
 the step (handed to :class:`descend.engine.Engine`, with a recorded plan per param group in its steady state, see
-:mod:`descend.engine.plan`), a checked ``load_state_dict`` and ``describe()``.
+:mod:`descend.engine.plan`; under ``torch.compile``, one custom operator, see :mod:`descend.torch._compiled`), a
+checked ``load_state_dict`` and ``describe()``.
 """
 
 from __future__ import annotations
@@ -253,7 +254,8 @@ class Optimizer(torch.optim.Optimizer):
         (:mod:`descend.engine.plan`); any other takes the engine's general path, which then records a plan for the
         next step. Two threads stepping the same optimizer run one after the other. A step with a group of
         ``differentiable=True``, or with a sparse gradient for SGD or Adagrad, runs in torch operations instead (see
-        :mod:`descend.torch._differentiable`).
+        :mod:`descend.torch._differentiable`). Under ``torch.compile`` the step is one custom operator in the graph,
+        which runs this same step (see :mod:`descend.torch._compiled`).
         """
         loss = None
         if closure is not None:
