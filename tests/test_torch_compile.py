@@ -218,6 +218,7 @@ def test_a_refused_compiled_step_changes_nothing() -> None:
     opt.param_groups[0]["lr"] = -1.0
     with pytest.raises(ValueError, match=r"Invalid lr value: -1.0"):
         step()
+    assert torch.is_grad_enabled()  # the graph's torch.no_grad() around the operator does not outlive the error
     after = ([p.detach() for p in params], opt.state_dict()["state"])
     assert all(torch.equal(a, b) for a, b in zip(before[0], after[0]))
     for i, st in before[1].items():

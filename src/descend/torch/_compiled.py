@@ -6,7 +6,7 @@ address. It gathers what the step reads and writes and calls one operator, which
 as a node of the graph, so the step compiles with ``fullgraph=True`` and no graph break:
 
 ``descend::step(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] state, int optimizer, int[] layout, int[] counts,
-Tensor values, Tensor[] tensors) -> ()``
+Tensor values, Tensor[] tensors, bool grad_mode) -> ()``
 
 - ``params``: every parameter with a gradient, group after group; ``grads``: their gradients; ``state``: every tensor
   of their state dicts (moments, ``step``, host scalars such as NAdam's ``mu_product``) in each dict's order, and
@@ -17,6 +17,9 @@ Tensor values, Tensor[] tensors) -> ()``
 - ``optimizer``: the optimizer's ``id``, by which the operator finds it (:func:`register`).
 - ``layout``, ``values``, ``tensors``: every group's hyperparameters as the trace read them, and its number of
   parameters with a gradient (see :mod:`descend.torch._op_values`).
+- ``grad_mode``: whether gradients were enabled around the step. The operator runs under ``torch.no_grad()`` in the
+  graph; a step that raises sets the mode back before the exception leaves it, which Dynamo's plain ``eager``
+  backend would not do.
 
 The operator covers every param group, so the step stays atomic and ``nan_policy="skip"`` skips every group. It runs
 the eager step: the checks before any write, ``nan_policy``, the step counters and host scalars, the kernel or the
@@ -59,7 +62,7 @@ _LIVE: weakref.WeakValueDictionary[int, Optimizer] = weakref.WeakValueDictionary
 _LIB = torch.library.Library("descend", "FRAGMENT")
 _LIB.define(
     "step(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] state, int optimizer, int[] layout, int[] counts, "
-    "Tensor values, Tensor[] tensors) -> ()"
+    "Tensor values, Tensor[] tensors, bool grad_mode) -> ()"
 )
 
 _NAMES: dict[type, tuple[str, ...]] = {}  # hyperparameter class -> its names, read by the trace
@@ -101,9 +104,10 @@ def step(opt: Optimizer) -> bool:
         grads += group_grads
         state += group_state
         counts += group_counts
-    with torch.no_grad():
+    grad_mode = torch.is_grad_enabled()
+    with torch.no_grad():  # an inference graph, whose input mutations Inductor writes in place
         numbers = torch.tensor(values, dtype=torch.float64)
-        torch.ops.descend.step(params, grads, state, id(opt), layout, counts, numbers, tensors)
+        torch.ops.descend.step(params, grads, state, id(opt), layout, counts, numbers, tensors, grad_mode)
     return True
 
 
@@ -179,6 +183,24 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def _impl(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    state: list[torch.Tensor],
+    optimizer: int,
+    layout: list[int],
+    counts: list[int],
+    values: torch.Tensor,
+    tensors: list[torch.Tensor],
+    grad_mode: bool,
+) -> None:
+    try:
+        _step(params, grads, state, optimizer, layout, counts, values, tensors)
+    except BaseException:
+        torch.set_grad_enabled(grad_mode)
+        raise
+
+
+def _step(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
     state: list[torch.Tensor],
@@ -309,5 +331,6 @@ def _fake(
     counts: list[int],
     values: torch.Tensor,
     tensors: list[torch.Tensor],
+    grad_mode: bool,
 ) -> None:
     return None
