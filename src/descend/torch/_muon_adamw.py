@@ -134,6 +134,8 @@ class MuonWithAdamW(Optimizer):
             del self.param_groups[before:]
             raise
 
+    _rule_per_group = True
+
     def _group_rule(self, group: dict[str, Any]) -> tuple[AlgorithmSpec | None, Hyperparams]:
         kind = bool(group[KEY])
         return (MUON if kind else ADAMW), self._caches[kind].get(group)

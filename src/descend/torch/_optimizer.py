@@ -3,7 +3,8 @@
 Everything torch.optim's base class does (param groups, ``zero_grad``, ``state_dict``, hooks, schedulers, GradScaler,
 ZeroRedundancyOptimizer) is inherited. This class adds the hyperparameters of an algorithm spec, their validation,
 the step (handed to :class:`descend.engine.Engine`, with a recorded plan per param group in its steady state, see
-:mod:`descend.engine.plan`), a checked ``load_state_dict`` and ``describe()``.
+:mod:`descend.engine.plan`; under ``torch.compile``, one custom operator, see :mod:`descend.torch._compiled`), a
+checked ``load_state_dict`` and ``describe()``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from descend.engine.plan import build as build_plan
 from descend.engine.torch_arrays import COMPLEX_DTYPES, FLOAT_DTYPES, DTensor, TorchKind
 from descend.nonfinite import check_nan_policy
 from descend.torch import _differentiable as torch_ops
+from descend.torch._compiled import gather as compiled_gather
+from descend.torch._compiled import register as register_compiled
+from descend.torch._compiled import step as compiled_step
 from descend.torch._options import (
     HALF_DTYPES,
     SPARSE_GRADIENTS,
@@ -197,6 +201,8 @@ class Optimizer(torch.optim.Optimizer):
             self.param_groups.remove(group)
             raise
 
+    _rule_per_group = False  # True where _group_rule is overridden: the step under torch.compile is then eager
+
     def _group_rule(self, group: dict[str, Any]) -> tuple[AlgorithmSpec | None, Hyperparams]:
         """The algorithm a param group runs, None for the class's own (the engine's), and its validated
         hyperparameters. An optimizer that runs different algorithms on different groups overrides this."""
@@ -207,6 +213,7 @@ class Optimizer(torch.optim.Optimizer):
 
     def _new_engine(self) -> Engine:
         self._plans: dict[int, Any] = {}
+        register_compiled(self)
         return Engine(
             self.spec,
             _TORCH,
@@ -277,7 +284,8 @@ class Optimizer(torch.optim.Optimizer):
         (:mod:`descend.engine.plan`); any other takes the engine's general path, which then records a plan for the
         next step. Two threads stepping the same optimizer run one after the other. A step with a group of
         ``differentiable=True``, or with a sparse gradient for SGD or Adagrad, runs in torch operations instead (see
-        :mod:`descend.torch._differentiable`).
+        :mod:`descend.torch._differentiable`). Under ``torch.compile`` the step is one custom operator in the graph,
+        which runs this same step (see :mod:`descend.torch._compiled`).
         """
         loss = None
         if closure is not None:
@@ -287,24 +295,39 @@ class Optimizer(torch.optim.Optimizer):
             with self._engine.lock:
                 torch_ops.step(self)
             return loss
+        if not torch.compiler.is_compiling():
+            self._eager_step()
+        elif not compiled_step(self):  # under torch.compile: one custom operator, see descend.torch._compiled
+            self._untraced_step()
+        return loss
+
+    def _eager_step(self) -> None:
         try:
             self._engine_step()
         except _SparseStep:  # SGD and Adagrad take sparse gradients in torch operations, as torch does
             with self._engine.lock:
                 torch_ops.step(self)
-        return loss
 
-    # The engine's step runs compiled C and reads tensors by address: torch.compile runs it as it is (one graph break,
-    # no tracing, no warning), at eager speed, instead of tracing into it and recompiling on every step.
-    @torch.compiler.disable
-    def _engine_step(self) -> None:
+    def _init_group(self, group: dict[str, Any], *lists: list) -> bool:
+        """Under torch.compile: what the custom operator reads and writes for ``group``, put in ``lists``. Dynamo runs
+        this method eagerly for any ``torch.optim.Optimizer``, as it does torch's own (see descend.torch._compiled)."""
+        return compiled_gather(self, group, *lists)
+
+    # A step the custom operator cannot take runs as it is under torch.compile (a graph break), instead of Dynamo
+    # tracing into the engine's C calls.
+    _untraced_step = torch.compiler.disable(_eager_step)
+
+    def _engine_step(self, hps: list[Any] | None = None) -> None:
+        """The engine's step of every group, with each group's validated hyperparameters (``hps``, as the compiled
+        step read them) or, by default, those its param group holds now."""
         engine = self._engine
         checks = self.nan_policy != "propagate"
         with engine.lock, torch.no_grad():
             rounds: list[list[GroupWork]] = [[]]
             offset = 0
-            for group in self.param_groups:
-                rule, hp = self._group_rule(group)
+            for i, group in enumerate(self.param_groups):
+                # the compiled step runs only optimizers with one rule for every group (see descend.torch._compiled)
+                rule, hp = self._group_rule(group) if hps is None else (None, hps[i])
                 spec = rule or self.spec
                 backend = group_backend(self.backend, group)
                 plan = self._plans.get(id(group))
