@@ -18,6 +18,7 @@
 #include "fork.h"
 #include "parse.h"
 #include "gather.h"
+#include "lowbit.h"
 
 #define CHUNK ((int64_t)1 << 15)
 
@@ -61,10 +62,21 @@ static void run_span(const job_t *job, range_fn fn, int64_t lo, int64_t hi) {
         if (off[mid] <= lo) a = mid + 1; else b = mid;
     }
     int t = a - 1;
+    const int64_t align = job->align;
     while (lo < hi && t < job->n) {
         const int64_t end = off[t + 1] < hi ? off[t + 1] : hi;
-        if (end > lo) fn(job, t, lo - off[t], end - off[t]);
-        if (end > lo) lo = end;
+        if (end > lo) {
+            int64_t first = lo - off[t], last = end - off[t];
+            if (align > 1) { /* whole blocks: each one is run by the chunk holding its first element */
+                const int64_t size = off[t + 1] - off[t];
+                first = (first + align - 1) / align * align;
+                last = (last + align - 1) / align * align;
+                first = first < size ? first : size;
+                last = last < size ? last : size;
+            }
+            if (last > first) fn(job, t, first, last);
+            lo = end;
+        }
         t++;
     }
 }
@@ -118,6 +130,12 @@ static PyObject *fused_run(PyObject *self, PyObject *args) {
             goto done;
         }
         parsed[k].fn = tables[parsed[k].alg][current_isa][parsed[k].combo];
+        if (parsed[k].job.lowbit) { /* the low-bit wrapper, running the body with float32 state */
+            const int combo = parsed[k].combo;
+            parsed[k].job.inner = parsed[k].fn;
+            parsed[k].job.inner_f32 = tables[parsed[k].alg][current_isa][COMBO_F32];
+            parsed[k].fn = lowbit_table[current_isa][combo == COMBO_F32 ? 0 : combo == COMBO_BF16_F32 ? 1 : 2];
+        }
     }
     if (check_disjoint(parsed, njobs) != 0) goto done;
     threads = effective_threads(threads);
@@ -210,7 +228,8 @@ static PyObject *fused_first_nonfinite(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"run", fused_run, METH_VARARGS,
-     "run(jobs, threads): check every job (alg, combo, flags, values, params, grads, states, sizes), then run them."},
+     "run(jobs, threads): check every job (alg, combo, flags, values, params, grads, states, sizes[, lowbit]), then "
+     "run them."},
     {"set_num_threads", fused_set_num_threads, METH_O, "Set the default thread count (0: OpenMP's default)."},
     {"address", fused_address, METH_O, "address(buffer): where the buffer's first element is."},
     {"get_num_threads", fused_get_num_threads, METH_NOARGS, "The thread count a step uses by default."},
@@ -254,6 +273,7 @@ PyMODINIT_FUNC PyInit__fused(void) {
     if (PyModule_AddObject(m, "SUPPORTED_ISAS", isas) < 0) goto fail;
     isas = NULL;
     if (PyModule_AddIntConstant(m, "CHUNK", (long)CHUNK) < 0) goto fail;
+    if (PyModule_AddIntConstant(m, "Q8_BLOCK", (long)Q8_BLOCK) < 0) goto fail;
     return m;
 fail:
     Py_XDECREF(interface);

@@ -19,7 +19,15 @@
 #define MAX_STATES 3
 #define MAX_VALUES 16
 
-typedef struct {
+typedef struct job_s job_t;
+typedef void (*range_fn)(const job_t *job, int t, int64_t lo, int64_t hi);
+
+/* Low-bit storage (lowbit.h): how the state is stored, and how 16-bit params are rounded. */
+enum { SFMT_F32 = 0, SFMT_BF16 = 1, SFMT_Q8 = 2 };
+enum { PMODE_NEAREST = 0, PMODE_STOCHASTIC = 1, PMODE_KAHAN = 2 };
+#define Q8_BLOCK 256 /* elements per block of the 8-bit format, each block with its own scale */
+
+struct job_s {
     int n;                      /* tensors */
     const int64_t *offsets;     /* n + 1 prefix sums of the sizes */
     void *const *param;         /* n pointers each */
@@ -27,9 +35,21 @@ typedef struct {
     void *const *state[MAX_STATES]; /* NULL where the algorithm does not use the slot */
     unsigned flags;             /* algorithm-specific bits, see the family sources */
     double values[MAX_VALUES];  /* scalars, already rounded to the compute dtype on the host */
-} job_t;
-
-typedef void (*range_fn)(const job_t *job, int t, int64_t lo, int64_t hi);
+    /* Low-bit storage, read by lowbit.c only (lowbit 0: the body runs on the arrays as they are). */
+    int lowbit;
+    int state_format;           /* SFMT_*: float32, bfloat16 or the 8-bit blockwise format */
+    int stochastic;             /* state stores round stochastically (else to nearest even) */
+    int param_mode;             /* PMODE_*: how 16-bit params are stored */
+    unsigned nonneg;            /* bit s: slot s is never negative (the 8-bit format keeps no sign for it) */
+    int64_t align;              /* a range handed to the range function starts and ends at a multiple of this
+                                   within its tensor, or at the tensor's end (the 8-bit blocks) */
+    uint64_t seed, step;        /* the random stream's seed and position */
+    const int64_t *ids;         /* per tensor, the parameter's number in the stream's key */
+    void *const *scale[MAX_STATES]; /* 8-bit: per tensor, the float32 scale of each block of each slot */
+    void *const *comp;          /* PMODE_KAHAN: per tensor, the compensation buffer (the param's dtype) */
+    range_fn inner;             /* the body with float32 state for the param dtype */
+    range_fn inner_f32;         /* the body with float32 params, grads and state */
+};
 
 /* Instruction sets, best first, and storage combinations (param and grad dtype, state dtype). */
 enum { ISA_AVX512 = 0, ISA_AVX2 = 1, ISA_BASE = 2, N_ISA = 3 };
