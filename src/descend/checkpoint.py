@@ -312,7 +312,9 @@ def _meta(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> dict[s
                 f"numbers, got {reprlib.repr(indices)}"
             )
         for k, v in group.items():
-            if k != "params" and not (_scalar(v) or (isinstance(v, list) and all(_scalar(x) for x in v))):
+            listed = isinstance(v, list) and all(_scalar(x) for x in v)
+            recorded = k == "state_format" and isinstance(v, dict) and all(_scalar(x) for x in v.values())
+            if k != "params" and not (_scalar(v) or listed or recorded):
                 raise ValueError(
                     f"{path} has a corrupt 'meta' entry: param group {g}'s {k!r} is {reprlib.repr(v)}; a "
                     f"hyperparameter is a number, a text, true, false, null or a list of those"
@@ -386,7 +388,7 @@ def _read(path: Path, optimizer: Optimizer) -> tuple[dict[str, Any], dict[str, n
 
 def _check_state(path: Path, optimizer: Optimizer, state_dict: dict[str, Any]) -> None:
     try:
-        checked_state(optimizer.spec, optimizer.param_groups, state_dict)
+        checked_state(optimizer.spec, optimizer.param_groups, state_dict, optimizer.state_dtype)
     except (ValueError, TypeError):
         raise
     except Exception as exc:  # noqa: BLE001 - whatever a corrupt file provokes is reported as what it is

@@ -18,11 +18,13 @@ from torch.optim.optimizer import _get_scalar_dtype
 from descend.algorithms._spec import AlgorithmSpec, HyperparamsCache
 from descend.algorithms.conventions import check_convention
 from descend.backends import check_backend
-from descend.engine import Engine, GroupWork, Item
+from descend.engine import Engine, GroupWork, Item, lowbit_step
 from descend.engine.plan import build as build_plan
 from descend.engine.torch_arrays import COMPLEX_DTYPES, FLOAT_DTYPES, TorchKind
+from descend.lowbit import StateFormat
 from descend.nonfinite import check_nan_policy
 from descend.torch import _differentiable as torch_ops
+from descend.torch import _formats
 from descend.torch._options import (
     HALF_DTYPES,
     SPARSE_GRADIENTS,
@@ -106,8 +108,10 @@ class Optimizer(torch.optim.Optimizer):
             ``"article"``) that arguments given explicitly override; ``backend``, ``"auto"``, ``"reference"``
             or ``"fused"`` (see :mod:`descend.backends`, and :mod:`descend.torch._options` for how ``foreach`` and
             ``fused`` refine it); ``nan_policy`` (see :mod:`descend.nonfinite`); and ``state_dtype``, None (the
-            state takes each parameter's dtype, as in torch) or ``torch.float32`` (bfloat16 and float16 parameters
-            keep their state in float32; the update is computed in float32 either way).
+            state takes each parameter's dtype, as in torch), ``torch.float32`` (bfloat16 and float16 parameters
+            keep their state in float32; the update is computed in float32 either way), or a low-bit format for
+            float32, bfloat16 and float16 parameters: ``torch.bfloat16``, ``"bfloat16"``, ``"blockwise8"`` or a
+            :class:`descend.StateFormat` (see :mod:`descend.lowbit`).
     """
 
     spec: ClassVar[AlgorithmSpec]
@@ -164,6 +168,8 @@ class Optimizer(torch.optim.Optimizer):
         _check_tensor_hyperparams(type(self).__name__, {**explicit, **options}, self.spec.torch_name in TENSOR_BETAS)
         self.spec.make(self.convention, **explicit)  # validates; the raw values are kept, as torch keeps them
         defaults = {**self.spec.defaults(self.convention), **explicit, **options, **self._fixed}
+        if isinstance(self.state_dtype, StateFormat):
+            defaults[_formats.GROUP_KEY] = _formats.record(self.state_dtype)
         super().__init__(params, defaults)
 
     # -- groups ---------------------------------------------------------------------------------------------------
@@ -185,6 +191,10 @@ class Optimizer(torch.optim.Optimizer):
         if self._eager_state:
             self._init_state(self.param_groups[-1])
 
+    @property
+    def _format(self) -> StateFormat | None:
+        return self.state_dtype if isinstance(self.state_dtype, StateFormat) else None
+
     def _new_engine(self) -> Engine:
         self._plans: dict[int, Any] = {}
         return Engine(
@@ -192,7 +202,8 @@ class Optimizer(torch.optim.Optimizer):
             _TORCH,
             lambda: self.state,
             nan_policy=self.nan_policy,
-            state_dtype=self.state_dtype,
+            state_dtype=None if self._format else self.state_dtype,
+            fmt=self._format,
             threads=torch.get_num_threads,
         )
 
@@ -207,11 +218,17 @@ class Optimizer(torch.optim.Optimizer):
 
     def _init_state(self, group: dict[str, Any]) -> None:
         hp = self.spec.hyperparams.from_group(group)
+        fmt = self._format
         for p in group["params"]:
             state = self.state[p]
             if not state:
                 state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
-                state.update(_TORCH.new_state(self.spec, p, hp, list(self.spec.state_slots(hp)), self.state_dtype))
+                if fmt is not None and lowbit_step.applies(_TORCH, p):
+                    keys = list(lowbit_step.expected_keys(self.spec, hp, fmt, _TORCH.dtype_name(p)))
+                    state.update(lowbit_step.new_state(_TORCH, self.spec, p, hp, fmt, keys))
+                    continue
+                slots = list(self.spec.state_slots(hp))
+                state.update(_TORCH.new_state(self.spec, p, hp, slots, None if fmt else self.state_dtype))
 
     # -- the step -------------------------------------------------------------------------------------------------
 
@@ -256,15 +273,24 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         if any(group.get("differentiable") for group in self.param_groups):  # see descend.torch._differentiable
+            self._refuse_format("differentiable=True")
             with self._engine.lock:
                 torch_ops.step(self)
             return loss
         try:
             self._engine_step()
         except _SparseStep:  # SGD and Adagrad take sparse gradients in torch operations, as torch does
+            self._refuse_format("a sparse gradient")
             with self._engine.lock:
                 torch_ops.step(self)
         return loss
+
+    def _refuse_format(self, what: str) -> None:
+        if self._format is not None:
+            raise ValueError(
+                f"{type(self).__name__} with state_dtype={self._format!r} cannot take {what}: a low-bit state "
+                "format runs in descend's own step; use state_dtype=None for this optimizer"
+            )
 
     # The engine's step runs compiled C and reads tensors by address: torch.compile runs it as it is (one graph break,
     # no tracing, no warning), at eager speed, instead of tracing into it and recompiling on every step.
@@ -298,7 +324,10 @@ class Optimizer(torch.optim.Optimizer):
             for work in rounds:
                 engine.step(work)
 
-    def _planner(self, group: dict[str, Any], hp: Any, backend: str) -> Callable[[], None]:
+    def _planner(self, group: dict[str, Any], hp: Any, backend: str) -> Callable[[], None] | None:
+        if self._format is not None:  # a plan records float state of the kernels' own combinations
+            return None
+
         def record() -> None:
             plan = build_plan(self.state, self.spec, hp, group, backend)
             if plan is not None:
@@ -335,9 +364,17 @@ class Optimizer(torch.optim.Optimizer):
             own = {k: v for k, v in mine.items() if k != "params"}
             options = {k: mine[k] for k in self._options if k in mine}
             filled.append({**own, **theirs, **options, **self._fixed})
-        check_state_dict(self.spec, title, self.param_groups, state_dict, self._identity, filled=filled)
+        fmt = _formats.check_saved_format(title, self._format, state_dict["param_groups"])
+        check_state_dict(self.spec, title, self.param_groups, state_dict, self._identity, filled=filled, fmt=fmt)
         super().load_state_dict({**state_dict, "param_groups": filled})
-        if self.state_dtype is not None:
+        if fmt is not None:
+            self.state_dtype = fmt
+            self._engine.fmt = fmt
+            for group in self.param_groups:
+                group[_formats.GROUP_KEY] = _formats.record(fmt)
+            self.defaults[_formats.GROUP_KEY] = _formats.record(fmt)
+            _formats.restore(self, state_dict, fmt)
+        elif self.state_dtype is not None:
             self._restore_state_dtype(state_dict)
 
     def _restore_state_dtype(self, state_dict: dict[str, Any]) -> None:
