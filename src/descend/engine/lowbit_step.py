@@ -11,6 +11,7 @@ and gives the same bits. Parameters whose dtype the format does not apply to (fl
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -112,6 +113,8 @@ def prepare(engine: Engine, work: GroupWork, items: list[Item], out: Prepared) -
     spec, kind, hp, fmt = engine.spec, engine.kind, work.hp, engine.fmt
     slots = _slots(spec, hp)
     states = engine.states()
+    keys_of = {dtype: expected_keys(spec, hp, fmt, dtype) for dtype in _LOWBIT_PARAMS}
+    formats = {dtype: fmt if dtype != "float32" else _nearest(fmt) for dtype in _LOWBIT_PARAMS}
     pending = []
     for item in items:
         if item.state is None:
@@ -120,7 +123,7 @@ def prepare(engine: Engine, work: GroupWork, items: list[Item], out: Prepared) -
         kind.check_param(p, f"parameter {item.index}")
         dtype = kind.dtype_name(p)
         current = item.state if item.state is not None else {}
-        expected = expected_keys(spec, hp, fmt, dtype)
+        expected = keys_of[dtype]
         missing = [k for k in expected if k not in current]
         fresh = new_state(kind, spec, p, hp, fmt, missing) if missing else {}
         arrays = {k: current[k] if k in current else fresh[k] for k in expected}
@@ -141,12 +144,12 @@ def prepare(engine: Engine, work: GroupWork, items: list[Item], out: Prepared) -
         scalars = spec.scalars(hp, count if spec.has_step else 0, {k: float(v) for k, v in seen.items()}, first)
         if engine.nan_policy != "propagate":
             out.checks.append((item.index, g, kind.nonfinite_address(g)))
-        route = _route(engine, work.backend, item, arrays, dtype)
+        route = _route(engine, work.backend, item, arrays, dtype, formats[dtype])
         if route is not None:
             grad = kind.contiguous_copy(g) if (route or position in copies) else g
             buckets.setdefault((dtype, scalars, count), []).append((item, arrays, grad))
         else:
-            out.reference.append(_reference(engine, item, arrays, scalars, dtype, count, slots))
+            out.reference.append(_reference(engine, item, arrays, scalars, dtype, count, slots, formats[dtype]))
         out.commits.append(engine._committer(item, fresh, step, host, keep_step=True))
     for (dtype, scalars, count), members in buckets.items():
         comps = (
@@ -162,12 +165,12 @@ def prepare(engine: Engine, work: GroupWork, items: list[Item], out: Prepared) -
                 [kind.operand(grad, False) for _, _, grad in members],
                 {
                     k: [kind.operand(arrays[k], True) for _, arrays, _ in members]
-                    for k in expected_keys(spec, hp, fmt, dtype)
+                    for k in keys_of[dtype]
                     if k != lb.KAHAN_KEY
                 },
                 dtype=dtype,
                 sizes=[kind.size(item.param) for item, _, _ in members],
-                fmt=fmt if dtype != "float32" or fmt.params == "nearest" else _nearest(fmt),
+                fmt=formats[dtype],
                 step=count,
                 ids=[item.index for item, _, _ in members],
                 comps=comps,
@@ -178,17 +181,16 @@ def prepare(engine: Engine, work: GroupWork, items: list[Item], out: Prepared) -
 
 def _nearest(fmt: lb.StateFormat) -> lb.StateFormat:
     """The format as it applies to float32 params, which are stored as they are."""
-    from dataclasses import replace
-
-    return replace(fmt, params="nearest")
+    return replace(fmt, params="nearest") if fmt.params != "nearest" else fmt
 
 
-def _route(engine: Engine, backend: str, item: Item, arrays: Mapping[str, Any], dtype: str) -> bool | None:
+def _route(
+    engine: Engine, backend: str, item: Item, arrays: Mapping[str, Any], dtype: str, fmt: lb.StateFormat
+) -> bool | None:
     """None: the reference runs the parameter; else the kernel does, reading the gradient from a copy if True."""
     if backend == "reference":
         return None
     kind, p, g = engine.kind, item.param, item.grad
-    fmt = engine.fmt if dtype != "float32" else _nearest(engine.fmt)
     why = kernels.format_refusal(engine.spec.name, dtype, fmt)
     copy = False
     if not why and kind.dtype_name(g) != dtype:
@@ -215,12 +217,17 @@ def _route(engine: Engine, backend: str, item: Item, arrays: Mapping[str, Any], 
 
 
 def _reference(
-    engine: Engine, item: Item, arrays: Mapping[str, Any], scalars: Any, dtype: str, count: int, slots: list
+    engine: Engine,
+    item: Item,
+    arrays: Mapping[str, Any],
+    scalars: Any,
+    dtype: str,
+    count: int,
+    slots: list,
+    fmt: lb.StateFormat,
 ) -> tuple:
     """The reference on NumPy views of the arrays' memory, out of place; the results are stored at write time."""
-    kind, spec, fmt = engine.kind, engine.spec, engine.fmt
-    if dtype == "float32":
-        fmt = _nearest(fmt)
+    kind, spec = engine.kind, engine.spec
     views = {k: kind.raw(a) for k, a in [("", item.param), ("grad", item.grad), *arrays.items()]}
     missing = [k or "the parameter" for k, v in views.items() if v is None]
     if missing:

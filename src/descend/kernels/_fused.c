@@ -32,8 +32,10 @@ static const range_fn (*const tables[N_ALG])[N_COMBO] = {DESCEND_BODIES(BODY_TAB
 #define BODY_INTERFACE(name) name##_interface,
 static const char *const alg_interfaces[N_ALG] = {DESCEND_BODIES(BODY_INTERFACE)};
 
-static const char *const combo_names[N_COMBO] = {"float32", "float64", "bfloat16", "bfloat16+float32",
-                                                 "float16", "float16+float32"};
+static const char *const combo_names[N_COMBO] = {"float32",         "float64",          "bfloat16",
+                                                 "bfloat16+float32", "float16",          "float16+float32",
+                                                 "float32+bfloat16", "float32+bfloat16 stochastic",
+                                                 "bfloat16 stochastic"};
 
 static const char *const isa_names[N_ISA] = {"avx512", "avx2", "baseline"};
 static int best_isa = ISA_BASE;
@@ -74,7 +76,12 @@ static void run_span(const job_t *job, range_fn fn, int64_t lo, int64_t hi) {
                 first = first < size ? first : size;
                 last = last < size ? last : size;
             }
-            if (last > first) fn(job, t, first, last);
+            while (last > first) { /* with split32, no range crosses a multiple of 2^32 */
+                const int64_t cut = job->split32 ? ((first >> 32) + 1) << 32 : last;
+                const int64_t upto = cut < last ? cut : last;
+                fn(job, t, first, upto);
+                first = upto;
+            }
             lo = end;
         }
         t++;
@@ -130,10 +137,17 @@ static PyObject *fused_run(PyObject *self, PyObject *args) {
             goto done;
         }
         parsed[k].fn = tables[parsed[k].alg][current_isa][parsed[k].combo];
-        if (parsed[k].job.lowbit) { /* the low-bit wrapper, running the body with float32 state */
-            const int combo = parsed[k].combo;
-            parsed[k].job.inner = parsed[k].fn;
-            parsed[k].job.inner_f32 = tables[parsed[k].alg][current_isa][COMBO_F32];
+        job_t *job = &parsed[k].job;
+        const int combo = parsed[k].combo;
+        if (job->lowbit && job->state_format == SFMT_BF16 && job->param_mode == PMODE_NEAREST &&
+            combo != COMBO_F16_F32) { /* bfloat16 state: the body's own loop loads and stores it */
+            const int own = combo == COMBO_F32 ? (job->stochastic ? COMBO_F32_BF16SR : COMBO_F32_BF16)
+                                               : (job->stochastic ? COMBO_BF16_BF16SR : COMBO_BF16);
+            parsed[k].fn = tables[parsed[k].alg][current_isa][own];
+            job->split32 = job->stochastic;
+        } else if (job->lowbit) { /* the low-bit wrapper, running the body with float32 state */
+            job->inner = parsed[k].fn;
+            job->inner_f32 = tables[parsed[k].alg][current_isa][COMBO_F32];
             parsed[k].fn = lowbit_table[current_isa][combo == COMBO_F32 ? 0 : combo == COMBO_BF16_F32 ? 1 : 2];
         }
     }

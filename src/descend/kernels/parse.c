@@ -5,10 +5,12 @@
 #include "spans.h"
 
 /* Storage of params and grads, and of the state: item size and the buffer-protocol format character. */
-static const int param_size[N_COMBO] = {4, 8, 2, 2, 2, 2};
-static const int state_size[N_COMBO] = {4, 8, 2, 4, 2, 4};
-static const char param_format[N_COMBO] = {'f', 'd', 0, 0, 'e', 'e'};
-static const char state_format[N_COMBO] = {'f', 'd', 0, 'f', 'e', 'f'};
+static const int param_size[N_COMBO] = {4, 8, 2, 2, 2, 2, 4, 4, 2};
+static const int state_size[N_COMBO] = {4, 8, 2, 4, 2, 4, 2, 2, 2};
+static const char param_format[N_COMBO] = {'f', 'd', 0, 0, 'e', 'e', 'f', 'f', 0};
+static const char state_format[N_COMBO] = {'f', 'd', 0, 'f', 'e', 'f', 'H', 'H', 'H'};
+/* Combinations from COMBO_F32_BF16 on are chosen by the module for low-bit storage, never named by a caller. */
+#define N_CALLER_COMBO COMBO_F32_BF16
 
 /* Sets *ptr to the address of one item: an int, or a buffer whose view is kept in *view (released by the caller).
  * Returns 0, or -1 with an exception set. An empty tensor may have any address, null included. */
@@ -192,7 +194,7 @@ int parse_job(PyObject *args, parsed_t *pj, int n_alg) {
         PyErr_Format(PyExc_ValueError, "unknown algorithm id %d", alg);
         return -1;
     }
-    if (combo < 0 || combo >= N_COMBO) {
+    if (combo < 0 || combo >= N_CALLER_COMBO) {
         PyErr_Format(PyExc_ValueError, "unknown dtype combination %d", combo);
         return -1;
     }
