@@ -119,7 +119,7 @@ def _format_entry(spec: AlgorithmSpec, hp: Any, fmt: Any, key: Any, entry: Mappi
                 raise ValueError(f"state {k!r} for param {key!r} has shape {arr.shape}; it must have shape {want}")
             restored[k] = np.array(arr, copy=True)
     else:
-        for name, _, nonneg in lowbit_step._slots(spec, hp):
+        for name, _, nonneg in lowbit_step.slot_order(spec, hp):
             arr = np.asarray(entry[name])
             if arr.dtype.kind not in "fiu" or arr.shape != p.shape:
                 raise ValueError(

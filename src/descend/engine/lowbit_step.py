@@ -25,7 +25,7 @@ from descend.engine.memory import check_written
 if TYPE_CHECKING:
     from descend.engine.step import Engine, GroupWork, Item, Prepared
 
-__all__ = ["applies", "expected_keys", "new_state", "prepare"]
+__all__ = ["applies", "expected_keys", "new_state", "prepare", "slot_order"]
 
 _LOWBIT_PARAMS = ("float32", "bfloat16", "float16")
 
@@ -35,7 +35,7 @@ def applies(kind: ArrayKind, p: Any) -> bool:
     return kind.dtype_name(p) in _LOWBIT_PARAMS
 
 
-def _slots(spec: Any, hp: Any) -> list[tuple[str, int, bool]]:
+def slot_order(spec: Any, hp: Any) -> list[tuple[str, int, bool]]:
     """Per state slot: its name, its position in the kernel's slot order (the stream's slot number), never negative."""
     layout = kernels.KERNELS.get(spec.name)
     names = spec.state_slots(hp)
@@ -47,7 +47,7 @@ def _slots(spec: Any, hp: Any) -> list[tuple[str, int, bool]]:
 def expected_keys(spec: Any, hp: Any, fmt: lb.StateFormat, dtype: str) -> dict[str, str]:
     """The array keys a parameter of ``dtype`` keeps under ``fmt``, each with its storage."""
     out: dict[str, str] = {}
-    for name, _, _ in _slots(spec, hp):
+    for name, _, _ in slot_order(spec, hp):
         if fmt.dtype == "blockwise8":
             out[name], out[name + lb.SCALE_SUFFIX] = "uint8", "float32"
         else:
@@ -64,7 +64,7 @@ def new_state(kind: ArrayKind, spec: Any, p: Any, hp: Any, fmt: lb.StateFormat, 
     initial = spec.init_state(np, np.zeros(size, dtype=np.float32), hp)
     dtype = kind.dtype_name(p)
     out: dict[str, Any] = {}
-    for name, _, nonneg in _slots(spec, hp):
+    for name, _, nonneg in slot_order(spec, hp):
         values = initial[name]
         if fmt.dtype == "float32":
             stored = {name: ("float32", values)}
@@ -111,7 +111,7 @@ def _check(kind: ArrayKind, item: Item, arrays: Mapping[str, Any], expected: Map
 def prepare(engine: Engine, work: GroupWork, items: list[Item], out: Prepared) -> None:
     """Prepare ``items`` (all of a dtype the format applies to) of one group into ``out``; nothing is written."""
     spec, kind, hp, fmt = engine.spec, engine.kind, work.hp, engine.fmt
-    slots = _slots(spec, hp)
+    slots = slot_order(spec, hp)
     states = engine.states()
     keys_of = {dtype: expected_keys(spec, hp, fmt, dtype) for dtype in _LOWBIT_PARAMS}
     formats = {dtype: fmt if dtype != "float32" else _nearest(fmt) for dtype in _LOWBIT_PARAMS}

@@ -62,7 +62,7 @@ def _fits(value: Any, storage: str) -> bool:
 def _convert(spec: Any, hp: Any, p: torch.Tensor, saved: Mapping[str, Any], fmt: lb.StateFormat) -> dict[str, Any]:
     """The saved float state of ``p`` (any float dtype) in ``fmt``, rounded to nearest."""
     out: dict[str, Any] = {}
-    layout_slots = lowbit_step._slots(spec, hp)
+    layout_slots = lowbit_step.slot_order(spec, hp)
     for name, _, nonneg in layout_slots:
         value = saved.get(name)
         if not isinstance(value, torch.Tensor) or not value.is_floating_point():
