@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 import descend
-from descend import kernels
+from descend import bench_lowbit, kernels
 from descend.algorithms import ELEMENTWISE
 from descend.kernels._layout import KERNELS
 
@@ -159,10 +159,15 @@ def _traffic_slots(name: str) -> int:
 
 
 def _contestants(
-    name: str, params: list[np.ndarray], grads: list[np.ndarray], which: Sequence[str]
+    name: str,
+    params: list[np.ndarray],
+    grads: list[np.ndarray],
+    which: Sequence[str],
+    formats: Sequence[str] = ("float32",),
 ) -> dict[str, Callable[[], None]]:
     """label -> a function that runs one step."""
     out: dict[str, Callable[[], None]] = {}
+    tparams = None
     kwargs = KWARGS.get(name, {})
     spec = descend.REGISTRY[name]
     if "descend" in which:
@@ -189,6 +194,7 @@ def _contestants(
                 out[label] = cls(tparams, **kwargs, **extra).step
         if "torch" in which and name in PEERS and _import(PEERS[name][0]) is not None:
             out.update(_peer_steps(torch, name, params, grads))
+    out.update(bench_lowbit.contestants(name, params, grads, tparams, which, formats))
     if "naive" in which and _naive(name) is not None:
         out["naive NumPy"] = _naive(name)(params, grads)
     if "optax" in which:
@@ -253,15 +259,18 @@ def _import(module: str) -> Any:
 
 
 def run(
-    case: str, name: str, repeats: int = 9, which: Sequence[str] = ("descend", "descend.torch", "torch", "naive",
-                                                                     "optax", "roofline")
+    case: str,
+    name: str,
+    repeats: int = 9,
+    which: Sequence[str] = ("descend", "descend.torch", "torch", "naive", "optax", "roofline"),
+    formats: Sequence[str] = ("float32",),
 ) -> list[dict[str, Any]]:
     """Time one algorithm on one case; returns one row per contestant (median ms, GB/s, fraction of the roofline)."""
     shapes = CASES[case]()
     rng = np.random.default_rng(0)
     params = [rng.standard_normal(s, dtype=np.float32) * 0.1 for s in shapes]
     grads = [rng.standard_normal(s, dtype=np.float32) * 0.01 for s in shapes]
-    contestants = _contestants(name, params, grads, which)
+    contestants = _contestants(name, params, grads, which, formats)
     times: dict[str, list[float]] = {label: [] for label in contestants}
     for step in contestants.values():
         step()  # warm-up: state allocation, first-touch, compilation
@@ -272,12 +281,13 @@ def run(
             times[label].append(time.perf_counter() - t0)
     n = sum(int(np.prod(s)) for s in shapes)
     k = _traffic_slots(name)
-    nbytes = 4 * n * ((2 + k) + (1 + k))  # reads: param, grad, k slots; writes: param, k slots
+    # reads: param, grad, k slots; writes: param, k slots (each slot in the row's own storage)
     roof = statistics.median(times["roofline"]) if "roofline" in times else None
     bound = not descend.REGISTRY[name].whole_tensor  # else the step is matrix products: bytes say little
     rows = []
     for label, ts in times.items():
         ms = statistics.median(ts) * 1e3
+        nbytes = n * (4 * 3 + 2 * k * bench_lowbit.state_bytes(label))
         rows.append({"case": case, "algorithm": name, "contestant": label, "tensors": len(shapes), "elements": n,
                      "ms": ms, "GB/s": nbytes / (ms * 1e-3) / 1e9 if bound else None,
                      "roofline": (roof * 1e3 / ms) if roof else None})
@@ -352,7 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="default: the algorithms with a fused kernel; Muon's step is matrix products, seconds per "
                         "GPT-2 layer on a small CPU: ask for it (--algorithms muon --cases gpt2-small-layer)")
     parser.add_argument("--contestants", nargs="+", default=["descend", "descend.torch", "torch", "naive", "optax",
-                                                             "roofline"])
+                                                             "roofline"],
+                        help="who runs; besides the default ones, the 8-bit peers bitsandbytes and torchao")
+    parser.add_argument("--state-dtypes", nargs="+", default=["float32"], choices=list(bench_lowbit.FORMATS),
+                        help="state formats of descend's rows: float32 (torch's), bfloat16, blockwise8")
     parser.add_argument("--repeats", type=int, default=9, help="timed rounds; the median is reported (default 9)")
     parser.add_argument("--threads", type=int, default=0, help="threads for descend and torch (default: all)")
     parser.add_argument("--out", default=None, help="write a Markdown report here (e.g. docs/benchmarks.md)")
@@ -385,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elapsed = time.perf_counter() - began
         left = f", about {elapsed / k * (len(jobs) - k):.0f} s left" if k else ""
         print(f"[{k + 1}/{len(jobs)}] {case} {name} ({elapsed:.0f} s so far{left})", file=sys.stderr, flush=True)
-        new = run(case, name, args.repeats, args.contestants)
+        new = run(case, name, args.repeats, args.contestants, args.state_dtypes)
         rows += new
         print(table(new).split("\n", 2)[2], flush=True)
     text = table(rows)

@@ -273,7 +273,7 @@ class MuonWithAdamW(Optimizer):
     def algorithm(self) -> str:
         return "muon_with_adamw"
 
-    def _checked(self, state_dict: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
+    def _checked(self, state_dict: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]], Any]:
         check_same_kinds(self.param_groups, state_dict)  # each saved group runs the algorithm this one runs
         return super()._checked(state_dict)
 

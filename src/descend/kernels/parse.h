@@ -7,19 +7,27 @@
 
 #include "common.h"
 
+/* The arrays of a tensor: param, grad, the state slots, their 8-bit scales and the Kahan compensation buffer. */
+#define ARR_STATE 2
+#define ARR_SCALE (2 + MAX_STATES)
+#define ARR_COMP (2 + 2 * MAX_STATES)
+#define N_ARRAYS (3 + 2 * MAX_STATES)
+
 /* One parsed call: the job, the function that runs it, and what must be released after it ran. */
 typedef struct {
     job_t job;
     range_fn fn; /* set by the caller from alg, combo and the instruction set */
     int alg, combo;
-    PyObject *seqs[2 + MAX_STATES];
+    int itemsize[N_ARRAYS]; /* bytes per element of each array */
+    PyObject *seqs[N_ARRAYS];
+    int64_t *ids;
     int64_t *offsets;
     void **ptrs;
     Py_buffer *views;
     Py_ssize_t nviews;
 } parsed_t;
 
-/* Parses and checks one call (alg, combo, flags, values, params, grads, states, sizes) into *pj, which must be
+/* Parses and checks one call (alg, combo, flags, values, params, grads, states, sizes[, lowbit]) into *pj, which must be
  * zeroed; alg must be below n_alg. Returns 0, or -1 with an exception set (parsed_release frees what was taken). */
 int parse_job(PyObject *args, parsed_t *pj, int n_alg);
 

@@ -31,7 +31,7 @@ reference by the engine's rule, and each group's plan in its steady state, so th
   compiled once more with the state as inputs, after which the graph is stable.
 - A step that cannot be handed to the operator runs the eager step behind a graph break (``fullgraph=True`` refuses
   it): sparse gradients, DTensor parameters, a state value that is not a tensor, a hyperparameter value the operator
-  cannot carry, an optimizer that runs a rule per group (MuonWithAdamW).
+  cannot carry, an optimizer that runs a rule per group (MuonWithAdamW) or keeps low-bit state (``state_dtype``).
 - The state tensors' version counters do not count a compiled step, as they do not count an eager kernel step (see
   :func:`_run`); the parameters' do, as AOTAutograd counts them.
 
@@ -87,7 +87,7 @@ def step(opt: Optimizer) -> bool:
     counts: list[int] = []
     values: list[float] = []
     tensors: list[torch.Tensor] = []
-    if opt._rule_per_group:  # MuonWithAdamW: groups of two algorithms, which the operator does not carry
+    if opt._rule_per_group or opt._format is not None:  # MuonWithAdamW's two rules, low-bit state: the eager step
         return False
     names = _NAMES[opt.spec.hyperparams]
     for group in opt.param_groups:

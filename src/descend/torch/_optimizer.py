@@ -19,11 +19,13 @@ from torch.optim.optimizer import _get_scalar_dtype
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, HyperparamsCache
 from descend.algorithms.conventions import check_convention
 from descend.backends import check_backend
-from descend.engine import Engine, GroupWork, Item
+from descend.engine import Engine, GroupWork, Item, lowbit_step
 from descend.engine.plan import build as build_plan
 from descend.engine.torch_arrays import COMPLEX_DTYPES, FLOAT_DTYPES, DTensor, TorchKind
+from descend.lowbit import StateFormat
 from descend.nonfinite import check_nan_policy
 from descend.torch import _differentiable as torch_ops
+from descend.torch import _formats
 from descend.torch._compiled import gather as compiled_gather
 from descend.torch._compiled import register as register_compiled
 from descend.torch._compiled import step as compiled_step
@@ -110,9 +112,10 @@ class Optimizer(torch.optim.Optimizer):
             ``"article"``) that arguments given explicitly override; ``backend``, ``"auto"``, ``"reference"``,
             ``"fused"`` or ``"foreach"`` (see :mod:`descend.backends`, and :mod:`descend.torch._options` for how
             ``foreach`` and ``fused`` refine it); ``nan_policy`` (see :mod:`descend.nonfinite`); and
-            ``state_dtype``, None (the state takes each parameter's dtype, as in torch) or ``torch.float32``
-            (bfloat16 and float16 parameters keep their state in float32; the update is computed in float32 either
-            way).
+            ``state_dtype``, None (the state takes each parameter's dtype, as in torch), ``torch.float32`` (bfloat16
+            and float16 parameters keep their state in float32; the update is computed in float32 either way), or a
+            low-bit format for float32, bfloat16 and float16 parameters: ``torch.bfloat16``, ``"bfloat16"``,
+            ``"blockwise8"`` or a :class:`descend.StateFormat` (see :mod:`descend.lowbit`).
     """
 
     spec: ClassVar[AlgorithmSpec]
@@ -169,6 +172,8 @@ class Optimizer(torch.optim.Optimizer):
         _check_tensor_hyperparams(type(self).__name__, {**explicit, **options}, self.spec.torch_name in TENSOR_BETAS)
         self.spec.make(self.convention, **explicit)  # validates; the raw values are kept, as torch keeps them
         defaults = {**self.spec.defaults(self.convention), **explicit, **options, **self._fixed}
+        if isinstance(self.state_dtype, StateFormat):
+            defaults[_formats.GROUP_KEY] = _formats.record(self.state_dtype)
         super().__init__(params, defaults)
 
     # -- groups ---------------------------------------------------------------------------------------------------
@@ -211,6 +216,10 @@ class Optimizer(torch.optim.Optimizer):
     def _reset_caches(self) -> None:
         self._hps = HyperparamsCache(self.spec.hyperparams)
 
+    @property
+    def _format(self) -> StateFormat | None:
+        return self.state_dtype if isinstance(self.state_dtype, StateFormat) else None
+
     def _new_engine(self) -> Engine:
         self._plans: dict[int, Any] = {}
         register_compiled(self)
@@ -219,7 +228,8 @@ class Optimizer(torch.optim.Optimizer):
             _TORCH,
             lambda: self.state,
             nan_policy=self.nan_policy,
-            state_dtype=self.state_dtype,
+            state_dtype=None if self._format else self.state_dtype,
+            fmt=self._format,
             threads=torch.get_num_threads,
         )
 
@@ -234,11 +244,17 @@ class Optimizer(torch.optim.Optimizer):
 
     def _init_state(self, group: dict[str, Any]) -> None:
         hp = self.spec.hyperparams.from_group(group)
+        fmt = self._format
         for p in group["params"]:
             state = self.state[p]
             if not state:
                 state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
-                state.update(_TORCH.new_state(self.spec, p, hp, list(self.spec.state_slots(hp)), self.state_dtype))
+                if fmt is not None and lowbit_step.applies(_TORCH, p):
+                    keys = list(lowbit_step.expected_keys(self.spec, hp, fmt, _TORCH.dtype_name(p)))
+                    state.update(lowbit_step.new_state(_TORCH, self.spec, p, hp, fmt, keys))
+                    continue
+                slots = list(self.spec.state_slots(hp))
+                state.update(_TORCH.new_state(self.spec, p, hp, slots, None if fmt else self.state_dtype))
 
     # -- the step -------------------------------------------------------------------------------------------------
 
@@ -292,6 +308,7 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         if any(group.get("differentiable") for group in self.param_groups):  # see descend.torch._differentiable
+            self._refuse_format("differentiable=True")
             with self._engine.lock:
                 torch_ops.step(self)
             return loss
@@ -305,8 +322,16 @@ class Optimizer(torch.optim.Optimizer):
         try:
             self._engine_step()
         except _SparseStep:  # SGD and Adagrad take sparse gradients in torch operations, as torch does
+            self._refuse_format("a sparse gradient")
             with self._engine.lock:
                 torch_ops.step(self)
+
+    def _refuse_format(self, what: str) -> None:
+        if self._format is not None:
+            raise ValueError(
+                f"{type(self).__name__} with state_dtype={self._format!r} cannot take {what}: a low-bit state "
+                "format runs in descend's own step; use state_dtype=None for this optimizer"
+            )
 
     def _init_group(self, group: dict[str, Any], *lists: list) -> bool:
         """Under torch.compile: what the custom operator reads and writes for ``group``, put in ``lists``. Dynamo runs
@@ -350,7 +375,10 @@ class Optimizer(torch.optim.Optimizer):
             for work in rounds:
                 engine.step(work)
 
-    def _planner(self, group: dict[str, Any], hp: Any, backend: str, spec: AlgorithmSpec) -> Callable[[], None]:
+    def _planner(self, group: dict[str, Any], hp: Any, backend: str, spec: AlgorithmSpec) -> Callable[[], None] | None:
+        if self._format is not None:  # a plan records float state of the kernels' own combinations
+            return None
+
         def record() -> None:
             plan = build_plan(self.state, spec, hp, group, backend)
             if plan is not None:
@@ -387,14 +415,25 @@ class Optimizer(torch.optim.Optimizer):
             own = {k: v for k, v in mine.items() if k != "params"}
             options = {k: mine[k] for k in self._options if k in mine}
             filled.append({**own, **theirs, **options, **self._fixed})
-        self._check_loadable(state_dict, filled)
+        fmt = self._check_loadable(state_dict, filled)
         super().load_state_dict({**state_dict, "param_groups": filled})
-        if self.state_dtype is not None:
+        if fmt is not None:
+            self.state_dtype = fmt
+            self._engine.fmt = fmt
+            for group in self.param_groups:
+                group[_formats.GROUP_KEY] = _formats.record(fmt)
+            self.defaults[_formats.GROUP_KEY] = _formats.record(fmt)
+            _formats.restore(self, state_dict, fmt)
+        elif self.state_dtype is not None:
             self._restore_state_dtype(state_dict)
 
-    def _check_loadable(self, state_dict: dict[str, Any], filled: list[dict[str, Any]]) -> None:
-        """Raise a ValueError if ``state_dict`` (its groups completed as ``filled``) does not fit this optimizer."""
-        check_state_dict(self.spec, type(self).__name__, self.param_groups, state_dict, self._identity, filled=filled)
+    def _check_loadable(self, state_dict: dict[str, Any], filled: list[dict[str, Any]]) -> StateFormat | None:
+        """Raise a ValueError if ``state_dict`` (its groups completed as ``filled``) does not fit this optimizer;
+        return the low-bit state format it was saved with (None: float state)."""
+        title = type(self).__name__
+        fmt = _formats.check_saved_format(title, self._format, state_dict["param_groups"])
+        check_state_dict(self.spec, title, self.param_groups, state_dict, self._identity, filled=filled, fmt=fmt)
+        return fmt
 
     def _restore_state_dtype(self, state_dict: dict[str, Any]) -> None:
         """torch's loader casts every floating state tensor to its parameter's dtype; with ``state_dtype`` the state
