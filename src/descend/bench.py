@@ -38,8 +38,20 @@ __all__ = ["CASES", "main", "run", "takes"]
 
 
 def _gpt2_small() -> list[tuple[int, ...]]:
-    layer = [(768,), (768,), (768, 2304), (2304,), (768, 768), (768,), (768,), (768,), (768, 3072), (3072,),
-             (3072, 768), (768,)]
+    layer = [
+        (768,),
+        (768,),
+        (768, 2304),
+        (2304,),
+        (768, 768),
+        (768,),
+        (768,),
+        (768,),
+        (768, 3072),
+        (3072,),
+        (3072, 768),
+        (768,),
+    ]
     return [(50257, 768), (1024, 768)] + layer * 12 + [(768,), (768,)]
 
 
@@ -288,9 +300,18 @@ def run(
     for label, ts in times.items():
         ms = statistics.median(ts) * 1e3
         nbytes = n * (4 * 3 + 2 * k * bench_lowbit.state_bytes(label))
-        rows.append({"case": case, "algorithm": name, "contestant": label, "tensors": len(shapes), "elements": n,
-                     "ms": ms, "GB/s": nbytes / (ms * 1e-3) / 1e9 if bound else None,
-                     "roofline": (roof * 1e3 / ms) if roof else None})
+        rows.append(
+            {
+                "case": case,
+                "algorithm": name,
+                "contestant": label,
+                "tensors": len(shapes),
+                "elements": n,
+                "ms": ms,
+                "GB/s": nbytes / (ms * 1e-3) / 1e9 if bound else None,
+                "roofline": (roof * 1e3 / ms) if roof else None,
+            }
+        )
     del contestants, params, grads
     gc.collect()
     return rows
@@ -322,16 +343,21 @@ def stamp() -> str:
         + (f", torch {torch.__version__}" if torch else "")
         + (", optax installed" if _import("optax") else ", optax not installed"),
         f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
-        + (f"; load average {os.getloadavg()[0]:.1f} (other work on the machine slows every contestant)"
-           if hasattr(os, "getloadavg") else ""),
+        + (
+            f"; load average {os.getloadavg()[0]:.1f} (other work on the machine slows every contestant)"
+            if hasattr(os, "getloadavg")
+            else ""
+        ),
     ]
     return "\n".join(lines)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of the rows, with each contestant's speed relative to torch's default and fused steps."""
-    out = ["| case | algorithm | contestant | ms | GB/s | roofline | vs torch.optim | vs torch fused |",
-           "|---|---|---|---:|---:|---:|---:|---:|"]
+    out = [
+        "| case | algorithm | contestant | ms | GB/s | roofline | vs torch.optim | vs torch fused |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["case"], r["algorithm"]), []).append(r)
@@ -358,21 +384,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     fused = [name for name in ELEMENTWISE if name in KERNELS]
-    parser.add_argument("--algorithms", nargs="+", default=fused, choices=list(ELEMENTWISE),
-                        help="default: the algorithms with a fused kernel; Muon's step is matrix products, seconds per "
-                        "GPT-2 layer on a small CPU: ask for it (--algorithms muon --cases gpt2-small-layer)")
-    parser.add_argument("--contestants", nargs="+", default=["descend", "descend.torch", "torch", "naive", "optax",
-                                                             "roofline"],
-                        help="who runs; besides the default ones, the 8-bit peers bitsandbytes and torchao")
-    parser.add_argument("--state-dtypes", nargs="+", default=["float32"], choices=list(bench_lowbit.FORMATS),
-                        help="state formats of descend's rows: float32 (torch's), bfloat16, blockwise8")
+    parser.add_argument(
+        "--algorithms",
+        nargs="+",
+        default=fused,
+        choices=list(ELEMENTWISE),
+        help="default: the algorithms with a fused kernel; Muon's step is matrix products, seconds per "
+        "GPT-2 layer on a small CPU: ask for it (--algorithms muon --cases gpt2-small-layer)",
+    )
+    parser.add_argument(
+        "--contestants",
+        nargs="+",
+        default=["descend", "descend.torch", "torch", "naive", "optax", "roofline"],
+        help="who runs; besides the default ones, the 8-bit peers bitsandbytes and torchao",
+    )
+    parser.add_argument(
+        "--state-dtypes",
+        nargs="+",
+        default=["float32"],
+        choices=list(bench_lowbit.FORMATS),
+        help="state formats of descend's rows: float32 (torch's), bfloat16, blockwise8",
+    )
     parser.add_argument("--repeats", type=int, default=9, help="timed rounds; the median is reported (default 9)")
     parser.add_argument("--threads", type=int, default=0, help="threads for descend and torch (default: all)")
     parser.add_argument("--out", default=None, help="write a Markdown report here (e.g. docs/benchmarks.md)")
     parser.add_argument("--append", action="store_true", help="add this run as a section of --out, keeping the rest")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"a quick look: unless given, cases {' '.join(QUICK['cases'])}, algorithms "
-                             f"{' '.join(QUICK['algorithms'])}, {QUICK['repeats']} repeats (seconds, not minutes)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a quick look: unless given, cases {' '.join(QUICK['cases'])}, algorithms "
+        f"{' '.join(QUICK['algorithms'])}, {QUICK['repeats']} repeats (seconds, not minutes)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         given = set(argv or sys.argv[1:])
@@ -390,8 +432,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     jobs = [(case, name) for case in args.cases for name in args.algorithms if takes(name, case)]
     if not jobs:
-        parser.error("none of the algorithms takes the parameters of any of the cases (Muon takes gpt2-small-hidden "
-                     "and gpt2-small-layer)")
+        parser.error(
+            "none of the algorithms takes the parameters of any of the cases (Muon takes gpt2-small-hidden "
+            "and gpt2-small-layer)"
+        )
     print("\n".join(table([]).split("\n")[:2]), flush=True)  # the header once, the rows as they come
     began = time.perf_counter()
     for k, (case, name) in enumerate(jobs):
