@@ -20,8 +20,9 @@ from setuptools.command.build_ext import build_ext
 
 KERNELS = os.path.join("src", "descend", "kernels")
 GENERATED = os.path.join("build", "generated")
-SOURCES = ["_fused.c", "parse.c", "finite.c", "gather.c", "fork.c", "spans.c", "torch_ptr.cpp"]
-HEADERS = ["common.h", "parse.h", "finite.h", "fork.h", "gather.h", "spans.h", "instances.h", "combos.h", "torch_ptr.h"]
+SOURCES = ["_fused.c", "parse.c", "finite.c", "gather.c", "fork.c", "spans.c", "lowbit.c", "torch_ptr.cpp"]
+HEADERS = ["common.h", "parse.h", "finite.h", "fork.h", "gather.h", "spans.h", "instances.h", "combos.h", "lowbit.h",
+           "lowbit_impl.h", "lowbit_types.h", "torch_ptr.h"]
 
 
 def kernel_interface() -> types.ModuleType:

@@ -8,6 +8,7 @@ from descend import schedules
 from descend.algorithms import CONVENTIONS, REGISTRY
 from descend.checkpoint import load, save
 from descend.kernels import set_num_threads as set_num_threads
+from descend.lowbit import StateFormat
 from descend.muon_adamw import MuonWithAdamW
 from descend.optim import Optimizer
 from descend.optimizers import (
@@ -44,6 +45,7 @@ __all__ = [
     "Optimizer",
     "RAdam",
     "RMSprop",
+    "StateFormat",
     "load",
     "save",
     "schedules",

@@ -9,13 +9,21 @@ from typing import Any
 
 import numpy as np
 
+from descend import lowbit as lb
 from descend.algorithms._spec import AlgorithmSpec
 
 
 def checked_state(
-    spec: AlgorithmSpec | Sequence[AlgorithmSpec], param_groups: list[dict[str, Any]], sd: Mapping[str, Any]
-) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
-    """Check a NumPy optimizer's state_dict whole against its groups and return (new group options, new state).
+    spec: AlgorithmSpec | Sequence[AlgorithmSpec],
+    param_groups: list[dict[str, Any]],
+    sd: Mapping[str, Any],
+    fmt: Any = None,
+) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]], Any]:
+    """Check a NumPy optimizer's state_dict whole against its groups and return (new group options, new state, the
+    state format after loading: ``fmt`` with the seed the state_dict records, see :func:`descend.lowbit.saved_format`).
+
+    With a low-bit format ``fmt``, the state of a float32 parameter is taken as saved where it is in the format, and
+    float state of the parameter's shape (saved without a format) is converted into it, rounded to nearest.
 
     ``spec`` is the optimizer's algorithm, or one per param group where they differ.
 
@@ -50,6 +58,7 @@ def checked_state(
             )
         spec.hyperparams.from_group(options)
         new_groups.append(options)
+    fmt = lb.saved_format(specs[0].title, fmt, groups)
     offsets = [sum(len(g["params"]) for g in param_groups[:gi]) for gi in range(len(groups))]
     where = {key: (gi, offsets[gi] + j) for gi, g in enumerate(groups) for j, key in enumerate(g["params"])}
     new_state: dict[int, dict[str, Any]] = {}
@@ -62,6 +71,9 @@ def checked_state(
         spec = specs[gi]
         hp = spec.hyperparams.from_group(new_groups[gi])
         p = params[i]
+        if fmt is not None and p.dtype == np.float32:
+            new_state[i] = _format_entry(spec, hp, fmt, key, entry, p)
+            continue
         shapes = spec.slots_for(hp, p.shape)
         expected = set(shapes)
         allowed = expected | set(spec.host_slots(hp)) | ({"step"} if spec.has_step else set())
@@ -91,4 +103,58 @@ def checked_state(
                     raise ValueError(f"state {k!r} for param {key!r} is {v!r}; it must be a finite real number")
                 restored[k] = int(number) if k == "step" else number
         new_state[i] = restored
-    return new_groups, new_state
+    return new_groups, new_state, fmt
+
+
+def _format_entry(spec: AlgorithmSpec, hp: Any, fmt: Any, key: Any, entry: Mapping[str, Any], p: np.ndarray) -> dict:
+    """A float32 parameter's saved state under a low-bit format: as saved where it is in the format, else its float
+    slots converted into it."""
+    from descend.engine import lowbit_step
+
+    expected = lowbit_step.expected_keys(spec, hp, fmt, "float32")
+    allowed = set(expected) | set(spec.host_slots(hp)) | {"step"}
+    slots = set(spec.state_slots(hp))
+    if not slots <= set(entry) <= allowed:
+        raise ValueError(
+            f"state for param {key!r} has keys {sorted(entry)}; {spec.title} with state_dtype={fmt!r} keeps "
+            f"{sorted(allowed)}"
+        )
+    restored: dict[str, Any] = {}
+    as_saved = all(k in entry and np.asarray(entry[k]).dtype == _STORAGE[s] for k, s in expected.items())
+    if as_saved:
+        for k in expected:
+            arr = np.asarray(entry[k])
+            want = (-(-p.size // lb.Q8_BLOCK),) if k.endswith(lb.SCALE_SUFFIX) else p.shape
+            if arr.shape != want:
+                raise ValueError(f"state {k!r} for param {key!r} has shape {arr.shape}; it must have shape {want}")
+            restored[k] = np.array(arr, copy=True)
+    else:
+        for name, _, nonneg in lowbit_step.slot_order(spec, hp):
+            arr = np.asarray(entry[name])
+            if arr.dtype.kind not in "fiu" or arr.shape != p.shape:
+                raise ValueError(
+                    f"state {name!r} for param {key!r} has dtype {arr.dtype} and shape {arr.shape}; it must be "
+                    f"{fmt.dtype} state as this optimizer saves it, or real numbers of the parameter's shape {p.shape}"
+                )
+            values = arr.astype(np.float32).reshape(-1)
+            if fmt.dtype == "float32":
+                restored[name] = values.reshape(p.shape)
+            elif fmt.dtype == "bfloat16":
+                restored[name] = lb.bf16_round(values).reshape(p.shape)
+            else:
+                codes, scales = lb.q8_encode(values, nonneg)
+                restored[name], restored[name + lb.SCALE_SUFFIX] = codes.reshape(p.shape), scales
+    for k, v in entry.items():
+        if k in expected or k in slots:
+            continue
+        value = np.asarray(v)
+        number = float(value) if value.shape == () and value.dtype.kind in "fiu" else math.nan
+        if k == "step" and not (number >= 0 and number.is_integer()):
+            raise ValueError(f"state 'step' for param {key!r} is {v!r}; it must be a non-negative whole number")
+        if not math.isfinite(number):
+            raise ValueError(f"state {k!r} for param {key!r} is {v!r}; it must be a finite real number")
+        restored[k] = int(number) if k == "step" else number
+    return restored
+
+
+_STORAGE = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(np.uint16), "uint8": np.dtype(np.uint8)}

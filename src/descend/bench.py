@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 import descend
-from descend import kernels
+from descend import bench_lowbit, kernels
 from descend.algorithms import ELEMENTWISE
 from descend.kernels._layout import KERNELS
 
@@ -38,8 +38,20 @@ __all__ = ["CASES", "main", "run", "takes"]
 
 
 def _gpt2_small() -> list[tuple[int, ...]]:
-    layer = [(768,), (768,), (768, 2304), (2304,), (768, 768), (768,), (768,), (768,), (768, 3072), (3072,),
-             (3072, 768), (768,)]
+    layer = [
+        (768,),
+        (768,),
+        (768, 2304),
+        (2304,),
+        (768, 768),
+        (768,),
+        (768,),
+        (768,),
+        (768, 3072),
+        (3072,),
+        (3072, 768),
+        (768,),
+    ]
     return [(50257, 768), (1024, 768)] + layer * 12 + [(768,), (768,)]
 
 
@@ -175,10 +187,15 @@ def _memory_bound(name: str) -> bool:
 
 
 def _contestants(
-    name: str, params: list[np.ndarray], grads: list[np.ndarray], which: Sequence[str]
+    name: str,
+    params: list[np.ndarray],
+    grads: list[np.ndarray],
+    which: Sequence[str],
+    formats: Sequence[str] = ("float32",),
 ) -> dict[str, Callable[[], None]]:
     """label -> a function that runs one step."""
     out: dict[str, Callable[[], None]] = {}
+    tparams = None
     kwargs = KWARGS.get(name, {})
     spec = descend.REGISTRY[name]
     if "descend" in which:
@@ -205,6 +222,7 @@ def _contestants(
                 out[label] = cls(tparams, **kwargs, **extra).step
         if "torch" in which and name in PEERS and _import(PEERS[name][0]) is not None:
             out.update(_peer_steps(torch, name, params, grads))
+    out.update(bench_lowbit.contestants(name, params, grads, tparams, which, formats))
     if "naive" in which and _naive(name) is not None:
         out["naive NumPy"] = _naive(name)(params, grads)
     if "optax" in which:
@@ -269,15 +287,18 @@ def _import(module: str) -> Any:
 
 
 def run(
-    case: str, name: str, repeats: int = 9, which: Sequence[str] = ("descend", "descend.torch", "torch", "naive",
-                                                                     "optax", "roofline")
+    case: str,
+    name: str,
+    repeats: int = 9,
+    which: Sequence[str] = ("descend", "descend.torch", "torch", "naive", "optax", "roofline"),
+    formats: Sequence[str] = ("float32",),
 ) -> list[dict[str, Any]]:
     """Time one algorithm on one case; returns one row per contestant (median ms, GB/s, fraction of the roofline)."""
     shapes = CASES[case]()
     rng = np.random.default_rng(0)
     params = [rng.standard_normal(s, dtype=np.float32) * 0.1 for s in shapes]
     grads = [rng.standard_normal(s, dtype=np.float32) * 0.01 for s in shapes]
-    contestants = _contestants(name, params, grads, which)
+    contestants = _contestants(name, params, grads, which, formats)
     times: dict[str, list[float]] = {label: [] for label in contestants}
     for step in contestants.values():
         step()  # warm-up: state allocation, first-touch, compilation
@@ -287,15 +308,26 @@ def run(
             step()
             times[label].append(time.perf_counter() - t0)
     n = sum(int(np.prod(s)) for s in shapes)
-    nbytes = 4 * (3 * n + 2 * _state_elements(name, shapes))  # reads: param, grad, state; writes: param, state
+    state = _state_elements(name, shapes)
+    # reads: param, grad, the state; writes: param, the state (each state element in the row's own storage)
     roof = statistics.median(times["roofline"]) if "roofline" in times else None
     bound = _memory_bound(name)
     rows = []
     for label, ts in times.items():
         ms = statistics.median(ts) * 1e3
-        rows.append({"case": case, "algorithm": name, "contestant": label, "tensors": len(shapes), "elements": n,
-                     "ms": ms, "GB/s": nbytes / (ms * 1e-3) / 1e9 if bound else None,
-                     "roofline": (roof * 1e3 / ms) if roof else None})
+        nbytes = 4 * 3 * n + 2 * state * bench_lowbit.state_bytes(label)
+        rows.append(
+            {
+                "case": case,
+                "algorithm": name,
+                "contestant": label,
+                "tensors": len(shapes),
+                "elements": n,
+                "ms": ms,
+                "GB/s": nbytes / (ms * 1e-3) / 1e9 if bound else None,
+                "roofline": (roof * 1e3 / ms) if roof else None,
+            }
+        )
     del contestants, params, grads
     gc.collect()
     return rows
@@ -327,16 +359,21 @@ def stamp() -> str:
         + (f", torch {torch.__version__}" if torch else "")
         + (", optax installed" if _import("optax") else ", optax not installed"),
         f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
-        + (f"; load average {os.getloadavg()[0]:.1f} (other work on the machine slows every contestant)"
-           if hasattr(os, "getloadavg") else ""),
+        + (
+            f"; load average {os.getloadavg()[0]:.1f} (other work on the machine slows every contestant)"
+            if hasattr(os, "getloadavg")
+            else ""
+        ),
     ]
     return "\n".join(lines)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of the rows, with each contestant's speed relative to torch's default and fused steps."""
-    out = ["| case | algorithm | contestant | ms | GB/s | roofline | vs torch.optim | vs torch fused |",
-           "|---|---|---|---:|---:|---:|---:|---:|"]
+    out = [
+        "| case | algorithm | contestant | ms | GB/s | roofline | vs torch.optim | vs torch fused |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["case"], r["algorithm"]), []).append(r)
@@ -363,18 +400,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     fused = [name for name in ELEMENTWISE if name in KERNELS]
-    parser.add_argument("--algorithms", nargs="+", default=fused, choices=list(ELEMENTWISE),
-                        help="default: the algorithms with a fused kernel; Muon's step is matrix products, seconds per "
-                        "GPT-2 layer on a small CPU: ask for it (--algorithms muon --cases gpt2-small-layer)")
-    parser.add_argument("--contestants", nargs="+", default=["descend", "descend.torch", "torch", "naive", "optax",
-                                                             "roofline"])
+    parser.add_argument(
+        "--algorithms",
+        nargs="+",
+        default=fused,
+        choices=list(ELEMENTWISE),
+        help="default: the algorithms with a fused kernel; Muon's step is matrix products, seconds per "
+        "GPT-2 layer on a small CPU: ask for it (--algorithms muon --cases gpt2-small-layer)",
+    )
+    parser.add_argument(
+        "--contestants",
+        nargs="+",
+        default=["descend", "descend.torch", "torch", "naive", "optax", "roofline"],
+        help="who runs; besides the default ones, the 8-bit peers bitsandbytes and torchao",
+    )
+    parser.add_argument(
+        "--state-dtypes",
+        nargs="+",
+        default=["float32"],
+        choices=list(bench_lowbit.FORMATS),
+        help="state formats of descend's rows: float32 (torch's), bfloat16, blockwise8",
+    )
     parser.add_argument("--repeats", type=int, default=9, help="timed rounds; the median is reported (default 9)")
     parser.add_argument("--threads", type=int, default=0, help="threads for descend and torch (default: all)")
     parser.add_argument("--out", default=None, help="write a Markdown report here (e.g. docs/benchmarks.md)")
     parser.add_argument("--append", action="store_true", help="add this run as a section of --out, keeping the rest")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"a quick look: unless given, cases {' '.join(QUICK['cases'])}, algorithms "
-                             f"{' '.join(QUICK['algorithms'])}, {QUICK['repeats']} repeats (seconds, not minutes)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a quick look: unless given, cases {' '.join(QUICK['cases'])}, algorithms "
+        f"{' '.join(QUICK['algorithms'])}, {QUICK['repeats']} repeats (seconds, not minutes)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         given = set(argv or sys.argv[1:])
@@ -392,15 +448,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     jobs = [(case, name) for case in args.cases for name in args.algorithms if takes(name, case)]
     if not jobs:
-        parser.error("none of the algorithms takes the parameters of any of the cases (Muon takes gpt2-small-hidden "
-                     "and gpt2-small-layer)")
+        parser.error(
+            "none of the algorithms takes the parameters of any of the cases (Muon takes gpt2-small-hidden "
+            "and gpt2-small-layer)"
+        )
     print("\n".join(table([]).split("\n")[:2]), flush=True)  # the header once, the rows as they come
     began = time.perf_counter()
     for k, (case, name) in enumerate(jobs):
         elapsed = time.perf_counter() - began
         left = f", about {elapsed / k * (len(jobs) - k):.0f} s left" if k else ""
         print(f"[{k + 1}/{len(jobs)}] {case} {name} ({elapsed:.0f} s so far{left})", file=sys.stderr, flush=True)
-        new = run(case, name, args.repeats, args.contestants)
+        new = run(case, name, args.repeats, args.contestants, args.state_dtypes)
         rows += new
         print(table(new).split("\n", 2)[2], flush=True)
     text = table(rows)

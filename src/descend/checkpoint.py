@@ -322,7 +322,9 @@ def _meta(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> dict[s
                 f"numbers, got {reprlib.repr(indices)}"
             )
         for k, v in group.items():
-            if k != "params" and not (_scalar(v) or (isinstance(v, list) and all(_scalar(x) for x in v))):
+            listed = isinstance(v, list) and all(_scalar(x) for x in v)
+            recorded = k == "state_format" and isinstance(v, dict) and all(_scalar(x) for x in v.values())
+            if k != "params" and not (_scalar(v) or listed or recorded):
                 raise ValueError(
                     f"{path} has a corrupt 'meta' entry: param group {g}'s {k!r} is {reprlib.repr(v)}; a "
                     f"hyperparameter is a number, a text, true, false, null or a list of those"

@@ -219,6 +219,7 @@ class MuonWithAdamW(Optimizer):
         self.convention = check_convention(convention)
         self.backend = check_backend(backend, NUMPY_BACKENDS)
         self.nan_policy = check_nan_policy(nan_policy)
+        self.state_dtype = None  # Muon has no fused kernel, which low-bit state needs: the state takes the params' dtype
         self.kind_defaults = split_arguments(self.convention, bound.arguments)
         self.defaults: dict[str, Any] = {
             **self.kind_defaults[True],
@@ -273,7 +274,7 @@ class MuonWithAdamW(Optimizer):
     def algorithm(self) -> str:
         return "muon_with_adamw"
 
-    def _checked(self, state_dict: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
+    def _checked(self, state_dict: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]], Any]:
         check_same_kinds(self.param_groups, state_dict)  # each saved group runs the algorithm this one runs
         return super()._checked(state_dict)
 

@@ -24,6 +24,7 @@ from descend.algorithms.conventions import check_convention
 from descend.backends import NUMPY_BACKENDS, check_backend
 from descend.engine import Engine, GroupWork, Item, NumpyKind
 from descend.engine.memory import check_overlaps
+from descend.lowbit import StateFormat
 from descend.nonfinite import check_nan_policy
 
 __all__ = ["Optimizer"]
@@ -42,6 +43,20 @@ def _check_param(p: Any, where: str) -> np.ndarray:
     if not p.flags.writeable:
         raise ValueError(f"{where} is read-only; the optimizer updates parameters in place")
     return p
+
+
+FORMAT_KEY = "state_format"
+
+
+def _check_state_dtype(title: str, value: Any) -> StateFormat | None:
+    if value is None or isinstance(value, StateFormat):
+        return value
+    if isinstance(value, str) and value in ("bfloat16", "blockwise8"):
+        return StateFormat(value)
+    raise ValueError(
+        f"{title}: state_dtype must be None (the state takes each parameter's dtype) or a low-bit format: "
+        f"'bfloat16', 'blockwise8' or a descend.StateFormat, got {value!r}"
+    )
 
 
 def _group_params(params: Any, where: str) -> list[np.ndarray]:
@@ -64,6 +79,11 @@ class Optimizer:
         convention: a preset of defaults and flags (``"torch"``, ``"optax"``, ``"keras"``, ``"paper"``,
             ``"article"``); explicit arguments override it.
         backend: ``"auto"``, ``"reference"`` or ``"fused"``.
+        nan_policy: ``"propagate"``, ``"skip"`` or ``"raise"`` (see :mod:`descend.nonfinite`).
+        state_dtype: None (the state takes each parameter's dtype) or a low-bit format for float32 parameters:
+            ``"bfloat16"`` (bfloat16 state, kept as its bits in uint16 arrays, with stochastic rounding),
+            ``"blockwise8"`` (8-bit blockwise state with stochastic rounding) or a :class:`descend.StateFormat`
+            (see :mod:`descend.lowbit`); float64 parameters keep float64 state.
     """
 
     spec: ClassVar[AlgorithmSpec]
@@ -88,6 +108,7 @@ class Optimizer:
                 inspect.Parameter("convention", keyword, default="torch"),
                 inspect.Parameter("backend", keyword, default="auto"),
                 inspect.Parameter("nan_policy", keyword, default="propagate"),
+                inspect.Parameter("state_dtype", keyword, default=None),
             ]
         )
 
@@ -98,6 +119,7 @@ class Optimizer:
         convention: str = "torch",
         backend: str = "auto",
         nan_policy: str = "propagate",
+        state_dtype: Any = None,
         **kwargs: Any,
     ):
         try:
@@ -108,10 +130,13 @@ class Optimizer:
         self.convention = check_convention(convention)
         self.backend = check_backend(backend, NUMPY_BACKENDS)
         self.nan_policy = check_nan_policy(nan_policy)
+        self.state_dtype = _check_state_dtype(self.spec.title, state_dtype)
         self._hps = HyperparamsCache(self.spec.hyperparams)
         self.state: dict[int, dict[str, Any]] = {}
-        self._engine = Engine(self.spec, _NUMPY, lambda: self.state, nan_policy=self.nan_policy)
+        self._engine = Engine(self.spec, _NUMPY, lambda: self.state, nan_policy=self.nan_policy, fmt=self.state_dtype)
         self.defaults: dict[str, Any] = self.spec.make(convention, **bound.arguments).as_dict()
+        if self.state_dtype is not None:
+            self.defaults[FORMAT_KEY] = dataclasses.asdict(self.state_dtype)
         self._add_groups(params)
 
     def _add_groups(self, params: Any) -> None:
@@ -289,16 +314,20 @@ class Optimizer:
         """Raise a ValueError (or a TypeError for a hyperparameter's type) if ``state_dict`` does not fit."""
         self._checked(state_dict)
 
-    def _checked(self, state_dict: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
-        return checked_state(self._group_specs(), self.param_groups, state_dict)
+    def _checked(self, state_dict: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]], Any]:
+        """(new group options, new state, the state format after loading); see :func:`checked_state`."""
+        return checked_state(self._group_specs(), self.param_groups, state_dict, self.state_dtype)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a snapshot from :meth:`state_dict`. It is checked whole first; on any mismatch (another
         algorithm, other shapes, other group sizes) a ValueError says what, and nothing is changed."""
-        new_groups, new_state = self._checked(state_dict)
+        new_groups, new_state, fmt = self._checked(state_dict)
         for group, loaded in zip(self.param_groups, new_groups):
             group.update(loaded)
         self.state = new_state
+        if fmt is not None:  # the saved seed, so the stream goes on where it was
+            self.state_dtype = self._engine.fmt = fmt
+            self.defaults[FORMAT_KEY] = dataclasses.asdict(fmt)
 
     def _group_specs(self) -> list[AlgorithmSpec]:
         """Each param group's algorithm."""

@@ -155,6 +155,22 @@ class ArrayKind:
         in their steady state (a :class:`~descend.engine.step.Prepared`), else None. ``spec``: the group's algorithm,
         if not the engine's."""
         return None
+    # -- low-bit storage (descend.lowbit) ---------------------------------------------------------------------------
+
+    def storage(self, a: Any) -> str | None:
+        """What ``a`` stores: ``"float32"``, ``"float64"``, ``"float16"``, ``"bfloat16"`` (bits) or ``"uint8"``, or
+        None for anything else."""
+        raise NotImplementedError
+
+    def raw(self, a: Any) -> np.ndarray | None:
+        """A NumPy view of ``a``'s memory as stored (bfloat16 as uint16 bits), or None where it has no such view
+        (another device)."""
+        raise NotImplementedError
+
+    def new_raw(self, like: Any, shape: tuple[int, ...], storage: str, values: np.ndarray) -> Any:
+        """A new array of this kind beside ``like`` (same device), of ``storage`` and ``shape``, holding ``values``
+        (a NumPy array of the same bytes: uint16 bits for bfloat16)."""
+        raise NotImplementedError
 
 
 def _round_to_float32(value: float) -> float:
@@ -279,3 +295,23 @@ class NumpyKind(ArrayKind):
 
     def has_nonfinite(self, g: Any) -> bool:
         return not bool(np.isfinite(g).all())
+
+    def storage(self, a: Any) -> str | None:
+        return _NP_STORAGE.get(a.dtype) if isinstance(a, np.ndarray) else None
+
+    def raw(self, a: Any) -> np.ndarray | None:
+        return np.ndarray.view(a, np.ndarray) if isinstance(a, np.ndarray) else None
+
+    def new_raw(self, like: Any, shape: tuple[int, ...], storage: str, values: np.ndarray) -> Any:
+        return np.array(values, dtype=_NP_OF_STORAGE[storage], order="C", copy=True).reshape(shape)
+
+
+# NumPy has no bfloat16: its bits are kept in uint16 arrays.
+_NP_STORAGE = {
+    np.dtype(np.float32): "float32",
+    np.dtype(np.float64): "float64",
+    np.dtype(np.float16): "float16",
+    np.dtype(np.uint16): "bfloat16",
+    np.dtype(np.uint8): "uint8",
+}
+_NP_OF_STORAGE = {name: dtype for dtype, name in _NP_STORAGE.items()}

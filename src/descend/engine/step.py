@@ -32,8 +32,10 @@ from typing import Any
 
 from descend import kernels
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, cast_scalars
+from descend.engine import lowbit_step
 from descend.engine.arrays import ArrayKind, ranges_overlap
 from descend.engine.memory import check_overlaps, check_state, check_written
+from descend.kernels._layout import KERNELS
 from descend.nonfinite import first_nonfinite, refusal
 
 __all__ = ["Engine", "GroupWork", "Item", "Prepared"]
@@ -118,6 +120,8 @@ class Engine:
         nan_policy: ``"propagate"``, ``"skip"`` or ``"raise"`` (see :mod:`descend.nonfinite`).
         states: a callable giving the front's state mapping (param key -> state dict), where new state goes.
         state_dtype: passed to ``kind.new_state`` (the torch front's float32 state for 16-bit params).
+        fmt: a :class:`descend.lowbit.StateFormat` for low-bit storage, or None; the parameters it applies to take
+            the step of :mod:`descend.engine.lowbit_step`.
         threads: a callable giving the kernel's thread count for a step (0: the kernels' default).
     """
 
@@ -129,9 +133,22 @@ class Engine:
         *,
         nan_policy: str = "propagate",
         state_dtype: Any = None,
+        fmt: Any = None,
         threads: Callable[[], int] = lambda: 0,
     ) -> None:
+        if fmt is not None and (spec.name not in KERNELS or spec.whole_tensor):
+            why = (
+                "has no fused kernel, which low-bit state runs in"
+                if spec.name not in KERNELS
+                else "reduces over whole tensors and keeps no low-bit state"
+            )
+            elementwise = sorted(name for name, kernel in KERNELS.items() if not kernel.shaped)
+            raise ValueError(
+                f"{spec.title} {why}: state_dtype={fmt.dtype!r} applies to {', '.join(elementwise)}; "
+                "use state_dtype=None"
+            )
         self.spec = spec
+        self.fmt = fmt
         self.kind = kind
         self.states = states
         self.nan_policy = nan_policy
@@ -154,7 +171,7 @@ class Engine:
         prepared = [g.prepared if g.prepared is not None else self.prepare(g) for g in groups]
         if self.nan_policy != "propagate" and not self._finite(prepared):
             return False
-        results = [[compute() for _, compute in p.reference] for p in prepared]
+        results = [[entry[1]() for entry in p.reference] for p in prepared]
         ran: list[bool] = []  # the kernels append to it once they have run
         try:
             try:
@@ -168,7 +185,7 @@ class Engine:
                     for g, p, again in zip(groups, prepared, redo)
                 ]
                 results = [
-                    [compute() for _, compute in p.reference] if again else r
+                    [entry[1]() for entry in p.reference] if again else r
                     for p, r, again in zip(prepared, results, redo)
                 ]
                 kernels.run([job for p in prepared for job in p.jobs], self.threads(), ran)
@@ -187,11 +204,12 @@ class Engine:
         kind = self.kind
         actions: list[Callable[[], Any]] = []
         for p, outputs in zip(prepared, results):
-            for (pairs, _), out in zip(p.reference, outputs):
-                if pairs is None:  # a multi-tensor set: its results store themselves, in one batch
+            for entry, out in zip(p.reference, outputs):
+                if entry[0] is None:  # a multi-tensor set: its results store themselves, in one batch
                     actions.append(out)
-                else:
-                    actions += [lambda dst=dst, src=src: kind.write_back(dst, src) for dst, src in zip(pairs, out)]
+                    continue
+                write = entry[2] if len(entry) > 2 else kind.write_back  # low-bit state has a write of its own
+                actions += [lambda dst=dst, src=src, w=write: w(dst, src) for dst, src in zip(entry[0], out)]
             actions += p.commits
         actions += [g.on_done for g in groups if g.on_done is not None]
         error: BaseException | None = None
@@ -247,7 +265,13 @@ class Engine:
             spec: the group's algorithm, if not the engine's.
         """
         spec, kind = spec or self.spec, self.kind
-        if backend in ("reference", "foreach") or not params or not kind.kernel_checks or spec.whole_tensor:
+        if (
+            backend in ("reference", "foreach")
+            or not params
+            or not kind.kernel_checks
+            or spec.whole_tensor
+            or self.fmt is not None
+        ):
             return None  # (kernels.supports, below, says whether they are built; a whole-tensor rule's state and
             # scalars are per shape)
         slots = spec.state_slots(hp)
@@ -288,6 +312,18 @@ class Engine:
 
     def prepare(self, work: GroupWork) -> Prepared:
         """Check and prepare a group's step (see the module docstring); nothing is written."""
+        if self.fmt is None:
+            return self._prepare(work)
+        items = work.items() if callable(work.items) else work.items
+        check_overlaps(self.kind, [item.param for item in items], [item.index for item in items])
+        native = [item for item in items if not lowbit_step.applies(self.kind, item.param)]
+        out = self._prepare(replace(work, items=native)) if native else Prepared()
+        lowbit = [item for item in items if lowbit_step.applies(self.kind, item.param)]
+        if lowbit:
+            lowbit_step.prepare(self, work, lowbit, out)
+        return out
+
+    def _prepare(self, work: GroupWork) -> Prepared:
         spec, kind, hp = work.spec or self.spec, self.kind, work.hp
         initial_host = spec.host_slots(hp)
         shaped = kernels.shaped(spec.name)

@@ -253,3 +253,46 @@ class TorchKind(ArrayKind):
         from descend.engine import foreach
 
         return foreach.steady_state(engine, hp, backend, items, spec)
+    def storage(self, a: Any) -> str | None:
+        if not isinstance(a, torch.Tensor):
+            return None
+        return _STORAGE.get(local(a).dtype)
+
+    def raw(self, a: Any) -> np.ndarray | None:
+        t = local(a)
+        view = _numpy_view(t)
+        if view is None:
+            return None
+        return view.view(_RAW.get(t.dtype, view.dtype))
+
+    def new_raw(self, like: Any, shape: tuple[int, ...], storage: str, values: np.ndarray) -> Any:
+        dtype = _TORCH_OF_STORAGE[storage]
+        host = torch.from_numpy(np.array(values, order="C", copy=True).reshape(shape).view(_RAW_INT[storage]))
+        out = host.view(dtype)
+        device = local(like).device
+        return in_huge_pages(out) if device.type == "cpu" else out.to(device)
+
+
+_STORAGE = {
+    torch.float32: "float32",
+    torch.float64: "float64",
+    torch.float16: "float16",
+    torch.bfloat16: "bfloat16",
+    torch.uint8: "uint8",
+}
+_TORCH_OF_STORAGE = {name: dtype for dtype, name in _STORAGE.items()}
+# How raw() sees each dtype's bytes (the unsigned integers of their size where NumPy has no such float).
+_RAW = {
+    torch.bfloat16: np.uint16,
+    torch.float32: np.float32,
+    torch.float16: np.float16,
+    torch.uint8: np.uint8,
+    torch.float64: np.float64,
+}
+_RAW_INT = {
+    "bfloat16": np.int16,
+    "float32": np.float32,
+    "float16": np.float16,
+    "uint8": np.uint8,
+    "float64": np.float64,
+}

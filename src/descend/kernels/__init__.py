@@ -68,6 +68,31 @@ def shaped(name: str) -> bool:
     return layout is not None and layout.shaped
 
 
+# Low-bit storage (descend.lowbit): the state formats and param modes as the kernels number them, and the float32-state
+# combination of each param dtype, whose body the low-bit range function runs.
+_STATE_FORMATS = {"float32": 0, "bfloat16": 1, "blockwise8": 2}
+_PARAM_MODES = {"nearest": 0, "stochastic": 1, "kahan": 2}
+LOWBIT_PARAMS = ("float32", "bfloat16", "float16")
+
+
+def format_refusal(name: str, dtype: str, fmt: Any) -> str:
+    """Why :func:`job` cannot run algorithm ``name`` for params of ``dtype`` with low-bit storage ``fmt``
+    (a :class:`descend.lowbit.StateFormat`), or "" if it can."""
+    if _fused is None:
+        return f"descend's fused kernels are unavailable: {_WHY}"
+    if name not in KERNELS:
+        return f"no fused kernel for algorithm {name!r}"
+    if KERNELS[name].shaped:
+        return f"{name} keeps no low-bit state: its kernel updates whole tensors and stores its state as it is"
+    if dtype not in LOWBIT_PARAMS:
+        return f"a state format applies to float32, bfloat16 and float16 params, not {dtype}"
+    if fmt.params != "nearest" and dtype == "float32":
+        return f"params={fmt.params!r} applies to 16-bit params; float32 params are stored as they are"
+    if fmt.params == "stochastic" and dtype != "bfloat16":
+        return f"params='stochastic' applies to bfloat16 params, not {dtype}"
+    return ""
+
+
 def isa() -> str | None:
     """The instruction set the kernels run with (``"avx512"``, ``"avx2"`` or ``"baseline"``), or None if unbuilt."""
     return _fused.isa() if _fused is not None else None
@@ -192,6 +217,10 @@ def job(
     state_dtype: str | None = None,
     sizes: Sequence[int] | None = None,
     shapes: Sequence[tuple[int, ...]] | None = None,
+    fmt: Any = None,
+    step: int = 0,
+    ids: Sequence[int] | None = None,
+    comps: Sequence[Any] | None = None,
 ) -> tuple:
     """One kernel call over the tensors of a group that share dtypes and scalars, ready for :func:`run`.
 
@@ -209,15 +238,23 @@ def job(
         shapes: per tensor, the parameter's shape; required for a :func:`shaped` kernel (which checks each state
             slot against the shape the body gives it), not taken by the others. The tensors of one call keep the
             same slots (Adafactor's factored matrices and its vectors are two calls).
+        fmt: a :class:`descend.lowbit.StateFormat` for low-bit storage (``state_dtype`` is then ignored): the state
+            slots hold the format's arrays (bfloat16 bits, or 8-bit codes with their scales under
+            ``slot + "_scale"`` in ``states``), and the update runs as :func:`descend.lowbit.update` computes it.
+        step, ids: with ``fmt``, the random stream's position: the step, and per tensor its parameter's number.
+        comps: with ``fmt.params == "kahan"``, per tensor the compensation buffer (the param's dtype).
 
     Raises:
         RuntimeError: the kernels are not built.
-        ValueError: an unknown algorithm or dtype pair, a missing state slot, or shapes missing or not wanted.
+        ValueError: an unknown algorithm or dtype pair, a missing state slot, shapes missing or not wanted, or
+            low-bit storage for a :func:`shaped` kernel (which keeps none).
     """
     _require()
     layout = KERNELS.get(name)
     if layout is None:
         raise ValueError(f"no fused kernel for algorithm {name!r}; kernels exist for {', '.join(KERNELS)}")
+    if fmt is not None:
+        return _lowbit_job(name, scalars, params, grads, states, dtype, sizes, fmt, step, ids, comps)
     combo = COMBOS.get((dtype, state_dtype or dtype))
     if combo is None:
         pairs = ", ".join(f"{p}/{s}" for p, s in COMBOS)
@@ -230,11 +267,63 @@ def job(
     if layout.shaped != (shapes is not None):
         raise ValueError(f"the {name} kernel {'needs' if layout.shaped else 'takes no'} shapes")
     if layout.shaped:  # the body checks each tensor's slots against its shape
-        return (_KERNEL_IDS[layout.body], combo, flags, values, params, grads, slot_lists, sizes, list(shapes))
+        return (_KERNEL_IDS[layout.body], combo, flags, values, params, grads, slot_lists, sizes, None, list(shapes))
     for slot, need, given in zip(layout.slot_names, layout.needed(rounded), slot_lists):
         if need and given is None:  # the kernel would otherwise read a missing array
             raise ValueError(f"{name} with these settings needs the state slot {slot!r}, which was not given")
     return (_KERNEL_IDS[layout.body], combo, flags, values, params, grads, slot_lists, sizes)
+
+
+def _lowbit_job(
+    name: str,
+    scalars: NamedTuple,
+    params: Sequence[Any],
+    grads: Sequence[Any],
+    states: Mapping[str, Sequence[Any]],
+    dtype: str,
+    sizes: Sequence[int] | None,
+    fmt: Any,
+    step: int,
+    ids: Sequence[int] | None,
+    comps: Sequence[Any] | None,
+) -> tuple:
+    why = format_refusal(name, dtype, fmt)
+    if why:
+        raise ValueError(why)
+    layout = KERNELS[name]
+    rounded = _rounded(scalars, "float32")
+    values = [float(getattr(rounded, field)) for field in layout.values]
+    flags = sum(1 << bit for bit, on in enumerate(layout.flags(rounded)) if on)
+    slot_lists = [states.get(slot) for slot in layout.slot_names]
+    for slot, need, given in zip(layout.slot_names, layout.needed(rounded), slot_lists):
+        if need and given is None:
+            raise ValueError(f"{name} with these settings needs the state slot {slot!r}, which was not given")
+    blockwise = fmt.dtype == "blockwise8"
+    scale_lists = (
+        [
+            states.get(slot + "_scale") if given is not None else None
+            for slot, given in zip(layout.slot_names, slot_lists)
+        ]
+        if blockwise
+        else None
+    )
+    nonneg = sum(1 << s for s, slot in enumerate(layout.slot_names) if slot in layout.nonneg)
+    stochastic = int(fmt.stochastic_rounding and fmt.dtype != "float32")
+    if ids is None:
+        ids = range(len(params))
+    lowbit = (
+        _STATE_FORMATS[fmt.dtype],
+        stochastic,
+        _PARAM_MODES[fmt.params],
+        nonneg,
+        fmt.seed,
+        int(step),
+        list(ids),
+        scale_lists,
+        comps if fmt.params == "kahan" else None,
+    )
+    combo = COMBOS[(dtype, "float32")]
+    return (_KERNEL_IDS[layout.body], combo, flags, values, params, grads, slot_lists, sizes, lowbit)
 
 
 def run(jobs: Sequence[tuple], num_threads: int = 0, ran: list | None = None) -> None:

@@ -18,6 +18,7 @@
 #include "fork.h"
 #include "parse.h"
 #include "gather.h"
+#include "lowbit.h"
 
 #define CHUNK ((int64_t)1 << 15)
 
@@ -40,8 +41,10 @@ static const scratch_fn scratch_fns[N_ALG - N_RANGE + 1] = {DESCEND_SHAPED(BODY_
 #define BODY_INTERFACE(name) name##_interface,
 static const char *const alg_interfaces[N_ALG] = {DESCEND_BODIES(BODY_INTERFACE) DESCEND_SHAPED(BODY_INTERFACE)};
 
-static const char *const combo_names[N_COMBO] = {"float32", "float64", "bfloat16", "bfloat16+float32",
-                                                 "float16", "float16+float32"};
+static const char *const combo_names[N_COMBO] = {"float32",         "float64",          "bfloat16",
+                                                 "bfloat16+float32", "float16",          "float16+float32",
+                                                 "float32+bfloat16", "float32+bfloat16 stochastic",
+                                                 "bfloat16 stochastic"};
 
 static const char *const isa_names[N_ISA] = {"avx512", "avx2", "baseline"};
 static int best_isa = ISA_BASE;
@@ -70,10 +73,26 @@ static void run_span(const job_t *job, range_fn fn, int64_t lo, int64_t hi) {
         if (off[mid] <= lo) a = mid + 1; else b = mid;
     }
     int t = a - 1;
+    const int64_t align = job->align;
     while (lo < hi && t < job->n) {
         const int64_t end = off[t + 1] < hi ? off[t + 1] : hi;
-        if (end > lo) fn(job, t, lo - off[t], end - off[t]);
-        if (end > lo) lo = end;
+        if (end > lo) {
+            int64_t first = lo - off[t], last = end - off[t];
+            if (align > 1) { /* whole blocks: each one is run by the chunk holding its first element */
+                const int64_t size = off[t + 1] - off[t];
+                first = (first + align - 1) / align * align;
+                last = (last + align - 1) / align * align;
+                first = first < size ? first : size;
+                last = last < size ? last : size;
+            }
+            while (last > first) { /* with split32, no range crosses a multiple of 2^32 */
+                const int64_t cut = job->split32 ? ((first >> 32) + 1) << 32 : last;
+                const int64_t upto = cut < last ? cut : last;
+                fn(job, t, first, upto);
+                first = upto;
+            }
+            lo = end;
+        }
         t++;
     }
 }
@@ -127,8 +146,23 @@ static PyObject *fused_run(PyObject *self, PyObject *args) {
             goto done;
         }
         const int alg = parsed[k].alg, combo = parsed[k].combo;
-        if (alg < N_RANGE) parsed[k].fn = tables[alg][current_isa][combo];
-        else parsed[k].shaped = shaped_tables[alg - N_RANGE][current_isa][combo];
+        if (alg >= N_RANGE) { /* a shaped body: parse_job refused low-bit storage for it */
+            parsed[k].shaped = shaped_tables[alg - N_RANGE][current_isa][combo];
+            continue;
+        }
+        parsed[k].fn = tables[alg][current_isa][combo];
+        job_t *job = &parsed[k].job;
+        if (job->lowbit && job->state_format == SFMT_BF16 && job->param_mode == PMODE_NEAREST &&
+            combo != COMBO_F16_F32) { /* bfloat16 state: the body's own loop loads and stores it */
+            const int own = combo == COMBO_F32 ? (job->stochastic ? COMBO_F32_BF16SR : COMBO_F32_BF16)
+                                               : (job->stochastic ? COMBO_BF16_BF16SR : COMBO_BF16);
+            parsed[k].fn = tables[alg][current_isa][own];
+            job->split32 = job->stochastic;
+        } else if (job->lowbit) { /* the low-bit wrapper, running the body with float32 state */
+            job->inner = parsed[k].fn;
+            job->inner_f32 = tables[alg][current_isa][COMBO_F32];
+            parsed[k].fn = lowbit_table[current_isa][combo == COMBO_F32 ? 0 : combo == COMBO_BF16_F32 ? 1 : 2];
+        }
     }
     if (check_disjoint(parsed, njobs) != 0) goto done;
     threads = effective_threads(threads);
@@ -233,7 +267,8 @@ static PyObject *fused_first_nonfinite(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"run", fused_run, METH_VARARGS,
-     "run(jobs, threads): check every job (alg, combo, flags, values, params, grads, states, sizes), then run them."},
+     "run(jobs, threads): check every job (alg, combo, flags, values, params, grads, states, sizes[, lowbit[, "
+     "shapes]]), then run them."},
     {"set_num_threads", fused_set_num_threads, METH_O, "Set the default thread count (0: OpenMP's default)."},
     {"address", fused_address, METH_O, "address(buffer): where the buffer's first element is."},
     {"get_num_threads", fused_get_num_threads, METH_NOARGS, "The thread count a step uses by default."},
@@ -277,6 +312,7 @@ PyMODINIT_FUNC PyInit__fused(void) {
     if (PyModule_AddObject(m, "SUPPORTED_ISAS", isas) < 0) goto fail;
     isas = NULL;
     if (PyModule_AddIntConstant(m, "CHUNK", (long)CHUNK) < 0) goto fail;
+    if (PyModule_AddIntConstant(m, "Q8_BLOCK", (long)Q8_BLOCK) < 0) goto fail;
     return m;
 fail:
     Py_XDECREF(interface);

@@ -40,12 +40,16 @@ def _float_fields(scalars: type) -> tuple[str, ...]:
 class Kernel(NamedTuple):
     """One algorithm's kernel: ``body`` (the file ``bodies/<body>.h``), its scalars type, flag names in bit order,
     and its state slots in the body's order, each with the flag that must be on for it to be used (None: always).
+    ``nonneg`` names the slots that are never negative (second moments, sums of squares, step sizes): the 8-bit state
+    format stores them without a sign bit and with a wider range (see :mod:`descend.lowbit`); any other slot is
+    stored signed.
     A ``shaped`` body updates whole tensors, not ranges of elements (see common.h): its rule reduces over them."""
 
     body: str
     scalars: type
     flag_names: tuple[str, ...]
     slots: tuple[tuple[str, str | None], ...]
+    nonneg: frozenset[str] = frozenset()
     shaped: bool = False
 
     @property
@@ -71,6 +75,7 @@ _ADAM = Kernel(
     AdamScalars,
     ("maximize", "l2", "decoupled", "amsgrad"),
     (("exp_avg", None), ("exp_avg_sq", None), ("max_exp_avg_sq", "amsgrad")),
+    frozenset({"exp_avg_sq", "max_exp_avg_sq"}),
 )
 
 KERNELS: dict[str, Kernel] = {
@@ -86,26 +91,50 @@ KERNELS: dict[str, Kernel] = {
         RMSpropScalars,
         ("maximize", "weight_decay", "centered", "use_momentum"),
         (("square_avg", None), ("grad_avg", "centered"), ("momentum_buffer", "use_momentum")),
+        frozenset({"square_avg"}),
     ),
-    "adagrad": Kernel("adagrad", AdagradScalars, ("maximize", "weight_decay"), (("sum", None),)),
+    "adagrad": Kernel("adagrad", AdagradScalars, ("maximize", "weight_decay"), (("sum", None),), frozenset({"sum"})),
     "adadelta": Kernel(
-        "adadelta", AdadeltaScalars, ("maximize", "weight_decay"), (("square_avg", None), ("acc_delta", None))
+        "adadelta",
+        AdadeltaScalars,
+        ("maximize", "weight_decay"),
+        (("square_avg", None), ("acc_delta", None)),
+        frozenset({"square_avg", "acc_delta"}),
     ),
     "adam": _ADAM,
     "adamw": _ADAM,
-    "adamax": Kernel("adamax", AdamaxScalars, ("maximize", "weight_decay"), (("exp_avg", None), ("exp_inf", None))),
-    "nadam": Kernel("nadam", NAdamScalars, ("maximize", "l2", "decoupled"), (("exp_avg", None), ("exp_avg_sq", None))),
+    "adamax": Kernel(
+        "adamax",
+        AdamaxScalars,
+        ("maximize", "weight_decay"),
+        (("exp_avg", None), ("exp_inf", None)),
+        frozenset({"exp_inf"}),
+    ),
+    "nadam": Kernel(
+        "nadam",
+        NAdamScalars,
+        ("maximize", "l2", "decoupled"),
+        (("exp_avg", None), ("exp_avg_sq", None)),
+        frozenset({"exp_avg_sq"}),
+    ),
     "radam": Kernel(
-        "radam", RAdamScalars, ("maximize", "l2", "decoupled", "rectify"), (("exp_avg", None), ("exp_avg_sq", None))
+        "radam",
+        RAdamScalars,
+        ("maximize", "l2", "decoupled", "rectify"),
+        (("exp_avg", None), ("exp_avg_sq", None)),
+        frozenset({"exp_avg_sq"}),
     ),
     "lion": Kernel("lion", LionScalars, ("maximize", "decay"), (("exp_avg", None),)),
-    "rprop": Kernel("rprop", RpropScalars, ("maximize",), (("prev", None), ("step_size", None))),
+    "rprop": Kernel(
+        "rprop", RpropScalars, ("maximize",), (("prev", None), ("step_size", None)), frozenset({"step_size"})
+    ),
     "asgd": Kernel("asgd", ASGDScalars, ("maximize", "weight_decay", "average"), (("ax", None),)),
     "adamw_schedulefree": Kernel(
         "adamw_schedulefree",
         ScheduleFreeScalars,
         ("maximize", "weight_decay", "first_step"),
         (("z", None), ("exp_avg_sq", None)),
+        frozenset({"exp_avg_sq"}),
     ),
     # a tensor keeps either its row and column averages or its full one, as its shape says (bodies/adafactor.h)
     "adafactor": Kernel(

@@ -1,9 +1,12 @@
 /* Includes IMPL once per storage combination (see common.h), defining for each:
  *   PT, ST: the storage types of params (and grads) and of the state; CT: the compute type;
- *   LDP/STP, LDS/STS: load to CT and store from CT (rounding to nearest even for 16-bit types);
+ *   LDP/STP, LDS/STS: load to CT and store from CT (rounding to nearest even for 16-bit types); STS(x, i, s) stores
+ *   the value x of element i of state slot s, so that a combination rounding stochastically takes its random bits
+ *   from the stream (lowbit.h) at that element and slot, which KSTREAM (in every body's KPROLOGUE) keys;
  *   SQRT, ABS: the correctly rounded square root and the absolute value in CT; NEG(x, s): x with its sign bit xor-ed with s (SIGN_T, SIGN_BIT).
  */
 #define CT float
+#define KSTREAM (void)0
 #define SQRT __builtin_sqrtf
 #define SIGN_T uint32_t
 #define SIGN_BIT 0x80000000u
@@ -16,7 +19,7 @@
 #define LDP(x) (x)
 #define STP(x) (x)
 #define LDS(x) (x)
-#define STS(x) (x)
+#define STS(x, i, s) (x)
 #include IMPL
 #undef COMBO
 #undef PT
@@ -32,7 +35,7 @@
 #define LDP(x) bf16_load(x)
 #define STP(x) bf16_store(x)
 #define LDS(x) bf16_load(x)
-#define STS(x) bf16_store(x)
+#define STS(x, i, s) bf16_store(x)
 #include IMPL
 #undef COMBO
 #undef ST
@@ -42,7 +45,7 @@
 #define COMBO bf16_f32
 #define ST float
 #define LDS(x) (x)
-#define STS(x) (x)
+#define STS(x, i, s) (x)
 #include IMPL
 #undef COMBO
 #undef PT
@@ -58,7 +61,7 @@
 #define LDP(x) f16_load(x)
 #define STP(x) f16_store(x)
 #define LDS(x) f16_load(x)
-#define STS(x) f16_store(x)
+#define STS(x, i, s) f16_store(x)
 #include IMPL
 #undef COMBO
 #undef ST
@@ -68,7 +71,7 @@
 #define COMBO f16_f32
 #define ST float
 #define LDS(x) (x)
-#define STS(x) (x)
+#define STS(x, i, s) (x)
 #include IMPL
 #undef COMBO
 #undef PT
@@ -77,6 +80,53 @@
 #undef STP
 #undef LDS
 #undef STS
+
+/* bfloat16 state for float32 params, rounded to nearest even; then rounded stochastically, for float32 and bfloat16
+ * params (the low-bit formats of descend.lowbit, chosen by the module for a job with low-bit storage). */
+#define LOWBIT_COMBO /* these three are the low-bit storage of descend.lowbit, which a shaped body does not keep */
+#define COMBO f32_bf16
+#define PT float
+#define ST bf16_t
+#define LDP(x) (x)
+#define STP(x) (x)
+#define LDS(x) bf16_load(x)
+#define STS(x, i, s) bf16_store(x)
+#include IMPL
+#undef COMBO
+#undef STS
+
+#undef KSTREAM
+#define KSTREAM                                                                                                     \
+    const uint32_t kstream0 = stream_key(j->seed, j->step, (uint64_t)j->ids[t], (uint32_t)((uint64_t)lo >> 32), 0); \
+    const uint32_t kstream1 = stream_key(j->seed, j->step, (uint64_t)j->ids[t], (uint32_t)((uint64_t)lo >> 32), 1); \
+    (void)kstream0;                                                                                                 \
+    (void)kstream1
+/* 16 random bits for element i of slot s: word s / 2 of the stream, its low or high half. */
+#define KRAND16(i, s) ((lowbias32((uint32_t)(i) + ((s) >> 1 ? kstream1 : kstream0)) >> (((s) & 1) * 16)) & 0xFFFFu)
+#define COMBO f32_bf16sr
+#define STS(x, i, s) ((bf16_t){bf16_bits_sr((x), KRAND16((i), (s)))})
+#include IMPL
+#undef COMBO
+#undef PT
+#undef LDP
+#undef STP
+
+#define COMBO bf16_bf16sr
+#define PT bf16_t
+#define LDP(x) bf16_load(x)
+#define STP(x) bf16_store(x)
+#include IMPL
+#undef COMBO
+#undef PT
+#undef ST
+#undef LDP
+#undef STP
+#undef LDS
+#undef STS
+#undef KRAND16
+#undef KSTREAM
+#define KSTREAM (void)0
+#undef LOWBIT_COMBO
 
 #undef CT
 #undef SQRT
@@ -97,7 +147,7 @@
 #define LDP(x) (x)
 #define STP(x) (x)
 #define LDS(x) (x)
-#define STS(x) (x)
+#define STS(x, i, s) (x)
 #include IMPL
 #undef COMBO
 #undef PT
@@ -112,3 +162,4 @@
 #undef SIGN_BIT
 #undef NEG
 #undef ABS
+#undef KSTREAM

@@ -21,7 +21,15 @@
 #define MAX_STATES 3
 #define MAX_VALUES 16
 
-typedef struct {
+typedef struct job_s job_t;
+typedef void (*range_fn)(const job_t *job, int t, int64_t lo, int64_t hi);
+
+/* Low-bit storage (lowbit.h): how the state is stored, and how 16-bit params are rounded. */
+enum { SFMT_F32 = 0, SFMT_BF16 = 1, SFMT_Q8 = 2 };
+enum { PMODE_NEAREST = 0, PMODE_STOCHASTIC = 1, PMODE_KAHAN = 2 };
+#define Q8_BLOCK 256 /* elements per block of the 8-bit format, each block with its own scale */
+
+struct job_s {
     int n;                      /* tensors */
     const int64_t *offsets;     /* n + 1 prefix sums of the sizes */
     void *const *param;         /* n pointers each */
@@ -29,10 +37,23 @@ typedef struct {
     void *const *state[MAX_STATES]; /* NULL where the algorithm does not use the slot */
     unsigned flags;             /* algorithm-specific bits, see the family sources */
     double values[MAX_VALUES];  /* scalars, already rounded to the compute dtype on the host */
+    /* Low-bit storage, read by lowbit.c only (lowbit 0: the body runs on the arrays as they are). */
+    int lowbit;
+    int state_format;           /* SFMT_*: float32, bfloat16 or the 8-bit blockwise format */
+    int stochastic;             /* state stores round stochastically (else to nearest even) */
+    int param_mode;             /* PMODE_*: how 16-bit params are stored */
+    unsigned nonneg;            /* bit s: slot s is never negative (the 8-bit format keeps no sign for it) */
+    int64_t align;              /* a range handed to the range function starts and ends at a multiple of this
+                                   within its tensor, or at the tensor's end (the 8-bit blocks) */
+    int split32;                /* ranges are cut where the index's high 32 bits change (a body keying the stream) */
+    uint64_t seed, step;        /* the random stream's seed and position */
+    const int64_t *ids;         /* per tensor, the parameter's number in the stream's key */
+    void *const *scale[MAX_STATES]; /* 8-bit: per tensor, the float32 scale of each block of each slot */
+    void *const *comp;          /* PMODE_KAHAN: per tensor, the compensation buffer (the param's dtype) */
+    range_fn inner;             /* the body with float32 state for the param dtype */
+    range_fn inner_f32;         /* the body with float32 params, grads and state */
     const int64_t *dims;        /* shaped bodies: per tensor (ndim, batch, rows, columns), see SHAPE_DIMS */
-} job_t;
-
-typedef void (*range_fn)(const job_t *job, int t, int64_t lo, int64_t hi);
+};
 
 /* A shaped body sees tensor t as dims[4t .. 4t+3] = (ndim, B, m, n): with two dimensions or more, B matrices of m
  * rows and n columns (the leading dimensions flattened); with fewer, one row of n elements (B = m = 1). */
@@ -53,7 +74,10 @@ enum {
     COMBO_BF16_F32 = 3, /* bfloat16 params and grads, float32 state */
     COMBO_F16 = 4,      /* float16 params, grads and state, float32 math */
     COMBO_F16_F32 = 5,  /* float16 params and grads, float32 state */
-    N_COMBO = 6
+    COMBO_F32_BF16 = 6, /* float32 params and grads, bfloat16 state (low-bit storage, to nearest even) */
+    COMBO_F32_BF16SR = 7,  /* float32 params and grads, bfloat16 state rounded stochastically */
+    COMBO_BF16_BF16SR = 8, /* bfloat16 params, grads and state, the state rounded stochastically */
+    N_COMBO = 9
 };
 
 typedef struct { uint16_t bits; } bf16_t;
@@ -136,11 +160,15 @@ static inline __attribute__((always_inline)) f16_t f16_store(float f) {
 /* The range functions of one algorithm, [ISA][combo], in the order of the enums above. */
 #define TABLE_ROW(alg, isa)                                                                                    \
     { alg##_##isa##_f32, alg##_##isa##_f64, alg##_##isa##_bf16, alg##_##isa##_bf16_f32, alg##_##isa##_f16,    \
-      alg##_##isa##_f16_f32 }
+      alg##_##isa##_f16_f32, alg##_##isa##_f32_bf16, alg##_##isa##_f32_bf16sr, alg##_##isa##_bf16_bf16sr }
 #define DEFINE_TABLE(alg) const range_fn alg##_table[N_ISA][N_COMBO] = \
     {TABLE_ROW(alg, avx512), TABLE_ROW(alg, avx2), TABLE_ROW(alg, base)}
+/* A shaped body keeps no low-bit state (combos.h skips it for those combinations, LOWBIT_COMBO): NULL there. */
+#define SHAPED_TABLE_ROW(alg, isa)                                                                             \
+    { alg##_##isa##_f32, alg##_##isa##_f64, alg##_##isa##_bf16, alg##_##isa##_bf16_f32, alg##_##isa##_f16,    \
+      alg##_##isa##_f16_f32, NULL, NULL, NULL }
 #define DEFINE_SHAPED_TABLE(alg) const shaped_fn alg##_table[N_ISA][N_COMBO] = \
-    {TABLE_ROW(alg, avx512), TABLE_ROW(alg, avx2), TABLE_ROW(alg, base)}
+    {SHAPED_TABLE_ROW(alg, avx512), SHAPED_TABLE_ROW(alg, avx2), SHAPED_TABLE_ROW(alg, base)}
 
 /* Calls F(args..., k) with k the constant equal to f, for f < 2, 4, 8 or 16: each flag combination gets its own
  * loop with the flags folded in, so no branch is left inside the vectorised loops. */
@@ -173,7 +201,8 @@ static inline __attribute__((always_inline)) f16_t f16_store(float f) {
 #define KPROLOGUE                                      \
     PT *restrict p = (PT *)j->param[t];                \
     const PT *restrict g = (const PT *)j->grad[t];     \
-    const SIGN_T sign = (j->flags & 1u) ? SIGN_BIT : 0
+    const SIGN_T sign = (j->flags & 1u) ? SIGN_BIT : 0; \
+    KSTREAM
 #define KINLINE static inline __attribute__((always_inline)) void
 /* A body's scalar `name`, in the compute type, and its state slot `name` of tensor t (indices from interface.h). */
 #define VAL(body, name) ((CT)j->values[body##_v_##name])

@@ -6,6 +6,8 @@
  * x86-64 baseline; the module picks one at run time. No FMA is formed: the build passes -ffp-contract=off. On
  * other architectures the three instantiations are the same portable code and the baseline is always chosen.
  */
+#include "lowbit.h"
+
 #define KCAT3(a, b, c) a##_##b##_##c
 #define KCAT(a, b, c) KCAT3(a, b, c)
 #define KNAME(alg) KCAT(alg, ISA, COMBO)

@@ -7,6 +7,12 @@
 
 #include "common.h"
 
+/* The arrays of a tensor: param, grad, the state slots, their 8-bit scales and the Kahan compensation buffer. */
+#define ARR_STATE 2
+#define ARR_SCALE (2 + MAX_STATES)
+#define ARR_COMP (2 + 2 * MAX_STATES)
+#define N_ARRAYS (3 + 2 * MAX_STATES)
+
 /* One parsed call: the job, the function that runs it, and what must be released after it ran. */
 typedef struct {
     job_t job;
@@ -14,7 +20,9 @@ typedef struct {
     shaped_fn shaped; /* instead of fn, for a shaped body; its scratch memory below */
     void *scratch;
     int alg, combo;
-    PyObject *seqs[2 + MAX_STATES];
+    int itemsize[N_ARRAYS]; /* bytes per element of each array */
+    PyObject *seqs[N_ARRAYS];
+    int64_t *ids;
     int64_t *offsets;
     int64_t *counts; /* the element count of every array, as ptrs orders them */
     int64_t *dims;   /* shaped bodies: SHAPE_DIMS per tensor */
@@ -23,10 +31,10 @@ typedef struct {
     Py_ssize_t nviews;
 } parsed_t;
 
-/* Parses and checks one call (alg, combo, flags, values, params, grads, states, sizes[, shapes]) into *pj, which must
- * be zeroed; alg must be below n_alg. sizers[alg] is NULL for a range body; for a shaped body it gives each state
- * slot's size from a tensor's shape, and the call must give shapes. Returns 0, or -1 with an exception set
- * (parsed_release frees what was taken). */
+/* Parses and checks one call (alg, combo, flags, values, params, grads, states, sizes[, lowbit[, shapes]]) into *pj,
+ * which must be zeroed; alg must be below n_alg. sizers[alg] is NULL for a range body; for a shaped body it gives each
+ * state slot's size from a tensor's shape, and the call must give shapes (and no low-bit storage). Returns 0, or -1
+ * with an exception set (parsed_release frees what was taken). */
 int parse_job(PyObject *args, parsed_t *pj, int n_alg, const slot_size_fn *sizers);
 
 void parsed_release(parsed_t *pj);

@@ -250,6 +250,8 @@ DEFAULT_OPTIMIZERS: tuple[str, ...] = (
     "adamw",
     "nadam",
     "amsgrad",
+    "lion",
+    "adamw_schedulefree",
     "muon-adamw",  # on the problems with a matrix only
 )
 

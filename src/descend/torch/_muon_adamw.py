@@ -134,6 +134,8 @@ class MuonWithAdamW(Optimizer):
             del self.param_groups[before:]
             raise
 
+    _rule_per_group = True
+
     def _group_rule(self, group: dict[str, Any]) -> tuple[AlgorithmSpec | None, Hyperparams]:
         kind = bool(group[KEY])
         return (MUON if kind else ADAMW), self._caches[kind].get(group)
@@ -142,6 +144,11 @@ class MuonWithAdamW(Optimizer):
         self._caches = {True: HyperparamsCache(MUON.hyperparams), False: HyperparamsCache(ADAMW.hyperparams)}
 
     def _new_engine(self) -> Engine:
+        if self._format is not None:
+            raise ValueError(
+                f"MuonWithAdamW keeps no low-bit state (Muon has no fused kernel): state_dtype={self._format.dtype!r} "
+                "is not allowed; use state_dtype=None or torch.float32"
+            )
         self._plans: dict[int, Any] = {}
         return Engine(
             MUON,

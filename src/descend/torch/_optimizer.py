@@ -3,7 +3,8 @@
 Everything torch.optim's base class does (param groups, ``zero_grad``, ``state_dict``, hooks, schedulers, GradScaler,
 ZeroRedundancyOptimizer) is inherited. This class adds the hyperparameters of an algorithm spec, their validation,
 the step (handed to :class:`descend.engine.Engine`, with a recorded plan per param group in its steady state, see
-:mod:`descend.engine.plan`), a checked ``load_state_dict`` and ``describe()``.
+:mod:`descend.engine.plan`; under ``torch.compile``, one custom operator, see :mod:`descend.torch._compiled`), a
+checked ``load_state_dict`` and ``describe()``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,16 @@ from torch.optim.optimizer import _get_scalar_dtype
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, HyperparamsCache
 from descend.algorithms.conventions import check_convention
 from descend.backends import check_backend
-from descend.engine import Engine, GroupWork, Item
+from descend.engine import Engine, GroupWork, Item, lowbit_step
 from descend.engine.plan import build as build_plan
 from descend.engine.torch_arrays import COMPLEX_DTYPES, FLOAT_DTYPES, TorchKind
+from descend.lowbit import StateFormat
 from descend.nonfinite import check_nan_policy
 from descend.torch import _differentiable as torch_ops
+from descend.torch import _formats
+from descend.torch._compiled import gather as compiled_gather
+from descend.torch._compiled import register as register_compiled
+from descend.torch._compiled import step as compiled_step
 from descend.torch._options import (
     HALF_DTYPES,
     SPARSE_GRADIENTS,
@@ -106,9 +112,10 @@ class Optimizer(torch.optim.Optimizer):
             ``"article"``) that arguments given explicitly override; ``backend``, ``"auto"``, ``"reference"``,
             ``"fused"`` or ``"foreach"`` (see :mod:`descend.backends`, and :mod:`descend.torch._options` for how
             ``foreach`` and ``fused`` refine it); ``nan_policy`` (see :mod:`descend.nonfinite`); and
-            ``state_dtype``, None (the state takes each parameter's dtype, as in torch) or ``torch.float32``
-            (bfloat16 and float16 parameters keep their state in float32; the update is computed in float32 either
-            way).
+            ``state_dtype``, None (the state takes each parameter's dtype, as in torch), ``torch.float32`` (bfloat16
+            and float16 parameters keep their state in float32; the update is computed in float32 either way), or a
+            low-bit format for float32, bfloat16 and float16 parameters: ``torch.bfloat16``, ``"bfloat16"``,
+            ``"blockwise8"`` or a :class:`descend.StateFormat` (see :mod:`descend.lowbit`).
     """
 
     spec: ClassVar[AlgorithmSpec]
@@ -165,6 +172,8 @@ class Optimizer(torch.optim.Optimizer):
         _check_tensor_hyperparams(type(self).__name__, {**explicit, **options}, self.spec.torch_name in TENSOR_BETAS)
         self.spec.make(self.convention, **explicit)  # validates; the raw values are kept, as torch keeps them
         defaults = {**self.spec.defaults(self.convention), **explicit, **options, **self._fixed}
+        if isinstance(self.state_dtype, StateFormat):
+            defaults[_formats.GROUP_KEY] = _formats.record(self.state_dtype)
         super().__init__(params, defaults)
 
     # -- groups ---------------------------------------------------------------------------------------------------
@@ -197,6 +206,8 @@ class Optimizer(torch.optim.Optimizer):
             self.param_groups.remove(group)
             raise
 
+    _rule_per_group = False  # True where _group_rule is overridden: the step under torch.compile is then eager
+
     def _group_rule(self, group: dict[str, Any]) -> tuple[AlgorithmSpec | None, Hyperparams]:
         """The algorithm a param group runs, None for the class's own (the engine's), and its validated
         hyperparameters. An optimizer that runs different algorithms on different groups overrides this."""
@@ -205,14 +216,20 @@ class Optimizer(torch.optim.Optimizer):
     def _reset_caches(self) -> None:
         self._hps = HyperparamsCache(self.spec.hyperparams)
 
+    @property
+    def _format(self) -> StateFormat | None:
+        return self.state_dtype if isinstance(self.state_dtype, StateFormat) else None
+
     def _new_engine(self) -> Engine:
         self._plans: dict[int, Any] = {}
+        register_compiled(self)
         return Engine(
             self.spec,
             _TORCH,
             lambda: self.state,
             nan_policy=self.nan_policy,
-            state_dtype=self.state_dtype,
+            state_dtype=None if self._format else self.state_dtype,
+            fmt=self._format,
             threads=torch.get_num_threads,
         )
 
@@ -227,12 +244,17 @@ class Optimizer(torch.optim.Optimizer):
 
     def _init_state(self, group: dict[str, Any]) -> None:
         hp = self.spec.hyperparams.from_group(group)
+        fmt = self._format
         for p in group["params"]:
             state = self.state[p]
             if not state:
                 state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
+                if fmt is not None and lowbit_step.applies(_TORCH, p):
+                    keys = list(lowbit_step.expected_keys(self.spec, hp, fmt, _TORCH.dtype_name(p)))
+                    state.update(lowbit_step.new_state(_TORCH, self.spec, p, hp, fmt, keys))
+                    continue
                 slots = list(self.spec.slots_for(hp, tuple(p.shape)))
-                state.update(_TORCH.new_state(self.spec, p, hp, slots, self.state_dtype))
+                state.update(_TORCH.new_state(self.spec, p, hp, slots, None if fmt else self.state_dtype))
 
     # -- the step -------------------------------------------------------------------------------------------------
 
@@ -274,7 +296,8 @@ class Optimizer(torch.optim.Optimizer):
         (:mod:`descend.engine.plan`); any other takes the engine's general path, which then records a plan for the
         next step. Two threads stepping the same optimizer run one after the other. A step with a group of
         ``differentiable=True``, or with a sparse gradient for SGD or Adagrad, runs in torch operations instead (see
-        :mod:`descend.torch._differentiable`).
+        :mod:`descend.torch._differentiable`). Under ``torch.compile`` the step is one custom operator in the graph,
+        which runs this same step (see :mod:`descend.torch._compiled`).
         """
         loss = None
         if closure is not None:
@@ -282,27 +305,51 @@ class Optimizer(torch.optim.Optimizer):
                 loss = closure()
         differentiable = "differentiable" in self._options  # a class without torch's option ignores the key, as torch
         if differentiable and any(group.get("differentiable") for group in self.param_groups):  # _differentiable
+            self._refuse_format("differentiable=True")
             with self._engine.lock:
                 torch_ops.step(self)
             return loss
+        if not torch.compiler.is_compiling():
+            self._eager_step()
+        elif not compiled_step(self):  # under torch.compile: one custom operator, see descend.torch._compiled
+            self._untraced_step()
+        return loss
+
+    def _eager_step(self) -> None:
         try:
             self._engine_step()
         except _SparseStep:  # SGD and Adagrad take sparse gradients in torch operations, as torch does
+            self._refuse_format("a sparse gradient")
             with self._engine.lock:
                 torch_ops.step(self)
-        return loss
 
-    # The engine's step runs compiled C and reads tensors by address: torch.compile runs it as it is (one graph break,
-    # no tracing, no warning), at eager speed, instead of tracing into it and recompiling on every step.
-    @torch.compiler.disable
-    def _engine_step(self) -> None:
+    def _refuse_format(self, what: str) -> None:
+        if self._format is not None:
+            raise ValueError(
+                f"{type(self).__name__} with state_dtype={self._format!r} cannot take {what}: a low-bit state "
+                "format runs in descend's own step; use state_dtype=None for this optimizer"
+            )
+
+    def _init_group(self, group: dict[str, Any], *lists: list) -> bool:
+        """Under torch.compile: what the custom operator reads and writes for ``group``, put in ``lists``. Dynamo runs
+        this method eagerly for any ``torch.optim.Optimizer``, as it does torch's own (see descend.torch._compiled)."""
+        return compiled_gather(self, group, *lists)
+
+    # A step the custom operator cannot take runs as it is under torch.compile (a graph break), instead of Dynamo
+    # tracing into the engine's C calls.
+    _untraced_step = torch.compiler.disable(_eager_step)
+
+    def _engine_step(self, hps: list[Any] | None = None) -> None:
+        """The engine's step of every group, with each group's validated hyperparameters (``hps``, as the compiled
+        step read them) or, by default, those its param group holds now."""
         engine = self._engine
         checks = self.nan_policy != "propagate"
         with engine.lock, torch.no_grad():
             rounds: list[list[GroupWork]] = [[]]
             offset = 0
-            for group in self.param_groups:
-                rule, hp = self._group_rule(group)
+            for i, group in enumerate(self.param_groups):
+                # the compiled step runs only optimizers with one rule for every group (see descend.torch._compiled)
+                rule, hp = self._group_rule(group) if hps is None else (None, hps[i])
                 spec = rule or self.spec
                 backend = group_backend(self.backend, group)
                 plan = self._plans.get(id(group))
@@ -325,7 +372,10 @@ class Optimizer(torch.optim.Optimizer):
             for work in rounds:
                 engine.step(work)
 
-    def _planner(self, group: dict[str, Any], hp: Any, backend: str, spec: AlgorithmSpec) -> Callable[[], None]:
+    def _planner(self, group: dict[str, Any], hp: Any, backend: str, spec: AlgorithmSpec) -> Callable[[], None] | None:
+        if self._format is not None:  # a plan records float state of the kernels' own combinations
+            return None
+
         def record() -> None:
             plan = build_plan(self.state, spec, hp, group, backend)
             if plan is not None:
@@ -362,14 +412,25 @@ class Optimizer(torch.optim.Optimizer):
             own = {k: v for k, v in mine.items() if k != "params"}
             options = {k: mine[k] for k in self._options if k in mine}
             filled.append({**own, **theirs, **options, **self._fixed})
-        self._check_loadable(state_dict, filled)
+        fmt = self._check_loadable(state_dict, filled)
         super().load_state_dict({**state_dict, "param_groups": filled})
-        if self.state_dtype is not None:
+        if fmt is not None:
+            self.state_dtype = fmt
+            self._engine.fmt = fmt
+            for group in self.param_groups:
+                group[_formats.GROUP_KEY] = _formats.record(fmt)
+            self.defaults[_formats.GROUP_KEY] = _formats.record(fmt)
+            _formats.restore(self, state_dict, fmt)
+        elif self.state_dtype is not None:
             self._restore_state_dtype(state_dict)
 
-    def _check_loadable(self, state_dict: dict[str, Any], filled: list[dict[str, Any]]) -> None:
-        """Raise a ValueError if ``state_dict`` (its groups completed as ``filled``) does not fit this optimizer."""
-        check_state_dict(self.spec, type(self).__name__, self.param_groups, state_dict, self._identity, filled=filled)
+    def _check_loadable(self, state_dict: dict[str, Any], filled: list[dict[str, Any]]) -> StateFormat | None:
+        """Raise a ValueError if ``state_dict`` (its groups completed as ``filled``) does not fit this optimizer;
+        return the low-bit state format it was saved with (None: float state)."""
+        title = type(self).__name__
+        fmt = _formats.check_saved_format(title, self._format, state_dict["param_groups"])
+        check_state_dict(self.spec, title, self.param_groups, state_dict, self._identity, filled=filled, fmt=fmt)
+        return fmt
 
     def _restore_state_dtype(self, state_dict: dict[str, Any]) -> None:
         """torch's loader casts every floating state tensor to its parameter's dtype; with ``state_dtype`` the state

@@ -34,6 +34,7 @@ import torch
 from descend.algorithms._spec import AlgorithmSpec
 from descend.backends import check_backend
 from descend.kernels import available as fused_ready
+from descend.lowbit import StateFormat
 
 __all__ = [
     "COMPAT_OPTIONS",
@@ -113,14 +114,22 @@ def signature_for(spec: AlgorithmSpec, torch_order: tuple[str, ...] | None) -> t
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
-def check_state_dtype(title: str, value: Any) -> torch.dtype | None:
-    """``state_dtype=``: None (each parameter's state takes its dtype, as in torch) or ``torch.float32`` (bfloat16
-    and float16 parameters keep their state in float32; float32 and float64 parameters keep their own dtype)."""
+def check_state_dtype(title: str, value: Any) -> Any:
+    """``state_dtype=``: None (each parameter's state takes its dtype, as in torch); ``torch.float32`` (bfloat16 and
+    float16 parameters keep their state in float32; float32 and float64 parameters keep their own dtype); or a
+    low-bit format for float32, bfloat16 and float16 parameters: ``torch.bfloat16`` or ``"bfloat16"`` (bfloat16
+    state with stochastic rounding), ``"blockwise8"`` (8-bit blockwise state with stochastic rounding), or a
+    :class:`descend.StateFormat` that says more. Returns None, torch.float32 or a StateFormat."""
     if value is None or value is torch.float32:
+        return value
+    if value is torch.bfloat16 or (isinstance(value, str) and value in ("bfloat16", "blockwise8")):
+        return StateFormat("bfloat16" if value is torch.bfloat16 else value)
+    if isinstance(value, StateFormat):
         return value
     raise ValueError(
         f"{title}: state_dtype must be None (the state takes each parameter's dtype) or torch.float32 (float32 state "
-        f"for bfloat16 and float16 parameters), got {value!r}"
+        f"for bfloat16 and float16 parameters), or a low-bit format: torch.bfloat16, 'bfloat16', 'blockwise8' or a "
+        f"descend.StateFormat, got {value!r}"
     )
 
 

@@ -48,6 +48,7 @@ def check_state_dict(
     keys: tuple[frozenset[str], frozenset[str]] | Sequence[tuple[frozenset[str], frozenset[str]]],
     *,
     filled: list[dict[str, Any]],
+    fmt: Any = None,
 ) -> None:
     """Raise a ValueError if ``state_dict`` cannot be loaded into an optimizer with these ``groups``.
 
@@ -59,6 +60,7 @@ def check_state_dict(
         keys: :func:`identity_keys` for the class, or one per param group with ``spec``.
         filled: the candidate's param groups with the keys they lack filled in from the optimizer's groups; their
             hyperparameters are validated.
+        fmt: the optimizer's low-bit state format (:class:`descend.StateFormat`), or None.
     """
     if not isinstance(state_dict, Mapping) or "state" not in state_dict or "param_groups" not in state_dict:
         raise ValueError(f"a state_dict must be a dict with 'state' and 'param_groups' keys, got {type(state_dict)}")
@@ -86,7 +88,10 @@ def check_state_dict(
         hp = spec.hyperparams.from_group(filled[i])  # raises a clear error for a bad value
         for key, p in zip(theirs["params"], mine["params"]):
             ids[key] = (i, p)
-        _check_entries(spec, title, hp, theirs["params"], state_dict["state"], mine["params"])
+        if fmt is None:
+            _check_entries(spec, title, hp, theirs["params"], state_dict["state"], mine["params"])
+        else:
+            _check_format_entries(spec, title, hp, fmt, theirs["params"], state_dict["state"], mine["params"])
     unknown = [key for key in state_dict["state"] if key not in ids]
     if unknown:
         raise ValueError(f"the state_dict has state for params {unknown!r}, which none of its param groups lists")
@@ -127,5 +132,45 @@ def _check_entries(
             if isinstance(value, torch.Tensor) and value.numel() != 1:
                 raise ValueError(f"state {name!r} for param {key!r} must be a single number, got shape {value.shape}")
             number = value.item() if isinstance(value, torch.Tensor) else value
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+                raise ValueError(f"state {name!r} for param {key!r} must be a finite real number, got {value!r}")
+
+
+def _check_format_entries(
+    spec: AlgorithmSpec, title: str, hp: Any, fmt: Any, keys: list[Any], saved_state: Mapping[Any, Any], params: list
+) -> None:
+    """The entries of a state_dict loaded into an optimizer with a low-bit state format: the state in that format
+    (as this optimizer saves it) or float state of the parameter's shape (converted when loaded), and a step."""
+    from descend import lowbit as lb
+    from descend.engine import lowbit_step
+    from descend.engine.torch_arrays import DTYPE_NAMES
+
+    slots = set(spec.state_slots(hp))
+    for key, p in zip(keys, params):
+        entry = saved_state.get(key)
+        if not entry:
+            continue
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"state for param {key!r} must be a dict, got {type(entry).__name__}")
+        dtype = DTYPE_NAMES.get(p.dtype, "float32")
+        expected = lowbit_step.expected_keys(spec, hp, fmt, dtype) if dtype != "float64" else {k: "" for k in slots}
+        allowed = set(expected) | set(spec.host_slots(hp)) | {"step"}
+        if not slots <= set(entry) <= allowed:
+            raise ValueError(
+                f"state for param {key!r} has keys {sorted(entry)}; {title} with these settings keeps "
+                f"{sorted(allowed)}: it was saved by another optimizer class or with other settings"
+            )
+        for name in sorted(set(entry) & set(expected)):
+            value = entry[name]
+            scale = name.endswith(lb.SCALE_SUFFIX)
+            want = (-(-p.numel() // lb.Q8_BLOCK),) if scale else tuple(p.shape)
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != want:
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise ValueError(f"state {name!r} for param {key!r} has shape {shape}; it must have shape {want}")
+            if not (value.is_floating_point() or value.dtype == torch.uint8):
+                raise ValueError(f"state {name!r} for param {key!r} has dtype {value.dtype}; it must be a real tensor")
+        for name in sorted(set(entry) - set(expected)):
+            value = entry[name]
+            number = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
             if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
                 raise ValueError(f"state {name!r} for param {key!r} must be a finite real number, got {value!r}")

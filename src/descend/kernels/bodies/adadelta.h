@@ -17,13 +17,13 @@ KINLINE KNAME(adadelta_body)(KRANGE_ARGS, const unsigned f) {
         CT sq = LDS(sq_avg[i]);
         sq = sq * rho;
         sq = sq + (omr * gi) * gi;
-        sq_avg[i] = STS(sq);
+        sq_avg[i] = STS(sq, i, adadelta_s_square_avg);
         const CT std = SQRT(sq + eps);
         CT acc = LDS(acc_delta[i]);
         const CT delta = (SQRT(acc + eps) / std) * gi;
         acc = acc * rho;
         acc = acc + (omr * delta) * delta;
-        acc_delta[i] = STS(acc);
+        acc_delta[i] = STS(acc, i, adadelta_s_acc_delta);
         pi = pi + neg_lr * delta;
         p[i] = STP(pi);
     }

@@ -13,11 +13,13 @@
  * node of the reference's tree: the tiling changes no bit. A job holds tensors of one kind (factored or not).
  *
  * The build includes this file once with SHAPED_ONCE defined (the plain part: the tiling, the slot sizes, compiled
- * for the baseline instruction set), then once per instruction set and storage (the passes).
+ * for the baseline instruction set), then once per instruction set and storage (the passes). Adafactor keeps no
+ * low-bit state: the storage combinations of descend.lowbit (LOWBIT_COMBO) define nothing, and its table holds NULL
+ * there (DEFINE_SHAPED_TABLE); the module refuses a low-bit call to a shaped body before it would look there.
  */
 #ifdef SHAPED_ONCE
 #include "adafactor_plan.h"
-#else /* the passes, for one instruction set and storage */
+#elif !defined(LOWBIT_COMBO) /* the passes, for one instruction set and storage; no low-bit state (combos.h) */
 
 #define AF_ZERO ((CT)0)
 
@@ -241,14 +243,14 @@ static void KNAME(af_rows_b)(const job_t *j, int t, const af_tensor_t *T, CT *ar
             }
             const CT mean = rowg[row * lpr] / (CT)n, v = LDS(row_var[row]);
             rr[row] = AF_LERP(v, mean);
-            row_var[row] = STS(rr[row]);
+            row_var[row] = STS(rr[row], row, 0);
         }
         CT *part = area + T->colpart + bb * T->rt * n;
         KNAME(af_tree)(part, T->rt, n, n);
         for (int64_t jj = 0; jj < n; jj++) {
             const CT mean = part[jj] / (CT)m, v = LDS(col_var[bb * n + jj]);
             cc[bb * n + jj] = AF_LERP(v, mean);
-            col_var[bb * n + jj] = STS(cc[bb * n + jj]);
+            col_var[bb * n + jj] = STS(cc[bb * n + jj], bb * n + jj, 1);
         }
         memcpy(tmp, rr + bb * m, (size_t)m * sizeof(CT));
         KNAME(af_tree)(tmp, m, 1, 1);
@@ -336,7 +338,7 @@ static void KNAME(af_vec_e)(const job_t *j, int t, const af_tensor_t *T, CT *are
     for (int64_t jj = j0; jj < j1; jj++) {
         const CT gi = NEG(LDP(g[jj]), sign), v = LDS(var[jj]);
         AF_VEC(gi, v, vn, u);
-        var[jj] = STS(vn);
+        var[jj] = STS(vn, jj, 2);
         CT pi = LDP(p[jj]);
         if (decay) pi = pi * factor;
         pi = pi - step * u;

@@ -14,7 +14,7 @@ KINLINE KNAME(adagrad_body)(KRANGE_ARGS, const unsigned f) {
         if (wd_on) gi = gi + wd * pi;
         CT s = LDS(sum[i]);
         s = s + gi * gi;
-        sum[i] = STS(s);
+        sum[i] = STS(s, i, adagrad_s_sum);
         const CT std = SQRT(s + eps_root) + eps;
         pi = pi + (neg_clr * gi) / std;
         p[i] = STP(pi);

@@ -19,17 +19,17 @@ KINLINE KNAME(adam_body)(KRANGE_ARGS, const unsigned f) {
         if (decoupled) pi = pi * decay;
         CT m = LDS(exp_avg[i]);
         m = m + omb1 * (gi - m);
-        exp_avg[i] = STS(m);
+        exp_avg[i] = STS(m, i, adam_s_exp_avg);
         CT v = LDS(exp_avg_sq[i]);
         v = v * beta2;
         v = v + (omb2 * gi) * gi;
-        exp_avg_sq[i] = STS(v);
+        exp_avg_sq[i] = STS(v, i, adam_s_exp_avg_sq);
         CT second = v;
         if (amsgrad) {
             const CT a = LDS(max_sq[i]);
             const CT b = v / ams_div;
             second = NP_MAXIMUM(a, b);
-            max_sq[i] = STS(second);
+            max_sq[i] = STS(second, i, adam_s_max_exp_avg_sq);
         }
         const CT denom = SQRT(second + root_add) / root_div + eps;
         pi = pi + (neg_step * m) / denom;

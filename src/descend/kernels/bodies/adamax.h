@@ -16,12 +16,12 @@ KINLINE KNAME(adamax_body)(KRANGE_ARGS, const unsigned f) {
         if (wd_on) gi = gi + wd * pi;
         CT m = LDS(exp_avg[i]);
         m = m + omb1 * (gi - m);
-        exp_avg[i] = STS(m);
+        exp_avg[i] = STS(m, i, adamax_s_exp_avg);
         CT u = LDS(exp_inf[i]);
         u = u * beta2;
         const CT b = ABS(gi) + eps_in;
         u = NP_MAXIMUM(u, b);
-        exp_inf[i] = STS(u);
+        exp_inf[i] = STS(u, i, adamax_s_exp_inf);
         pi = pi + (neg_clr * m) / (u + eps_out);
         p[i] = STP(pi);
     }

@@ -21,7 +21,7 @@ KINLINE KNAME(adamw_schedulefree_body)(KRANGE_ARGS, const unsigned f) {
         CT v = LDS(exp_avg_sq[i]);
         v = v * beta2;
         v = v + (omb2 * gi) * gi;
-        exp_avg_sq[i] = STS(v);
+        exp_avg_sq[i] = STS(v, i, adamw_schedulefree_s_exp_avg_sq);
         const CT denom = SQRT(v / bc2) + eps;
         CT u = gi / denom;
         if (wd_on) u = u + wd * yi;
@@ -29,7 +29,7 @@ KINLINE KNAME(adamw_schedulefree_body)(KRANGE_ARGS, const unsigned f) {
         yi = yi + y_coef * u;
         p[i] = STP(yi);
         zi = zi + neg_lr * u;
-        z[i] = STS(zi);
+        z[i] = STS(zi, i, adamw_schedulefree_s_z);
     }
 }
 

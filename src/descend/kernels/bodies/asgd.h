@@ -19,9 +19,9 @@ KINLINE KNAME(asgd_body)(KRANGE_ARGS, const unsigned f) {
         if (average) {
             CT a = LDS(ax[i]);
             a = a + (pi - a) * mu;
-            ax[i] = STS(a);
+            ax[i] = STS(a, i, asgd_s_ax);
         } else {
-            ax[i] = STS(pi);
+            ax[i] = STS(pi, i, asgd_s_ax);
         }
     }
 }

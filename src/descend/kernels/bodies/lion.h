@@ -19,7 +19,7 @@ KINLINE KNAME(lion_body)(KRANGE_ARGS, const unsigned f) {
         p[i] = STP(pi);
         m = m * beta2;
         m = m + omb2 * gi;
-        exp_avg[i] = STS(m);
+        exp_avg[i] = STS(m, i, lion_s_exp_avg);
     }
 }
 

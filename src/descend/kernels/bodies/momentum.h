@@ -15,7 +15,7 @@ KINLINE KNAME(momentum_body)(KRANGE_ARGS, const unsigned f) {
         CT v = LDS(ea[i]);
         v = v * beta;
         v = v + omb * gi;
-        ea[i] = STS(v);
+        ea[i] = STS(v, i, momentum_s_exp_avg);
         const CT d = nesterov ? beta * v + omb * gi : v;
         pi = pi + neg_lr * d;
         p[i] = STP(pi);

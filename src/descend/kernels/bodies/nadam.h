@@ -18,11 +18,11 @@ KINLINE KNAME(nadam_body)(KRANGE_ARGS, const unsigned f) {
         if (decoupled) pi = pi * decay;
         CT m = LDS(exp_avg[i]);
         m = m + omb1 * (gi - m);
-        exp_avg[i] = STS(m);
+        exp_avg[i] = STS(m, i, nadam_s_exp_avg);
         CT v = LDS(exp_avg_sq[i]);
         v = v * beta2;
         v = v + (omb2 * gi) * gi;
-        exp_avg_sq[i] = STS(v);
+        exp_avg_sq[i] = STS(v, i, nadam_s_exp_avg_sq);
         const CT denom = SQRT(v / bc2) + eps;
         pi = pi + (grad_coef * gi) / denom;
         pi = pi + (exp_avg_coef * m) / denom;

@@ -18,11 +18,11 @@ KINLINE KNAME(radam_body)(KRANGE_ARGS, const unsigned f) {
         if (decoupled) pi = pi * decay;
         CT m = LDS(exp_avg[i]);
         m = m + omb1 * (gi - m);
-        exp_avg[i] = STS(m);
+        exp_avg[i] = STS(m, i, radam_s_exp_avg);
         CT v = LDS(exp_avg_sq[i]);
         v = v * beta2;
         v = v + (omb2 * gi) * gi;
-        exp_avg_sq[i] = STS(v);
+        exp_avg_sq[i] = STS(v, i, radam_s_exp_avg_sq);
         CT update = (m / bc1) * lr;
         if (rectify) update = (update * (bc2_sqrt / (SQRT(v) + eps))) * rect;
         pi = pi - update;

@@ -18,12 +18,12 @@ KINLINE KNAME(rmsprop_body)(KRANGE_ARGS, const unsigned f) {
         CT sq = LDS(sq_avg[i]);
         sq = sq * alpha;
         sq = sq + (oma * gi) * gi;
-        sq_avg[i] = STS(sq);
+        sq_avg[i] = STS(sq, i, rmsprop_s_square_avg);
         CT avg;
         if (centered) {
             CT ga = LDS(g_avg[i]);
             ga = ga + oma * (gi - ga);
-            g_avg[i] = STS(ga);
+            g_avg[i] = STS(ga, i, rmsprop_s_grad_avg);
             avg = SQRT((sq - ga * ga) + eps_root) + eps;
         } else {
             avg = SQRT(sq + eps_root) + eps;
@@ -32,7 +32,7 @@ KINLINE KNAME(rmsprop_body)(KRANGE_ARGS, const unsigned f) {
             CT b = LDS(buf[i]);
             b = b * mu;
             b = b + gi / avg;
-            buf[i] = STS(b);
+            buf[i] = STS(b, i, rmsprop_s_momentum_buffer);
             pi = pi + neg_lr * b;
         } else {
             pi = pi + (neg_lr * gi) / avg;

@@ -12,9 +12,9 @@ KINLINE KNAME(roofline_body)(KRANGE_ARGS, const unsigned f) {
     for (int64_t i = lo; i < hi; i++) {
         const CT gi = LDP(g[i]);
         p[i] = STP(LDP(p[i]) + gi);
-        if (k > 0) s0[i] = STS(LDS(s0[i]) + gi);
-        if (k > 1) s1[i] = STS(LDS(s1[i]) + gi);
-        if (k > 2) s2[i] = STS(LDS(s2[i]) + gi);
+        if (k > 0) s0[i] = STS(LDS(s0[i]) + gi, i, roofline_s_slot1);
+        if (k > 1) s1[i] = STS(LDS(s1[i]) + gi, i, roofline_s_slot2);
+        if (k > 2) s2[i] = STS(LDS(s2[i]) + gi, i, roofline_s_slot3);
     }
 }
 

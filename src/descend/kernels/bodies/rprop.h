@@ -21,9 +21,9 @@ KINLINE KNAME(rprop_body)(KRANGE_ARGS) {
         ss = ss * factor;
         ss = ss < smin ? smin : ss;
         ss = ss > smax ? smax : ss;
-        step_size[i] = STS(ss);
+        step_size[i] = STS(ss, i, rprop_s_step_size);
         const CT pv = agreement < 0 ? (CT)0 : gi;
-        prev[i] = STS(pv);
+        prev[i] = STS(pv, i, rprop_s_prev);
         pi = pi - KSIGN(pv) * ss;
         p[i] = STP(pi);
     }

@@ -21,7 +21,7 @@ KINLINE KNAME(sgd_body)(KRANGE_ARGS, const unsigned f) {
                 b = b * mu;
                 b = b + gs * gi;
             }
-            buf[i] = STS(b);
+            buf[i] = STS(b, i, sgd_s_momentum_buffer);
             gi = nesterov ? gi + mu * b : b;
         }
         pi = pi + neg_lr * gi;

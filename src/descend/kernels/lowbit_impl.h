@@ -1,0 +1,215 @@
+/* The range function of low-bit storage, for one instruction set (ISA) and one param dtype (LB_PT: f32, bf16 or f16),
+ * included by lowbit.c. It is the same for every algorithm: a tensor's range is taken in blocks of LB_BLOCK elements;
+ * for each block the state is decoded into float32 scratch, the algorithm's own body runs on the block with float32
+ * state (job->inner, or job->inner_f32 on float32 copies of a 16-bit param and its gradient when the param is rounded
+ * stochastically or with Kahan compensation), and the scratch is encoded back, all within one pass over memory. So a
+ * new body gets every storage format without a line of its own.
+ */
+#define LB_CAT3(a, b, c) a##_##b##_##c
+#define LB_CAT(a, b, c) LB_CAT3(a, b, c)
+#define LB_NAME(name) LB_CAT(name, ISA, LB_PT)
+
+#if LB_IS_F32
+#define LB_T float
+#define LB_LOAD(x) (x)
+#elif LB_IS_BF16
+#define LB_T bf16_t
+#define LB_LOAD(x) bf16_load(x)
+#else
+#define LB_T f16_t
+#define LB_LOAD(x) f16_load(x)
+#endif
+
+/* Words of the stream for elements [b0, b0 + n) (which share their index's high half). */
+static void LB_NAME(lb_words)(const job_t *j, int64_t id, int64_t b0, int64_t n, uint32_t word, uint32_t *out) {
+    const uint32_t key = stream_key(j->seed, j->step, (uint64_t)id, (uint32_t)((uint64_t)b0 >> 32), word);
+    const uint32_t start = (uint32_t)b0;
+    for (int64_t k = 0; k < n; k++) out[k] = lowbias32(start + (uint32_t)k + key);
+}
+
+static void LB_NAME(lb_decode_bf16)(const bf16_t *restrict in, float *restrict out, int64_t n) {
+    for (int64_t k = 0; k < n; k++) out[k] = bf16_load(in[k]);
+}
+
+static void LB_NAME(lb_encode_bf16)(const float *restrict in, uint16_t *restrict out, int64_t n,
+                                    const uint32_t *restrict words, int shift) {
+    if (words) {
+        for (int64_t k = 0; k < n; k++) out[k] = bf16_bits_sr(in[k], (words[k] >> shift) & 0xFFFFu);
+    } else {
+        for (int64_t k = 0; k < n; k++) out[k] = bf16_bits_rne(in[k]);
+    }
+}
+
+/* One 8-bit block of n elements: codes and scale to float32 (unsigned map, then signed map). */
+static void LB_NAME(lb_decode_q8u)(const uint8_t *restrict in, float scale, float *restrict out, int64_t n) {
+    for (int64_t k = 0; k < n; k++) out[k] = q8_value(in[k], Q8U_OFF, Q8U_MIN_NORMAL) * scale;
+}
+
+static void LB_NAME(lb_decode_q8s)(const uint8_t *restrict in, float scale, float *restrict out, int64_t n) {
+    for (int64_t k = 0; k < n; k++) {
+        const uint32_t c = in[k];
+        const float v = q8_value(c & 0x7Fu, Q8S_OFF, Q8S_MIN_NORMAL) * scale;
+        out[k] = f32_from_bits(f32_bits(v) | ((c & 0x80u) << 24));
+    }
+}
+
+/* One 8-bit block of n elements to codes, once the inverse of its scale is known: one loop per map and rounding. */
+#define LB_Q8_ENCODE(name, NONNEG, STOCHASTIC)                                                                   \
+    static __attribute__((noinline)) void LB_NAME(name)(const float *restrict in, uint8_t *restrict out,        \
+                                                       int64_t n, float inv,                                \
+                              const uint32_t *restrict words, int shift) {                                      \
+        for (int64_t k = 0; k < n; k++) {                                                                       \
+            const uint32_t b = f32_bits(in[k]);                                                                 \
+            const float y = f32_from_bits(b & 0x7FFFFFFFu) * inv;                                               \
+            const uint32_t r16 = STOCHASTIC ? (words[k] >> shift) & 0xFFFFu : 0u;                               \
+            uint32_t c;                                                                                         \
+            if (NONNEG) {                                                                                       \
+                c = q8_magnitude(y, r16, STOCHASTIC, Q8U_OFF, Q8U_MIN_NORMAL, Q8U_MAX);                         \
+                c &= (b >> 31) - 1u; /* a negative value (sign bit set) becomes 0 */                           \
+            } else {                                                                                            \
+                c = q8_magnitude(y, r16, STOCHASTIC, Q8S_OFF, Q8S_MIN_NORMAL, Q8S_MAX) | ((b >> 24) & 0x80u);   \
+            }                                                                                                   \
+            out[k] = (uint8_t)c;                                                                                \
+        }                                                                                                       \
+    }
+LB_Q8_ENCODE(lb_encode_q8u_sr, 1, 1)
+LB_Q8_ENCODE(lb_encode_q8u_ne, 1, 0)
+LB_Q8_ENCODE(lb_encode_q8s_sr, 0, 1)
+LB_Q8_ENCODE(lb_encode_q8s_ne, 0, 0)
+#undef LB_Q8_ENCODE
+
+static void LB_NAME(lb_decode_q8)(const uint8_t *restrict in, float scale, float *restrict out, int64_t n, int nonneg) {
+    if (nonneg) LB_NAME(lb_decode_q8u)(in, scale, out, n);
+    else LB_NAME(lb_decode_q8s)(in, scale, out, n);
+}
+
+/* One 8-bit block of n elements: float32 to codes, returning the scale's bits. */
+static uint32_t LB_NAME(lb_encode_q8)(const float *restrict in, uint8_t *restrict out, int64_t n, int nonneg,
+                                      const uint32_t *restrict words, int shift) {
+    uint32_t maxbits = 0;
+    for (int64_t k = 0; k < n; k++) {
+        const uint32_t b = f32_bits(in[k]) & 0x7FFFFFFFu;
+        maxbits = b > maxbits ? b : maxbits;
+    }
+    uint32_t scale, inverse;
+    q8_scale(maxbits, &scale, &inverse);
+    if (scale == 0x7FC00000u) {
+        memset(out, 0, (size_t)n);
+        return scale;
+    }
+    const float inv = f32_from_bits(inverse);
+    if (nonneg && words) LB_NAME(lb_encode_q8u_sr)(in, out, n, inv, words, shift);
+    else if (nonneg) LB_NAME(lb_encode_q8u_ne)(in, out, n, inv, words, shift);
+    else if (words) LB_NAME(lb_encode_q8s_sr)(in, out, n, inv, words, shift);
+    else LB_NAME(lb_encode_q8s_ne)(in, out, n, inv, words, shift);
+    return scale;
+}
+
+#define LB_BLOCK 512 /* a multiple of Q8_BLOCK, so a block of the range never splits an 8-bit block */
+
+void LB_NAME(lowbit)(KRANGE_ARGS) {
+    LB_T *p = (LB_T *)j->param[t];
+    const LB_T *g = (const LB_T *)j->grad[t];
+    const int64_t id = j->ids[t];
+    const int split = j->param_mode != PMODE_NEAREST;
+    float sp[LB_BLOCK] __attribute__((aligned(64)));
+    float sg[LB_BLOCK] __attribute__((aligned(64)));
+    float ss[MAX_STATES][LB_BLOCK] __attribute__((aligned(64)));
+    uint32_t words[2][LB_BLOCK] __attribute__((aligned(64)));
+    void *pp[1], *sptr[MAX_STATES][1];
+    const void *gp[1];
+    job_t local = *j;
+    local.n = 1;
+    local.param = pp;
+    local.grad = gp;
+    int used[MAX_STATES], any2 = 0;
+    for (int s = 0; s < MAX_STATES; s++) {
+        used[s] = j->state[s] != NULL;
+        local.state[s] = used[s] ? sptr[s] : NULL;
+        if (s == 2 && used[s]) any2 = 1;
+    }
+    const int word0 = j->stochastic && (used[0] || used[1]);
+    const int word1 = (j->stochastic && any2) || j->param_mode == PMODE_STOCHASTIC;
+    const range_fn body = split ? j->inner_f32 : j->inner;
+    for (int64_t b0 = lo, b1; b0 < hi; b0 = b1) {
+        b1 = (b0 / LB_BLOCK + 1) * LB_BLOCK;
+        b1 = b1 < hi ? b1 : hi;
+        const int64_t n = b1 - b0;
+        if (word0) LB_NAME(lb_words)(j, id, b0, n, 0, words[0]);
+        if (word1) LB_NAME(lb_words)(j, id, b0, n, 1, words[1]);
+        for (int s = 0; s < MAX_STATES; s++) {
+            if (!used[s]) continue;
+            char *base = (char *)j->state[s][t];
+            if (j->state_format == SFMT_F32) {
+                sptr[s][0] = base + b0 * 4;
+            } else if (j->state_format == SFMT_BF16) {
+                LB_NAME(lb_decode_bf16)((const bf16_t *)base + b0, ss[s], n);
+                sptr[s][0] = ss[s];
+            } else {
+                const float *scales = (const float *)j->scale[s][t];
+                for (int64_t q = 0; q < n; q += Q8_BLOCK) {
+                    const int64_t m = n - q < Q8_BLOCK ? n - q : Q8_BLOCK;
+                    LB_NAME(lb_decode_q8)((const uint8_t *)base + b0 + q, scales[(b0 + q) / Q8_BLOCK], ss[s] + q, m,
+                                          (j->nonneg >> s) & 1u);
+                }
+                sptr[s][0] = ss[s];
+            }
+        }
+        if (split) {
+            for (int64_t k = 0; k < n; k++) sp[k] = LB_LOAD(p[b0 + k]);
+            for (int64_t k = 0; k < n; k++) sg[k] = LB_LOAD(g[b0 + k]);
+            pp[0] = sp;
+            gp[0] = sg;
+        } else {
+            pp[0] = p + b0;
+            gp[0] = g + b0;
+        }
+        body(&local, 0, 0, n);
+        for (int s = 0; s < MAX_STATES; s++) {
+            if (!used[s] || j->state_format == SFMT_F32) continue;
+            const uint32_t *w = j->stochastic ? words[s >> 1] : NULL;
+            const int shift = (s & 1) * 16;
+            char *base = (char *)j->state[s][t];
+            if (j->state_format == SFMT_BF16) {
+                LB_NAME(lb_encode_bf16)(ss[s], (uint16_t *)base + b0, n, w, shift);
+            } else {
+                float *scales = (float *)j->scale[s][t];
+                for (int64_t q = 0; q < n; q += Q8_BLOCK) {
+                    const int64_t m = n - q < Q8_BLOCK ? n - q : Q8_BLOCK;
+                    const uint32_t sc = LB_NAME(lb_encode_q8)(ss[s] + q, (uint8_t *)base + b0 + q, m,
+                                                              (j->nonneg >> s) & 1u, w ? w + q : NULL, shift);
+                    scales[(b0 + q) / Q8_BLOCK] = f32_from_bits(sc);
+                }
+            }
+        }
+#if !LB_IS_F32
+        if (j->param_mode == PMODE_STOCHASTIC) {
+            uint16_t *out = (uint16_t *)p + b0; /* bfloat16 only: float16 params are refused on the host */
+            for (int64_t k = 0; k < n; k++) out[k] = bf16_bits_sr(sp[k], words[1][k] >> 16);
+        } else if (j->param_mode == PMODE_KAHAN) {
+            LB_T *c = (LB_T *)j->comp[t] + b0;
+            LB_T *q = p + b0;
+            for (int64_t k = 0; k < n; k++) {
+                const float old = LB_LOAD(q[k]);
+                const float y = (sp[k] - old) + LB_LOAD(c[k]);
+                const float sum = old + y;
+#if LB_IS_BF16
+                const bf16_t stored = bf16_store(sum);
+                c[k] = bf16_store(y - (bf16_load(stored) - old));
+#else
+                const f16_t stored = f16_store(sum);
+                c[k] = f16_store(y - (f16_load(stored) - old));
+#endif
+                q[k] = stored;
+            }
+        }
+#endif
+    }
+}
+
+#undef LB_T
+#undef LB_LOAD
+#undef LB_NAME
+#undef LB_CAT
+#undef LB_CAT3
+#undef LB_BLOCK
