@@ -104,3 +104,16 @@ def test_float32_state_converts_and_bad_values_are_refused() -> None:
     assert np.array_equal(low.state[0]["exp_avg"], lb.bf16_round(full.state[0]["exp_avg"]))
     with pytest.raises(ValueError, match="state_dtype must be None .* 'bfloat16', 'blockwise8' or a descend.State"):
         descend.Adam(params, state_dtype="float16")
+
+
+@pytest.mark.skipif(not kernels.available()[0], reason=kernels.available()[1])
+def test_the_benchmark_gives_format_rows_only_to_algorithms_that_take_a_format() -> None:
+    from descend import bench_lowbit
+
+    params = [np.zeros((8, 6), np.float32)]
+    grads = [np.ones((8, 6), np.float32)]
+    rows = {
+        name: sorted(bench_lowbit.contestants(name, params, grads, None, ("descend",), ("float32", "bfloat16")))
+        for name in ("adam", "adafactor", "muon")
+    }
+    assert rows == {"adam": ["descend (NumPy) [bfloat16]"], "adafactor": [], "muon": []}

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 import descend
+from descend.kernels._layout import KERNELS
 
 __all__ = ["FORMATS", "PEERS", "contestants", "state_bytes"]
 
@@ -59,12 +60,14 @@ def contestants(
         params, grads: the shared NumPy parameters and their gradients.
         tparams: the same parameters as torch tensors with ``.grad`` set, or None without torch.
         which: the contestants asked for (``"descend"``, ``"descend.torch"``, and the peers by name).
-        formats: the state formats asked for, besides float32.
+        formats: the state formats asked for, besides float32; an algorithm that keeps no low-bit state (Muon, with
+            no fused kernel; Adafactor, whose kernel reduces over whole tensors) gets no rows for them.
     """
     out: dict[str, Callable[[], None]] = {}
     kwargs = {"momentum": 0.9} if name == "sgd" else {}
+    layout = KERNELS.get(name)
     for fmt in formats:
-        if fmt == "float32":
+        if fmt == "float32" or layout is None or layout.shaped:
             continue
         if "descend" in which:
             opt = descend.OPTIMIZERS[name](params, backend="fused", state_dtype=fmt, **kwargs)
