@@ -1,5 +1,6 @@
 """descend.torch.Adam inside ZeroRedundancyOptimizer with DistributedDataParallel: two processes on loopback (gloo)
-end where one process running torch.optim.Adam on the same global batches ends."""
+end where one process running torch.optim.Adam on the same global batches ends. And descend.torch's classes on a
+model wrapped by FSDP (its first API, on the CPU) end where torch.optim's do under the same wrapping."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
 import torch.multiprocessing as mp  # noqa: E402
+from torch.distributed.fsdp import FullyShardedDataParallel  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 with warnings.catch_warnings():  # torch.distributed.optim's own use of torch.jit warns at import
@@ -87,3 +89,51 @@ def test_zero_with_ddp_matches_one_process(tmp_path: Path) -> None:
     state = result["optim"]["state"]
     assert sorted(state) == list(range(len(start)))
     assert all(entry["step"].item() == STEPS for entry in state.values())
+
+
+# FSDP's first API: (descend.torch class, torch.optim class, arguments, use_orig_params). With use_orig_params=False
+# the optimizer sees one flat parameter per wrapped module, each process its own shard of it.
+FSDP_CASES = [
+    ("Adam", {"lr": 0.05, "weight_decay": 0.01}, False),
+    ("AdamW", {"lr": 0.05}, True),
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "nesterov": True}, False),
+    ("RMSprop", {"lr": 0.01, "centered": True}, True),
+]
+
+
+def fsdp_worker(rank: int, port: int, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        torch.set_num_threads(1)
+        share = BATCH // WORLD
+        results = {}
+        for name, kwargs, orig in FSDP_CASES:
+            for label, cls in (("descend", getattr(dt, name)), ("torch", getattr(torch.optim, name))):
+                model = FullyShardedDataParallel(make_model(), device_id=torch.device("cpu"), use_orig_params=orig)
+                opt = cls(model.parameters(), **kwargs)
+                for step in range(STEPS):
+                    x, y = batch(step)
+                    x, y = x[rank * share : (rank + 1) * share], y[rank * share : (rank + 1) * share]
+                    opt.zero_grad()
+                    torch.nn.functional.cross_entropy(model(x), y).backward()
+                    opt.step()
+                with FullyShardedDataParallel.summon_full_params(model):
+                    results[name, label] = [p.detach().clone() for p in model.parameters()]
+        if rank == 0:
+            torch.save(results, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fsdp_matches_torch_optim(tmp_path: Path) -> None:
+    out = str(tmp_path / "fsdp.pt")
+    mp.spawn(fsdp_worker, args=(free_port(), out), nprocs=WORLD, join=True)
+    results = torch.load(out)
+    start = [p.detach() for p in make_model().parameters()]
+    for name, _, _ in FSDP_CASES:
+        ours, theirs = results[name, "descend"], results[name, "torch"]
+        assert len(ours) == len(theirs) > 0
+        for i, (mine, ref) in enumerate(zip(ours, theirs)):
+            assert_close(mine, ref, TORCH_FLOAT32, f"{name}: param {i}")
+        moved, initial = torch.cat([p.reshape(-1) for p in ours]), torch.cat([p.reshape(-1) for p in start])
+        assert moved.numel() == initial.numel() and not torch.equal(moved, initial), f"{name} did not move"

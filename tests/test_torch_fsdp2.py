@@ -43,7 +43,8 @@ SETTINGS = {
     "adamax": {"lr": 0.01},
     "nadam": {"lr": 0.01},
     "radam": {"lr": 0.01},
-}
+    "asgd": {"lr": 0.01, "t0": 2},
+}  # not Rprop: torch.optim.Rprop itself fails on sharded DTensors (its index_put_ has no sharding strategy)
 
 
 def free_port() -> int:

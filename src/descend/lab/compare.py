@@ -14,8 +14,10 @@ import json
 import math
 import multiprocessing
 import signal
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -400,6 +402,7 @@ def compare(
     problems, names = config.checked()
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    _STOP.clear()
     out_path = None if out is None else Path(out)
     cells: dict[tuple[str, str], Cell] = {}
     resumed = []
@@ -448,13 +451,19 @@ def compare(
                                  initializer=worker_signals) as pool:
             futures: dict = {}
             try:
-                for i, t in enumerate(todo):
-                    futures[pool.submit(_run_pending, i)] = t
-                for future in as_completed(futures):
-                    problem, name, key, path, units = futures[future]
-                    finish(problem, name, key, path, future.result())
-                    if progress:
-                        progress(units, f"{problem.name} · {name}")
+                with _signals_held():  # the pool forks its workers here
+                    for i, t in enumerate(todo):
+                        futures[pool.submit(_run_pending, i)] = t
+                waiting = set(futures)
+                while waiting:
+                    done, waiting = wait(waiting, timeout=0.25, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        problem, name, key, path, units = futures[future]
+                        finish(problem, name, key, path, future.result())
+                        if progress:
+                            progress(units, f"{problem.name} · {name}")
+                    if _STOP.is_set():  # a stop asked for by a signal whose own exception was lost
+                        raise KeyboardInterrupt
             except BaseException:
                 stop_workers(pool)
                 raise
@@ -466,11 +475,39 @@ def compare(
     return outcome
 
 
+_HELD = {signal.SIGTERM, signal.SIGINT}
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask a running :func:`compare` to stop (from a signal handler, which also raises KeyboardInterrupt): Python
+    drops an exception raised while it runs its own callbacks (around a fork, in a finaliser), so the comparison also
+    checks this request while it waits for its workers, and stops within a quarter of a second."""
+    _STOP.set()
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGTERM and Ctrl-C back while the pool forks, and deliver them after. Python runs its own code around a
+    fork (the callbacks of os.register_at_fork, logging's among them), and an exception a signal handler raises
+    there is reported and dropped: a SIGTERM that landed then was lost and the comparison ran on."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def worker_signals() -> None:
     """In a worker: the default SIGTERM (the parent's handler, inherited by fork, turns it into an exception) and
-    no Ctrl-C (the parent stops the workers)."""
+    no Ctrl-C (the parent stops the workers); the signals the parent held back while forking are let through again."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
 
 
 def stop_workers(pool: ProcessPoolExecutor) -> None:
