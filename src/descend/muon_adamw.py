@@ -219,7 +219,7 @@ class MuonWithAdamW(Optimizer):
         self.convention = check_convention(convention)
         self.backend = check_backend(backend, NUMPY_BACKENDS)
         self.nan_policy = check_nan_policy(nan_policy)
-        self.state_dtype = None  # Muon has no fused kernel, which low-bit state needs: the state takes the params' dtype
+        self.state_dtype = None  # no low-bit state (Muon has no kernel): the state takes the params' dtype
         self.kind_defaults = split_arguments(self.convention, bound.arguments)
         self.defaults: dict[str, Any] = {
             **self.kind_defaults[True],
