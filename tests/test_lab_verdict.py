@@ -76,6 +76,18 @@ def test_performance_profiles_count_unsolved_problems_for_everyone():
     np.testing.assert_allclose(zero["b"], [0.0, 1.0])
 
 
+def test_an_optimizer_that_ran_on_none_of_the_problems_has_no_profile(tmp_path):
+    # Muon runs only where there are matrices: it is not drawn as solving 0% of problems it never saw
+    times = {"p1": {"a": 10.0}, "p2": {"a": math.inf, "b": 5.0}}
+    _, rho = profile(times, ["a", "muon", "b"], taus=[1.0, 2.0])
+    assert sorted(rho) == ["a", "b"]
+    np.testing.assert_allclose(rho["b"], [1.0, 1.0])  # over the one problem it ran on
+    from descend.lab import verdict_plots
+
+    path = verdict_plots.profile_plot(np.array([1.0, 2.0]), rho, ["a", "muon", "b"], tmp_path / "p.png", "two")
+    assert path.exists() and path.stat().st_size > 0
+
+
 def test_runs_that_leave_the_domain_are_told_from_runs_that_diverge():
     domain = P.from_expression("x - log(x) + y**2", (3.0, 1.0))
     left = run(domain, CONTESTANTS["sgd"], {"lr": 5.0}, 20, [0, 1])

@@ -174,7 +174,8 @@ def profile(
 
     Returns:
         ``(taus, rho)`` with ``rho[optimizer][i]`` the share of the problems solved within ``taus[i]`` times the
-        best optimizer's time on each. A problem no optimizer solves counts as unsolved for everyone.
+        best optimizer's time on each, for the optimizers that ran on at least one of them. A problem no optimizer
+        solves counts as unsolved for everyone.
     """
     ratios: dict[str, list[float]] = {o: [] for o in optimizers}
     for per in times.values():
@@ -185,7 +186,8 @@ def profile(
     finite = [r for rs in ratios.values() for r in rs if math.isfinite(r)]
     top = max([*finite, 2.0])
     grid = np.asarray(taus, dtype=np.float64) if taus is not None else np.geomspace(1.0, top * 1.5, 200)
-    rho = {o: np.array([sum(r <= t for r in ratios[o]) / max(len(ratios[o]), 1) for t in grid]) for o in optimizers}
+    ran = [o for o in optimizers if ratios[o]]
+    rho = {o: np.array([sum(r <= t for r in ratios[o]) / len(ratios[o]) for t in grid]) for o in ran}
     return grid, rho
 
 

@@ -21,10 +21,12 @@ def profile_plot(
 ) -> Path:
     """Performance profiles: for each optimizer, the share of problems it solves within tau times the best
     optimizer's steps, as a step curve over tau (log scale). Higher and further left is better."""
-    colors = colors_for(list(names))
-    fig = _figure(figsize=(8.0, 4.6))
+    colors = colors_for(list(names))  # the report's colours, whoever is drawn here
+    fig = _figure(figsize=(9.0, 4.6))
     ax = fig.subplots()
     for i, name in enumerate(names):
+        if name not in rho:  # it ran on none of these problems (Muon needs matrices)
+            continue
         ax.step(taus, rho[name], where="post", color=colors[name], linestyle=_style(i), lw=1.9,
                 label=f"{name} ({rho[name][-1]:.0%} solved)")
     ax.set_xscale("log")
@@ -36,7 +38,7 @@ def profile_plot(
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=9)
     ax.set_title(f"Performance profiles\n{subtitle}", fontsize=11)
-    fig.subplots_adjust(left=0.1, right=0.7, top=0.86, bottom=0.12)
+    fig.subplots_adjust(left=0.09, right=0.66, top=0.86, bottom=0.12)
     return _save(fig, path)
 
 
@@ -121,7 +123,10 @@ def target_plot(
     row's right instead."""
     colors = colors_for(list(names))
     problems = list(steps)
-    fig = _figure(figsize=(11.5, 0.7 * len(problems) + 1.8))
+    shown = [n for n in names if any(n in steps[p] for p in problems)]  # Muon runs only where there are matrices
+    ncol = max(1, min(len(shown), 8))
+    legend = 0.28 * -(-len(shown) // ncol)  # inches the legend's rows take
+    fig = _figure(figsize=(11.5, 0.7 * len(problems) + 1.8 + legend))
     panels = fig.subplots(1, 2, sharey=True)
     offsets = np.linspace(-0.28, 0.28, len(names)) if len(names) > 1 else np.zeros(1)
     for ax, data, xlabel in ((panels[0], steps, "steps to the tolerance (log)"),
@@ -142,17 +147,17 @@ def target_plot(
                               fontsize=9)
     panels[0].set_ylim(len(problems) - 0.5, -0.5)
     for row, problem in enumerate(problems):
-        missing = [n for n in names if n in steps[problem] and not np.isfinite(steps[problem][n])]  # ran, not there
+        ran = [n for n in names if n in steps[problem]]
+        missing = [n for n in ran if not np.isfinite(steps[problem][n])]  # ran, not there
         if missing:
             lines = [", ".join(missing[k : k + 3]) for k in range(0, len(missing), 3)]
-            text = "not reached:\n" + ",\n".join(lines) if len(missing) < len(names) else "reached by none"
+            text = "not reached:\n" + ",\n".join(lines) if len(missing) < len(ran) else "reached by none"
             panels[1].text(1.02, row, text, transform=panels[1].get_yaxis_transform(), va="center", fontsize=7,
                            color="0.35", linespacing=1.0)
-    handles = [Line2D([], [], color=colors[n], marker="o", ls="none", mec="black", mew=0.4, label=n) for n in names]
-    fig.legend(handles=handles, loc="upper center", ncol=min(len(names), 9), frameon=False, fontsize=9,
-               bbox_to_anchor=(0.5, 1.0))
+    handles = [Line2D([], [], color=colors[n], marker="o", ls="none", mec="black", mew=0.4, label=n) for n in shown]
+    height = fig.get_figheight()
+    fig.legend(handles=handles, loc="upper center", ncol=ncol, frameon=False, fontsize=9, bbox_to_anchor=(0.5, 1.0))
     fig.suptitle("Time to target: median over the runs (more than half must reach the tolerance); seconds are "
-                 "steps × the measured time per step", fontsize=10, y=1 - 0.42 / fig.get_figheight())
-    fig.subplots_adjust(left=0.19, right=0.8, top=1 - 0.75 / fig.get_figheight(), bottom=0.6 / fig.get_figheight(),
-                        wspace=0.05)
+                 "steps × the measured time per step", fontsize=10, y=1 - (legend + 0.22) / height)
+    fig.subplots_adjust(left=0.19, right=0.8, top=1 - (legend + 0.55) / height, bottom=0.6 / height, wspace=0.05)
     return _save(fig, path)
