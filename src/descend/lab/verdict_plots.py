@@ -57,7 +57,9 @@ def lr_plot(panels: Sequence[tuple[str, bool, Mapping[str, Sequence[Mapping[str,
     colors = colors_for(list(names))
     cols = min(4, max(1, len(panels)))
     rows = -(-len(panels) // cols)
-    fig = _figure(figsize=(3.2 * cols + 1.9, 2.7 * rows + 0.9))
+    extra = ["rate chosen", "far above the axis", "diverged (top edge)"]
+    legend = 0.75 + 0.075 * max(len(label) for label in [*names, *extra])  # inches the legend takes on the right
+    fig = _figure(figsize=(3.2 * cols + legend + 0.3, 2.7 * rows + 0.9))
     axes = fig.subplots(rows, cols, squeeze=False)
     for k, (title, has_min, trials, chosen) in enumerate(panels):
         ax = axes[k // cols][k % cols]
@@ -103,13 +105,13 @@ def lr_plot(panels: Sequence[tuple[str, bool, Mapping[str, Sequence[Mapping[str,
         axes[j // cols][j % cols].set_visible(False)
     handles = [Line2D([], [], color=colors[n], linestyle=_style(i), marker="o", ms=3, label=n)
                for i, n in enumerate(names)]
-    handles += [Line2D([], [], color="0.3", marker="o", mfc="none", ls="none", ms=9, label="rate chosen"),
-                Line2D([], [], color="0.3", marker="^", ls="none", ms=7, label="far above the axis"),
-                Line2D([], [], color="0.3", marker="x", ls="none", ms=6, label="diverged (top edge)")]
+    handles += [Line2D([], [], color="0.3", marker="o", mfc="none", ls="none", ms=9, label=extra[0]),
+                Line2D([], [], color="0.3", marker="^", ls="none", ms=7, label=extra[1]),
+                Line2D([], [], color="0.3", marker="x", ls="none", ms=6, label=extra[2])]
     fig.legend(handles=handles, loc="center right", frameon=False, fontsize=9)
     fig.suptitle("Learning-rate sensitivity: every tuning trial's final loss (median over the tuning runs)",
                  fontsize=11)
-    fig.subplots_adjust(left=0.07, right=1 - 1.8 / fig.get_figwidth(), top=1 - 0.6 / fig.get_figheight(),
+    fig.subplots_adjust(left=0.07, right=1 - legend / fig.get_figwidth(), top=1 - 0.6 / fig.get_figheight(),
                         bottom=0.55 / fig.get_figheight(), wspace=0.3, hspace=0.45)
     return _save(fig, path)
 
