@@ -25,8 +25,9 @@ from descend.lab.store import write_bytes
 __all__ = ["colors_for", "contour_plot", "fit_line_plot", "loss_plot", "stop_note", "trajectory_gif", "visible_path"]
 
 # Okabe-Ito and Tableau colours, chosen to stay apart from each other and from the contour map's blues and greys.
+# No grey: the other optimizers' curves are drawn grey behind each one's own.
 PALETTE = (
-    "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f",
+    "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#000075",
     "#000000", "#f0e442",
 )
 LINESTYLES = ("-", (0, (5, 2)))
