@@ -27,8 +27,15 @@ def test_compare_writes_tables_results_pictures_and_report(tmp_path):
     assert result.exit_code == 0, result.output
     assert "Logistic regression on breast-cancer" in result.output and "test acc" in result.output
     names = sorted(p.name for p in out.iterdir())
-    for expected in ("results.json", "results.csv", "report.html", "loss_saddle.png", "contour_saddle.png",
-                     "paths_saddle.gif", "loss_logistic-breast-cancer.png"):
+    for expected in (
+        "results.json",
+        "results.csv",
+        "report.html",
+        "loss_saddle.png",
+        "contour_saddle.png",
+        "paths_saddle.gif",
+        "loss_logistic-breast-cancer.png",
+    ):
         assert expected in names
     report = (out / "report.html").read_text()
     for picture in out.glob("*.*"):
@@ -38,33 +45,75 @@ def test_compare_writes_tables_results_pictures_and_report(tmp_path):
             assert picture.name in report
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [(r["problem"], r["optimizer"]) for r in rows] == [
-        ("saddle", "sgd"), ("saddle", "adam"), ("logistic-breast-cancer", "sgd"), ("logistic-breast-cancer", "adam")]
+        ("saddle", "sgd"),
+        ("saddle", "adam"),
+        ("logistic-breast-cancer", "sgd"),
+        ("logistic-breast-cancer", "adam"),
+    ]
 
 
 def test_compare_is_deterministic_given_the_seed(tmp_path):
-    args = ["--optimizers", "momentum,rmsprop", "--problems", "noisy-quadratic", "--steps", "25", "--seeds", "2",
-            "--no-plots", "--seed", "7"]
+    args = [
+        "--optimizers",
+        "momentum,rmsprop",
+        "--problems",
+        "noisy-quadratic",
+        "--steps",
+        "25",
+        "--seeds",
+        "2",
+        "--no-plots",
+        "--seed",
+        "7",
+    ]
     for name in ("a", "b"):
         assert invoke("compare", *args, "--out", str(tmp_path / name)).exit_code == 0
 
     def table(name):
-        return [{k: v for k, v in row.items() if k not in ("wall_time", "seconds_to_tol")}
-                for row in csv.DictReader((tmp_path / name / "results.csv").open())]
+        return [
+            {k: v for k, v in row.items() if k not in ("wall_time", "seconds_to_tol")}
+            for row in csv.DictReader((tmp_path / name / "results.csv").open())
+        ]
 
     assert table("a") == table("b")
 
 
 def test_compare_resume_skips_finished_runs(tmp_path):
-    args = ["compare", "--optimizers", "sgd", "--problems", "booth", "--steps", "20", "--no-plots",
-            "--out", str(tmp_path)]
+    args = [
+        "compare",
+        "--optimizers",
+        "sgd",
+        "--problems",
+        "booth",
+        "--steps",
+        "20",
+        "--no-plots",
+        "--out",
+        str(tmp_path),
+    ]
     assert invoke(*args).exit_code == 0
     again = invoke(*args, "--resume")
     assert again.exit_code == 0 and "kept 1 runs" in again.output
 
 
 def test_compare_with_a_users_expression_and_a_fixed_rate(tmp_path):
-    result = invoke("compare", "--expr", "(1-x)**2 + 10*(y-x**2)**2", "--start", "-1,1", "--optimizers", "adam,sgd",
-                    "--steps", "40", "--seeds", "1", "--lr", "0.01", "--out", str(tmp_path))
+    result = invoke(
+        "compare",
+        "--expr",
+        "(1-x)**2 + 10*(y-x**2)**2",
+        "--start",
+        "-1,1",
+        "--optimizers",
+        "adam,sgd",
+        "--steps",
+        "40",
+        "--seeds",
+        "1",
+        "--lr",
+        "0.01",
+        "--out",
+        str(tmp_path),
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "contour_expr.png").exists()
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
@@ -121,8 +170,19 @@ def test_output_that_is_not_a_terminal_keeps_long_lines_whole(monkeypatch):
 
 
 def test_reusing_an_output_folder_needs_resume(tmp_path):
-    args = ["compare", "--optimizers", "sgd", "--problems", "booth", "--steps", "10", "--seeds", "1", "--out",
-            str(tmp_path)]
+    args = [
+        "compare",
+        "--optimizers",
+        "sgd",
+        "--problems",
+        "booth",
+        "--steps",
+        "10",
+        "--seeds",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     assert invoke(*args).exit_code == 0
     before = sorted(p.name for p in tmp_path.iterdir())
     again = invoke(*args)
@@ -140,8 +200,24 @@ def test_a_fixed_rate_is_recorded_as_no_tuning(tmp_path):
 
 
 def test_the_verdict_comes_first_and_an_expression_says_where_its_runs_start(tmp_path):
-    result = invoke("compare", "--expr", "x**2 + y**2", "--start", "1,2", "--problems", "booth", "--optimizers",
-                    "sgd,adam", "--steps", "20", "--seeds", "2", "--no-plots", "--out", str(tmp_path))
+    result = invoke(
+        "compare",
+        "--expr",
+        "x**2 + y**2",
+        "--start",
+        "1,2",
+        "--problems",
+        "booth",
+        "--optimizers",
+        "sgd,adam",
+        "--steps",
+        "20",
+        "--seeds",
+        "2",
+        "--no-plots",
+        "--out",
+        str(tmp_path),
+    )
     assert result.exit_code == 0, result.output
     assert "your function runs beside booth; run 1 starts at 1,2, runs 2 to 2 at points around it" in result.output
     assert result.output.index("Verdict:") < result.output.index("Booth")
@@ -187,8 +263,20 @@ def _edit_saved_run(folder, edit):
     ids=["loss text", "seeds", "hyperparams list", "trial lr", "missing key", "path shape"],
 )
 def test_resume_refuses_edited_run_files_and_keeps_them(tmp_path, edit):
-    args = ["compare", "--optimizers", "sgd", "--problems", "booth", "--steps", "10", "--seeds", "1", "--no-plots",
-            "--out", str(tmp_path)]
+    args = [
+        "compare",
+        "--optimizers",
+        "sgd",
+        "--problems",
+        "booth",
+        "--steps",
+        "10",
+        "--seeds",
+        "1",
+        "--no-plots",
+        "--out",
+        str(tmp_path),
+    ]
     assert invoke(*args).exit_code == 0
     path = _edit_saved_run(tmp_path, edit)
     edited = path.read_text()
@@ -198,8 +286,20 @@ def test_resume_refuses_edited_run_files_and_keeps_them(tmp_path, edit):
 
 
 def test_resume_refuses_a_run_file_that_is_not_a_regular_file(tmp_path):
-    args = ["compare", "--optimizers", "sgd", "--problems", "booth", "--steps", "10", "--seeds", "1", "--no-plots",
-            "--out", str(tmp_path)]
+    args = [
+        "compare",
+        "--optimizers",
+        "sgd",
+        "--problems",
+        "booth",
+        "--steps",
+        "10",
+        "--seeds",
+        "1",
+        "--no-plots",
+        "--out",
+        str(tmp_path),
+    ]
     assert invoke(*args).exit_code == 0
     path = tmp_path / "runs" / "booth__sgd.json"
     path.unlink()
@@ -223,8 +323,9 @@ def test_train_reports_test_accuracy_or_says_why_it_cannot(monkeypatch):
     from descend.lab import train as train_module
 
     ok, _ = train_module.torch_status()
-    result = invoke("train", "--dataset", "iris", "--model", "softmax", "--optimizers", "adam,nesterov",
-                    "--epochs", "2")
+    result = invoke(
+        "train", "--dataset", "iris", "--model", "softmax", "--optimizers", "adam,nesterov", "--epochs", "2"
+    )
     if ok:
         assert result.exit_code == 0, result.output
         assert "test accuracy" in result.output and "nesterov" in result.output
@@ -291,9 +392,28 @@ def test_sigterm_stops_the_workers_and_leaves_no_debris(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "descend.cli", "compare", "--problems", "rosenbrock,beale", "--optimizers",
-         "sgd,adam,momentum", "--steps", "50000", "--jobs", "2", "--no-plots", "--out", str(out)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "descend.cli",
+            "compare",
+            "--problems",
+            "rosenbrock,beale",
+            "--optimizers",
+            "sgd,adam,momentum",
+            "--steps",
+            "50000",
+            "--jobs",
+            "2",
+            "--no-plots",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     children: list[str] = []
     for _ in range(600):  # until both workers run
         tasks = Path(f"/proc/{proc.pid}/task")

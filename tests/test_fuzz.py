@@ -270,8 +270,18 @@ def test_the_edges_are_reached() -> None:
     """The special values do reach the kernel: denormal gradients stay denormal (no flush to zero), and NaN and
     infinite gradients give NaN in both paths alike."""
     tiny = np.full(64, 1e-310)
-    problem = {"name": "sgd", "kwargs": {"lr": 1.0}, "dtype": np.float64, "shapes": [(64,)], "param_layouts": ["c"],
-               "grad_layouts": ["c"], "steps": 1, "seed": 0, "scale": 0.0, "special": 0.0}
+    problem = {
+        "name": "sgd",
+        "kwargs": {"lr": 1.0},
+        "dtype": np.float64,
+        "shapes": [(64,)],
+        "param_layouts": ["c"],
+        "grad_layouts": ["c"],
+        "steps": 1,
+        "seed": 0,
+        "scale": 0.0,
+        "special": 0.0,
+    }
     p = np.zeros(64)
     descend.SGD([p], lr=1.0, backend="fused").step([tiny])
     assert np.all(p == -1e-310) and np.all(p != 0)

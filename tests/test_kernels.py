@@ -68,8 +68,11 @@ test_bit_identical = _front_test(25, SMALL_SHAPES)
 test_bit_identical_long = pytest.mark.slow(
     _front_test(
         400,
-        st.lists(st.tuples(st.integers(0, 2_100_000)) | st.tuples(st.integers(0, 300), st.integers(0, 300)), max_size=4,
-                 min_size=1),
+        st.lists(
+            st.tuples(st.integers(0, 2_100_000)) | st.tuples(st.integers(0, 300), st.integers(0, 300)),
+            max_size=4,
+            min_size=1,
+        ),
     )
 )
 

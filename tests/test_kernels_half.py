@@ -83,8 +83,12 @@ def _run(name: str, kwargs: dict, dtype: str, state_dtype: str, sizes: list[int]
     [("bfloat16", "bfloat16"), ("bfloat16", "float32"), ("float16", "float16"), ("float16", "float32")],
 )
 @settings(max_examples=10, deadline=None)
-@given(data=st.data(), sizes=st.lists(st.integers(0, 5000), min_size=1, max_size=3), steps=st.integers(1, 5),
-       seed=st.integers(0, 2**31 - 1))
+@given(
+    data=st.data(),
+    sizes=st.lists(st.integers(0, 5000), min_size=1, max_size=3),
+    steps=st.integers(1, 5),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_half_storage_matches_the_cast_reference(
     name: str, dtype: str, state_dtype: str, data: st.DataObject, sizes: list[int], steps: int, seed: int
 ) -> None:
@@ -98,23 +102,55 @@ def test_half_storage_over_a_million(dtype: str) -> None:
 
 def test_rounding_is_to_nearest_even() -> None:
     """Values exactly between two bfloat16/float16 neighbours, subnormals and overflow, through an SGD step of zero."""
-    values = np.array([1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8, 1.0 + 2.0**-11, 1.0 + 3 * 2.0**-11, 65520.0, 70000.0,
-                       2.0**-24, 3 * 2.0**-25, 1e-30, -2.5, 3.0e38, np.inf, -np.inf], dtype=np.float32)
+    values = np.array(
+        [
+            1.0 + 2.0**-8,
+            1.0 + 3 * 2.0**-8,
+            1.0 + 2.0**-11,
+            1.0 + 3 * 2.0**-11,
+            65520.0,
+            70000.0,
+            2.0**-24,
+            3 * 2.0**-25,
+            1e-30,
+            -2.5,
+            3.0e38,
+            np.inf,
+            -np.inf,
+        ],
+        dtype=np.float32,
+    )
     for dtype, tdtype in DTYPES.items():
         p = torch.zeros(len(values), dtype=tdtype)
         g = torch.zeros(len(values), dtype=tdtype)
         buf = torch.from_numpy(values.copy())  # float32 state: the buffer takes the gradient, the param the step
         hp = registry.get("sgd").make(lr=1.0, momentum=0.5)
         s = registry.get("sgd").scalars(hp, 2)
-        kernels.step("sgd", s, [p.data_ptr()], [g.data_ptr()], {"momentum_buffer": [buf.data_ptr()]},
-                     dtype=dtype, state_dtype="float32", sizes=[len(values)])
+        kernels.step(
+            "sgd",
+            s,
+            [p.data_ptr()],
+            [g.data_ptr()],
+            {"momentum_buffer": [buf.data_ptr()]},
+            dtype=dtype,
+            state_dtype="float32",
+            sizes=[len(values)],
+        )
         expected = torch.from_numpy(-(values * np.float32(0.5))).to(tdtype)
         assert torch.equal(p.view(torch.int16), expected.view(torch.int16)), dtype
         nan = torch.full((2,), float("nan"), dtype=torch.float32)
         nan[1] = -nan[1]
         q, zero = torch.zeros(2, dtype=tdtype), torch.zeros(2, dtype=tdtype)  # both alive while the kernel runs
-        kernels.step("sgd", s, [q.data_ptr()], [zero.data_ptr()],
-                     {"momentum_buffer": [nan.data_ptr()]}, dtype=dtype, state_dtype="float32", sizes=[2])
+        kernels.step(
+            "sgd",
+            s,
+            [q.data_ptr()],
+            [zero.data_ptr()],
+            {"momentum_buffer": [nan.data_ptr()]},
+            dtype=dtype,
+            state_dtype="float32",
+            sizes=[2],
+        )
         bits = q.view(torch.int16).numpy().view(np.uint16)
         if dtype == "bfloat16":
             assert (bits == 0x7FC0).all(), bits

@@ -81,20 +81,30 @@ def test_unwritable_output_folders_are_refused(tmp_path):
 
 
 def test_bad_settings_are_refused_before_anything_runs():
-    for bad, says in [({"steps": 0}, "steps"), ({"seeds": -1}, "seeds"), ({"lr": -0.1}, "lr"),
-                      ({"optimizers": ["sgdd"]}, "sgdd"), ({"problems": ["nope"]}, "nope"),
-                      ({"convention": "jax"}, "jax")]:
+    for bad, says in [
+        ({"steps": 0}, "steps"),
+        ({"seeds": -1}, "seeds"),
+        ({"lr": -0.1}, "lr"),
+        ({"optimizers": ["sgdd"]}, "sgdd"),
+        ({"problems": ["nope"]}, "nope"),
+        ({"convention": "jax"}, "jax"),
+    ]:
         with pytest.raises(ValueError, match=says):
             compare(CompareConfig(**{**SMALL, **bad}))
 
 
 def test_every_picture_is_a_valid_image_and_the_report_shows_each(tmp_path):
-    outcome = compare(CompareConfig(optimizers=["sgd", "momentum", "adam"], problems=["beale", "softmax-iris"],
-                                    steps=40, seeds=2), tmp_path)
+    outcome = compare(
+        CompareConfig(optimizers=["sgd", "momentum", "adam"], problems=["beale", "softmax-iris"], steps=40, seeds=2),
+        tmp_path,
+    )
     pictures = write_pictures(outcome, tmp_path, summary=True)
     kinds = {name: [k for k, _ in made] for name, made in pictures.items()}
-    assert kinds == {SUMMARY: ["profile", "target", "lr"], "beale": ["loss", "contour", "animation"],
-                     "softmax-iris": ["loss"]}
+    assert kinds == {
+        SUMMARY: ["profile", "target", "lr"],
+        "beale": ["loss", "contour", "animation"],
+        "softmax-iris": ["loss"],
+    }
     report = write_report(outcome, tmp_path, pictures).read_text()
     for made in pictures.values():
         for _, path in made:

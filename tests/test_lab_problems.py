@@ -8,8 +8,11 @@ import pytest
 from descend.lab import problems as P
 
 # Problems with exact, hand-written gradients (the torch twins use autograd; they are checked against these below).
-EXACT = [name for name, p in P.PROBLEMS.items() if getattr(p, "noise", 0) == 0 and p.family != "online"
-         and name != "line-fit" and p.framework == "numpy"]
+EXACT = [
+    name
+    for name, p in P.PROBLEMS.items()
+    if getattr(p, "noise", 0) == 0 and p.family != "online" and name != "line-fit" and p.framework == "numpy"
+]
 
 
 def _finite_difference(problem: P.Problem, params: list[np.ndarray], h: float = 1e-6) -> list[np.ndarray]:

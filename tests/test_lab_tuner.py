@@ -33,8 +33,9 @@ def test_tuner_widens_the_grid_when_the_best_rate_is_on_its_edge():
 
 
 def test_tuning_momentum_tries_each_value():
-    found = tune(P.get("booth"), CONTESTANTS["adam"], steps=30, seeds=[1], base={}, grid=(0.1,), tune_momentum=True,
-                 refine=False)
+    found = tune(
+        P.get("booth"), CONTESTANTS["adam"], steps=30, seeds=[1], base={}, grid=(0.1,), tune_momentum=True, refine=False
+    )
     assert sorted(t["betas"] for t in found.trials) == [0.5, 0.9, 0.99]
     assert found.best["betas"][1] == 0.999  # beta2 is left alone
 

@@ -19,14 +19,24 @@ from descend.lab.verdict import profile, steps_to_target, verdict
 
 
 def _row(problem, optimizer, **values):
-    base = {"problem": problem, "optimizer": optimizer, "runs": 3, "diverged": 0, "undefined": 0, "gap": None,
-            "final_loss": None, "success_rate": None, "steps_to_tol": None}
+    base = {
+        "problem": problem,
+        "optimizer": optimizer,
+        "runs": 3,
+        "diverged": 0,
+        "undefined": 0,
+        "gap": None,
+        "final_loss": None,
+        "success_rate": None,
+        "steps_to_tol": None,
+    }
     return {**base, **values}
 
 
 def _outcome(rows, problems, optimizers):
-    return SimpleNamespace(rows=lambda: rows, problems=[SimpleNamespace(name=p) for p in problems],
-                           optimizers=optimizers)
+    return SimpleNamespace(
+        rows=lambda: rows, problems=[SimpleNamespace(name=p) for p in problems], optimizers=optimizers
+    )
 
 
 def test_ranks_follow_the_stated_rule():
@@ -121,11 +131,14 @@ def test_weight_decay_is_off_where_the_problem_defines_its_minimiser():
     assert like_with_like(P.get("booth"), CONTESTANTS["adam"], CompareConfig()) == {}
     outcome = compare(CompareConfig(optimizers=["adam", "adamw"], problems=["booth"], steps=30, seeds=1, lr=0.1))
     adam, adamw_row = outcome.rows()
-    assert adamw_row["adjusted"] == "weight_decay=0" and outcome.cells[("booth", "adamw")].result.hyperparams[
-        "weight_decay"] == 0.0
+    assert (
+        adamw_row["adjusted"] == "weight_decay=0"
+        and outcome.cells[("booth", "adamw")].result.hyperparams["weight_decay"] == 0.0
+    )
     assert adamw_row["final_loss"] == adam["final_loss"]  # with decay off, AdamW is Adam
-    kept = compare(CompareConfig(optimizers=["adamw"], problems=["booth"], steps=30, seeds=1, lr=0.1,
-                                 like_with_like=False))
+    kept = compare(
+        CompareConfig(optimizers=["adamw"], problems=["booth"], steps=30, seeds=1, lr=0.1, like_with_like=False)
+    )
     assert kept.rows()[0]["final_loss"] != adam["final_loss"]
 
 
@@ -140,8 +153,10 @@ def test_loss_axis_holds_every_final_loss_but_not_a_run_on_its_way_to_infinity()
 
 def test_the_loss_plot_of_a_diverging_comparison_warns_of_nothing(tmp_path):
     rosen = P.from_expression("(1-x)**2 + 100*(y-x**2)**2", (-1.0, 2.0))
-    results = {name: run(rosen, CONTESTANTS[name], {"lr": 0.01}, 120, [0, 1, 2])
-               for name in ("sgd", "momentum", "nesterov", "adam", "adamw")}
+    results = {
+        name: run(rosen, CONTESTANTS[name], {"lr": 0.01}, 120, [0, 1, 2])
+        for name in ("sgd", "momentum", "nesterov", "adam", "adamw")
+    }
     assert results["sgd"].stopped[0] == "diverged" and results["momentum"].stopped == ["", "", ""]
     with warnings.catch_warnings():
         warnings.simplefilter("error")

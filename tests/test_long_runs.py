@@ -105,8 +105,9 @@ def test_a_leak_would_show() -> None:
     script = RUN.replace("opt.step([", "kept.append(np.zeros(64)); opt.step([").replace(
         "rss_samples, retained = [], []", "rss_samples, retained, kept = [], [], []"
     )
-    out = subprocess.run([sys.executable, "-c", script, "reference", "2000"], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script, "reference", "2000"], capture_output=True, text=True, check=True
+    )
     with pytest.raises(AssertionError, match="allocations kept alive|resident memory grew"):
         check_flat(json.loads(out.stdout.strip().splitlines()[-1]), "leaking")
 
@@ -131,8 +132,10 @@ def _torch_job(seed: int, name: str, kwargs: dict[str, Any]) -> Any:
     import descend.torch as dt
 
     gen = torch.Generator().manual_seed(seed)
-    params = [torch.nn.Parameter(torch.randn(70_000, generator=gen)),
-              torch.nn.Parameter(torch.randn(100, 701, generator=gen, dtype=torch.float64))]
+    params = [
+        torch.nn.Parameter(torch.randn(70_000, generator=gen)),
+        torch.nn.Parameter(torch.randn(100, 701, generator=gen, dtype=torch.float64)),
+    ]
     grads = [[torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params] for _ in range(3)]
     opt = dt.OPTIMIZERS[name](params, backend="auto", **kwargs)
 

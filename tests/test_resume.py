@@ -121,8 +121,12 @@ def torch_child(folder: str, steps: int) -> None:
 
 def start(code: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -320,8 +324,11 @@ def test_a_numpy_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:
     params, opt = numpy_problem("adam")
     opt.step(numpy_grads(0, params))
     before = [p.copy() for p in params], json.dumps({k: int(v["step"]) for k, v in opt.state.items()})
-    with pytest.raises(ValueError, match=r"parameter 0 in .*other.npz has shape \(5, 6\) and dtype float64; the "
-                                         r"optimizer's has shape \(6, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"parameter 0 in .*other.npz has shape \(5, 6\) and dtype float64; the "
+        r"optimizer's has shape \(6, 5\)",
+    ):
         descend.load(tmp_path / "other.npz", opt)
     assert all(p.tobytes() == q.tobytes() for p, q in zip(params, before[0]))
     assert json.dumps({k: int(v["step"]) for k, v in opt.state.items()}) == before[1]
@@ -343,8 +350,11 @@ def test_a_torch_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:
     state_before = {k: v.clone() for k, v in opt.state[next(model.parameters())].items()}
     with pytest.raises(RuntimeError, match=r"size mismatch for 0.weight"):
         model.load_state_dict(saved["model"])  # torch's own check (it copies the tensors that fit)
-    with pytest.raises(ValueError, match=r"state 'exp_avg' for param 0 has shape \(6, 5\), but the parameter has "
-                                         r"shape \(4, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"state 'exp_avg' for param 0 has shape \(6, 5\), but the parameter has "
+        r"shape \(4, 5\)",
+    ):
         opt.load_state_dict(saved["opt"])
     after = opt.state[next(model.parameters())]
     assert all(torch.equal(after[k], v) for k, v in state_before.items())

@@ -186,8 +186,12 @@ else:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         return Progress(
-            TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=_console(), transient=False,
+            TextColumn("{task.description:<40}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=_console(),
+            transient=False,
         )
 
     def _pair(text: str | None, what: str) -> tuple[float, float] | None:
@@ -204,12 +208,19 @@ else:
         optimizers: Annotated[str | None, typer.Option(help="Comma-separated lab optimizers (`descend list`).")] = None,
         problems: Annotated[str | None, typer.Option(help="Comma-separated problems (see `descend list`).")] = None,
         expr: Annotated[
-            str | None, typer.Option(help='Your own f(x, y), e.g. "(1-x)**2 + 100*(y-x**2)**2"; numbers, x, y, '
-                                          "+ - * / ** and sin cos tan exp log sqrt tanh sinh cosh abs atan.")
+            str | None,
+            typer.Option(
+                help='Your own f(x, y), e.g. "(1-x)**2 + 100*(y-x**2)**2"; numbers, x, y, '
+                "+ - * / ** and sin cos tan exp log sqrt tanh sinh cosh abs atan."
+            ),
         ] = None,
-        start: Annotated[str | None, typer.Option(
-            help="Start point x,y for --expr (default -1.5,1.5): the first run starts there, the others at points "
-                 "around it (Gaussian, sd 0.1), so that success over runs says how much the start matters.")] = None,
+        start: Annotated[
+            str | None,
+            typer.Option(
+                help="Start point x,y for --expr (default -1.5,1.5): the first run starts there, the others at points "
+                "around it (Gaussian, sd 0.1), so that success over runs says how much the start matters."
+            ),
+        ] = None,
         steps: Annotated[int | None, typer.Option(min=1, help="Updates per run (default: each problem's own).")] = None,
         seeds: Annotated[int, typer.Option(min=1, help="Runs per optimizer and problem (seeds or start points).")] = 3,
         seed: Annotated[int, typer.Option(min=0, help="First seed; the same seed gives the same results.")] = 0,
@@ -250,8 +261,15 @@ else:
             elif start is not None:
                 _fail("--start only applies to --expr")
             config = lab.CompareConfig(
-                optimizers=names, problems=chosen, steps=steps, seeds=seeds, seed=seed, convention=convention,
-                tune=tune, lr=lr, tune_momentum=tune_momentum,
+                optimizers=names,
+                problems=chosen,
+                steps=steps,
+                seeds=seeds,
+                seed=seed,
+                convention=convention,
+                tune=tune,
+                lr=lr,
+                tune_momentum=tune_momentum,
             )
             total = lab.total_units(config)
             if out is None and resume:
@@ -265,8 +283,11 @@ else:
         except ValueError as exc:
             _fail(str(exc))
         if expr is not None:
-            beside = f" beside {', '.join(str(p) for p in chosen[:-1])}" if len(chosen) > 1 else (
-                " alone (add --problems NAMES to run lab problems beside it)")
+            beside = (
+                f" beside {', '.join(str(p) for p in chosen[:-1])}"
+                if len(chosen) > 1
+                else (" alone (add --problems NAMES to run lab problems beside it)")
+            )
             first = f"run 1 starts at {start}" if start is not None else "run 1 starts at -1.5,1.5"
             others = f", runs 2 to {seeds} at points around it (sd 0.1)" if seeds > 1 else ""
             _print(f"--expr: your function runs{beside}; {first}{others}", highlight=False, markup=False)
@@ -276,8 +297,10 @@ else:
                 outcome, plots_done = _run_compare(config, folder, resume, jobs, plots, total, began)
         except KeyboardInterrupt:
             _console(stderr=True).print(
-                f"interrupted: the runs finished so far are saved in {folder}; continue with "
-                f"--resume --out {folder}", highlight=False, markup=False)
+                f"interrupted: the runs finished so far are saved in {folder}; continue with --resume --out {folder}",
+                highlight=False,
+                markup=False,
+            )
             raise typer.Exit(code=130) from None
         except ValueError as exc:  # a saved run that cannot be read back with --resume
             _fail(str(exc))
@@ -296,12 +319,17 @@ else:
         beside new ones."""
         if not folder.is_dir():
             return
-        found = sorted(p.name for p in folder.iterdir() if p.name in ("results.json", "results.csv", "report.html",
-                                                                       "runs") or p.suffix in (".png", ".gif"))
+        found = sorted(
+            p.name
+            for p in folder.iterdir()
+            if p.name in ("results.json", "results.csv", "report.html", "runs") or p.suffix in (".png", ".gif")
+        )
         if found:
             shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
-            raise ValueError(f"the output folder {str(folder)!r} already holds an earlier comparison ({shown}); add "
-                             "--resume to continue it, or give another --out")
+            raise ValueError(
+                f"the output folder {str(folder)!r} already holds an earlier comparison ({shown}); add "
+                "--resume to continue it, or give another --out"
+            )
 
     @contextmanager
     def _sigterm_as_interrupt() -> Iterator[None]:
@@ -334,7 +362,10 @@ else:
         with _progress() as bar:
             task = bar.add_task("tuning and running", total=total)
             outcome = lab.compare(
-                config, folder, resume=resume, jobs=jobs,
+                config,
+                folder,
+                resume=resume,
+                jobs=jobs,
                 progress=lambda n, label: bar.update(task, advance=n, description=label),
             )
             bar.update(task, completed=total, description="runs done")
@@ -352,8 +383,9 @@ else:
 
     @app.command()
     def train(
-        dataset: Annotated[str, typer.Option(help="digits, breast-cancer, wine or iris (bundled with scikit-learn).")]
-        = "digits",
+        dataset: Annotated[
+            str, typer.Option(help="digits, breast-cancer, wine or iris (bundled with scikit-learn).")
+        ] = "digits",
         model: Annotated[str, typer.Option(help="logistic, softmax or mlp.")] = "mlp",
         optimizers: Annotated[str, typer.Option(help="Comma-separated lab optimizers.")] = "adam,sgd",
         epochs: Annotated[int, typer.Option(min=1, help="Passes over the training set.")] = 10,
@@ -378,23 +410,42 @@ else:
             with _progress() as bar:
                 task = bar.add_task("training", total=epochs * len(names))
                 results = run_training(
-                    dataset, model, names, epochs, batch_size, lr, convention, seed,
+                    dataset,
+                    model,
+                    names,
+                    epochs,
+                    batch_size,
+                    lr,
+                    convention,
+                    seed,
                     on_epoch=lambda name, epoch: bar.update(task, advance=1, description=f"{name} epoch {epoch}"),
                 )
         except (ValueError, TorchUnavailable) as exc:
             _fail(str(exc))
         table = Table(title=f"{model} on {dataset}, {epochs} epochs, batches of {batch_size}")
-        for column, right in (("optimizer", False), ("lr", True), ("train loss", True), ("test accuracy", True),
-                              ("time (s)", True)):
+        for column, right in (
+            ("optimizer", False),
+            ("lr", True),
+            ("train loss", True),
+            ("test accuracy", True),
+            ("time (s)", True),
+        ):
             table.add_column(column, justify="right" if right else "left")
         for r in results:
-            table.add_row(r.optimizer, f"{r.hyperparams['lr']:g}", f"{r.train_loss[-1]:.4f}",
-                          f"{100 * r.test_accuracy:.1f}%", f"{r.wall_time:.2f}")
+            table.add_row(
+                r.optimizer,
+                f"{r.hyperparams['lr']:g}",
+                f"{r.train_loss[-1]:.4f}",
+                f"{100 * r.test_accuracy:.1f}%",
+                f"{r.wall_time:.2f}",
+            )
         _print(table)
         if lr is None:
-            _print(f"lr: each optimizer's default under the {convention} convention, not tuned; set one with "
-                          "--lr, or compare tuned rates with `descend compare --problems torch-mlp-digits`",
-                          highlight=False)
+            _print(
+                f"lr: each optimizer's default under the {convention} convention, not tuned; set one with "
+                "--lr, or compare tuned rates with `descend compare --problems torch-mlp-digits`",
+                highlight=False,
+            )
 
     @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def bench(ctx: typer.Context) -> None:
@@ -413,8 +464,11 @@ else:
             _fail("the benchmark is not available in this installation (descend.bench has no main())")
         args = list(ctx.args)
         if not args:
-            _console(stderr=True).print("a quick run: the mlp case, sgd and adam, 3 repeats; descend bench --all runs "
-                                        "everything", highlight=False, markup=False)
+            _console(stderr=True).print(
+                "a quick run: the mlp case, sgd and adam, 3 repeats; descend bench --all runs everything",
+                highlight=False,
+                markup=False,
+            )
             args = ["--quick"]
         elif args == ["--all"]:
             args = []

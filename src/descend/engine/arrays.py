@@ -155,6 +155,7 @@ class ArrayKind:
         in their steady state (a :class:`~descend.engine.step.Prepared`), else None. ``spec``: the group's algorithm,
         if not the engine's."""
         return None
+
     # -- low-bit storage (descend.lowbit) ---------------------------------------------------------------------------
 
     def storage(self, a: Any) -> str | None:

@@ -253,6 +253,7 @@ class TorchKind(ArrayKind):
         from descend.engine import foreach
 
         return foreach.steady_state(engine, hp, backend, items, spec)
+
     def storage(self, a: Any) -> str | None:
         if not isinstance(a, torch.Tensor):
             return None

@@ -108,8 +108,10 @@ class CompareConfig:
             raise ValueError("no problems to compare on")
         torch_ones = [p.name for p in problems if p.framework == "torch"]
         if torch_ones and torch_missing() is not None:
-            raise ValueError(f"the problems {', '.join(torch_ones)} need torch and descend.torch, which cannot be "
-                             f"imported here ({torch_missing()}); leave them out or install descend[torch]")
+            raise ValueError(
+                f"the problems {', '.join(torch_ones)} need torch and descend.torch, which cannot be "
+                f"imported here ({torch_missing()}); leave them out or install descend[torch]"
+            )
         for what, value in (("steps", self.steps), ("seeds", self.seeds), ("tune_seeds", self.tune_seeds)):
             if value is None and what == "steps":
                 continue
@@ -125,7 +127,8 @@ class CompareConfig:
                 raise ValueError(
                     f"{self.steps or problem.default_steps:,} steps × {self.seeds:,} seeds on {problem.name} would "
                     f"record about {need / 2**30:.1f} GiB of losses and paths; at most {MAX_RECORDED_BYTES / 2**30:g} "
-                    "GiB is allowed: give fewer --steps or --seeds")
+                    "GiB is allowed: give fewer --steps or --seeds"
+                )
         for name in names:
             if not any(runs_on(p, name) for p in problems):
                 raise ValueError(
@@ -223,13 +226,15 @@ def summarize(problem: Problem, cell: Cell) -> dict[str, Any]:
         "distance": _median(r.distance),
         "steps_to_tol": float(np.median(reached)) if reached.size else None,
         "success_rate": None if r.success is None else float(np.mean(r.success)),
-        "diverged": (sum(1 for why in r.stopped if why == "diverged") if r.stopped
-                     else int(np.sum(~np.isfinite(r.final_loss)))),
+        "diverged": (
+            sum(1 for why in r.stopped if why == "diverged") if r.stopped else int(np.sum(~np.isfinite(r.final_loss)))
+        ),
         "undefined": sum(1 for why in r.stopped if why == "undefined"),
         "runs": len(r.seeds),
         "wall_time": r.wall_time,
-        "seconds_to_tol": (float(np.median(reached)) * r.wall_time / max(int(r.steps[-1]), 1)
-                           if reached.size else None),
+        "seconds_to_tol": (
+            float(np.median(reached)) * r.wall_time / max(int(r.steps[-1]), 1) if reached.size else None
+        ),
         "adjusted": ", ".join(f"{k}={_fmt(v)}" for k, v in cell.adjusted.items()) or "",
     }
     for name, values in r.metrics.items():
@@ -292,14 +297,20 @@ def _load_cell(path: Path, key: str, seeds: int) -> Cell | None:
             raise TypeError(f"the file holds a {type(data).__name__}, not an object")
         if data.get("key") != key:
             return None
-        cell = Cell(RunResult.from_json(data["result"]), list(data["trials"]), dict(data["tuned"]),
-                    str(data["objective"]), dict(data.get("adjusted", {})))
+        cell = Cell(
+            RunResult.from_json(data["result"]),
+            list(data["trials"]),
+            dict(data["tuned"]),
+            str(data["objective"]),
+            dict(data.get("adjusted", {})),
+        )
         _check_cell(cell, seeds)
     except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
         raise ValueError(
             f"--resume cannot read the saved run {str(path)!r} ({type(exc).__name__}: {exc}); it was changed or is "
             "not one descend wrote. Move it away to run that cell again, or run without --resume into another "
-            "--out") from None
+            "--out"
+        ) from None
     return cell
 
 
@@ -326,9 +337,7 @@ def _units(config: CompareConfig, contestant_knob: str | None) -> int:
     return len(config.grid) * momenta + 3 + 1
 
 
-def run_cell(
-    config: CompareConfig, problem: Problem, name: str, on_trial: Callable[[], None] | None = None
-) -> Cell:
+def run_cell(config: CompareConfig, problem: Problem, name: str, on_trial: Callable[[], None] | None = None) -> Cell:
     """Tune (unless told not to) and run one optimizer on one problem."""
     contestant = get_contestant(name)
     steps = config.steps or problem.default_steps
@@ -344,8 +353,16 @@ def run_cell(
     objective = ""
     if config.tuning:
         found = tune(
-            problem, contestant, steps, tune_seeds, base, config.convention, config.grid, config.tune_momentum,
-            on_trial=on_trial, schedule=schedule,
+            problem,
+            contestant,
+            steps,
+            tune_seeds,
+            base,
+            config.convention,
+            config.grid,
+            config.tune_momentum,
+            on_trial=on_trial,
+            schedule=schedule,
         )
         hp = found.best
         trials, objective = found.trials, found.objective
@@ -354,8 +371,16 @@ def run_cell(
     else:
         hp = {**base, **({"lr": float(config.lr)} if config.lr is not None else {})}
     # A short untimed run first, so that first-call costs (imports, allocations, caches) are not timed.
-    run(problem, contestant, hp, min(steps, WARM_UP_STEPS), seeds[:1], config.convention, keep_path=False,
-        schedule=schedule)
+    run(
+        problem,
+        contestant,
+        hp,
+        min(steps, WARM_UP_STEPS),
+        seeds[:1],
+        config.convention,
+        keep_path=False,
+        schedule=schedule,
+    )
     result = run(problem, contestant, hp, steps, seeds, config.convention, schedule=schedule)
     return Cell(result, trials, tuned, objective, adjusted)
 
@@ -428,9 +453,18 @@ def compare(
     def finish(problem: Problem, name: str, key: str, path: Path | None, cell: Cell) -> None:
         cells[(problem.name, name)] = cell
         if path is not None:
-            write_json(path, {"key": key, "result": cell.result.to_json(), "trials": cell.trials,
-                              "tuned": jsonable(cell.tuned), "objective": cell.objective,
-                              "adjusted": jsonable(cell.adjusted)}, compact=True)
+            write_json(
+                path,
+                {
+                    "key": key,
+                    "result": cell.result.to_json(),
+                    "trials": cell.trials,
+                    "tuned": jsonable(cell.tuned),
+                    "objective": cell.objective,
+                    "adjusted": jsonable(cell.adjusted),
+                },
+                compact=True,
+            )
 
     parallel = jobs > 1 and len(todo) > 1 and "fork" in multiprocessing.get_all_start_methods()
     if not parallel:
@@ -447,8 +481,9 @@ def compare(
                 progress(units - min(done[0], units - 1), f"{problem.name} · {name}")
     else:
         _PENDING[:] = [(config, t[0], t[1]) for t in todo]
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
-                                 initializer=worker_signals) as pool:
+        with ProcessPoolExecutor(
+            max_workers=jobs, mp_context=multiprocessing.get_context("fork"), initializer=worker_signals
+        ) as pool:
             futures: dict = {}
             try:
                 with _signals_held():  # the pool forks its workers here
@@ -532,8 +567,12 @@ def write_results(outcome: CompareResult, out: Path) -> None:
     """Write ``results.json`` (settings, problems, rows, tuning trials) and ``results.csv`` (the rows)."""
     rows = outcome.rows()
     tuning = {
-        f"{p}/{o}": {"chosen": jsonable(c.tuned), "objective": c.objective, "trials": c.trials,
-                     "hyperparams": jsonable(c.result.hyperparams)}
+        f"{p}/{o}": {
+            "chosen": jsonable(c.tuned),
+            "objective": c.objective,
+            "trials": c.trials,
+            "hyperparams": jsonable(c.result.hyperparams),
+        }
         for (p, o), c in outcome.cells.items()
     }
     data = {

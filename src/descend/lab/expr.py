@@ -29,8 +29,17 @@ MAX_EXPONENT = 100.0
 MAX_DEPTH = 40
 
 FUNCTIONS: dict[str, Any] = {
-    "sin": np.sin, "cos": np.cos, "tan": np.tan, "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "tanh": np.tanh,
-    "sinh": np.sinh, "cosh": np.cosh, "abs": np.abs, "atan": np.arctan,
+    "sin": np.sin,
+    "cos": np.cos,
+    "tan": np.tan,
+    "exp": np.exp,
+    "log": np.log,
+    "sqrt": np.sqrt,
+    "tanh": np.tanh,
+    "sinh": np.sinh,
+    "cosh": np.cosh,
+    "abs": np.abs,
+    "atan": np.arctan,
 }
 _INTERNAL = {"sign": np.sign}
 CONSTANTS = {"pi": math.pi, "e": math.e}
@@ -47,7 +56,7 @@ _BINARY = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.
 
 
 def _allowed_text() -> str:
-    return (f"numbers, x, y, pi, e, + - * / ** and the functions {', '.join(FUNCTIONS)} (one argument each)")
+    return f"numbers, x, y, pi, e, + - * / ** and the functions {', '.join(FUNCTIONS)} (one argument each)"
 
 
 def _convert(node: ast.AST, depth: int = 0, in_exponent: bool = False) -> Node:
@@ -62,8 +71,10 @@ def _convert(node: ast.AST, depth: int = 0, in_exponent: bool = False) -> Node:
             value = float(node.value)
         except OverflowError:
             digits = len(str(abs(node.value))) if isinstance(node.value, int) else 0
-            raise ExpressionError(f"the number {str(node.value)[:20]}... ({digits} digits) is too large for a float; "
-                                  "numbers must be below about 1.8e308") from None
+            raise ExpressionError(
+                f"the number {str(node.value)[:20]}... ({digits} digits) is too large for a float; "
+                "numbers must be below about 1.8e308"
+            ) from None
         if not math.isfinite(value):
             raise ExpressionError(f"the number {node.value!r} is not finite")
         return ("num", value)
@@ -98,12 +109,26 @@ def _convert(node: ast.AST, depth: int = 0, in_exponent: bool = False) -> Node:
             raise ExpressionError(f"{name}() takes exactly one argument, without keywords or unpacking")
         return ("call", name, _convert(node.args[0], depth + 1, in_exponent))
     what = {
-        ast.Attribute: "attribute access", ast.Lambda: "a lambda", ast.ListComp: "a comprehension",
-        ast.SetComp: "a comprehension", ast.DictComp: "a comprehension", ast.GeneratorExp: "a generator expression",
-        ast.Subscript: "subscripting", ast.Compare: "a comparison", ast.BoolOp: "a boolean operator",
-        ast.IfExp: "a conditional expression", ast.NamedExpr: "an assignment", ast.JoinedStr: "a string",
-        ast.BinOp: "this operator", ast.UnaryOp: "this operator", ast.Await: "await", ast.List: "a list",
-        ast.Tuple: "a tuple", ast.Dict: "a dict", ast.Set: "a set", ast.Starred: "unpacking",
+        ast.Attribute: "attribute access",
+        ast.Lambda: "a lambda",
+        ast.ListComp: "a comprehension",
+        ast.SetComp: "a comprehension",
+        ast.DictComp: "a comprehension",
+        ast.GeneratorExp: "a generator expression",
+        ast.Subscript: "subscripting",
+        ast.Compare: "a comparison",
+        ast.BoolOp: "a boolean operator",
+        ast.IfExp: "a conditional expression",
+        ast.NamedExpr: "an assignment",
+        ast.JoinedStr: "a string",
+        ast.BinOp: "this operator",
+        ast.UnaryOp: "this operator",
+        ast.Await: "await",
+        ast.List: "a list",
+        ast.Tuple: "a tuple",
+        ast.Dict: "a dict",
+        ast.Set: "a set",
+        ast.Starred: "unpacking",
     }.get(type(node), type(node).__name__)
     raise ExpressionError(f"{what} is not allowed ({ast.unparse(node)!r}); allowed are {_allowed_text()}")
 
@@ -281,8 +306,10 @@ class Expression:
         """``(df/dx, df/dy)`` on floats or arrays."""
         shape = np.zeros(np.broadcast(x, y).shape)
         with np.errstate(all="ignore"):
-            return (np.asarray(evaluate(self.dx, x, y), dtype=np.float64) + shape,
-                    np.asarray(evaluate(self.dy, x, y), dtype=np.float64) + shape)
+            return (
+                np.asarray(evaluate(self.dx, x, y), dtype=np.float64) + shape,
+                np.asarray(evaluate(self.dy, x, y), dtype=np.float64) + shape,
+            )
 
 
 def parse(text: str) -> Expression:

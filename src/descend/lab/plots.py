@@ -27,8 +27,18 @@ __all__ = ["colors_for", "contour_plot", "fit_line_plot", "loss_plot", "stop_not
 # Okabe-Ito and Tableau colours, chosen to stay apart from each other and from the contour map's blues and greys.
 # No grey: the other optimizers' curves are drawn grey behind each one's own.
 PALETTE = (
-    "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#000075",
-    "#000000", "#f0e442",
+    "#d62728",
+    "#1f77b4",
+    "#2ca02c",
+    "#ff7f0e",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#bcbd22",
+    "#000075",
+    "#000000",
+    "#f0e442",
 )
 LINESTYLES = ("-", (0, (5, 2)))
 
@@ -105,8 +115,12 @@ def _loss_values(problem: Problem, results: Mapping[str, RunResult]) -> tuple[di
             v = np.maximum(v, floor)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows after a divergence
-            curves[name] = (np.asarray(results[name].steps), np.nanmedian(v, axis=1), np.nanmin(v, axis=1),
-                            np.nanmax(v, axis=1))
+            curves[name] = (
+                np.asarray(results[name].steps),
+                np.nanmedian(v, axis=1),
+                np.nanmin(v, axis=1),
+                np.nanmax(v, axis=1),
+            )
     return curves, log, floor
 
 
@@ -133,7 +147,7 @@ def _limits(curves: Mapping[str, tuple], log: bool) -> tuple[float, float] | Non
         lo, hi = min(lo, float(keep.min())), max(hi, float(keep.max()))
         if hi <= lo * 1.5:
             lo, hi = lo / 2, hi * 2
-        return lo / 10 ** 0.15, hi * 10 ** 0.15
+        return lo / 10**0.15, hi * 10**0.15
     span = max(hi - lo, abs(hi) * 1e-6, 1e-12)
     keep = everything[(everything >= lo - 10 * span) & (everything <= hi + 10 * span)]
     lo, hi = min(lo, float(keep.min())), max(hi, float(keep.max()))
@@ -151,14 +165,25 @@ def _end_mark(ax: Axes, steps: np.ndarray, median: np.ndarray, color: str, limit
         ax.plot(steps[finite[-1]], y, "x", color=color, ms=9, mew=2.2, zorder=6, clip_on=False)
 
 
-def _mark_stops(ax: Axes, steps: np.ndarray, median: np.ndarray, color: str, note: str,
-                limits: tuple[float, float] | None) -> None:
+def _mark_stops(
+    ax: Axes, steps: np.ndarray, median: np.ndarray, color: str, note: str, limits: tuple[float, float] | None
+) -> None:
     """An x where the median curve ends early, and the note in the panel."""
     if not note:
         return
     _end_mark(ax, steps, median, color, limits)
-    ax.text(0.98, 0.95, note, transform=ax.transAxes, ha="right", va="top", fontsize=8, color=color, zorder=7,
-            bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": color, "boxstyle": "round,pad=0.25"})
+    ax.text(
+        0.98,
+        0.95,
+        note,
+        transform=ax.transAxes,
+        ha="right",
+        va="top",
+        fontsize=8,
+        color=color,
+        zorder=7,
+        bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": color, "boxstyle": "round,pad=0.25"},
+    )
 
 
 def _loss_axes(ax: Axes, problem: Problem, log: bool, ylabel: bool = True, decades: float = 10.0) -> None:
@@ -187,8 +212,11 @@ def loss_plot(problem: Problem, results: Mapping[str, RunResult], path: str | Pa
     curves, log, floor = _loss_values(problem, results)
     limits = _limits(curves, log)
     if limits:  # values far off the axis are drawn at its edge: huge ones would overflow the axis' transforms
-        low_edge, high_edge = (limits[0] / 10, limits[1] * 10) if log else (
-            limits[0] - (limits[1] - limits[0]), limits[1] + (limits[1] - limits[0]))
+        low_edge, high_edge = (
+            (limits[0] / 10, limits[1] * 10)
+            if log
+            else (limits[0] - (limits[1] - limits[0]), limits[1] + (limits[1] - limits[0]))
+        )
         curves = {name: (c[0], *(np.clip(v, low_edge, high_edge) for v in c[1:])) for name, c in curves.items()}
     decades = float(np.log10(limits[1] / limits[0])) if log and limits else 10.0
     runs = len(next(iter(results.values())).seeds)
@@ -242,8 +270,14 @@ def loss_plot(problem: Problem, results: Mapping[str, RunResult], path: str | Pa
     for j in range(len(names), rows * cols):
         axes[j // cols][j % cols].set_visible(False)
     fig.suptitle(f"{problem.title}\n{spread}{dotted}; grey: the other optimizers' medians", fontsize=11)
-    fig.subplots_adjust(left=0.085, right=0.985, top=1 - 0.75 / fig.get_figheight(), bottom=0.45 / fig.get_figheight(),
-                        wspace=0.06, hspace=0.28)
+    fig.subplots_adjust(
+        left=0.085,
+        right=0.985,
+        top=1 - 0.75 / fig.get_figheight(),
+        bottom=0.45 / fig.get_figheight(),
+        wspace=0.06,
+        hspace=0.28,
+    )
     return _save(fig, path)
 
 
@@ -265,8 +299,9 @@ def _background(ax: Axes, problem: Problem) -> None:
             low = max(float(np.percentile(values, 0.5)), top * 1e-8, 1e-8)
             levels = np.logspace(np.log10(low), np.log10(top), 24)
             ax.contourf(xs, ys, np.ma.maximum(gap, low), levels=levels, norm=LogNorm(), cmap="Greys", alpha=0.45)
-            ax.contour(xs, ys, np.ma.maximum(gap, low), levels=levels[::2], norm=LogNorm(), colors="0.6",
-                       linewidths=0.4)
+            ax.contour(
+                xs, ys, np.ma.maximum(gap, low), levels=levels[::2], norm=LogNorm(), colors="0.6", linewidths=0.4
+            )
         else:
             levels = np.linspace(float(finite.min()), float(finite.max()), 25)
             ax.contourf(xs, ys, np.ma.masked_invalid(zs), levels=levels, cmap="Greys", alpha=0.45)
@@ -293,8 +328,13 @@ def visible_path(pts: np.ndarray, box: Sequence[float]) -> tuple[np.ndarray, int
     x0, x1, y0, y1 = box
     w, h = x1 - x0, y1 - y0
     with np.errstate(invalid="ignore"):
-        inside = (np.isfinite(pts).all(axis=1) & (pts[:, 0] >= x0 - w) & (pts[:, 0] <= x1 + w)
-                  & (pts[:, 1] >= y0 - h) & (pts[:, 1] <= y1 + h))
+        inside = (
+            np.isfinite(pts).all(axis=1)
+            & (pts[:, 0] >= x0 - w)
+            & (pts[:, 0] <= x1 + w)
+            & (pts[:, 1] >= y0 - h)
+            & (pts[:, 1] <= y1 + h)
+        )
     out = np.flatnonzero(~inside)
     if not out.size:
         return pts, None
@@ -331,8 +371,15 @@ def contour_plot(problem: Problem, results: Mapping[str, RunResult], path: str |
         pts, left = visible_path(np.asarray(r.path)[:, 0, :], problem.box)
         start = pts[0]
         note = _path_note(r, left)
-        ax.plot(pts[:, 0], pts[:, 1], color=colors[name], linestyle=_style(i), lw=1.6, alpha=0.9,
-                label=_label(name, r.hyperparams) + (f"\n{note}" if note else ""))
+        ax.plot(
+            pts[:, 0],
+            pts[:, 1],
+            color=colors[name],
+            linestyle=_style(i),
+            lw=1.6,
+            alpha=0.9,
+            label=_label(name, r.hyperparams) + (f"\n{note}" if note else ""),
+        )
         last = pts[np.isfinite(pts).all(axis=1)][-1]
         if note:
             ax.plot(*last, "x", color=colors[name], ms=10, mew=2.4, zorder=4)
@@ -340,8 +387,11 @@ def contour_plot(problem: Problem, results: Mapping[str, RunResult], path: str |
             ax.plot(*last, "o", color=colors[name], mec="black", mew=0.6, ms=6, zorder=4)
     if start is not None:
         _marks(ax, problem, start)
-    ax.set_title(f"{problem.title}\npath of run 1 from the usual start; dot: where each optimizer ends,\n"
-                 "x: where its path diverged or left the picture", fontsize=10.5)
+    ax.set_title(
+        f"{problem.title}\npath of run 1 from the usual start; dot: where each optimizer ends,\n"
+        "x: where its path diverged or left the picture",
+        fontsize=10.5,
+    )
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=9)
     fig.subplots_adjust(left=0.08, right=0.72, top=0.87, bottom=0.08)
     return _save(fig, path)
@@ -358,8 +408,9 @@ def trajectory_gif(
     from PIL import Image
 
     colors = colors_for(list(results))
-    paths = {n: visible_path(np.asarray(r.path)[:, 0, :], problem.box)[0] for n, r in results.items()
-             if r.path is not None}
+    paths = {
+        n: visible_path(np.asarray(r.path)[:, 0, :], problem.box)[0] for n, r in results.items() if r.path is not None
+    }
     if not paths:
         raise ValueError(f"problem {problem.name!r} has no 2-D paths to animate")
     n_steps = max(len(r.path) for r in results.values() if r.path is not None) - 1
@@ -373,8 +424,16 @@ def trajectory_gif(
     for i, name in enumerate(paths):
         (lines[name],) = ax.plot([], [], color=colors[name], linestyle=_style(i), lw=1.8, label=name, animated=True)
         (heads[name],) = ax.plot([], [], "o", color=colors[name], mec="black", mew=0.6, ms=7, animated=True)
-    counter = ax.text(0.02, 0.97, "", transform=ax.transAxes, va="top", fontsize=10, animated=True,
-                      bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+    counter = ax.text(
+        0.02,
+        0.97,
+        "",
+        transform=ax.transAxes,
+        va="top",
+        fontsize=10,
+        animated=True,
+        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
+    )
     ax.set_title(problem.title, fontsize=11)
     legend = ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=9)
     for handle in legend.legend_handles:
@@ -404,8 +463,13 @@ def trajectory_gif(
 
 
 def fit_line_plot(
-    x: np.ndarray, y: np.ndarray, a_history: Sequence[float], b_history: Sequence[float],
-    loss_history: Sequence[float], title: str, path: str | Path,
+    x: np.ndarray,
+    y: np.ndarray,
+    a_history: Sequence[float],
+    b_history: Sequence[float],
+    loss_history: Sequence[float],
+    title: str,
+    path: str | Path,
 ) -> Path:
     """The article's line fit: the data with the fitted line (and a few earlier ones), and the loss per update."""
     fig = _figure(figsize=(11.0, 4.4))
@@ -417,9 +481,14 @@ def fit_line_plot(
     cmap = matplotlib.colormaps["viridis"]
     for j, i in enumerate(shown):
         final = i == count - 1
-        left.plot(xs, a_history[i] * xs + b_history[i], color="#d62728" if final else cmap(j / len(shown)),
-                  lw=2.2 if final else 1.0, alpha=1.0 if final else 0.7,
-                  label=f"after {i} updates: y = {a_history[i]:.3f}x + {b_history[i]:.3f}")
+        left.plot(
+            xs,
+            a_history[i] * xs + b_history[i],
+            color="#d62728" if final else cmap(j / len(shown)),
+            lw=2.2 if final else 1.0,
+            alpha=1.0 if final else 0.7,
+            label=f"after {i} updates: y = {a_history[i]:.3f}x + {b_history[i]:.3f}",
+        )
     left.set_xlabel("x")
     left.set_ylabel("y")
     low, high = left.get_ylim()

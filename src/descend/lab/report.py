@@ -91,13 +91,14 @@ def write_pictures(
 
     # the costliest first, so that no worker is left with a long task at the end
     order = ([-1] if summary else []) + sorted(
-        range(len(outcome.problems)),
-        key=lambda i: -(outcome.problems[i].is_2d + (outcome.problems[i].name in animate)))
+        range(len(outcome.problems)), key=lambda i: -(outcome.problems[i].is_2d + (outcome.problems[i].name in animate))
+    )
     if jobs > 1 and len(order) > 1 and "fork" in multiprocessing.get_all_start_methods():
         _PENDING[:] = [(outcome, out, animate)]
         try:
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
-                                     initializer=worker_signals) as pool:
+            with ProcessPoolExecutor(
+                max_workers=jobs, mp_context=multiprocessing.get_context("fork"), initializer=worker_signals
+            ) as pool:
                 futures: dict = {}
                 try:
                     for i in order:
@@ -111,16 +112,22 @@ def write_pictures(
             _PENDING.clear()
     else:
         for i in order:
-            done(i, write_summary_pictures(outcome, out) if i < 0 else _draw(
-                outcome, i, out, outcome.problems[i].name in animate))
+            done(
+                i,
+                write_summary_pictures(outcome, out)
+                if i < 0
+                else _draw(outcome, i, out, outcome.problems[i].name in animate),
+            )
     return {name: pictures[name] for name in ([SUMMARY] if summary else []) + [p.name for p in outcome.problems]}
 
 
 def picture_count(outcome: CompareResult, gifs: Sequence[str] | None = None) -> int:
     """How many files :func:`write_pictures` and :func:`write_summary_pictures` write."""
-    return sum(1 + (2 if p.is_2d else 0) for p in outcome.problems) - sum(
-        1 for p in outcome.problems if p.is_2d and p.name not in _gif_problems(outcome, gifs)
-    ) + len(_summary_kinds(outcome))
+    return (
+        sum(1 + (2 if p.is_2d else 0) for p in outcome.problems)
+        - sum(1 for p in outcome.problems if p.is_2d and p.name not in _gif_problems(outcome, gifs))
+        + len(_summary_kinds(outcome))
+    )
 
 
 def _summary_kinds(outcome: CompareResult) -> list[str]:
@@ -139,8 +146,11 @@ def _lr_panels(outcome: CompareResult) -> list[tuple[str, bool, dict, dict]]:
         trials, chosen = {}, {}
         for o in outcome.ran(problem.name):
             cell = outcome.cells[(problem.name, o)]
-            trials[o] = [{"lr": t["lr"], "final_loss": None if t.get("final_loss") is None else t["final_loss"] - shift}
-                         for t in cell.trials if "final_loss" in t]
+            trials[o] = [
+                {"lr": t["lr"], "final_loss": None if t.get("final_loss") is None else t["final_loss"] - shift}
+                for t in cell.trials
+                if "final_loss" in t
+            ]
             chosen[o] = cell.tuned.get("lr")
         panels.append((problem.title, problem.f_min is not None, trials, chosen))
     return panels
@@ -167,7 +177,8 @@ def write_summary_pictures(
         taus, rho = profile(steps, names)
         left = [p.name for p in outcome.problems if p.name not in steps]
         subtitle = f"over the {len(steps)} problems with a success tolerance" + (
-            f" ({', '.join(left)} {'has' if len(left) == 1 else 'have'} none)" if left else "")
+            f" ({', '.join(left)} {'has' if len(left) == 1 else 'have'} none)" if left else ""
+        )
         made.append(("profile", verdict_plots.profile_plot(taus, rho, names, out / "profile.png", subtitle)))
         titles = {p.name: p.title for p in outcome.problems}
         made.append(("target", verdict_plots.target_plot(steps, seconds, titles, names, out / "time_to_target.png")))
@@ -208,8 +219,10 @@ def _embed(path: Path, alt: str) -> str:
     a report's weight, and the page stays readable without them)."""
     if path.suffix == ".gif":
         name = html.escape(path.name)
-        return (f'<p class="meta">Animation (the file {name} beside this page):</p>'
-                f'<img src="{name}" alt="{html.escape(alt)}" title="{name}" loading="lazy">')
+        return (
+            f'<p class="meta">Animation (the file {name} beside this page):</p>'
+            f'<img src="{name}" alt="{html.escape(alt)}" title="{name}" loading="lazy">'
+        )
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}" title="{html.escape(path.name)}">'
 
@@ -244,11 +257,11 @@ def _verdict_html(outcome: CompareResult, summary: Sequence[tuple[str, Path]]) -
     captions = {
         "profile": PROFILE_RULE,
         "target": "Time to target: the steps and the seconds each optimizer needed to reach each problem's "
-                  "tolerance (median over its runs; seconds are steps × its measured time per step, measured after "
-                  "a warm-up run so that start-up costs land on no one).",
+        "tolerance (median over its runs; seconds are steps × its measured time per step, measured after "
+        "a warm-up run so that start-up costs land on no one).",
         "lr": "Learning-rate sensitivity: the final loss of every tuning trial against its rate (median over the "
-              "tuning runs, which are not the reporting runs); the ring marks the rate chosen, an x on the top edge "
-              "a rate at which a tuning run diverged.",
+        "tuning runs, which are not the reporting runs); the ring marks the rate chosen, an x on the top edge "
+        "a rate at which a tuning run diverged.",
     }
     for kind, path in summary:
         parts.append(f'<p class="meta">{html.escape(captions[kind])}</p>')
@@ -284,8 +297,11 @@ def write_report(
     rows = outcome.rows()
     if summary is None:
         summary = pictures.get(SUMMARY, [])
-    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>descend compare</title>"
-             f"<style>{_STYLE}</style></head><body>", "<h1>descend compare</h1>"]
+    parts = [
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>descend compare</title>"
+        f"<style>{_STYLE}</style></head><body>",
+        "<h1>descend compare</h1>",
+    ]
     stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
     took = f", {elapsed:.1f} s" if elapsed is not None else ""
     parts.append(
@@ -322,18 +338,24 @@ def write_report(
         mine = [r for r in rows if r["problem"] == problem.name]
         parts.append(f'<h2 id="{html.escape(problem.name)}">{html.escape(problem.title)}</h2>')
         tol = f" Tolerance: {problem.tol:g}." if problem.tol is not None else ""
-        parts.append(f"<p>{html.escape(problem.description)}{tol} <span class=meta>Source: "
-                     f"{html.escape(problem.references)}.</span></p>")
+        parts.append(
+            f"<p>{html.escape(problem.description)}{tol} <span class=meta>Source: "
+            f"{html.escape(problem.references)}.</span></p>"
+        )
         parts.append(_table(*format_rows(mine)))
         settings = []
         for name in outcome.ran(problem.name):
             cell = outcome.cells[(problem.name, name)]
             hp = ", ".join(f"{k}={_fmt(v)}" for k, v in cell.result.hyperparams.items())
-            tried = ", ".join(f"{t['lr']:g}→{'diverged' if t['score'] is None else format(t['score'], '.2f')}"
-                              for t in cell.trials)
+            tried = ", ".join(
+                f"{t['lr']:g}→{'diverged' if t['score'] is None else format(t['score'], '.2f')}" for t in cell.trials
+            )
             settings.append([name, hp, tried or "—"])
-        parts.append("<details><summary>Hyperparameters in force and tuning trials (lr → score)</summary>"
-                     + _table(["optimizer", "hyperparameters", "trials"], settings) + "</details>")
+        parts.append(
+            "<details><summary>Hyperparameters in force and tuning trials (lr → score)</summary>"
+            + _table(["optimizer", "hyperparameters", "trials"], settings)
+            + "</details>"
+        )
         for kind, path in pictures.get(problem.name, []):
             parts.append(_embed(path, f"{kind} plot of {problem.title}"))
     parts.append("</body></html>")

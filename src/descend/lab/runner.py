@@ -297,21 +297,23 @@ def run_many(
     out = []
     for j in range(g):
         cut = slice(j * k, (j + 1) * k)
-        out.append(RunResult(
-            problem=problem.name,
-            optimizer=contestant.name,
-            hyperparams=in_force[j],
-            seeds=[int(s) for s in seeds],
-            steps=recorded,
-            loss=losses[:, cut].copy(),
-            path=None if path is None else path[:, cut].copy(),
-            final_loss=final[cut],
-            distance=None if distance is None else distance[cut],
-            steps_to_tol=steps_to_tol[cut],
-            success=None if success is None else success[cut],
-            metrics={key: v[cut] for key, v in metrics.items()},
-            wall_time=wall,
-            stopped=stopped[cut],
-            stop_step=[int(v) for v in stop_step[cut]],
-        ))
+        out.append(
+            RunResult(
+                problem=problem.name,
+                optimizer=contestant.name,
+                hyperparams=in_force[j],
+                seeds=[int(s) for s in seeds],
+                steps=recorded,
+                loss=losses[:, cut].copy(),
+                path=None if path is None else path[:, cut].copy(),
+                final_loss=final[cut],
+                distance=None if distance is None else distance[cut],
+                steps_to_tol=steps_to_tol[cut],
+                success=None if success is None else success[cut],
+                metrics={key: v[cut] for key, v in metrics.items()},
+                wall_time=wall,
+                stopped=stopped[cut],
+                stop_step=[int(v) for v in stop_step[cut]],
+            )
+        )
     return out

@@ -44,8 +44,11 @@ def write_text(path: str | Path, text: str) -> Path:
 def write_json(path: str | Path, data: Any, compact: bool = False) -> Path:
     """Write ``data`` as JSON to ``path`` atomically (NaN is not allowed: use None): indented, or with ``compact``
     on one line without spaces (for the long arrays of saved runs, a third of the size)."""
-    text = json.dumps(data, separators=(",", ":"), allow_nan=False) if compact else json.dumps(
-        data, indent=1, allow_nan=False)
+    text = (
+        json.dumps(data, separators=(",", ":"), allow_nan=False)
+        if compact
+        else json.dumps(data, indent=1, allow_nan=False)
+    )
     return write_text(path, text + "\n")
 
 
@@ -62,8 +65,10 @@ def check_writable(folder: str | Path) -> Path:
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
-        raise ValueError(f"the output folder {str(path)!r} cannot be written: {str(probe)!r} is in the way, and it is "
-                         "a file, not a folder")
+        raise ValueError(
+            f"the output folder {str(path)!r} cannot be written: {str(probe)!r} is in the way, and it is "
+            "a file, not a folder"
+        )
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ValueError(f"the output folder {str(path)!r} cannot be written (no write permission on {str(probe)!r})")
     return path

@@ -127,5 +127,8 @@ def rich_verdict(outcome: Any, result: Any) -> list[Any]:
         table.add_column(h, justify="right" if h in ("mean rank", "wins") else "left")
     for line in cells:
         table.add_row(*line)
-    return [Text(f"Verdict: {result.headline(len(outcome.problems))}", style="bold"), table,
-            Text(RANK_RULE, style="dim")]
+    return [
+        Text(f"Verdict: {result.headline(len(outcome.problems))}", style="bold"),
+        table,
+        Text(RANK_RULE, style="dim"),
+    ]

@@ -21,8 +21,10 @@ __all__ = ["MODELS", "TorchUnavailable", "TrainResult", "torch_status", "train"]
 MODELS: tuple[str, ...] = ("logistic", "softmax", "mlp")
 
 
-TORCH_FIX = ("Install torch with: pip install torch==2.13.0 (the version descend is tested with; any 2.4 or later "
-             "below 3 works), or pip install 'descend[lab,torch]'")
+TORCH_FIX = (
+    "Install torch with: pip install torch==2.13.0 (the version descend is tested with; any 2.4 or later "
+    "below 3 works), or pip install 'descend[lab,torch]'"
+)
 
 
 class TorchUnavailable(RuntimeError):

@@ -144,8 +144,13 @@ def tune(
                 shown[knob] = float(momentum)
             final = np.asarray(result.final_loss, dtype=np.float64)
             final_ok = bool(final.size) and bool(np.all(np.isfinite(final)))
-            trials.append({**shown, "score": value[0] if math.isfinite(value[0]) else None,
-                           "final_loss": float(np.median(final)) if final_ok else None})
+            trials.append(
+                {
+                    **shown,
+                    "score": value[0] if math.isfinite(value[0]) else None,
+                    "final_loss": float(np.median(final)) if final_ok else None,
+                }
+            )
             if best is None or value < best[0]:
                 best = (value, hp)
             if on_trial is not None:

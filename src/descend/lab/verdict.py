@@ -75,15 +75,19 @@ class Verdict:
         lead = self.leaders
         first = lead[0]
         who = f"{first} ranks" if len(lead) == 1 else f"{', '.join(lead[:-1])} and {lead[-1]} share"
-        return (f"{who} first overall (mean rank {self.mean_rank[first]:.2f} over {problems} "
-                f"problem{'s' if problems != 1 else ''})")
+        return (
+            f"{who} first overall (mean rank {self.mean_rank[first]:.2f} over {problems} "
+            f"problem{'s' if problems != 1 else ''})"
+        )
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready dict for ``results.json``."""
         return {
             "rule": RANK_RULE,
-            "overall": [{"optimizer": o, "mean_rank": round(self.mean_rank[o], 4), "wins": self.wins[o]}
-                        for o in self.optimizers],
+            "overall": [
+                {"optimizer": o, "mean_rank": round(self.mean_rank[o], 4), "wins": self.wins[o]}
+                for o in self.optimizers
+            ],
             "ranks": {p: {o: self.rank[(p, o)] for o in self.optimizers if (p, o) in self.rank} for p in self.problems},
         }
 

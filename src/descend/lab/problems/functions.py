@@ -186,8 +186,11 @@ def quadratic(
     noisy = noise > 0
     return Function2D(
         name=name or ("noisy-quadratic" if noisy else "quadratic"),
-        title=(f"Noisy quadratic (gradient noise sd {noise:g})" if noisy
-               else f"Ill-conditioned quadratic (κ = {condition:g})"),
+        title=(
+            f"Noisy quadratic (gradient noise sd {noise:g})"
+            if noisy
+            else f"Ill-conditioned quadratic (κ = {condition:g})"
+        ),
         family="stochastic" if noisy else "function",
         description=(
             f"0.5·(p−c)ᵀA(p−c), c = (1, 1), with eigenvalues {curvature / condition:g} and {curvature:g}, "
@@ -213,56 +216,121 @@ def make_functions() -> list[Function2D]:
     sfu = "Surjanovic & Bingham, Virtual Library of Simulation Experiments (sfu.ca/~ssurjano)"
     return [
         Function2D(
-            "rosenbrock", "Rosenbrock (1−x)² + 100(y−x²)²", "function",
+            "rosenbrock",
+            "Rosenbrock (1−x)² + 100(y−x²)²",
+            "function",
             "A long curved valley: easy to reach, slow to follow. Minimum 0 at (1, 1); start (−2, 2). 1000 steps: "
             "at 500 no tuned optimizer gets within the tolerance, at 1000 the adaptive ones that follow the valley "
             "do and the others do not.",
-            default_steps=1000, f_min=0.0, tol=1e-4, optima=np.array([[1.0, 1.0]]), box=(-2.5, 2.5, -1.0, 4.0),
-            fn=_rosenbrock, gradient=_rosenbrock_grad, start=(-2.0, 2.0), jitter=0.2,
+            default_steps=1000,
+            f_min=0.0,
+            tol=1e-4,
+            optima=np.array([[1.0, 1.0]]),
+            box=(-2.5, 2.5, -1.0, 4.0),
+            fn=_rosenbrock,
+            gradient=_rosenbrock_grad,
+            start=(-2.0, 2.0),
+            jitter=0.2,
             references=f"{sfu}; start point and box as in pytorch_optimizer's visualisation",
         ),
         Function2D(
-            "beale", "Beale", "function",
+            "beale",
+            "Beale",
+            "function",
             "Flat plateaus and sharp ridges. Minimum 0 at (3, 0.5); start (1, 1.5).",
-            default_steps=400, f_min=0.0, tol=1e-4, optima=np.array([[3.0, 0.5]]), box=(-2.5, 4.5, -2.5, 2.5),
-            fn=_beale, gradient=_beale_grad, start=(1.0, 1.5), jitter=0.2, references=sfu,
-        ),
-        Function2D(
-            "booth", "Booth (x+2y−7)² + (2x+y−5)²", "function",
-            "A plain convex quadratic bowl. Minimum 0 at (1, 3); start (−6, −6).",
-            default_steps=300, f_min=0.0, tol=1e-6, optima=np.array([[1.0, 3.0]]), box=(-10.0, 10.0, -10.0, 10.0),
-            fn=_booth, gradient=_booth_grad, start=(-6.0, -6.0), jitter=0.5, references=sfu,
-        ),
-        Function2D(
-            "himmelblau", "Himmelblau (x²+y−11)² + (x+y²−7)²", "function",
-            "Four equal minima (value 0); which one a run reaches depends on its path. Start (0, 0).",
-            default_steps=300, f_min=0.0, tol=1e-6,
-            optima=np.array([[3.0, 2.0], [-2.805118, 3.131312], [-3.779310, -3.283186], [3.584428, -1.848126]]),
-            box=(-5.0, 5.0, -5.0, 5.0), fn=_himmelblau, gradient=_himmelblau_grad, start=(0.0, 0.0), jitter=0.5,
+            default_steps=400,
+            f_min=0.0,
+            tol=1e-4,
+            optima=np.array([[3.0, 0.5]]),
+            box=(-2.5, 4.5, -2.5, 2.5),
+            fn=_beale,
+            gradient=_beale_grad,
+            start=(1.0, 1.5),
+            jitter=0.2,
             references=sfu,
         ),
         Function2D(
-            "rastrigin", "Rastrigin", "function",
+            "booth",
+            "Booth (x+2y−7)² + (2x+y−5)²",
+            "function",
+            "A plain convex quadratic bowl. Minimum 0 at (1, 3); start (−6, −6).",
+            default_steps=300,
+            f_min=0.0,
+            tol=1e-6,
+            optima=np.array([[1.0, 3.0]]),
+            box=(-10.0, 10.0, -10.0, 10.0),
+            fn=_booth,
+            gradient=_booth_grad,
+            start=(-6.0, -6.0),
+            jitter=0.5,
+            references=sfu,
+        ),
+        Function2D(
+            "himmelblau",
+            "Himmelblau (x²+y−11)² + (x+y²−7)²",
+            "function",
+            "Four equal minima (value 0); which one a run reaches depends on its path. Start (0, 0).",
+            default_steps=300,
+            f_min=0.0,
+            tol=1e-6,
+            optima=np.array([[3.0, 2.0], [-2.805118, 3.131312], [-3.779310, -3.283186], [3.584428, -1.848126]]),
+            box=(-5.0, 5.0, -5.0, 5.0),
+            fn=_himmelblau,
+            gradient=_himmelblau_grad,
+            start=(0.0, 0.0),
+            jitter=0.5,
+            references=sfu,
+        ),
+        Function2D(
+            "rastrigin",
+            "Rastrigin",
+            "function",
             "A bowl covered in local minima. Global minimum 0 at (0, 0); start (−2, 3.5). Success is ending within 2 "
             "of the minimum: in its basin or one of the four next to it (f ≈ 0.99), a dozen ridges from the start. "
             "Gradient steps stop in the first basin they fall into (f ≈ 12.9 near the start), so a tighter tolerance "
             "is met by no optimizer whatever the budget and tells them apart not at all.",
-            default_steps=300, f_min=0.0, tol=2.0, optima=np.zeros((1, 2)), box=(-4.5, 4.5, -4.5, 4.5),
-            fn=_rastrigin, gradient=_rastrigin_grad, start=(-2.0, 3.5), jitter=0.3,
+            default_steps=300,
+            f_min=0.0,
+            tol=2.0,
+            optima=np.zeros((1, 2)),
+            box=(-4.5, 4.5, -4.5, 4.5),
+            fn=_rastrigin,
+            gradient=_rastrigin_grad,
+            start=(-2.0, 3.5),
+            jitter=0.3,
             references=f"{sfu}; start point as in pytorch_optimizer's visualisation",
         ),
         Function2D(
-            "ackley", "Ackley", "function",
+            "ackley",
+            "Ackley",
+            "function",
             "A nearly flat outer region with a deep hole. Global minimum 0 at (0, 0); start (−2.5, 3).",
-            default_steps=300, f_min=0.0, tol=1e-3, optima=np.zeros((1, 2)), box=(-4.5, 4.5, -4.5, 4.5),
-            fn=_ackley, gradient=_ackley_grad, start=(-2.5, 3.0), jitter=0.3, references=sfu,
+            default_steps=300,
+            f_min=0.0,
+            tol=1e-3,
+            optima=np.zeros((1, 2)),
+            box=(-4.5, 4.5, -4.5, 4.5),
+            fn=_ackley,
+            gradient=_ackley_grad,
+            start=(-2.5, 3.0),
+            jitter=0.3,
+            references=sfu,
         ),
         Function2D(
-            "saddle", "Saddle x² − y² on [−2, 2]²", "function",
+            "saddle",
+            "Saddle x² − y² on [−2, 2]²",
+            "function",
             "A saddle point at (0, 0); the start (1, 0.001) sits almost on the ridge, where the escaping direction's "
             "gradient is tiny. Iterates are clipped to the square, whose minimum is −4 at (0, ±2).",
-            default_steps=200, f_min=-4.0, tol=1e-3, optima=np.array([[0.0, 2.0], [0.0, -2.0]]),
-            box=(-2.0, 2.0, -2.0, 2.0), fn=_saddle, gradient=_saddle_grad, start=(1.0, 1e-3), jitter=0.01,
+            default_steps=200,
+            f_min=-4.0,
+            tol=1e-3,
+            optima=np.array([[0.0, 2.0], [0.0, -2.0]]),
+            box=(-2.0, 2.0, -2.0, 2.0),
+            fn=_saddle,
+            gradient=_saddle_grad,
+            start=(1.0, 1e-3),
+            jitter=0.01,
             bounds=(-2.0, 2.0, -2.0, 2.0),
             references="The saddle of Radford's and Ruder's optimizer animations (ruder.io)",
         ),
@@ -291,8 +359,9 @@ def from_expression(
     at_start = float(expression.value(sx, sy))
     if not np.isfinite(at_start):
         what = "not defined (outside the function's domain)" if np.isnan(at_start) else "infinite"
-        raise ValueError(f"f({sx:g}, {sy:g}) = {expression.text} is {what} at the start point; choose another "
-                         "with --start")
+        raise ValueError(
+            f"f({sx:g}, {sy:g}) = {expression.text} is {what} at the start point; choose another with --start"
+        )
     if box is None:
         box = (min(sx - 3, -3.0), max(sx + 3, 3.0), min(sy - 3, -3.0), max(sy + 3, 3.0))
     return Function2D(
