@@ -24,6 +24,32 @@ def ranges_overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return a[0] < a[1] and b[0] < b[1] and a[0] < b[1] and b[0] < a[1]
 
 
+def operand_refusal(kind: ArrayKind, p: Any, g: Any, arrays: Mapping[str, Any], dtype: str | None) -> tuple[str, bool]:
+    """Whether the kernel can take a parameter of ``dtype``, its gradient and its state arrays as they are: why not
+    ("" if it can), and whether it reads the gradient from a contiguous copy (strided, a lazy view, all zeros
+    without memory, or sharing memory with what is written; the copy gives the same bits)."""
+    if kind.dtype_name(g) != dtype:
+        return f"its gradient has dtype {kind.dtype_name(g)}, the parameter {dtype}", False
+    for what, a in [("the parameter", p)] + [(f"its state {k!r}", a) for k, a in arrays.items()]:
+        if kind.operand(a, True) is None:
+            return f"{what} {kind.why_not(a, True)}", False
+    copy = kind.operand(g, False) is None or any(
+        ranges_overlap(kind.span(g), kind.span(a)) for a in (p, *arrays.values())
+    )
+    if copy and not kind.copyable(g, p):
+        return f"its gradient {kind.why_not(g, False)}", copy
+    return "", copy
+
+
+def fused_refusal(kind: ArrayKind, title: str, index: int, p: Any, why: str) -> ValueError:
+    """The error of ``backend="fused"`` for a parameter the kernel cannot update, ``why`` saying what stands in the
+    way."""
+    return ValueError(
+        f"backend='fused' cannot update parameter {index} of {title} ({kind.describe(p)}): {why}; use "
+        "backend='auto' to run the reference for it"
+    )
+
+
 class ArrayKind:
     """What the engine needs to know about one kind of array. Subclasses implement every method."""
 

@@ -19,7 +19,7 @@ import numpy as np
 from descend import kernels
 from descend import lowbit as lb
 from descend.algorithms._spec import cast_scalars
-from descend.engine.arrays import ArrayKind, ranges_overlap
+from descend.engine.arrays import ArrayKind, fused_refusal, operand_refusal, ranges_overlap
 from descend.engine.memory import check_written
 
 if TYPE_CHECKING:
@@ -191,28 +191,13 @@ def _route(
     if backend == "reference":
         return None
     kind, p, g = engine.kind, item.param, item.grad
-    why = kernels.format_refusal(engine.spec.name, dtype, fmt)
-    copy = False
-    if not why and kind.dtype_name(g) != dtype:
-        why = f"its gradient has dtype {kind.dtype_name(g)}, the parameter {dtype}"
+    why, copy = kernels.format_refusal(engine.spec.name, dtype, fmt), False
     if not why:
-        for what, a in [("the parameter", p)] + [(f"its state {k!r}", a) for k, a in arrays.items()]:
-            if kind.operand(a, True) is None:
-                why = f"{what} {kind.why_not(a, True)}"
-                break
-        else:
-            copy = kind.operand(g, False) is None or any(
-                ranges_overlap(kind.span(g), kind.span(a)) for a in (p, *arrays.values())
-            )
-            if copy and not kind.copyable(g, p):
-                why = f"its gradient {kind.why_not(g, False)}"
+        why, copy = operand_refusal(kind, p, g, arrays, dtype)
     if not why:
         return copy
     if backend == "fused":
-        raise ValueError(
-            f"backend='fused' cannot update parameter {item.index} of {engine.spec.title} ({kind.describe(p)}): "
-            f"{why}; use backend='auto' to run the reference for it"
-        )
+        raise fused_refusal(kind, engine.spec.title, item.index, p, why)
     return None
 
 

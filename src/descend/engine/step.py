@@ -33,7 +33,7 @@ from typing import Any
 from descend import kernels
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, cast_scalars
 from descend.engine import lowbit_step
-from descend.engine.arrays import ArrayKind, ranges_overlap
+from descend.engine.arrays import ArrayKind, fused_refusal, operand_refusal
 from descend.engine.memory import check_overlaps, check_state, check_written
 from descend.kernels._layout import KERNELS
 from descend.nonfinite import first_nonfinite, refusal
@@ -438,27 +438,12 @@ class Engine:
             why = f"its state arrays have different dtypes ({', '.join(sorted(map(str, state_dtypes)))})"
         elif not kernels.supports(spec.name, dtype or "", state_dtype):
             why = f"no kernel runs {spec.name} with {dtype} params and {state_dtype} state here"
-        elif kind.dtype_name(g) != dtype:
-            why = f"its gradient has dtype {kind.dtype_name(g)}, the parameter {dtype}"
         else:
-            named = [("the parameter", p)] + [(f"its state {k!r}", a) for k, a in arrays.items()]
-            for what, a in named:
-                if kind.operand(a, True) is None:
-                    why = f"{what} {kind.why_not(a, True)}"
-                    break
-            else:
-                copy = kind.operand(g, False) is None or any(
-                    ranges_overlap(kind.span(g), kind.span(a)) for a in (p, *arrays.values())
-                )
-                if copy and not kind.copyable(g, p):
-                    why = f"its gradient {kind.why_not(g, False)}"
+            why, copy = operand_refusal(kind, p, g, arrays, dtype)
         if not why:
             return dtype, state_dtype, copy  # type: ignore[return-value]
         if backend == "fused":
-            raise ValueError(
-                f"backend='fused' cannot update parameter {item.index} of {spec.title} ({kind.describe(p)}): "
-                f"{why}; use backend='auto' to run the reference for it"
-            )
+            raise fused_refusal(kind, spec.title, item.index, p, why)
         return None
 
     def _multi(self, backend: str, item: Item, arrays: Mapping[str, Any], spec: AlgorithmSpec) -> bool:
