@@ -335,7 +335,7 @@ else:
     def _sigterm_as_interrupt() -> Iterator[None]:
         """Treat SIGTERM like Ctrl-C while a comparison runs: stop the workers, keep what was saved, no debris."""
 
-        from descend.lab.compare import request_stop
+        from descend.lab.workers import request_stop
 
         def interrupt(signum: int, frame: object) -> None:
             request_stop()  # heard even where Python drops the exception below (see request_stop)

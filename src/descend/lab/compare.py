@@ -13,11 +13,7 @@ import io
 import json
 import math
 import multiprocessing
-import signal
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +29,7 @@ from descend.lab.runner import RunResult, finite_or_none, jsonable, run
 from descend.lab.store import write_json, write_text
 from descend.lab.tuner import DEFAULT_LR_GRID, MOMENTUM_GRID, objective_text, tune
 from descend.lab.verdict import verdict
+from descend.lab.workers import clear_stop, run_forked
 
 __all__ = [
     "Cell",
@@ -427,7 +424,7 @@ def compare(
     problems, names = config.checked()
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
-    _STOP.clear()
+    clear_stop()
     out_path = None if out is None else Path(out)
     cells: dict[tuple[str, str], Cell] = {}
     resumed = []
@@ -481,80 +478,21 @@ def compare(
                 progress(units - min(done[0], units - 1), f"{problem.name} · {name}")
     else:
         _PENDING[:] = [(config, t[0], t[1]) for t in todo]
-        with ProcessPoolExecutor(
-            max_workers=jobs, mp_context=multiprocessing.get_context("fork"), initializer=worker_signals
-        ) as pool:
-            futures: dict = {}
-            try:
-                with _signals_held():  # the pool forks its workers here
-                    for i, t in enumerate(todo):
-                        futures[pool.submit(_run_pending, i)] = t
-                waiting = set(futures)
-                while waiting:
-                    done, waiting = wait(waiting, timeout=0.25, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        problem, name, key, path, units = futures[future]
-                        finish(problem, name, key, path, future.result())
-                        if progress:
-                            progress(units, f"{problem.name} · {name}")
-                    if _STOP.is_set():  # a stop asked for by a signal whose own exception was lost
-                        raise KeyboardInterrupt
-            except BaseException:
-                stop_workers(pool)
-                raise
-            finally:
-                _PENDING.clear()
+
+        def finished(i: int, cell: Cell) -> None:
+            problem, name, key, path, units = todo[i]
+            finish(problem, name, key, path, cell)
+            if progress:
+                progress(units, f"{problem.name} · {name}")
+
+        try:
+            run_forked(_run_pending, range(len(todo)), jobs, finished)
+        finally:
+            _PENDING.clear()
     outcome = CompareResult(config, problems, names, cells, resumed)
     if out_path is not None:
         write_results(outcome, out_path)
     return outcome
-
-
-_HELD = {signal.SIGTERM, signal.SIGINT}
-_STOP = threading.Event()
-
-
-def request_stop() -> None:
-    """Ask a running :func:`compare` to stop (from a signal handler, which also raises KeyboardInterrupt): Python
-    drops an exception raised while it runs its own callbacks (around a fork, in a finaliser), so the comparison also
-    checks this request while it waits for its workers, and stops within a quarter of a second."""
-    _STOP.set()
-
-
-@contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold SIGTERM and Ctrl-C back while the pool forks, and deliver them after. Python runs its own code around a
-    fork (the callbacks of os.register_at_fork, logging's among them), and an exception a signal handler raises
-    there is reported and dropped: a SIGTERM that landed then was lost and the comparison ran on."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
-
-
-def worker_signals() -> None:
-    """In a worker: the default SIGTERM (the parent's handler, inherited by fork, turns it into an exception) and
-    no Ctrl-C (the parent stops the workers); the signals the parent held back while forking are let through again."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
-
-
-def stop_workers(pool: ProcessPoolExecutor) -> None:
-    """End the workers now, rather than waiting for their running tasks. Workers write no files, so they are
-    killed outright (a worker just forked may not have set up its signals yet). The pool then marks every unfinished
-    task as broken (cancelling them as well would make its management thread fail while it does so)."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    for process in processes:
-        if process.is_alive():
-            process.kill()
-    for process in processes:
-        process.join(timeout=5)
 
 
 def total_units(config: CompareConfig) -> int:

@@ -7,14 +7,14 @@ import base64
 import html
 import multiprocessing
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from descend.lab.compare import CompareResult, stop_workers, worker_signals
+from descend.lab.compare import CompareResult
 from descend.lab.store import write_text
 from descend.lab.tables import format_rows, right_aligned
+from descend.lab.workers import run_forked
 
 __all__ = ["GIF_PREFERENCE", "SUMMARY", "picture_count", "write_pictures", "write_report", "write_summary_pictures"]
 
@@ -96,18 +96,7 @@ def write_pictures(
     if jobs > 1 and len(order) > 1 and "fork" in multiprocessing.get_all_start_methods():
         _PENDING[:] = [(outcome, out, animate)]
         try:
-            with ProcessPoolExecutor(
-                max_workers=jobs, mp_context=multiprocessing.get_context("fork"), initializer=worker_signals
-            ) as pool:
-                futures: dict = {}
-                try:
-                    for i in order:
-                        futures[pool.submit(_draw_pending, i)] = i
-                    for future in as_completed(futures):
-                        done(futures[future], future.result())
-                except BaseException:
-                    stop_workers(pool)
-                    raise
+            run_forked(_draw_pending, order, jobs, done)
         finally:
             _PENDING.clear()
     else:
