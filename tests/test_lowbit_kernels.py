@@ -64,6 +64,26 @@ def test_fused_equals_the_reference(
     _check(params, state, expected, expected_state, f"{name} {kwargs} {pdtype} {fmt}")
 
 
+def test_nan_meets_nan_in_the_same_places() -> None:
+    # lr = alpha = eps = 0 makes every value NaN within three steps: the NaNs stand in the same places in the kernel
+    # and the reference, and every state slot matches bit for bit (which NaN an addition of two NaNs returns is the
+    # compiler's choice, see bits_equal)
+    hp = {
+        "lr": 0.0,
+        "alpha": 0.0,
+        "eps": 0.0,
+        "weight_decay": 0.0,
+        "momentum": 0.5,
+        "centered": True,
+        "maximize": False,
+        "eps_root": 0.0,
+    }
+    fmt = lb.StateFormat("bfloat16", stochastic_rounding=False)
+    kernel_params, kernel_state, expected, expected_state = run("rmsprop", hp, "float32", fmt, [2], 3, 0)
+    assert bool(kernel_params[0].isnan().all())
+    _check(kernel_params, kernel_state, expected, expected_state, "all NaN")
+
+
 @pytest.mark.parametrize("fmt", [lb.StateFormat("bfloat16"), lb.StateFormat("blockwise8")], ids=str)
 def test_threads_and_chunks_do_not_change_the_bits(fmt: lb.StateFormat) -> None:
     """Tensors whose chunk boundaries fall inside 8-bit blocks, with one thread and with every thread."""
