@@ -9,7 +9,7 @@ import torch
 
 import descend
 import descend.torch as dt
-from tests.shapes import shape_for
+from tests.shapes import shape_for, torch_grad
 
 # -- the snapshot: params and state_dict of either front, as bytes -----------------------------------------------------
 
@@ -73,14 +73,14 @@ def torch_opt(name: str = "adam", steps: int = 2, **kwargs: Any) -> Any:
     opt = dt.OPTIMIZERS[name](params, **kwargs)
     for _ in range(steps):
         for p in params:
-            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            p.grad = torch_grad(type(opt), torch.randn(p.shape, generator=gen, dtype=p.dtype))
         opt.step()
     return opt
 
 
 def torch_grads(opt: Any) -> None:
     for p in params_of(opt):
-        p.grad = torch.full_like(p, 0.5)
+        p.grad = torch_grad(type(opt), torch.full_like(p, 0.5))
 
 
 FRONTS = {"numpy": (numpy_opt, lambda opt: opt.step(numpy_grads(opt))), "torch": (torch_opt, None)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from descend.algorithms import REGISTRY
 
@@ -20,3 +21,22 @@ def shape_for(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
 def matrices_only(name: str) -> bool:
     """Whether the algorithm takes 2-D parameters only."""
     return REGISTRY[name].param_ndim == 2
+
+
+def torch_grad(cls: type, grad: Any) -> Any:
+    """The gradient a test written with dense gradients gives ``cls``, a descend.torch class: ``grad`` itself, or
+    for a class that takes sparse gradients only (SparseAdam, as torch's), ``grad`` as a sparse tensor that lists
+    every entry, which that rule updates as the NumPy front updates the dense one."""
+    if getattr(cls, "dense_gradients", True):
+        return grad
+    import torch
+
+    index = torch.ones(grad.shape, dtype=torch.bool, device=grad.device).nonzero().T
+    return torch.sparse_coo_tensor(index, grad.reshape(-1), grad.shape, is_coalesced=True, check_invariants=True)
+
+
+def takes_dense_gradients(name: str) -> bool:
+    """Whether descend.torch's class for ``name`` takes dense gradients (SparseAdam's takes sparse ones only)."""
+    import descend.torch as dt
+
+    return getattr(dt.OPTIMIZERS[name], "dense_gradients", True)

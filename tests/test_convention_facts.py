@@ -119,6 +119,13 @@ FACTS: dict[tuple[str, str], Fact] = {
     ("lion", "keras"): Fact(True, {"lr": 1e-3, "betas": (0.9, 0.99)}, KERAS.format("lion")),
     ("lion", "paper"): Fact(True, {"lr": 1e-4, "betas": (0.9, 0.99), "weight_decay": 0.0}, "Chen et al. (2023)"),
     ("lion", "article"): Fact(False, NONE, "the article covers GD, momentum, RMSprop and Adam only"),
+    ("sparse_adam", "torch"): Fact(
+        True, {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8}, "torch/optim/sparse_adam.py"
+    ),
+    ("sparse_adam", "optax"): Fact(False, NONE, "google-deepmind/optax: no sparse or lazy Adam (dense updates only)"),
+    ("sparse_adam", "keras"): Fact(False, NONE, "keras-team/keras keras/src/optimizers/: no sparse or lazy Adam"),
+    ("sparse_adam", "paper"): Fact(False, NONE, "Kingma & Ba (2015) define Adam on dense gradients only"),
+    ("sparse_adam", "article"): Fact(False, NONE, "the article covers GD, momentum, RMSprop and Adam only"),
     ("rprop", "torch"): Fact(True, {"lr": 1e-2, "etas": (0.5, 1.2), "step_sizes": (1e-6, 50.0)}, TORCH.format("rprop")),
     ("rprop", "optax"): Fact(
         False, NONE, f"{OPTAX.format('transform.py')}: scale_by_rprop returns state.prev_updates, one step late"

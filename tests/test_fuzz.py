@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import descend
 from descend import kernels
 from descend.algorithms import registry
+from tests.shapes import torch_grad
 from tests.test_kernels_strategies import NAMES, STRATEGIES, make_hp
 
 pytestmark = pytest.mark.skipif(not kernels.available()[0], reason=kernels.available()[1])
@@ -189,7 +190,7 @@ def check_torch(problem: dict[str, Any]) -> None:
     for _ in range(problem["steps"]):
         for p, s in zip(params, shapes):
             values = gradient_values(rng, s, problem["scale"], problem["special"])
-            p.grad = torch.from_numpy(laid_out(values, dtype, "c"))
+            p.grad = torch_grad(type(opt), torch.from_numpy(laid_out(values, dtype, "c")))
         opt.step()
     for i, (p, q) in enumerate(zip(params, want[0])):
         assert same(p.detach().numpy(), q), f"torch: param {i} differs for {problem}"

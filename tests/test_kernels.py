@@ -85,6 +85,7 @@ def test_bit_identical_over_a_million(name: str, dtype: type) -> None:
         "adadelta": {},
         "sgd": {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
         "rprop": {"etas": (0.3, 1.5), "step_sizes": (1e-4, 0.5), "maximize": True},
+        "sparse_adam": {"lr": 0.01, "maximize": True},  # no weight decay, as torch's
     }.get(name, {"weight_decay": 0.01, "maximize": True})
     _check_front(name, kwargs, dtype, [(1_048_583,), (0,), (3, 5), ()], 3, 7, 1.0)
 

@@ -13,6 +13,7 @@ import pytest
 from descend import kernels
 from descend.algorithms import registry
 from descend.kernels._layout import KERNELS
+from tests.shapes import torch_grad
 from tests.test_kernels_strategies import reference_steps, same_bits
 
 torch = pytest.importorskip("torch")
@@ -50,7 +51,7 @@ def test_auto_equals_the_numpy_reference(name: str, dtype: torch.dtype) -> None:
     grads = [[torch.randn(s, generator=gen, dtype=dtype) for s in shapes] for _ in range(4)]
     for step_grads in grads:
         for p, g in zip(params, step_grads):
-            p.grad = g
+            p.grad = torch_grad(type(opt), g)
         opt.step()
     hp = registry.get(name).make(**kwargs)
     for i, p in enumerate(params):

@@ -9,7 +9,7 @@ import descend
 from descend import kernels
 from descend.algorithms import ELEMENTWISE
 from descend.kernels._layout import KERNELS
-from tests.shapes import shape_for
+from tests.shapes import shape_for, torch_grad
 
 torch = pytest.importorskip("torch")
 
@@ -78,15 +78,17 @@ def _torch(name: str, backend: str, policy: str):
     params = [torch.ones(shape_for(name, (5,)), requires_grad=True), torch.ones(2, 3, requires_grad=True)]
     opt = dt.OPTIMIZERS[name](params, lr=0.1, backend=backend, nan_policy=policy)
     for p in params:
-        p.grad = torch.full_like(p, 0.5)
+        p.grad = torch_grad(type(opt), torch.full_like(p, 0.5))
     opt.step()
     return params, opt
 
 
-def _bad_torch_grads(params, value: float) -> None:
+def _bad_torch_grads(params, value: float, cls: type | None = None) -> None:
     for p in params:
-        p.grad = torch.full_like(p, 0.5)
-    params[1].grad[1, 2] = value
+        grad = torch.full_like(p, 0.5)
+        if p is params[1]:
+            grad[1, 2] = value
+        p.grad = grad if cls is None else torch_grad(cls, grad)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -95,7 +97,7 @@ def test_torch_skip_changes_nothing_and_counts(name: str, backend: str) -> None:
     params, opt = _torch(name, backend, "skip")
     before = [p.detach().clone() for p in params]
     state = {k: v.clone() for st in opt.state.values() for k, v in st.items() if isinstance(v, torch.Tensor)}
-    _bad_torch_grads(params, float("inf"))
+    _bad_torch_grads(params, float("inf"), type(opt))
     opt.step()
     assert opt.skipped_steps == 1
     for p, q in zip(params, before):
@@ -107,13 +109,13 @@ def test_torch_skip_changes_nothing_and_counts(name: str, backend: str) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_torch_raise_and_propagate(backend: str) -> None:
     params, opt = _torch("adamw", backend, "raise")
-    _bad_torch_grads(params, float("nan"))
+    _bad_torch_grads(params, float("nan"), type(opt))
     before = [p.detach().clone() for p in params]
     with pytest.raises(ValueError, match=r"gradient of parameter 1 \(shape \(2, 3\)\)"):
         opt.step()
     assert all(torch.equal(p.detach(), q) for p, q in zip(params, before))
     params, opt = _torch("adamw", backend, "propagate")
-    _bad_torch_grads(params, float("nan"))
+    _bad_torch_grads(params, float("nan"), type(opt))
     opt.step()
     assert torch.isnan(params[1][1, 2]) and opt.skipped_steps == 0
 

@@ -25,7 +25,7 @@ import descend
 from descend.algorithms import (
     ELEMENTWISE,  # LBFGS resumes through state_dicts (tests/test_torch_lbfgs.py, test_lbfgs.py)
 )
-from tests.shapes import matrices_only, shape_for
+from tests.shapes import matrices_only, shape_for, torch_grad
 
 ROOT = Path(__file__).resolve().parents[1]
 MID, END = 7, 15
@@ -94,13 +94,14 @@ def torch_problem(name: str) -> tuple[Any, Any]:
     return model, dt.OPTIMIZERS[name](params, **settings(name))
 
 
-def torch_grads(step: int, model: Any) -> None:
+def torch_grads(step: int, model: Any, cls: type | None = None) -> None:
     """Elementwise gradients (no matrix products, whose sums could be ordered differently in another process)."""
     import torch
 
     gen = torch.Generator().manual_seed(1000 + step)
     for p in model.parameters():
-        p.grad = 0.5 * p.detach() + torch.randn(p.shape, generator=gen)
+        grad = 0.5 * p.detach() + torch.randn(p.shape, generator=gen)
+        p.grad = grad if cls is None else torch_grad(cls, grad)  # (sparse for SparseAdam's class)
 
 
 def torch_child(folder: str, steps: int) -> None:
@@ -109,7 +110,7 @@ def torch_child(folder: str, steps: int) -> None:
     for name in ELEMENTWISE:
         model, opt = torch_problem(name)
         for step in range(steps):
-            torch_grads(step, model)
+            torch_grads(step, model, type(opt))
             opt.step()
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": steps}, Path(folder) / f"{name}.pt")
     print("saved", flush=True)
@@ -187,12 +188,12 @@ def test_torch_resume_after_sigkill_is_bit_exact(tmp_path: Path) -> None:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["opt"])
         for step in range(saved["step"], END):
-            torch_grads(step, model)
+            torch_grads(step, model, type(opt))
             opt.step()
 
         expected, straight = torch_problem(name)
         for step in range(END):
-            torch_grads(step, expected)
+            torch_grads(step, expected, type(straight))
             straight.step()
         for (key, p), q in zip(model.state_dict().items(), expected.state_dict().values()):
             assert torch.equal(p, q), f"{name}: {key} differs after resuming"
@@ -200,6 +201,9 @@ def test_torch_resume_after_sigkill_is_bit_exact(tmp_path: Path) -> None:
             mine, theirs = opt.state[p], straight.state[q]
             assert list(mine) == list(theirs), name
             for key in theirs:
+                if not isinstance(theirs[key], torch.Tensor):  # SparseAdam's step is an int, as torch's
+                    assert type(mine[key]) is type(theirs[key]) and mine[key] == theirs[key], f"{name}: {key}"
+                    continue
                 assert mine[key].dtype == theirs[key].dtype and torch.equal(mine[key], theirs[key]), f"{name}: {key}"
 
 

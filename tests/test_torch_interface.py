@@ -13,7 +13,7 @@ import descend  # noqa: E402
 import descend.torch as dt  # noqa: E402
 from descend.algorithms import CONVENTIONS  # noqa: E402
 from descend.torch._options import group_backend  # noqa: E402
-from tests.shapes import shape_for  # noqa: E402
+from tests.shapes import shape_for, torch_grad  # noqa: E402
 from tests.tolerances import assert_close, torch_tolerance  # noqa: E402
 
 # The classes with a counterpart in the installed torch (torch.optim.Muon arrived in torch 2.9).
@@ -191,7 +191,7 @@ def _follow_numpy_front(name: str, convention: str) -> None:
     for _ in range(15):
         g = rng.standard_normal(w.shape) + 0.5 * w
         reference.step([g])
-        t.grad = torch.from_numpy(g.copy())
+        t.grad = torch_grad(type(ours), torch.from_numpy(g.copy()))
         ours.step()
     assert_close(t, w, torch_tolerance(torch.float64))
 

@@ -54,7 +54,10 @@ def test_sparse_training_matches_torch(name: str, kwargs: dict, dtype: torch.dty
 
 
 # SGD and Adagrad take sparse gradients, and so does LBFGS (made dense, as torch does: tests/test_torch_lbfgs.py).
-@pytest.mark.parametrize("name", [n for n, cls in dt.OPTIMIZERS.items() if n not in ("sgd", "adagrad", "lbfgs")])
+# SparseAdam takes sparse gradients only: tests/test_torch_sparse_adam.py.
+@pytest.mark.parametrize(
+    "name", [n for n, cls in dt.OPTIMIZERS.items() if n not in ("sgd", "adagrad", "lbfgs", "sparse_adam")]
+)
 def test_other_classes_refuse_sparse_gradients_as_torch(name: str) -> None:
     emb = torch.nn.Embedding(5, 2, sparse=True)
     opt = dt.OPTIMIZERS[name]([emb.weight])

@@ -24,6 +24,7 @@ from descend.algorithms.radam import RADAM
 from descend.algorithms.rmsprop import RMSPROP
 from descend.algorithms.rprop import RPROP
 from descend.algorithms.sgd import SGD as SGD_SPEC
+from descend.algorithms.sparse_adam import SPARSE_ADAM
 from descend.closure import ClosureOptimizer
 from descend.optim import Optimizer
 
@@ -31,6 +32,7 @@ __all__ = [
     "ASGD",
     "OPTIMIZERS",
     "SGD",
+    "SparseAdam",
     "Adadelta",
     "Adafactor",
     "Adagrad",
@@ -105,6 +107,14 @@ class LBFGS(ClosureOptimizer):
 
 class Adafactor(Optimizer):
     spec = ADAFACTOR
+
+
+class SparseAdam(Optimizer):
+    """SparseAdam on NumPy arrays: the rule of ``torch.optim.SparseAdam`` (see :mod:`descend.algorithms.sparse_adam`)
+    with dense gradients, each of which counts every entry as present; ``descend.torch.SparseAdam`` takes the sparse
+    gradients that update some entries only."""
+
+    spec = SPARSE_ADAM
 
 
 def _classes() -> dict[str, type[Optimizer]]:

@@ -24,6 +24,7 @@ from descend.algorithms.radam import RADAM
 from descend.algorithms.rmsprop import RMSPROP
 from descend.algorithms.rprop import RPROP
 from descend.algorithms.sgd import SGD
+from descend.algorithms.sparse_adam import SPARSE_ADAM
 
 REGISTRY: dict[str, Spec] = {
     spec.name: spec
@@ -45,6 +46,7 @@ REGISTRY: dict[str, Spec] = {
         LBFGS,
         MUON,
         ADAFACTOR,
+        SPARSE_ADAM,
     )
 }
 

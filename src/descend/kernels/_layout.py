@@ -29,6 +29,7 @@ from descend.algorithms.radam import RAdamScalars
 from descend.algorithms.rmsprop import RMSpropScalars
 from descend.algorithms.rprop import RpropScalars
 from descend.algorithms.sgd import SGDScalars
+from descend.algorithms.sparse_adam import SparseAdamScalars
 
 
 @functools.cache
@@ -143,6 +144,13 @@ KERNELS: dict[str, Kernel] = {
         ("maximize", "decay", "high_weight"),
         (("row_var", None), ("col_var", None), ("variance", None)),
         shaped=True,
+    ),
+    "sparse_adam": Kernel(
+        "sparse_adam",
+        SparseAdamScalars,
+        ("maximize",),
+        (("exp_avg", None), ("exp_avg_sq", None)),
+        frozenset({"exp_avg_sq"}),
     ),
 }
 

@@ -38,11 +38,13 @@ from descend.torch import _schedulefree  # noqa: F401 - defines AdamWScheduleFre
 from descend.torch._closure import ClosureOptimizer
 from descend.torch._muon_adamw import MuonWithAdamW
 from descend.torch._optimizer import Optimizer
+from descend.torch._sparse_adam import SparseAdam
 
 __all__ = [
     "ASGD",
     "OPTIMIZERS",
     "SGD",
+    "SparseAdam",
     "Adadelta",
     "Adafactor",
     "Adagrad",

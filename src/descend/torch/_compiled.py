@@ -87,7 +87,8 @@ def step(opt: Optimizer) -> bool:
     counts: list[int] = []
     values: list[float] = []
     tensors: list[torch.Tensor] = []
-    if opt._rule_per_group or opt._format is not None:  # MuonWithAdamW's two rules, low-bit state: the eager step
+    # MuonWithAdamW's two rules, SparseAdam's gathered rows, low-bit state: the eager step
+    if opt._rule_per_group or opt._eager_under_compile or opt._format is not None:
         return False
     names = _NAMES[opt.spec.hyperparams]
     for group in opt.param_groups:

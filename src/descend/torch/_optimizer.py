@@ -207,6 +207,8 @@ class Optimizer(torch.optim.Optimizer):
             raise
 
     _rule_per_group = False  # True where _group_rule is overridden: the step under torch.compile is then eager
+    _eager_under_compile = False  # True where the step is the class's own (SparseAdam's rows): eager under compile
+    dense_gradients: ClassVar[bool] = True  # False: step() takes sparse gradients only (SparseAdam, as torch's)
 
     def _group_rule(self, group: dict[str, Any]) -> tuple[AlgorithmSpec | None, Hyperparams]:
         """The algorithm a param group runs, None for the class's own (the engine's), and its validated
