@@ -29,10 +29,9 @@ def torch_grad(cls: type, grad: Any) -> Any:
     every entry, which that rule updates as the NumPy front updates the dense one."""
     if getattr(cls, "dense_gradients", True):
         return grad
-    import torch
+    from descend.torch._sparse_adam import every_entry
 
-    index = torch.ones(grad.shape, dtype=torch.bool, device=grad.device).nonzero().T
-    return torch.sparse_coo_tensor(index, grad.reshape(-1), grad.shape, is_coalesced=True, check_invariants=True)
+    return every_entry(grad)
 
 
 def takes_dense_gradients(name: str) -> bool:

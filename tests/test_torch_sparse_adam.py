@@ -261,3 +261,13 @@ def test_under_torch_compile_the_step_runs_eagerly_with_the_same_bits() -> None:
     assert torch.equal(eager.weight, compiled.weight)
     with pytest.raises(torch._dynamo.exc.Unsupported):  # a graph break: the step is not traced
         torch.compile(lambda: compiled_opt.step(), backend="eager", fullgraph=True)()
+
+
+def test_the_lab_trains_it_on_its_dense_problems() -> None:
+    """``descend train`` gives SparseAdam's class gradients that list every entry: it trains as Adam does, the two
+    rules differing only in where epsilon goes and how the second moment is written."""
+    from descend.lab.train import train
+
+    adam, sparse = train("iris", "softmax", ["adam", "sparse_adam"], epochs=3, lr=0.05)
+    assert sparse.train_loss[-1] < 0.7 * sparse.train_loss[0]
+    assert sparse.train_loss[-1] == pytest.approx(adam.train_loss[-1], rel=1e-3)

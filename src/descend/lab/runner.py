@@ -208,11 +208,14 @@ def run_many(
     if torch_front:
         import torch
 
+        from descend.torch._sparse_adam import every_entry
+
         params = [torch.cat([part[i] for part in parts]) for i in range(len(parts[0]))]
     else:
         params = [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
     closure_runs = contestant.closure_runs(problem, params, k, convention, settings, rngs)
     held: list = []  # (parameter the optimizer holds, index of the problem's parameter, rows it holds)
+    dense = True  # False for SparseAdam's torch class: its gradients list every entry, as the NumPy front's count them
     if closure_runs is None:
         if contestant.whole_tensor:
             cuts = [[j * k + i for i in range(k)] for j in range(g)]
@@ -222,6 +225,7 @@ def run_many(
         opt = contestant.build_groups([{"params": [v for v, _, _ in group]} for group in views], convention, settings)
         source = {id(view): (i, cut) for group in views for view, i, cut in group}
         held = [(p, *source[id(p)]) for group in opt.param_groups for p in group["params"]]
+        dense = getattr(opt, "dense_gradients", True)
         per = len(opt.param_groups) // g  # MuonWithAdamW makes two groups of each setting
         setting_groups = [opt.param_groups[j * per : (j + 1) * per] for j in range(g)]
         in_force = contestant.in_force(opt, g)
@@ -255,7 +259,7 @@ def run_many(
             elif torch_front:
                 grads = problem.grad(params, t, rngs)
                 for p, i, cut in held:
-                    p.grad = grads[i][cut]
+                    p.grad = grads[i][cut] if dense else every_entry(grads[i][cut])
                 opt.step()
             else:
                 grads = problem.grad(params, t, rngs)

@@ -102,6 +102,8 @@ def train(
         raise TorchUnavailable(f"training torch models needs torch and descend.torch: {why}. {TORCH_FIX}")
     import torch
 
+    from descend.torch._sparse_adam import every_entry
+
     x_train, y_train, x_test, y_test = load_dataset(dataset)
     classes = int(y_train.max()) + 1
     if model == "logistic" and classes != 2:
@@ -141,6 +143,9 @@ def train(
             opt.zero_grad()
             loss = loss_of(net(xt[idx]), yt[idx])
             loss.backward()
+            if not getattr(opt, "dense_gradients", True):  # SparseAdam: every entry present, as on the NumPy front
+                for p in net.parameters():
+                    p.grad = every_entry(p.grad)
             return loss
 
         opt.step(closure)

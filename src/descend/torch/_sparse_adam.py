@@ -25,7 +25,7 @@ from descend.engine.torch_arrays import COMPLEX_DTYPES, FLOAT_DTYPES, TorchKind
 from descend.torch._optimizer import Optimizer
 from descend.torch._options import group_backend
 
-__all__ = ["SparseAdam"]
+__all__ = ["SparseAdam", "every_entry"]
 
 _TORCH = TorchKind()
 
@@ -49,6 +49,13 @@ class _Rows:
         # the engine's working copies: the gathered rows of the parameter and each slot, and the count before the step
         self.rows = [t[self.index] for t in tensors]
         self.rows.append(values.contiguous())
+
+
+def every_entry(grad: torch.Tensor) -> torch.Tensor:
+    """``grad`` (dense) as a sparse tensor that holds every entry: SparseAdam's step then updates every entry, as the
+    NumPy front does with the dense gradient (the lab trains SparseAdam on its dense problems this way)."""
+    index = torch.ones(grad.shape, dtype=torch.bool, device=grad.device).nonzero().T
+    return torch.sparse_coo_tensor(index, grad.reshape(-1), grad.shape, is_coalesced=True, check_invariants=True)
 
 
 def _count(step: Any) -> int:
