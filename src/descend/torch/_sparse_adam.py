@@ -31,8 +31,13 @@ _TORCH = TorchKind()
 
 
 class _Rows:
-    """One parameter's share of a step: the entries its sparse gradient holds (``index``, a tuple of index tensors
-    into ``targets``, the parameter and its state slots), and the gathered rows the engine updates in place."""
+    """One parameter's share of a step: the entries its sparse gradient holds, the tensors they are read from and
+    written to (the parameter and its state slots), and the gathered rows the engine updates in place (``rows``: the
+    parameter's, each slot's, then the gradient's values).
+
+    An embedding's gradient holds whole rows (one sparse dimension): these are gathered with ``index_select`` and
+    written back with ``index_copy_`` on 2-D views of contiguous tensors, the fast copies; any other layout of indices,
+    or a tensor that is not contiguous, goes through advanced indexing (``t[indices]``, ``index_put_``)."""
 
     __slots__ = ("index", "new_state", "rows", "state", "step", "targets")
 
@@ -40,15 +45,34 @@ class _Rows:
         self.state, self.new_state = state, new_state
         indices, values = grad._indices(), grad._values()
         tensors = [param, *(state[k] for k in SPARSE_ADAM.state_slots(None))]
-        if indices.shape[0] == 0:  # no sparse dimension: the values hold the whole tensor, as one leading row
-            tensors = [t.unsqueeze(0) for t in tensors]
-            indices = torch.zeros((1, values.shape[0]), dtype=torch.long, device=values.device)
-        self.targets = tensors
-        self.index = tuple(indices)
+        nnz = values.shape[0]
+        if indices.shape[0] <= 1 and param.numel() and all(t.is_contiguous() for t in tensors):
+            lead = param.shape[0] if indices.shape[0] else 1  # no sparse dimension: the whole tensor is one row
+            self.targets = [t.view(lead, -1) for t in tensors]
+            self.index = indices[0] if indices.shape[0] else torch.zeros(nnz, dtype=torch.long, device=values.device)
+            values = values.reshape(nnz, self.targets[0].shape[1])
+        else:
+            if indices.shape[0] == 0:
+                tensors = [t.unsqueeze(0) for t in tensors]
+                indices = torch.zeros((1, nnz), dtype=torch.long, device=values.device)
+            self.targets = tensors
+            self.index = tuple(indices)
         self.step = _count(state.get("step", 0)) + 1
-        # the engine's working copies: the gathered rows of the parameter and each slot, and the count before the step
-        self.rows = [t[self.index] for t in tensors]
+        self.rows = [self.gather(t) for t in self.targets]
         self.rows.append(values.contiguous())
+
+    def gather(self, target: torch.Tensor) -> torch.Tensor:
+        """A copy of ``target``'s entries the gradient holds."""
+        if isinstance(self.index, tuple):
+            return target[self.index]
+        return target.index_select(0, self.index)
+
+    def scatter(self, target: torch.Tensor, rows: torch.Tensor) -> None:
+        """Write ``rows`` to ``target``'s entries the gradient holds (each once: the gradient is coalesced)."""
+        if isinstance(self.index, tuple):
+            target.index_put_(self.index, rows)
+        else:
+            target.index_copy_(0, self.index, rows)
 
 
 def every_entry(grad: torch.Tensor) -> torch.Tensor:
@@ -121,14 +145,14 @@ class SparseAdam(Optimizer):
                 offset += len(group["params"])
             undo: list[Callable[[], Any]] = []
             try:
-                for work in rounds:
-                    self._round(work, undo)
+                for r, work in enumerate(rounds):
+                    self._round(work, undo if r < len(rounds) - 1 else None)
             except BaseException:
                 for action in reversed(undo):
                     action()
                 raise
 
-    def _round(self, work: list[tuple[int, torch.Tensor, Any, str]], undo: list) -> None:
+    def _round(self, work: list[tuple[int, torch.Tensor, Any, str]], undo: list | None) -> None:
         """One round, every parameter at most once: check and gather, step the rows, then write them back."""
         slots = self.spec.state_slots(None)
         entries: list[tuple[torch.Tensor, _Rows]] = []
@@ -169,18 +193,21 @@ class SparseAdam(Optimizer):
             )
         return g.coalesce()
 
-    def _write(self, entries: list[tuple[torch.Tensor, _Rows]], undo: list[Callable[[], Any]]) -> None:
-        """Write the stepped rows back and commit the counters, each write's undoing first put in ``undo`` (for a
-        later round that fails)."""
+    def _write(self, entries: list[tuple[torch.Tensor, _Rows]], undo: list[Callable[[], Any]] | None) -> None:
+        """Write the stepped rows back and commit the counters. Unless this is the last round (``undo`` None), each
+        write's undoing is first put in ``undo``, for a later round that fails."""
         for p, rows in entries:
             if rows.new_state:
-                undo.append(lambda p=p: self.state.pop(p, None))
+                if undo is not None:
+                    undo.append(lambda p=p: self.state.pop(p, None))
                 self.state[p] = rows.state
             if rows.rows[-1].numel():
                 for tensor, stepped in zip(rows.targets, rows.rows):
-                    before = tensor[rows.index]
-                    undo.append(lambda t=tensor, i=rows.index, b=before: t.index_put_(i, b))
-                    tensor.index_put_(rows.index, stepped)
-            old = rows.state.get("step", 0)
-            undo.append(lambda st=rows.state, old=old: st.__setitem__("step", old))
+                    if undo is not None:
+                        before = rows.gather(tensor)
+                        undo.append(lambda t=tensor, r=rows, b=before: r.scatter(t, b))
+                    rows.scatter(tensor, stepped)
+            if undo is not None:
+                old = rows.state.get("step", 0)
+                undo.append(lambda st=rows.state, old=old: st.__setitem__("step", old))
             rows.state["step"] = rows.step
