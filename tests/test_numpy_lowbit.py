@@ -117,3 +117,71 @@ def test_the_benchmark_gives_format_rows_only_to_algorithms_that_take_a_format()
         for name in ("adam", "adafactor", "muon")
     }
     assert rows == {"adam": ["descend (NumPy) [bfloat16]"], "adafactor": [], "muon": []}
+
+
+@pytest.mark.skipif(not kernels.available()[0], reason=kernels.available()[1])
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "blockwise8"])
+def test_the_steady_state_skips_the_per_array_checks_and_gives_the_same_bits(
+    state_dtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the second step every array is there: the step is one kernel call that checks its arrays itself, with
+    the bits of the general path (which a backend="reference" run takes on every step)."""
+    from descend.engine import lowbit_step
+
+    calls = []
+    general = lowbit_step.prepare
+    monkeypatch.setattr(lowbit_step, "prepare", lambda *a: calls.append(1) or general(*a))
+    fast, slow = _params(), _params()
+    opt = descend.Adam(fast, lr=1e-2, amsgrad=True, state_dtype=state_dtype)
+    ref = descend.Adam(slow, lr=1e-2, amsgrad=True, state_dtype=state_dtype, backend="reference")
+    for step in range(1, 5):
+        calls.clear()
+        opt.step(_grads(step))
+        assert len(calls) == (1 if step == 1 else 0), step  # the first step creates the state
+        ref.step(_grads(step))
+    for i, (a, b) in enumerate(zip(fast, slow)):
+        assert np.array_equal(a.view(np.uint32), b.view(np.uint32)), i
+        for key, value in ref.state[i].items():
+            assert np.array_equal(np.asarray(value), np.asarray(opt.state[i][key])), key
+
+
+@pytest.mark.skipif(not kernels.available()[0], reason=kernels.available()[1])
+@pytest.mark.parametrize(
+    ("key", "bad", "match"),
+    [
+        (
+            "exp_avg",
+            lambda a: a.astype(np.float32),
+            r"'exp_avg' of parameter 1 has .*dtype float32; the state format keeps uint8",
+        ),
+        ("exp_avg", lambda a: a[:-1], r"the state 'exp_avg' of parameter 1 has .*; the state format keeps"),
+        ("exp_avg_scale", lambda a: a[:1], r"'exp_avg_scale' of parameter 1 has .*one float32 scale per block"),
+    ],
+    ids=["storage", "size", "scales"],
+)
+def test_a_state_array_changed_between_steps_is_refused_in_the_general_paths_words(key, bad, match) -> None:
+    params = _params()
+    opt = descend.Adam(params, lr=1e-2, state_dtype="blockwise8")
+    opt.step(_grads(1))
+    opt.state[1][key] = bad(opt.state[1][key])
+    before = [p.copy() for p in params]
+    kept = {k: np.copy(v) for k, v in opt.state[0].items()}
+    with pytest.raises(ValueError, match=match):
+        opt.step(_grads(2))
+    assert all(np.array_equal(a, b) for a, b in zip(params, before))
+    assert all(np.array_equal(np.asarray(opt.state[0][k]), v) for k, v in kept.items())
+
+
+@pytest.mark.skipif(not kernels.available()[0], reason=kernels.available()[1])
+def test_a_gradient_that_is_a_state_array_is_read_before_it_is_written() -> None:
+    """A gradient sharing memory with an array the step writes: the kernel refuses the steady-state call, and the
+    general path reads the gradient from a copy, as the reference does."""
+    a, b = _params(), _params()
+    opts = [descend.Adam(p, lr=1e-2, state_dtype="bfloat16", backend=bk) for p, bk in ((a, "auto"), (b, "reference"))]
+    for opt in opts:
+        opt.step(_grads(1))
+    for opt, params in zip(opts, (a, b)):
+        grads = _grads(2)
+        grads[2] = params[2]  # the parameter itself as its gradient
+        opt.step(grads)
+    assert all(np.array_equal(x.view(np.uint32), y.view(np.uint32)) for x, y in zip(a, b))

@@ -25,7 +25,7 @@ from descend.engine.memory import check_written
 if TYPE_CHECKING:
     from descend.engine.step import Engine, GroupWork, Item, Prepared
 
-__all__ = ["applies", "expected_keys", "new_state", "prepare", "slot_order"]
+__all__ = ["applies", "expected_keys", "new_state", "prepare", "prepare_uniform", "slot_order"]
 
 _LOWBIT_PARAMS = ("float32", "bfloat16", "float16")
 
@@ -177,6 +177,73 @@ def prepare(engine: Engine, work: GroupWork, items: list[Item], out: Prepared) -
             )
         )
         out.keep += [grad for _, _, grad in members]
+
+
+def prepare_uniform(
+    engine: Engine,
+    hp: Any,
+    backend: str,
+    params: list[Any],
+    grads: list[Any],
+    states: list[dict | None],
+    indices: list[int],
+) -> Prepared | None:
+    """A group's steady state in a format with little Python per parameter, or None where it does not apply: as
+    :meth:`.Engine.prepare_uniform`, every parameter already keeps every array of the format, all at one step with
+    the same host scalars, in one dtype the format applies to, and the kind's arrays are checked by the kernel itself
+    (their storage, sizes, the scales' sizes, contiguity and overlaps). Should the kernel refuse one, the group is
+    prepared again in full by :func:`prepare` before anything has run."""
+    from descend.engine.step import Prepared
+
+    spec, kind, fmt = engine.spec, engine.kind, engine.fmt
+    dtype = kind.dtype_name(params[0])
+    if dtype not in _LOWBIT_PARAMS or not kind.all_of_dtype(params, params[0]):
+        return None
+    own = fmt if dtype != "float32" else _nearest(fmt)
+    if kernels.format_refusal(spec.name, dtype, own):
+        return None
+    keys = expected_keys(spec, hp, fmt, dtype)
+    host_keys = tuple(spec.host_slots(hp))
+    try:
+        arrays = {k: [st[k] for st in states] for k in keys}
+        steps = [st["step"] for st in states]
+        hosts = [tuple(st[k] for k in host_keys) for st in states] if host_keys else [()]
+    except (KeyError, TypeError):  # a parameter without state (None) or without some array yet
+        return None
+    if steps.count(steps[0]) != len(steps) or hosts.count(hosts[0]) != len(hosts):
+        return None
+    step = kind.next_step(states[0])
+    count = kind.count(step)
+    before = dict(zip(host_keys, hosts[0]))
+    host = spec.advance_host(hp, count, before) if host_keys else {}
+    seen = before if spec.host_for_scalars == "before" else host
+    scalars = spec.scalars(hp, count if spec.has_step else 0, {k: float(v) for k, v in seen.items()}, False)
+    comps = arrays.pop(lb.KAHAN_KEY, None)
+    out = Prepared(optimistic=True, keep=list(grads))
+    out.jobs.append(
+        kernels.job(
+            spec.name,
+            scalars,
+            params,
+            grads,
+            arrays,
+            dtype=dtype,
+            sizes=[kind.size(p) for p in params],
+            fmt=own,
+            step=count,
+            ids=list(indices),
+            comps=comps,
+        )
+    )
+    if engine.nan_policy != "propagate":
+        out.checks = [(i, g, kind.nonfinite_address(g)) for i, g in zip(indices, grads)]
+
+    def commit() -> None:
+        for st in states:
+            kind.store_counters(st, step, host)
+
+    out.commits.append(commit)
+    return out
 
 
 def _nearest(fmt: lb.StateFormat) -> lb.StateFormat:
