@@ -204,3 +204,96 @@ def test_what_a_format_cannot_do_is_refused() -> None:
     with pytest.raises(ValueError, match="Adafactor reduces over whole tensors and keeps no low-bit state"):
         descend.Adafactor([np.ones((4, 4), np.float32)], state_dtype="blockwise8")
     assert descend.StateFormat is lb.StateFormat
+
+
+@pytest.mark.parametrize(
+    ("dtype", "state_dtype"),
+    [
+        (torch.float32, torch.bfloat16),
+        (torch.float32, "blockwise8"),
+        (torch.bfloat16, lb.StateFormat("bfloat16", params="kahan")),
+    ],
+    ids=["bfloat16", "blockwise8", "kahan"],
+)
+def test_the_steady_state_skips_the_general_path_and_gives_the_reference_bits(
+    dtype: torch.dtype, state_dtype: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the second step every tensor is there: the group is one kernel call on addresses checked in one pass,
+    with the bits a backend="reference" run (which takes the general path every step) gives, a state tensor swapped
+    with ``.data =`` between steps included."""
+    from descend.engine import lowbit_step
+
+    calls = []
+    general = lowbit_step.prepare
+    monkeypatch.setattr(lowbit_step, "prepare", lambda *a: calls.append(1) or general(*a))
+    fast, slow = _params(dtype), _params(dtype)
+    opt = dt.AdamW(fast, lr=1e-2, amsgrad=True, state_dtype=state_dtype)
+    ref = dt.AdamW(slow, lr=1e-2, amsgrad=True, state_dtype=state_dtype, backend="reference")
+    for step in range(1, 6):
+        _grads(fast, step)
+        _grads(slow, step)
+        calls.clear()
+        opt.step()
+        assert len(calls) == (1 if step == 1 else 0), step  # the first step creates the state
+        ref.step()
+        if step == 2:  # new storage, other values: the next step reads them
+            for o, p in ((opt, fast[0]), (ref, slow[0])):
+                o.state[p]["exp_avg"].data = o.state[p]["exp_avg"].flip(0).contiguous()
+    for i, (a, b) in enumerate(zip(fast, slow)):
+        assert bits_equal(a.detach(), b.detach()), i
+        for key, value in ref.state[b].items():
+            assert bits_equal(opt.state[a][key], value), (i, key)
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (lambda a: a.float(), r"'exp_avg' of parameter 0 has shape \(600, 7\), dtype torch.float32, .*keeps uint8"),
+        (lambda a: a[:-1].clone(), r"'exp_avg' of parameter 0 has shape \(599, 7\), .*of the parameter's shape"),
+        (lambda a: a.t(), r"'exp_avg' of parameter 0 has shape \(7, 600\), .*of the parameter's shape"),
+    ],
+    ids=["storage", "size", "transposed"],
+)
+def test_a_state_tensor_changed_between_steps_is_refused_in_the_general_paths_words(bad, match) -> None:
+    params = _params()
+    opt = dt.Adam(params, lr=1e-2, state_dtype="blockwise8")
+    _grads(params, 1)
+    opt.step()
+    state = opt.state[params[0]]
+    state["exp_avg"] = bad(state["exp_avg"])
+    before = [p.detach().clone() for p in params]
+    _grads(params, 2)
+    with pytest.raises(ValueError, match=match):
+        opt.step()
+    assert all(bits_equal(p.detach(), b) for p, b in zip(params, before))  # nothing moved
+
+
+@pytest.mark.parametrize("grad", ["the parameter", "transposed", "a view at an offset"], ids=str)
+def test_a_gradient_the_steady_call_cannot_take_goes_the_general_way(grad: str) -> None:
+    """A gradient that is the parameter's own memory, not contiguous, or a view into a larger buffer: the steady
+    call is not taken, or the kernel refuses it before anything runs, or it reads it where it lies; the step gives
+    the reference's bits."""
+    pairs = [(_params(sizes=((40, 30), (300,))), backend) for backend in ("auto", "reference")]
+    opts = [(dt.Adam(ps, lr=1e-2, state_dtype=torch.bfloat16, backend=bk), ps) for ps, bk in pairs]
+    for opt, ps in opts:
+        _grads(ps, 1)
+        opt.step()
+        _grads(ps, 2)
+        if grad == "the parameter":
+            ps[1].grad = ps[1].detach()
+        elif grad == "transposed":
+            ps[0].grad = ps[0].grad.t().contiguous().t()
+        else:
+            buffer = torch.zeros(ps[1].numel() + 3)
+            buffer[3:].copy_(ps[1].grad)
+            ps[1].grad = buffer[3:]
+        try:
+            opt.step()
+        except Exception as exc:  # noqa: BLE001
+            opt.error = exc
+    (fast_opt, fast), (ref_opt, slow) = opts
+    assert type(getattr(fast_opt, "error", None)) is type(getattr(ref_opt, "error", None))
+    for a, b in zip(fast, slow):
+        assert bits_equal(a.detach(), b.detach())
+        for key, value in ref_opt.state[b].items():
+            assert bits_equal(fast_opt.state[a][key], value), key

@@ -68,6 +68,15 @@ class ArrayKind:
         """Whether every array has ``like``'s dtype."""
         return all(self.dtype_name(a) == self.dtype_name(like) for a in arrays)
 
+    def steady_operands(
+        self, p: Any, g: Any, arrays: Mapping[str, Any], storages: Mapping[str, str], block: int
+    ) -> tuple[Any, Any, list[Any]] | None:
+        """For a kind whose arrays the kernel does not check itself: what the kernel reads and writes for a
+        parameter, its gradient and its low-bit state ``arrays`` (each of storage ``storages[key]``, a scale array
+        one value per ``block`` elements), checked here in one pass; None where the general path must look at them.
+        A kind without such a pass returns None."""
+        return None
+
     def operand(self, a: Any, writable: bool) -> Any | None:
         """What the kernel reads or writes for ``a`` (the array, or its address), or None if it cannot take it: not
         dense and contiguous, misaligned, on another device, or read-only where ``writable``."""

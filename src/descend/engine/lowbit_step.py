@@ -190,9 +190,10 @@ def prepare_uniform(
 ) -> Prepared | None:
     """A group's steady state in a format with little Python per parameter, or None where it does not apply: as
     :meth:`.Engine.prepare_uniform`, every parameter already keeps every array of the format, all at one step with
-    the same host scalars, in one dtype the format applies to, and the kind's arrays are checked by the kernel itself
-    (their storage, sizes, the scales' sizes, contiguity and overlaps). Should the kernel refuse one, the group is
-    prepared again in full by :func:`prepare` before anything has run."""
+    the same host scalars, in one dtype the format applies to. The kernel checks NumPy's arrays itself (their
+    storage, sizes, the scales' sizes, contiguity and overlaps); torch's are checked here in one pass each
+    (:meth:`~descend.engine.torch_arrays.TorchKind.steady_operands`), the kernel checking their overlaps. Should the
+    kernel refuse, the group is prepared again in full by :func:`prepare` before anything has run."""
     from descend.engine.step import Prepared
 
     spec, kind, fmt = engine.spec, engine.kind, engine.fmt
@@ -218,15 +219,20 @@ def prepare_uniform(
     host = spec.advance_host(hp, count, before) if host_keys else {}
     seen = before if spec.host_for_scalars == "before" else host
     scalars = spec.scalars(hp, count if spec.has_step else 0, {k: float(v) for k, v in seen.items()}, False)
-    comps = arrays.pop(lb.KAHAN_KEY, None)
+    operands = (params, grads, arrays)
+    if not kind.kernel_checks:  # addresses, each tensor checked here
+        operands = _addresses(kind, params, grads, arrays, keys)
+        if operands is None:
+            return None
+    comps = operands[2].pop(lb.KAHAN_KEY, None)
     out = Prepared(optimistic=True, keep=list(grads))
     out.jobs.append(
         kernels.job(
             spec.name,
             scalars,
-            params,
-            grads,
-            arrays,
+            operands[0],
+            operands[1],
+            operands[2],
             dtype=dtype,
             sizes=[kind.size(p) for p in params],
             fmt=own,
@@ -244,6 +250,23 @@ def prepare_uniform(
 
     out.commits.append(commit)
     return out
+
+
+def _addresses(
+    kind: ArrayKind, params: list, grads: list, arrays: dict[str, list], keys: Mapping[str, str]
+) -> tuple[list, list, dict[str, list]] | None:
+    """The addresses of every parameter, gradient and state array of a group, or None as soon as one is not as the
+    general path would take it without a copy."""
+    p_out, g_out, a_out = [], [], {k: [] for k in arrays}
+    for t, (p, g) in enumerate(zip(params, grads)):
+        got = kind.steady_operands(p, g, {k: arrays[k][t] for k in arrays}, keys, lb.Q8_BLOCK)
+        if got is None:
+            return None
+        p_out.append(got[0])
+        g_out.append(got[1])
+        for k, address in zip(arrays, got[2]):
+            a_out[k].append(address)
+    return p_out, g_out, a_out
 
 
 def _nearest(fmt: lb.StateFormat) -> lb.StateFormat:

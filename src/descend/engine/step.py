@@ -265,13 +265,15 @@ class Engine:
             spec: the group's algorithm, if not the engine's.
         """
         spec, kind = spec or self.spec, self.kind
-        if backend in ("reference", "foreach") or not params or not kind.kernel_checks or spec.whole_tensor:
+        if backend in ("reference", "foreach") or not params or spec.whole_tensor:
             return None  # (kernels.supports, below, says whether they are built; a whole-tensor rule's state and
             # scalars are per shape)
         if self.fmt is not None:  # (a rule of its own per group keeps no low-bit state)
             if spec is not self.spec:
                 return None
             return lowbit_step.prepare_uniform(self, hp, backend, list(params), list(grads), list(states), indices)
+        if not kind.kernel_checks:
+            return None
         slots = spec.state_slots(hp)
         host_keys = tuple(spec.host_slots(hp))
         try:

@@ -25,6 +25,7 @@ from torch.optim.optimizer import _get_scalar_dtype
 
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams
 from descend.engine.arrays import ArrayKind
+from descend.lowbit import SCALE_SUFFIX
 from descend.torch import _xp
 from descend.torch._memory import in_huge_pages
 
@@ -132,6 +133,42 @@ class TorchKind(ArrayKind):
 
     def size(self, a: Any) -> int:
         return local(a).numel()
+
+    def steady_operands(
+        self, p: Any, g: Any, arrays: Mapping[str, Any], storages: Mapping[str, str], block: int
+    ) -> tuple[int, int, list[int]] | None:
+        """For a steady low-bit step: the addresses of ``p``, ``g`` and ``arrays``, or None where any of them is not
+        a plain dense CPU tensor (see :func:`plain`) aligned to its item size, ``g`` not of ``p``'s dtype and shape,
+        an array not of its storage (``storages``) and of ``p``'s shape, or a scale array (``..._scale``) not one
+        value per ``block`` elements. What they share in memory is left to the kernel, which refuses it."""
+        tensors = (p, g, *arrays.values())
+        for t in tensors:
+            if (
+                type(t) not in _PLAIN_TYPES
+                or not t.is_cpu
+                or t.layout is not torch.strided
+                or not t.is_contiguous()
+                or t.is_neg()
+                or t.is_conj()
+                or t._is_zerotensor()
+            ):
+                return None
+        shape = p.shape
+        if g.dtype is not p.dtype or g.shape != shape or p.dtype not in DTYPE_NAMES:
+            return None
+        blocks = -(-p.numel() // block)
+        for key, a in arrays.items():
+            if _STORAGE.get(a.dtype) != storages[key]:
+                return None
+            if key.endswith(SCALE_SUFFIX):
+                if a.dim() != 1 or a.numel() != blocks:
+                    return None
+            elif a.shape != shape:
+                return None
+        addresses = [t.data_ptr() for t in tensors]
+        if any(address % t.element_size() for address, t in zip(addresses, tensors)):
+            return None
+        return addresses[0], addresses[1], addresses[2:]
 
     def span(self, a: Any) -> tuple[int, int]:
         t = local(a)

@@ -366,6 +366,20 @@ class Optimizer(torch.optim.Optimizer):
                         if p.grad is not None
                     ]
                     parts = _by_occurrence(items)
+                    if self._format is not None and items and len(parts) == 1:  # low-bit state: its steady step
+                        prepared = engine.prepare_uniform(
+                            hp,
+                            backend,
+                            [item.param for item in items],
+                            [item.grad for item in items],
+                            [item.state for item in items],
+                            [item.index for item in items],
+                            rule,
+                        )
+                        if prepared is not None:
+                            rounds[0].append(GroupWork(hp, backend, items, prepared=prepared, spec=rule))
+                            offset += len(group["params"])
+                            continue
                     rounds += [[] for _ in range(len(parts) - len(rounds))]
                     for r, part in enumerate(parts):
                         done = self._planner(group, hp, backend, spec) if r == len(parts) - 1 else None
