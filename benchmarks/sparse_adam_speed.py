@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--tokens and --repeats must be at least 1")
     warnings.filterwarnings("ignore", message="Sparse invariant checks")
     lines = [
-        f"### SparseAdam on GPT-2's token embedding ({VOCAB:,} x {WIDTH}, float32)",
+        f"## SparseAdam on GPT-2's token embedding ({VOCAB:,} x {WIDTH}, float32)",
         "",
         stamp(),
         "",
