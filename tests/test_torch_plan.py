@@ -8,6 +8,7 @@ compares every parameter and state tensor bit for bit.
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -226,9 +227,24 @@ REFUSED = [
 ]
 
 
+@pytest.fixture(params=["shim", "attributes"])
+def checks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The plan's checks read the tensors' metadata with torch's C functions (the default where torch has them) or
+    through their Python attributes."""
+    import descend.engine.plan as plan
+
+    if request.param == "attributes":
+        monkeypatch.setattr(plan, "_SHIM", None)
+    elif plan._SHIM is None:
+        pytest.skip("this torch exports no C functions for a tensor's metadata")
+    return request.param
+
+
 @pytest.mark.parametrize("change", CHANGES, ids=lambda f: f.__name__.strip("_"))
-def test_a_change_between_steps_gives_the_reference_bits(change: Callable[[list, object], None]) -> None:
-    _same(change, lr=0.01)
+def test_a_change_between_steps_gives_the_reference_bits(change: Callable[[list, object], None], checks: str) -> None:
+    opt = _same(change, lr=0.01)
+    plans = list(opt._plans.values())  # type: ignore[attr-defined]
+    assert all(kernels.plan_uses_shim(p.compiled) == (checks == "shim") for p in plans)
 
 
 def test_the_state_data_swap_from_the_docs_is_seen() -> None:
@@ -245,7 +261,9 @@ def test_the_state_data_swap_from_the_docs_is_seen() -> None:
 
 @pytest.mark.parametrize("change", REFUSED, ids=lambda f: f.__name__.strip("_"))
 @pytest.mark.parametrize("backend", ["auto", "reference"])
-def test_a_state_tensor_of_another_layout_is_refused_with_nothing_changed(change: Callable, backend: str) -> None:
+def test_a_state_tensor_of_another_layout_is_refused_with_nothing_changed(
+    change: Callable, backend: str, checks: str
+) -> None:
     gen = torch.Generator().manual_seed(3)
     params = [torch.randn(s, generator=gen).requires_grad_() for s in SHAPES]
     opt = dt.Adam(params, lr=0.01, backend=backend)
@@ -437,3 +455,35 @@ def test_without_torchs_reader_the_plan_calls_data_ptr(change: Callable, monkeyp
 
     monkeypatch.setattr(plan, "_READER", None)
     _same(change, lr=0.01)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the library's file name is Linux's")
+def test_torchs_c_functions_for_a_tensors_metadata_are_found_here() -> None:
+    """On this torch the plan reads the tensors' metadata with torch's own C functions, confirmed on every tensor."""
+    import descend.engine.plan as plan
+
+    assert plan._SHIM is not None and plan._SHIM[0] == object.__basicsize__
+    params = [torch.randn(s).requires_grad_() for s in SHAPES]
+    opt = dt.Adam(params, lr=0.01)
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.ones_like(p)
+        opt.step()
+    assert [kernels.plan_uses_shim(p.compiled) for p in opt._plans.values()] == [True]
+
+
+@pytest.mark.parametrize("offset", [24, 32])
+def test_a_shim_offset_that_does_not_hold_is_not_used(offset: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An offset where the tensor's object does not hold its at::Tensor (another torch's layout): the plan finds
+    something other than the tensor's TensorImpl there, goes without the shim, and the bits stay the reference's."""
+    import descend.engine.plan as plan
+
+    if plan._SHIM is None:
+        pytest.skip("this torch exports no C functions for a tensor's metadata")
+    monkeypatch.setattr(plan, "_SHIM", (offset, *plan._SHIM[1:]))
+    opt = _same(_point_state_data_elsewhere, lr=0.01)
+    assert [kernels.plan_uses_shim(p.compiled) for p in opt._plans.values()] == [False]
+    with pytest.raises(ValueError, match="inside the object's header"):
+        kernels.compile_plan([], [], (), 0, None, [], (8, *plan._SHIM[1:]))
+    with pytest.raises(TypeError, match="a tuple of 7 ints"):
+        kernels.compile_plan([], [], (), 0, None, [], (16, 1))

@@ -19,6 +19,8 @@ writes freed memory even when another thread replaces a ``.grad``.
 
 from __future__ import annotations
 
+import ctypes
+import os
 from typing import Any
 
 import numpy as np
@@ -36,6 +38,43 @@ _GUARDS = getattr(getattr(torch._C, "_dynamo", None), "guards", None)
 _READER = getattr(_GUARDS, "_torchinductor_pyobject_tensor_data_ptr", None)
 _READER = _READER if type(_READER) is int else None
 _STEP_DTYPES = (torch.float32, torch.float64)
+# torch's stable C functions for compiled code (the AOTInductor shim) that read a tensor's metadata, in the order
+# kernels.compile_plan takes them.
+_SHIM_NAMES = (
+    "aoti_torch_get_data_ptr",
+    "aoti_torch_get_dtype",
+    "aoti_torch_get_layout",
+    "aoti_torch_get_dim",
+    "aoti_torch_get_sizes",
+    "aoti_torch_is_contiguous",
+)
+
+
+def _find_shim() -> tuple[int, ...] | None:
+    """``(offset, *addresses)`` for :func:`descend.kernels.compile_plan`: the offset of a tensor's at::Tensor in its
+    Python object (right after the object's header, as torch/csrc/autograd/python_variable.h declares THPVariable;
+    the plan confirms it on each tensor it records) and the addresses of :data:`_SHIM_NAMES` in the torch library
+    this process has loaded; None where that library or one of them cannot be found (the checks then read the
+    tensors' Python attributes)."""
+    if _READER is None:  # an older torch, or one built without its compiled-code interface
+        return None
+    folder = os.path.join(os.path.dirname(torch.__file__), "lib")
+    for name in ("libtorch_cpu.so", "libtorch_cpu.dylib", "torch_cpu.dll"):
+        path = os.path.join(folder, name)
+        if not os.path.exists(path):
+            continue
+        try:
+            library = ctypes.CDLL(path)  # already loaded by torch: the same handle
+            addresses = tuple(ctypes.cast(getattr(library, n), ctypes.c_void_p).value for n in _SHIM_NAMES)
+        except (OSError, AttributeError):
+            return None
+        if not all(addresses):
+            return None
+        return (object.__basicsize__, *addresses)  # type: ignore[return-value]
+    return None
+
+
+_SHIM = _find_shim()
 
 
 def _hints(tensors: tuple) -> tuple[int, ...] | None:
@@ -270,5 +309,5 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
             plan.step_ptrs.append(addresses[len(slots)])
         for ptrs, address in zip(plan.host_ptrs, addresses[len(slots) + 1 :]):
             ptrs.append(address)
-    plan.compiled = kernels.compile_plan(plan.params, plan.entries, plan.keys, len(slots), _READER, plan.hints)
+    plan.compiled = kernels.compile_plan(plan.params, plan.entries, plan.keys, len(slots), _READER, plan.hints, _SHIM)
     return plan

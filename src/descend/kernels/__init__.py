@@ -130,7 +130,13 @@ def first_nonfinite(addresses: list[int], sizes: list[int], dtype: str, num_thre
 
 
 def compile_plan(
-    planned: list, entries: list, keys: tuple, nslots: int, reader: int | None = None, hints: list | None = None
+    planned: list,
+    entries: list,
+    keys: tuple,
+    nslots: int,
+    reader: int | None = None,
+    hints: list | None = None,
+    shim: tuple[int, ...] | None = None,
 ) -> Any:
     """A torch param group's plan (see :mod:`descend.engine.plan`) compiled into one C array, for :func:`gather`.
 
@@ -144,12 +150,24 @@ def compile_plan(
             (``torch._C._dynamo.guards._torchinductor_pyobject_tensor_data_ptr``), or None to call ``data_ptr()``.
         hints: None, or per parameter None or a tuple of addresses that checking it will read (torch's objects
             behind the tensors), which gather() starts fetching a few parameters ahead. Never dereferenced.
+        shim: None, or ``(offset, data_ptr, dtype, layout, dim, sizes, is_contiguous)``: where a tensor's at::Tensor
+            lies in its Python object, and the addresses of torch's C functions ``aoti_torch_get_data_ptr``,
+            ``aoti_torch_get_dtype``, ``aoti_torch_get_layout``, ``aoti_torch_get_dim``, ``aoti_torch_get_sizes`` and
+            ``aoti_torch_is_contiguous``, which gather() then reads the tensors' metadata with. The plan confirms the
+            offset on every tensor it records and goes without the shim where it does not hold.
 
     Raises:
         ValueError, TypeError: a malformed entry.
     """
     _require()
-    return _fused.compile_plan(planned, entries, keys, nslots, reader, hints)
+    return _fused.compile_plan(planned, entries, keys, nslots, reader, hints, shim)
+
+
+def plan_uses_shim(plan: Any) -> bool:
+    """Whether a plan from :func:`compile_plan` reads the tensors' metadata with torch's C functions (its ``shim``,
+    confirmed on every tensor it records) rather than their Python attributes."""
+    _require()
+    return bool(_fused.plan_uses_shim(plan))
 
 
 def gather(params: list, plan: Any, state: dict, dtype: Any, layout: Any, types: tuple) -> tuple | None:

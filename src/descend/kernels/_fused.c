@@ -277,7 +277,10 @@ static PyMethodDef methods[] = {
      "first_nonfinite(addresses, sizes, kind, threads): the first tensor holding NaN or inf, or -1."},
     {"set_isa", fused_set_isa, METH_O, "Run with another instruction set the CPU supports (for tests)."},
     {"compile_plan", compile_plan, METH_VARARGS,
-     "compile_plan(planned, entries, keys): a torch group's plan as a capsule for gather()."},
+     "compile_plan(planned, entries, keys, nslots, reader, hints, shim): a torch group's plan as a capsule for "
+     "gather()."},
+    {"plan_uses_shim", plan_uses_shim, METH_O,
+     "plan_uses_shim(plan): whether a compiled plan reads the tensors' metadata with torch's C functions."},
     {"gather", gather, METH_VARARGS,
      "gather(params, plan, state, dtype, layout, types): check a torch group against its plan and return its "
      "gradients' addresses, or None if the plan no longer holds."},

@@ -21,11 +21,21 @@
  * scattered over the heap and evicted from the caches by the kernel's own pass: the plan records where torch keeps
  * them (hints) and the loop starts fetching them a few parameters ahead, so that those reads overlap.
  *
- * No torch header is used: everything goes through the Python attributes and methods every torch tensor has, except
- * the data pointers, read with the C function torch exports for its compiled wrappers where it has it (torch_ptr.cpp).
+ * No torch header is used. Where torch exports them, the checks read a tensor's metadata with the C functions of
+ * its stable C interface for compiled code (the AOTInductor shim: aoti_torch_get_dtype, _get_sizes, _is_contiguous
+ * and the like, each taking a pointer to the tensor's at::Tensor and returning an error code, never throwing),
+ * whose addresses the caller passes (see descend/engine/plan.py). Such a pointer is the tensor's Python object plus
+ * the size of its header (torch's THPVariable holds its at::Tensor right after PyObject_HEAD); the plan confirms that
+ * layout on every tensor it records (the pointer found there must be the tensor's TensorImpl, as tensor._cdata
+ * says) and otherwise, or without the shim, goes through the Python attributes and methods every torch tensor has,
+ * the data pointers read with the C function torch exports for its compiled wrappers where it has it (torch_ptr.cpp).
+ * A shim call that reports an error counts as a change: the general path then looks at the tensor and raises
+ * where torch would.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include <string.h>
 
 #include "gather.h"
 #include "torch_ptr.h"
@@ -64,11 +74,32 @@ typedef struct {
     int nhints;
     const char *hints[MAX_HINTS]; /* memory the checks will read (torch's objects behind the Python ones): fetched
                                    * ahead, never dereferenced, so a stale address costs a wasted fetch and no more */
+    int32_t p_dtype;              /* with the shim: the parameter's dtype code (its gradient's must be the same) */
+    int32_t codes[MAX_KEYS];      /* and each state tensor's */
 } item_t;
+
+/* torch's stable C functions for a tensor's metadata (the AOTInductor shim): each takes a pointer to an at::Tensor
+ * and returns 0, or an error code having caught whatever torch threw. */
+typedef int32_t (*shim_ptr_fn)(void *, void **);
+typedef int32_t (*shim_i32_fn)(void *, int32_t *);
+typedef int32_t (*shim_dims_fn)(void *, int64_t *);
+typedef int32_t (*shim_sizes_fn)(void *, int64_t **);
+typedef int32_t (*shim_bool_fn)(void *, _Bool *);
+
+typedef struct {
+    Py_ssize_t offset; /* where a tensor's at::Tensor lies in its Python object; 0: no shim */
+    shim_ptr_fn data_ptr;
+    shim_i32_fn dtype, layout;
+    shim_dims_fn dim;
+    shim_sizes_fn sizes;
+    shim_bool_fn contiguous;
+    int32_t strided; /* the layout code of the plan's parameters (dense, strided) */
+} shim_t;
 
 typedef struct {
     Py_ssize_t n, nkeys, nslots; /* the first nslots keys are tensors of the parameter's shape, the rest scalars */
     data_ptr_reader reader;      /* torch's data-pointer reader, or NULL: call data_ptr() */
+    shim_t shim;                 /* offset 0: the checks go through the tensors' Python attributes */
     PyObject *owner;
     item_t items[];
 } plan_t;
@@ -129,11 +160,91 @@ static inline void fetch_ahead(const item_t *it, Py_ssize_t nkeys) {
 #endif
 }
 
+/* The shim's functions from a tuple (offset, data_ptr, dtype, layout, dim, sizes, is_contiguous) of ints, or none
+ * (offset 0) for None; 0, or -1 with an exception set. */
+static int read_shim(PyObject *given, shim_t *shim) {
+    memset(shim, 0, sizeof *shim);
+    if (given == Py_None) return 0;
+    if (!PyTuple_Check(given) || PyTuple_GET_SIZE(given) != 7) {
+        PyErr_Format(PyExc_TypeError, "shim must be None or a tuple of 7 ints, got %R", given);
+        return -1;
+    }
+    void *fns[6];
+    for (int k = 0; k < 6; k++) {
+        if (int_address(PyTuple_GET_ITEM(given, k + 1), &fns[k]) < 0) return -1;
+        if (!fns[k]) return 0; /* a function this torch lacks: no shim */
+    }
+    const Py_ssize_t offset = PyLong_AsSsize_t(PyTuple_GET_ITEM(given, 0));
+    if (offset == -1 && PyErr_Occurred()) return -1;
+    if (offset < (Py_ssize_t)sizeof(PyObject)) {
+        PyErr_Format(PyExc_ValueError, "the shim's offset %zd is inside the object's header", offset);
+        return -1;
+    }
+    shim->data_ptr = (shim_ptr_fn)fns[0];
+    shim->dtype = (shim_i32_fn)fns[1];
+    shim->layout = (shim_i32_fn)fns[2];
+    shim->dim = (shim_dims_fn)fns[3];
+    shim->sizes = (shim_sizes_fn)fns[4];
+    shim->contiguous = (shim_bool_fn)fns[5];
+    shim->offset = offset;
+    return 0;
+}
+
+/* Where the shim finds obj's at::Tensor. */
+static inline void *tensor_of(const shim_t *shim, PyObject *obj) { return (char *)obj + shim->offset; }
+
+/* 1 if obj holds its at::Tensor where the shim looks for it (the pointer there is the tensor's TensorImpl, which
+ * tensor._cdata gives), else 0. Reads nothing outside the object. */
+static int tensor_layout_holds(const shim_t *shim, PyObject *obj) {
+    if (Py_TYPE(obj)->tp_basicsize < shim->offset + (Py_ssize_t)sizeof(void *)) return 0;
+    PyObject *cdata = PyObject_GetAttrString(obj, "_cdata");
+    if (!cdata) {
+        PyErr_Clear();
+        return 0;
+    }
+    void *impl = PyLong_Check(cdata) ? PyLong_AsVoidPtr(cdata) : NULL;
+    Py_DECREF(cdata);
+    if (!impl) {
+        PyErr_Clear();
+        return 0;
+    }
+    void *found;
+    memcpy(&found, tensor_of(shim, obj), sizeof found);
+    return found == impl;
+}
+
+/* Confirms the shim on every tensor the plan records and reads their dtype codes; turns the shim off (offset 0)
+ * where anything disagrees, or where a parameter has more dimensions than the plan keeps. */
+static void settle_shim(plan_t *plan) {
+    shim_t *shim = &plan->shim;
+    int have_layout = 0;
+    for (Py_ssize_t i = 0; shim->offset && i < plan->n; i++) {
+        item_t *it = &plan->items[i];
+        if (!it->st) continue; /* no entry */
+        int32_t layout = 0;
+        if (it->ndim < 0 || !tensor_layout_holds(shim, it->param) ||
+            shim->dtype(tensor_of(shim, it->param), &it->p_dtype) ||
+            shim->layout(tensor_of(shim, it->param), &layout) || (have_layout && layout != shim->strided)) {
+            shim->offset = 0;
+            break;
+        }
+        shim->strided = layout;
+        have_layout = 1;
+        const Py_ssize_t used = it->st == Py_None ? 0 : plan->nkeys;
+        for (Py_ssize_t k = 0; k < used; k++) {
+            if (!tensor_layout_holds(shim, it->tensors[k]) || shim->dtype(tensor_of(shim, it->tensors[k]), &it->codes[k])) {
+                shim->offset = 0;
+                break;
+            }
+        }
+    }
+}
+
 PyObject *compile_plan(PyObject *self, PyObject *args) {
-    PyObject *planned, *entries, *keys, *reader, *hints = Py_None;
+    PyObject *planned, *entries, *keys, *reader, *hints = Py_None, *shim = Py_None;
     Py_ssize_t nslots;
-    if (!PyArg_ParseTuple(args, "O!O!O!nO|O", &PyList_Type, &planned, &PyList_Type, &entries, &PyTuple_Type, &keys,
-                          &nslots, &reader, &hints))
+    if (!PyArg_ParseTuple(args, "O!O!O!nO|OO", &PyList_Type, &planned, &PyList_Type, &entries, &PyTuple_Type, &keys,
+                          &nslots, &reader, &hints, &shim))
         return NULL;
     if (hints != Py_None && !(PyList_Check(hints) && PyList_GET_SIZE(hints) == PyList_GET_SIZE(planned)))
         return PyErr_Format(PyExc_TypeError, "hints must be None or a list with one entry per param, got %R", hints);
@@ -152,6 +263,7 @@ PyObject *compile_plan(PyObject *self, PyObject *args) {
         plan->reader = (data_ptr_reader)PyLong_AsVoidPtr(reader);
         if (!plan->reader && PyErr_Occurred()) goto fail;
     }
+    if (read_shim(shim, &plan->shim) < 0) goto fail;
     plan->nkeys = nkeys;
     plan->nslots = nslots;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -187,6 +299,7 @@ PyObject *compile_plan(PyObject *self, PyObject *args) {
             it->dtypes[k] = PyTuple_GET_ITEM(dtypes, k);
         }
     }
+    if (plan->shim.offset) settle_shim(plan);
     plan->owner = PyTuple_Pack(3, planned, entries, keys);
     if (!plan->owner) goto fail;
     PyObject *capsule = PyCapsule_New(plan, PLAN_NAME, plan_free);
@@ -327,6 +440,50 @@ static int check_one(const plan_t *plan, const item_t *it, PyObject *grad, PyObj
     return *grad_address ? 1 : -1;
 }
 
+/* 1 if the shim reads the tensor as contiguous and of the item's shape, 0 if not or if it reports an error. */
+static int shim_shape_is(const shim_t *shim, void *tensor, const item_t *it) {
+    _Bool contiguous = 0;
+    int64_t ndim = -1, *sizes = NULL;
+    if (shim->contiguous(tensor, &contiguous) || !contiguous) return 0;
+    if (shim->dim(tensor, &ndim) || ndim != it->ndim || shim->sizes(tensor, &sizes)) return 0;
+    for (int d = 0; d < it->ndim; d++)
+        if (sizes[d] != it->dims[d]) return 0;
+    return 1;
+}
+
+/* check_one with the shim: the same checks, each read from torch's C functions instead of the Python attributes. */
+static int check_one_shim(const plan_t *plan, const item_t *it, PyObject *grad, PyObject *state, PyObject *keys,
+                          Py_ssize_t nkeys, Py_ssize_t nslots, PyObject *types, PyObject **grad_address) {
+    const shim_t *shim = &plan->shim;
+    int ok = 0;
+    const Py_ssize_t ntypes = PyTuple_GET_SIZE(types);
+    for (Py_ssize_t k = 0; k < ntypes && !ok; k++) ok = (PyObject *)Py_TYPE(grad) == PyTuple_GET_ITEM(types, k);
+    if (!ok || Py_TYPE(grad)->tp_basicsize < shim->offset + (Py_ssize_t)sizeof(void *)) return 0;
+    void *g = tensor_of(shim, grad), *where = NULL;
+    int32_t code = -1;
+    if (shim->dtype(g, &code) || code != it->p_dtype) return 0;
+    if (shim->layout(g, &code) || code != shim->strided) return 0;
+    if (!shim_shape_is(shim, g, it)) return 0;
+    void *p = tensor_of(shim, it->param);
+    if (shim->data_ptr(p, &where) || where != it->p_address) return 0;
+    if (!shim_shape_is(shim, p, it)) return 0;
+    if (it->st != Py_None) {
+        PyObject *now = state_of(state, it); /* borrowed; no defaultdict insertion */
+        if (now != it->st) return now || !PyErr_Occurred() ? 0 : -1;
+        for (Py_ssize_t k = 0; k < nkeys; k++) {
+            PyObject *tensor = PyDict_GetItemWithError(it->st, PyTuple_GET_ITEM(keys, k));
+            if (tensor != it->tensors[k]) return tensor || !PyErr_Occurred() ? 0 : -1;
+            void *t = tensor_of(shim, tensor);
+            if (shim->data_ptr(t, &where) || where != it->addresses[k]) return 0;
+            if (shim->dtype(t, &code) || code != it->codes[k]) return 0;
+            if (k < nslots && !shim_shape_is(shim, t, it)) return 0;
+        }
+    }
+    if (shim->data_ptr(g, &where) || where == NULL) return 0; /* NULL: no memory (the general path copies it) */
+    *grad_address = PyLong_FromVoidPtr(where);
+    return *grad_address ? 1 : -1;
+}
+
 #define AHEAD 8 /* items fetched ahead */
 
 PyObject *gather(PyObject *self, PyObject *args) {
@@ -358,9 +515,11 @@ PyObject *gather(PyObject *self, PyObject *args) {
             continue;
         }
         PyObject *address = NULL;
-        const int ok = it->st == NULL ? 0
-                                      : check_one(plan, it, grad, state, keys, plan->nkeys, plan->nslots, dtype, layout,
-                                                  types, &address);
+        const int ok = it->st == NULL      ? 0
+                       : plan->shim.offset ? check_one_shim(plan, it, grad, state, keys, plan->nkeys, plan->nslots,
+                                                            types, &address)
+                                           : check_one(plan, it, grad, state, keys, plan->nkeys, plan->nslots, dtype,
+                                                       layout, types, &address);
         if (ok <= 0) {
             Py_DECREF(grad);
             if (ok < 0) goto fail;
@@ -386,6 +545,12 @@ fail:
     Py_DECREF(capsule);
     if (collecting) PyGC_Enable();
     return NULL;
+}
+
+PyObject *plan_uses_shim(PyObject *self, PyObject *capsule) {
+    const plan_t *plan = PyCapsule_GetPointer(capsule, PLAN_NAME);
+    if (!plan) return NULL;
+    return PyBool_FromLong(plan->shim.offset != 0);
 }
 
 PyObject *scalar_op(PyObject *self, PyObject *args) {

@@ -12,6 +12,9 @@ PyObject *compile_plan(PyObject *self, PyObject *args);
  * or None if the plan no longer holds. See gather.c. */
 PyObject *gather(PyObject *self, PyObject *args);
 
+/* plan_uses_shim(plan): whether a compiled plan reads the tensors' metadata with torch's C functions. */
+PyObject *plan_uses_shim(PyObject *self, PyObject *capsule);
+
 /* scalar_op(addresses, is_double, op, value): read (op 0), add value to (1) or set to value (2) each float32 or
  * float64 scalar at the addresses; their common value after, or None if they differ. */
 PyObject *scalar_op(PyObject *self, PyObject *args);
