@@ -241,15 +241,7 @@ def prepare_uniform(
             comps=comps,
         )
     )
-    if engine.nan_policy != "propagate":
-        out.checks = [(i, g, kind.nonfinite_address(g)) for i, g in zip(indices, grads)]
-
-    def commit() -> None:
-        for st in states:
-            kind.store_counters(st, step, host)
-
-    out.commits.append(commit)
-    return out
+    return out.finish_steady(kind, engine.nan_policy, indices, grads, states, step, host)
 
 
 def _addresses(

@@ -88,6 +88,21 @@ class Prepared:
     optimistic: bool = False  # the kernel's own checks decide: if it refuses, the group is prepared again in full
     items: Callable[[], list[Item]] | None = None  # where a plan prepared it: the items to prepare it again from
 
+    def finish_steady(
+        self, kind: ArrayKind, nan_policy: str, indices: Sequence[int], grads: list, states: list, step: Any, host: dict
+    ) -> Prepared:
+        """A steady-state group's last touches: the finite check of its gradients unless NaN and inf propagate,
+        and, once the writes are done, every parameter's counters stored."""
+        if nan_policy != "propagate":
+            self.checks = [(i, g, kind.nonfinite_address(g)) for i, g in zip(indices, grads)]
+
+        def commit() -> None:
+            for st in states:
+                kind.store_counters(st, step, host)
+
+        self.commits.append(commit)
+        return self
+
 
 _ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 
@@ -300,15 +315,7 @@ class Engine:
         )
         out = Prepared(optimistic=True, keep=list(grads))
         out.jobs.append(kernels.job(spec.name, scalars, params, grads, lists, dtype=dtype))
-        if self.nan_policy != "propagate":
-            out.checks = [(i, g, kind.nonfinite_address(g)) for i, g in zip(indices, grads)]
-
-        def commit() -> None:
-            for st in states:
-                kind.store_counters(st, step, host)
-
-        out.commits.append(commit)
-        return out
+        return out.finish_steady(kind, self.nan_policy, indices, grads, states, step, host)
 
     def prepare(self, work: GroupWork) -> Prepared:
         """Check and prepare a group's step (see the module docstring); nothing is written."""
