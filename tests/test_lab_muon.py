@@ -68,7 +68,10 @@ def test_a_comparison_leaves_the_cells_where_it_does_not_run_blank(tmp_path: obj
     assert result.mean_rank["muon-adamw"] == result.rank[("softmax-iris", "muon-adamw")]
     headers, cells = verdict_cells(outcome, result)
     muon_line = next(line for line in cells if line[0] == "muon-adamw")
+    adam_line = next(line for line in cells if line[0] == "adam")
     assert muon_line[headers.index("saddle")] == "— (not run)"
+    assert muon_line[headers.index("mean rank")].endswith(" (1 of 2)")  # averaged over the one problem it ran on
+    assert "of" not in adam_line[headers.index("mean rank")]
     pictures = write_pictures(outcome, tmp_path)
     report = write_report(outcome, tmp_path, pictures).read_text(encoding="utf-8")
     assert "muon-adamw" in report and (tmp_path / "results.csv").read_text().count("muon-adamw") == 1

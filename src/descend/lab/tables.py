@@ -102,11 +102,15 @@ def rich_tables(outcome: Any) -> list[Any]:
 
 def verdict_cells(outcome: Any, result: Any) -> tuple[list[str], list[list[str]]]:
     """Headers and cells of the verdict matrix: one row per optimizer, best overall first; per problem the rank and
-    what it rests on (success over runs and gap, test accuracy, or final loss)."""
+    what it rests on (success over runs and gap, test accuracy, or final loss). The mean rank of an optimizer that
+    ran on some problems only says on how many."""
     headers = ["optimizer", "mean rank", "wins", *[p.name for p in outcome.problems]]
     cells = []
+    total = len(outcome.problems)
     for o in result.optimizers:
-        line = [o, f"{result.mean_rank[o]:.2f}", str(result.wins[o])]
+        ran_on = sum((p.name, o) in result.rank for p in outcome.problems)
+        mean = f"{result.mean_rank[o]:.2f}" + (f" ({ran_on} of {total})" if ran_on < total else "")
+        line = [o, mean, str(result.wins[o])]
         for p in outcome.problems:
             ran = (p.name, o) in result.rank
             line.append(f"{result.rank[(p.name, o)]:g}: {result.cell[(p.name, o)]}" if ran else "— (not run)")
