@@ -441,3 +441,14 @@ def test_bench_quick_prints_a_header_progress_and_rows(capsys):
     rows = [i for i, line in enumerate(lines) if line.startswith("| mlp | ")]
     assert [lines[i].split(" | ")[1] for i in rows] == ["sgd", "adam"] and header < rows[0]
     assert "[1/2] mlp sgd" in captured.err and "[2/2] mlp adam" in captured.err
+
+
+def test_compare_help_names_every_default_optimizer() -> None:
+    from descend.lab.contestants import DEFAULT_OPTIMIZERS
+
+    result = CliRunner().invoke(app, ["compare", "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0
+    said = " ".join(result.output.split())
+    text = said[said.index("With no arguments:") : said.index("They run on")]
+    named = {w.strip(",.()") for w in text.replace(" and ", " ").split()}
+    assert set(DEFAULT_OPTIMIZERS) <= named, set(DEFAULT_OPTIMIZERS) - named

@@ -235,8 +235,8 @@ else:
     ) -> None:
         """Run optimizers side by side on test functions and real data, fairly tuned, and write a report.
 
-        With no arguments: sgd, momentum, nesterov, rmsprop, adagrad, adam, adamw, nadam and amsgrad, and
-        muon-adamw (Muon with AdamW) on the problems that have a weight matrix.
+        With no arguments: sgd, momentum, nesterov, rmsprop, adagrad, adam, adamw, nadam, amsgrad, lion and
+        adamw_schedulefree, and muon-adamw (Muon with AdamW) on the problems that have a weight matrix.
 
         They run on the default suite (`descend list`), each lr tuned per problem, 3 runs each.
 
