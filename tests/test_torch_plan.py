@@ -186,6 +186,25 @@ def _point_step_at_another_dtype(params: list, opt: object) -> None:
     st["step"].data = st["step"].data.view(torch.int32)
 
 
+def _negated_grad(params: list, opt: object) -> None:
+    # a lazily negated view (is_neg()): its memory holds the other sign of what it reads as
+    params[1].grad = torch._neg_view(-params[1].grad)
+
+
+def _point_param_at_its_negation(params: list, opt: object) -> None:
+    params[0].data = torch._neg_view(params[0].data)  # the same memory, address, dtype and layout
+
+
+def _point_state_at_its_negation(params: list, opt: object) -> None:
+    st = opt.state[params[3]]
+    st["exp_avg"].data = torch._neg_view(st["exp_avg"].data)
+
+
+def _point_step_at_its_negation(params: list, opt: object) -> None:
+    st = opt.state[params[2]]
+    st["step"].data = torch._neg_view(st["step"].data)  # a negative count: the bias correction's root refuses it
+
+
 def _add_a_group(params: list, opt: object) -> None:
     extra = torch.linspace(-1, 1, 6).requires_grad_()
     extra.grad = torch.full_like(extra, 0.25)
@@ -215,6 +234,9 @@ CHANGES = [
     _transpose_param_in_place,
     _point_state_at_its_transpose,
     _point_step_at_another_dtype,
+    _negated_grad,
+    _point_param_at_its_negation,
+    _point_state_at_its_negation,
 ]
 
 # Changes that leave a state tensor that cannot be added to its parameter: both backends must refuse the step and
@@ -224,19 +246,23 @@ REFUSED = [
     _shrink_state_in_place,
     _point_state_at_a_reshape,
     _point_state_at_another_dtype,
+    _point_step_at_its_negation,
 ]
 
 
-@pytest.fixture(params=["shim", "attributes"])
+@pytest.fixture(params=["shim", "shim, is_neg()", "attributes"])
 def checks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The plan's checks read the tensors' metadata with torch's C functions (the default where torch has them) or
-    through their Python attributes."""
+    """The plan's checks read the tensors' metadata with torch's C functions (the default where torch has them),
+    with them but each tensor's is_neg() called (a torch without an exported at::native::is_neg), or through the
+    tensors' Python attributes."""
     import descend.engine.plan as plan
 
     if request.param == "attributes":
         monkeypatch.setattr(plan, "_SHIM", None)
     elif plan._SHIM is None:
         pytest.skip("this torch exports no C functions for a tensor's metadata")
+    elif request.param == "shim, is_neg()":
+        monkeypatch.setattr(plan, "_SHIM", plan._SHIM[:7])
     return request.param
 
 
@@ -244,7 +270,7 @@ def checks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
 def test_a_change_between_steps_gives_the_reference_bits(change: Callable[[list, object], None], checks: str) -> None:
     opt = _same(change, lr=0.01)
     plans = list(opt._plans.values())  # type: ignore[attr-defined]
-    assert all(kernels.plan_uses_shim(p.compiled) == (checks == "shim") for p in plans)
+    assert all(kernels.plan_uses_shim(p.compiled) == (checks != "attributes") for p in plans)
 
 
 def test_the_state_data_swap_from_the_docs_is_seen() -> None:
@@ -462,7 +488,7 @@ def test_torchs_c_functions_for_a_tensors_metadata_are_found_here() -> None:
     """On this torch the plan reads the tensors' metadata with torch's own C functions, confirmed on every tensor."""
     import descend.engine.plan as plan
 
-    assert plan._SHIM is not None and plan._SHIM[0] == object.__basicsize__
+    assert plan._SHIM is not None and plan._SHIM[0] == object.__basicsize__ and plan._SHIM[7] != 0
     params = [torch.randn(s).requires_grad_() for s in SHAPES]
     opt = dt.Adam(params, lr=0.01)
     for _ in range(3):
@@ -485,5 +511,69 @@ def test_a_shim_offset_that_does_not_hold_is_not_used(offset: int, monkeypatch: 
     assert [kernels.plan_uses_shim(p.compiled) for p in opt._plans.values()] == [False]
     with pytest.raises(ValueError, match="inside the object's header"):
         kernels.compile_plan([], [], (), 0, None, [], (8, *plan._SHIM[1:]))
-    with pytest.raises(TypeError, match="a tuple of 7 ints"):
+    with pytest.raises(TypeError, match="a tuple of 7 or 8 ints"):
         kernels.compile_plan([], [], (), 0, None, [], (16, 1))
+
+
+def test_a_gradient_autograd_hands_over_negated_is_read_with_its_sign(checks: str) -> None:
+    """Autograd can give a lazily negated gradient (here the imaginary part of a conjugate, for a 0-d parameter):
+    the plan reads it as the reference does, not its memory's other sign."""
+    results = []
+    for backend in ("auto", "reference"):
+        a, b = torch.nn.Parameter(torch.tensor(0.5)), torch.nn.Parameter(torch.tensor(0.25))
+        opt = dt.Adam([a, b], lr=0.1, backend=backend)
+        for _ in range(6):
+            opt.zero_grad()
+            (torch.complex(a, b).conj() * torch.tensor(2 + 3j)).real.backward()
+            assert b.grad.is_neg() and b.grad.item() == 3.0
+            opt.step()
+        assert bool(opt._plans) == (backend == "auto")
+        results.append((a.detach().clone(), b.detach().clone()))
+    (a1, b1), (a2, b2) = results
+    assert torch.equal(a1, a2) and torch.equal(b1, b2) and b1.item() < 0.25  # it moved against its gradient
+
+
+class _NoInPlace(torch.Tensor):
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        name = getattr(func, "__name__", "")
+        if name.endswith("_") and not name.startswith("_") and name != "requires_grad_":
+            raise RuntimeError(f"_NoInPlace refuses {name}")
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+def test_a_parameter_given_another_class_is_stepped_as_that_class(backend: str, checks: str) -> None:
+    """A parameter whose __class__ is switched to a subclass between steps: its own operations decide (here they
+    refuse), on the planned path as on the reference, and nothing is written."""
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = dt.Adam([w], lr=0.1, backend=backend)
+    for _ in range(4):
+        w.grad = torch.ones(3)
+        opt.step()
+    w.__class__ = _NoInPlace
+    w.grad = torch.ones(3)
+    before = w.detach().as_subclass(torch.Tensor).clone()
+    with pytest.raises(RuntimeError, match="_NoInPlace refuses"):
+        opt.step()
+    assert torch.equal(w.detach().as_subclass(torch.Tensor), before)
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+def test_a_parameter_seen_as_another_dtype_is_refused_with_nothing_changed(backend: str, checks: str) -> None:
+    """float16 memory read as bfloat16 through .data (the same address, size and layout): the gradient no longer
+    has the parameter's dtype, and both paths refuse the step in the same words."""
+    w = torch.nn.Parameter(torch.linspace(-1, 1, 5, dtype=torch.float16))
+    opt = dt.Adam([w], lr=0.1, backend=backend)
+    for _ in range(4):
+        w.grad = torch.full((5,), 0.5, dtype=torch.float16)
+        opt.step()
+    w.grad = torch.full((5,), 0.5, dtype=torch.float16)
+    w.data = w.data.view(torch.bfloat16)  # (torch refuses a float16 gradient assigned after this)
+    before = [w.detach().clone(), *(v.clone() for v in opt.state[w].values())]
+    with pytest.raises(ValueError, match="gradient of dtype torch.float16 .* parameter of dtype torch.bfloat16"):
+        opt.step()
+    after = [w.detach(), *opt.state[w].values()]
+    assert all(
+        torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)) for a, b in zip(before, after)
+    )

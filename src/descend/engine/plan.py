@@ -51,11 +51,11 @@ _SHIM_NAMES = (
 
 
 def _find_shim() -> tuple[int, ...] | None:
-    """``(offset, *addresses)`` for :func:`descend.kernels.compile_plan`: the offset of a tensor's at::Tensor in its
-    Python object (right after the object's header, as torch/csrc/autograd/python_variable.h declares THPVariable;
-    the plan confirms it on each tensor it records) and the addresses of :data:`_SHIM_NAMES` in the torch library
-    this process has loaded; None where that library or one of them cannot be found (the checks then read the
-    tensors' Python attributes)."""
+    """``(offset, *addresses, is_neg)`` for :func:`descend.kernels.compile_plan`: the offset of a tensor's at::Tensor
+    in its Python object (right after the object's header, as torch/csrc/autograd/python_variable.h declares
+    THPVariable; the plan confirms it on each tensor it records), the addresses of :data:`_SHIM_NAMES` in the torch
+    library this process has loaded, and that of at::native::is_neg or 0 (see :func:`_find_is_neg`); None where that
+    library or one of the functions cannot be found (the checks then read the tensors' Python attributes)."""
     if _READER is None:  # an older torch, or one built without its compiled-code interface
         return None
     folder = os.path.join(os.path.dirname(torch.__file__), "lib")
@@ -70,8 +70,26 @@ def _find_shim() -> tuple[int, ...] | None:
             return None
         if not all(addresses):
             return None
-        return (object.__basicsize__, *addresses)  # type: ignore[return-value]
+        offset = object.__basicsize__
+        return (offset, *addresses, _find_is_neg(library, offset))  # type: ignore[return-value]
     return None
+
+
+def _find_is_neg(library: ctypes.CDLL, offset: int) -> int:
+    """The address of at::native::is_neg (what ``tensor.is_neg()`` calls, without the Python method's own cost) in
+    the loaded torch library, or 0 where it is not exported or does not tell a lazily negated view from its base
+    (the checks then call ``is_neg()``). It is a C++ function of one ``const at::Tensor&``; gather() calls it through
+    a wrapper that catches what it might throw."""
+    try:
+        address = ctypes.cast(library["_ZN2at6native6is_negERKNS_6TensorE"], ctypes.c_void_p).value or 0
+    except (AttributeError, OSError):
+        return 0
+    if not address:
+        return 0
+    read = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p)(address)
+    base = torch.zeros(2)
+    negated = torch._neg_view(base)
+    return address if (read(id(base) + offset), read(id(negated) + offset)) == (False, True) else 0
 
 
 _SHIM = _find_shim()

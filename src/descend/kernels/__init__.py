@@ -150,11 +150,12 @@ def compile_plan(
             (``torch._C._dynamo.guards._torchinductor_pyobject_tensor_data_ptr``), or None to call ``data_ptr()``.
         hints: None, or per parameter None or a tuple of addresses that checking it will read (torch's objects
             behind the tensors), which gather() starts fetching a few parameters ahead. Never dereferenced.
-        shim: None, or ``(offset, data_ptr, dtype, layout, dim, sizes, is_contiguous)``: where a tensor's at::Tensor
-            lies in its Python object, and the addresses of torch's C functions ``aoti_torch_get_data_ptr``,
+        shim: None, or ``(offset, data_ptr, dtype, layout, dim, sizes, is_contiguous[, is_neg])``: where a tensor's
+            at::Tensor lies in its Python object, and the addresses of torch's C functions ``aoti_torch_get_data_ptr``,
             ``aoti_torch_get_dtype``, ``aoti_torch_get_layout``, ``aoti_torch_get_dim``, ``aoti_torch_get_sizes`` and
-            ``aoti_torch_is_contiguous``, which gather() then reads the tensors' metadata with. The plan confirms the
-            offset on every tensor it records and goes without the shim where it does not hold.
+            ``aoti_torch_is_contiguous``, which gather() then reads the tensors' metadata with, and optionally that of
+            ``at::native::is_neg`` (0: call ``is_neg()``). The plan confirms the offset on every tensor it records and
+            goes without the shim where it does not hold.
 
     Raises:
         ValueError, TypeError: a malformed entry.

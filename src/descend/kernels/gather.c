@@ -40,7 +40,7 @@
 #include "gather.h"
 #include "torch_ptr.h"
 
-static PyObject *str_grad, *str_dtype, *str_layout, *str_shape, *str_data_ptr, *str_is_contiguous;
+static PyObject *str_grad, *str_dtype, *str_layout, *str_shape, *str_data_ptr, *str_is_contiguous, *str_is_neg;
 
 int gather_init(void) {
     str_grad = PyUnicode_InternFromString("grad");
@@ -49,7 +49,8 @@ int gather_init(void) {
     str_shape = PyUnicode_InternFromString("shape");
     str_data_ptr = PyUnicode_InternFromString("data_ptr");
     str_is_contiguous = PyUnicode_InternFromString("is_contiguous");
-    return (str_grad && str_dtype && str_layout && str_shape && str_data_ptr && str_is_contiguous) ? 0
+    str_is_neg = PyUnicode_InternFromString("is_neg");
+    return (str_grad && str_dtype && str_layout && str_shape && str_data_ptr && str_is_contiguous && str_is_neg) ? 0
                                                                                                                : -1;
 }
 
@@ -74,6 +75,7 @@ typedef struct {
     int nhints;
     const char *hints[MAX_HINTS]; /* memory the checks will read (torch's objects behind the Python ones): fetched
                                    * ahead, never dereferenced, so a stale address costs a wasted fetch and no more */
+    PyTypeObject *p_type;         /* the parameter's class (a __class__ assignment changes what its ops do) */
     int32_t p_dtype;              /* with the shim: the parameter's dtype code (its gradient's must be the same) */
     int32_t codes[MAX_KEYS];      /* and each state tensor's */
 } item_t;
@@ -93,6 +95,7 @@ typedef struct {
     shim_dims_fn dim;
     shim_sizes_fn sizes;
     shim_bool_fn contiguous;
+    tensor_flag_fn is_neg; /* at::native::is_neg, or NULL: the tensors' is_neg() */
     int32_t strided; /* the layout code of the plan's parameters (dense, strided) */
 } shim_t;
 
@@ -160,14 +163,19 @@ static inline void fetch_ahead(const item_t *it, Py_ssize_t nkeys) {
 #endif
 }
 
-/* The shim's functions from a tuple (offset, data_ptr, dtype, layout, dim, sizes, is_contiguous) of ints, or none
- * (offset 0) for None; 0, or -1 with an exception set. */
+/* The shim's functions from a tuple (offset, data_ptr, dtype, layout, dim, sizes, is_contiguous[, is_neg]) of ints
+ * (is_neg 0 where there is none), or none (offset 0) for None; 0, or -1 with an exception set. */
 static int read_shim(PyObject *given, shim_t *shim) {
     memset(shim, 0, sizeof *shim);
     if (given == Py_None) return 0;
-    if (!PyTuple_Check(given) || PyTuple_GET_SIZE(given) != 7) {
-        PyErr_Format(PyExc_TypeError, "shim must be None or a tuple of 7 ints, got %R", given);
+    if (!PyTuple_Check(given) || (PyTuple_GET_SIZE(given) != 7 && PyTuple_GET_SIZE(given) != 8)) {
+        PyErr_Format(PyExc_TypeError, "shim must be None or a tuple of 7 or 8 ints, got %R", given);
         return -1;
+    }
+    if (PyTuple_GET_SIZE(given) == 8) {
+        void *is_neg = NULL;
+        if (int_address(PyTuple_GET_ITEM(given, 7), &is_neg) < 0) return -1;
+        shim->is_neg = (tensor_flag_fn)is_neg;
     }
     void *fns[6];
     for (int k = 0; k < 6; k++) {
@@ -286,6 +294,7 @@ PyObject *compile_plan(PyObject *self, PyObject *args) {
             goto malformed;
         it->st = st;
         it->shape = shape;
+        it->p_type = Py_TYPE(it->param);
         if (int_address(PyTuple_GET_ITEM(entry, 1), &it->p_address) < 0) goto fail;
         const Py_ssize_t ndim = PyTuple_GET_SIZE(shape);
         it->ndim = ndim <= MAX_DIMS ? (int)ndim : -1;
@@ -353,6 +362,14 @@ static int call_is_true(PyObject *obj, PyObject *name) {
     return yes;
 }
 
+/* 1 if the tensor reads its memory as it is, 0 if it is a lazily negated view (is_neg(): same memory, address,
+ * dtype and layout, values of the other sign), -1 with an exception set. A conjugate view needs no check: only
+ * complex tensors take one, and the plan's dtypes are real. */
+static int not_negated(PyObject *tensor) {
+    const int negated = call_is_true(tensor, str_is_neg);
+    return negated < 0 ? -1 : !negated;
+}
+
 /* obj.data_ptr() as a new reference (a Python int), or NULL with an exception set. */
 static PyObject *data_ptr(PyObject *obj) { return call_method(obj, str_data_ptr); }
 
@@ -416,9 +433,13 @@ static int check_one(const plan_t *plan, const item_t *it, PyObject *grad, PyObj
     if ((ok = attr_is(grad, str_layout, layout)) != 1) return ok;
     if ((ok = call_is_true(grad, str_is_contiguous)) != 1) return ok;
     if ((ok = shape_is(grad, it)) != 1) return ok;
+    if ((ok = not_negated(grad)) != 1) return ok;
+    if (Py_TYPE(it->param) != it->p_type) return 0;
     if ((ok = address_is(plan, it->param, it->p_address)) != 1) return ok;
+    if ((ok = attr_is(it->param, str_dtype, dtype)) != 1) return ok; /* a .data swap to a view of another dtype */
     if ((ok = call_is_true(it->param, str_is_contiguous)) != 1) return ok;
     if ((ok = shape_is(it->param, it)) != 1) return ok;
+    if ((ok = not_negated(it->param)) != 1) return ok;
     if (it->st != Py_None) { /* None: an algorithm that keeps no state with these settings */
         PyObject *now = state_of(state, it); /* borrowed; no defaultdict insertion */
         if (now != it->st) return now || !PyErr_Occurred() ? 0 : -1;
@@ -428,6 +449,7 @@ static int check_one(const plan_t *plan, const item_t *it, PyObject *grad, PyObj
             if ((ok = address_is(plan, tensor, it->addresses[k])) != 1) return ok;
             /* a .data swap to another view of the same memory keeps the address: its dtype and layout may differ */
             if ((ok = attr_is(tensor, str_dtype, it->dtypes[k])) != 1) return ok;
+            if ((ok = not_negated(tensor)) != 1) return ok;
             if (k >= nslots) continue;
             if ((ok = call_is_true(tensor, str_is_contiguous)) != 1) return ok;
             if ((ok = shape_is(tensor, it)) != 1) return ok;
@@ -451,6 +473,13 @@ static int shim_shape_is(const shim_t *shim, void *tensor, const item_t *it) {
     return 1;
 }
 
+/* not_negated through the shim's is_neg where it has one (the tensor's is_neg() where that one throws). */
+static int shim_not_negated(const shim_t *shim, PyObject *tensor) {
+    int negated = 0;
+    if (shim->is_neg && read_tensor_flag(shim->is_neg, tensor_of(shim, tensor), &negated) == 0) return !negated;
+    return not_negated(tensor);
+}
+
 /* check_one with the shim: the same checks, each read from torch's C functions instead of the Python attributes. */
 static int check_one_shim(const plan_t *plan, const item_t *it, PyObject *grad, PyObject *state, PyObject *keys,
                           Py_ssize_t nkeys, Py_ssize_t nslots, PyObject *types, PyObject **grad_address) {
@@ -464,9 +493,13 @@ static int check_one_shim(const plan_t *plan, const item_t *it, PyObject *grad, 
     if (shim->dtype(g, &code) || code != it->p_dtype) return 0;
     if (shim->layout(g, &code) || code != shim->strided) return 0;
     if (!shim_shape_is(shim, g, it)) return 0;
+    if ((ok = shim_not_negated(shim, grad)) != 1) return ok;
+    if (Py_TYPE(it->param) != it->p_type) return 0;
     void *p = tensor_of(shim, it->param);
     if (shim->data_ptr(p, &where) || where != it->p_address) return 0;
+    if (shim->dtype(p, &code) || code != it->p_dtype) return 0; /* a .data swap to a view of another dtype */
     if (!shim_shape_is(shim, p, it)) return 0;
+    if ((ok = shim_not_negated(shim, it->param)) != 1) return ok;
     if (it->st != Py_None) {
         PyObject *now = state_of(state, it); /* borrowed; no defaultdict insertion */
         if (now != it->st) return now || !PyErr_Occurred() ? 0 : -1;
@@ -477,6 +510,7 @@ static int check_one_shim(const plan_t *plan, const item_t *it, PyObject *grad, 
             if (shim->data_ptr(t, &where) || where != it->addresses[k]) return 0;
             if (shim->dtype(t, &code) || code != it->codes[k]) return 0;
             if (k < nslots && !shim_shape_is(shim, t, it)) return 0;
+            if ((ok = shim_not_negated(shim, tensor)) != 1) return ok;
         }
     }
     if (shim->data_ptr(g, &where) || where == NULL) return 0; /* NULL: no memory (the general path copies it) */

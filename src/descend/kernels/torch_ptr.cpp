@@ -1,4 +1,5 @@
-/* The one C++ file of the kernels: a call into torch's exported data-pointer reader that cannot throw.
+/* The one C++ file of the kernels: calls into functions torch exports that report trouble with C++ exceptions,
+ * made so that they cannot throw: the data-pointer reader and a tensor-flag reader (at::native::is_neg).
  *
  * torch exports, as an integer address, the function its compiled wrappers use to read a tensor's data pointer from
  * its Python object (torch._C._dynamo.guards._torchinductor_pyobject_tensor_data_ptr). It is what tensor.data_ptr()
@@ -12,6 +13,15 @@
 extern "C" int read_data_ptr(data_ptr_reader reader, PyObject *tensor, void **out) noexcept {
     try {
         *out = reader(tensor);
+        return 0;
+    } catch (...) {
+        return -1;
+    }
+}
+
+extern "C" int read_tensor_flag(tensor_flag_fn fn, const void *tensor, int *out) noexcept {
+    try {
+        *out = fn(tensor) ? 1 : 0;
         return 0;
     } catch (...) {
         return -1;

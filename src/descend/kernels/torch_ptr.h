@@ -16,6 +16,20 @@ int read_data_ptr(data_ptr_reader reader, PyObject *tensor, void **out)
 #endif
     ;
 
+/* A function of torch's reading one flag of a tensor from a pointer to its at::Tensor (at::native::is_neg). */
+#ifdef __cplusplus
+typedef bool (*tensor_flag_fn)(const void *);
+#else
+typedef _Bool (*tensor_flag_fn)(const void *);
+#endif
+
+/* *out = fn(tensor) as 0 or 1: 0, or -1 if fn threw (nothing is set, no Python exception). */
+int read_tensor_flag(tensor_flag_fn fn, const void *tensor, int *out)
+#ifdef __cplusplus
+    noexcept
+#endif
+    ;
+
 #ifdef __cplusplus
 }
 #endif
