@@ -163,3 +163,21 @@ def test_the_first_bad_parameter_is_named_across_layouts_and_dtypes() -> None:
         opt.step([np.ones(4), gb, gc])
     with pytest.raises(ValueError, match="gradient of parameter 2 "):
         opt.step([np.ones(4), np.ones((4, 4))[:, ::2], gc])
+
+
+@pytest.mark.parametrize("cls", ["Adam", "SparseAdam"])
+@pytest.mark.filterwarnings("ignore:optimizer contains a parameter group with duplicate parameters")
+def test_torch_skip_with_a_parameter_listed_twice_changes_nothing(cls: str) -> None:
+    """A parameter listed twice is updated in two rounds; a step skipped for another parameter's NaN skips both."""
+    a, b = torch.zeros(3, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    opt = getattr(dt, cls)([a, b, a], lr=0.1, nan_policy="skip")
+    if cls == "SparseAdam":
+        a.grad = torch.sparse_coo_tensor([[0, 1]], torch.tensor([1.0, 2.0], dtype=torch.float64), (3,))
+        b.grad = torch.sparse_coo_tensor([[0]], torch.tensor([float("nan")], dtype=torch.float64), (2,))
+    else:
+        a.grad = torch.tensor([1.0, 2.0, 0.0], dtype=torch.float64)
+        b.grad = torch.tensor([float("nan"), 0.0], dtype=torch.float64)
+    opt.step()
+    assert opt.skipped_steps == 1
+    assert torch.equal(a, torch.zeros(3, dtype=torch.float64)) and torch.equal(b, torch.zeros(2, dtype=torch.float64))
+    assert not opt.state.get(a) and not opt.state.get(b)

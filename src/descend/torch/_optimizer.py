@@ -386,7 +386,8 @@ class Optimizer(torch.optim.Optimizer):
                         rounds[r].append(GroupWork(hp, backend, part, on_done=done, spec=rule))
                 offset += len(group["params"])
             for work in rounds:
-                engine.step(work)
+                if not engine.step(work):
+                    break  # nan_policy="skip": a later round holds second occurrences of this one's parameters only
 
     def _planner(self, group: dict[str, Any], hp: Any, backend: str, spec: AlgorithmSpec) -> Callable[[], None] | None:
         if self._format is not None:  # a plan records float state of the kernels' own combinations

@@ -146,14 +146,16 @@ class SparseAdam(Optimizer):
             undo: list[Callable[[], Any]] = []
             try:
                 for r, work in enumerate(rounds):
-                    self._round(work, undo if r < len(rounds) - 1 else None)
+                    if not self._round(work, undo if r < len(rounds) - 1 else None):
+                        break  # skipped: a later round holds second occurrences of this one's parameters only
             except BaseException:
                 for action in reversed(undo):
                     action()
                 raise
 
-    def _round(self, work: list[tuple[int, torch.Tensor, Any, str]], undo: list | None) -> None:
-        """One round, every parameter at most once: check and gather, step the rows, then write them back."""
+    def _round(self, work: list[tuple[int, torch.Tensor, Any, str]], undo: list | None) -> bool:
+        """One round, every parameter at most once: check and gather, step the rows, then write them back. False,
+        with nothing changed, where ``nan_policy="skip"`` skipped it."""
         slots = self.spec.state_slots(None)
         entries: list[tuple[torch.Tensor, _Rows]] = []
         groups: dict[tuple[int, str], GroupWork] = {}
@@ -171,8 +173,9 @@ class SparseAdam(Optimizer):
             group = groups.setdefault((id(hp), backend), GroupWork(hp, backend, []))
             group.items.append(Item(index, rows.rows[0], rows.rows[-1], work_state, index))
         if groups and not self._engine.step(list(groups.values())):
-            return  # nan_policy="skip": nothing changes, no step is counted
+            return False  # nan_policy="skip": nothing changes, no step is counted
         self._write(entries, undo)
+        return True
 
     def _sparse_grad(self, p: torch.Tensor, index: int) -> torch.Tensor:
         """``p``'s gradient, checked and coalesced (duplicate entries summed, as torch does before the non-linear
