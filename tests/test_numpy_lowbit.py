@@ -185,3 +185,36 @@ def test_a_gradient_that_is_a_state_array_is_read_before_it_is_written() -> None
         grads[2] = params[2]  # the parameter itself as its gradient
         opt.step(grads)
     assert all(np.array_equal(x.view(np.uint32), y.view(np.uint32)) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("state_dtype", [None, "bfloat16", "blockwise8"])
+@pytest.mark.parametrize(
+    ("key", "change"),
+    [
+        ("exp_avg", lambda a: a.reshape(-1)),
+        ("exp_avg", lambda a: a.reshape(a.shape[1], a.shape[0])),
+        ("exp_avg", lambda a: a.reshape(*a.shape, 1)),
+        ("exp_avg_scale", lambda a: a.reshape(1, -1)),
+    ],
+    ids=["flattened", "transposed-shape", "3-d", "2-d-scales"],
+)
+def test_a_state_array_of_another_shape_is_refused_as_the_reference_refuses_it(state_dtype, key, change) -> None:
+    """The same element count in another shape: the steady-state kernel call refuses it as the general path does
+    (with the general path's words), and nothing changes."""
+    if key.endswith("_scale") and state_dtype != "blockwise8":
+        pytest.skip("only the 8-bit format keeps scales")
+    errors = []
+    for backend in ("auto", "reference"):
+        rng = np.random.default_rng(0)
+        p = rng.standard_normal((4, 64)).astype(np.float32)
+        opt = descend.Adam([p], lr=1e-2, state_dtype=state_dtype, backend=backend)
+        for _ in range(2):
+            opt.step([rng.standard_normal((4, 64)).astype(np.float32)])
+        opt.state[0][key] = change(opt.state[0][key])
+        before = [p.copy(), *(np.array(v, copy=True) for v in opt.state[0].values())]
+        with pytest.raises(ValueError) as raised:
+            opt.step([rng.standard_normal((4, 64)).astype(np.float32)])
+        after = [p, *(np.asarray(v) for v in opt.state[0].values())]
+        assert all(np.array_equal(a, b) for a, b in zip(before, after))
+        errors.append(str(raised.value))
+    assert errors[0] == errors[1]

@@ -74,6 +74,26 @@ static int item_address_of(PyObject *item, Py_buffer *view, int writable, int it
     return 0;
 }
 
+/* 1 (with an exception set) if buffer `view` of array s is not of the shape its role asks: an elementwise state
+ * slot or a compensation buffer of its param's shape (where the param is a buffer too: `param`), a block scale array
+ * of one dimension; else 0. The sizes alone would let a state of another shape through, which the reference
+ * refuses, and the kernel is to refuse what the reference does. */
+static int shape_refused(const Py_buffer *view, const Py_buffer *param, int s, int64_t expect, const char *what,
+                         Py_ssize_t index) {
+    if (s >= ARR_SCALE && s < ARR_COMP) {
+        if (view->ndim == 1) return 0;
+        PyErr_Format(PyExc_ValueError, "%s[%zd] has %d dimensions; a scale array has one", what, index, view->ndim);
+        return 1;
+    }
+    if (s < ARR_STATE || expect >= 0 || !param) return 0; /* the gradient is the front's; a shaped slot, the body's */
+    int same = view->ndim == param->ndim;
+    for (int d = 0; same && d < view->ndim; d++) same = view->shape[d] == param->shape[d];
+    if (same) return 0;
+    PyErr_Format(PyExc_ValueError, "%s[%zd] is not of its parameter's shape (%d and %d dimensions)", what, index,
+                 view->ndim, param->ndim);
+    return 1;
+}
+
 void parsed_release(parsed_t *pj) {
     for (Py_ssize_t k = 0; k < pj->nviews; k++) PyBuffer_Release(&pj->views[k]);
     PyMem_Free(pj->views);
@@ -340,6 +360,7 @@ int parse_job(PyObject *args, parsed_t *pj, int n_alg, const slot_size_fn *sizer
     offsets[0] = 0;
     for (Py_ssize_t t = 0; t < n; t++) {
         int64_t size = -1;
+        const Py_buffer *param_view = NULL; /* the param's buffer, where it is one: its state's shapes must be its */
         if (sizes) {
             long long v = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(sizes, t));
             if (v < 0) {
@@ -379,6 +400,8 @@ int parse_job(PyObject *args, parsed_t *pj, int n_alg, const slot_size_fn *sizer
                                            shaped_slot, &ptr);
             if (view->obj) pj->nviews++;
             if (rc != 0) goto fail;
+            if (s == 0 && view->obj) param_view = view;
+            if (view->obj && shape_refused(view, param_view, s, expect, what[s], t)) goto fail;
             ptrs[s * n + t] = ptr;
             if (s >= ARR_STATE) counts[s * n + t] = expect >= 0 ? expect : size;
         }
