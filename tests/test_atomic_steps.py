@@ -181,3 +181,39 @@ def test_a_bad_state_slot_is_refused_before_anything_changes() -> None:
         opt.step([np.ones(5), np.ones(4)])
     assert np.array_equal(a, before[0]) and np.array_equal(opt.state[0]["exp_avg"], before[1])
     assert opt.state[0]["step"] == before[2] == 1
+
+
+@pytest.mark.parametrize("state_dtype", [None, "bfloat16", "blockwise8"])
+@pytest.mark.parametrize("front", ["numpy", "torch"])
+def test_two_state_slots_of_one_parameter_on_one_array_are_refused_on_every_backend(front: str, state_dtype) -> None:
+    """Two slots of one parameter given the same array would each be written in turn, the last write winning: both
+    backends refuse the step in the same words, and nothing changes."""
+    torch = pytest.importorskip("torch")
+    import descend.torch as dt
+
+    said = []
+    for backend in ("auto", "reference"):
+        if front == "numpy":
+            p = np.linspace(-1, 1, 64, dtype=np.float32)
+            opt = descend.Adam([p], lr=1e-2, state_dtype=state_dtype, backend=backend)
+            opt.step([np.full(64, 0.5, np.float32)])
+            st = opt.state[0]
+            st["exp_avg_sq"] = st["exp_avg"]
+            before = [p.copy(), *(np.array(v, copy=True) for v in st.values())]
+            with pytest.raises(ValueError) as raised:
+                opt.step([np.full(64, 0.25, np.float32)])
+            assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, [p, *st.values()]))
+        else:
+            w = torch.linspace(-1, 1, 64).requires_grad_()
+            opt = dt.Adam([w], lr=1e-2, state_dtype=state_dtype, backend=backend)
+            w.grad = torch.full((64,), 0.5)
+            opt.step()
+            st = opt.state[w]
+            st["exp_avg_sq"] = st["exp_avg"]
+            before = [w.detach().clone(), *(v.clone() for v in st.values())]
+            w.grad = torch.full((64,), 0.25)
+            with pytest.raises(ValueError) as raised:
+                opt.step()
+            assert all(torch.equal(a, b) for a, b in zip(before, [w.detach(), *st.values()]))
+        said.append(str(raised.value))
+    assert said[0] == said[1] and "'exp_avg' of parameter 0 and the state 'exp_avg_sq' of parameter 0" in said[0]

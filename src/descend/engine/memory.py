@@ -31,8 +31,8 @@ def check_state(kind: ArrayKind, item: Any, arrays: Mapping[str, Any], shapes: M
 
 
 def check_written(kind: ArrayKind, arrays: list[tuple[Any, Mapping[str, Any]]]) -> set[int]:
-    """Refuse memory written for two parameters (a state array shared by two parameters, or one parameter's state
-    being another parameter), which would give bits that depend on the order of the writes; and find the items
+    """Refuse memory written twice (a state array shared by two parameters or by two slots of one, or one parameter's
+    state being another parameter), which would give bits that depend on the order of the writes; and find the items
     whose gradient shares memory with what is written for another parameter (the kernel then reads a copy taken
     before anything is written, as the reference reads it).
 
@@ -56,9 +56,12 @@ def check_written(kind: ArrayKind, arrays: list[tuple[Any, Mapping[str, Any]]]) 
     for span, k, name, a in spans:
         reach = [r for r in reach if r[0][1] > span[0]]
         for _, m, other, b in reach:
-            if m == k or (name == "grad" and other == "grad") or not kind.shares_memory(a, b):
+            if (name == "grad" and other == "grad") or not kind.shares_memory(a, b):
                 continue
-            if name == "grad" or other == "grad":
+            if m == k:
+                if {name, other} & {"", "grad"}:
+                    continue  # a parameter with its own state or gradient: check_state, and the gradient's copy
+            elif name == "grad" or other == "grad":
                 copies.add(k if name == "grad" else m)
                 continue
             first, second = sorted([(arrays[k][0].index, name), (arrays[m][0].index, other)])
