@@ -297,3 +297,23 @@ def test_a_gradient_the_steady_call_cannot_take_goes_the_general_way(grad: str) 
         assert bits_equal(a.detach(), b.detach())
         for key, value in ref_opt.state[b].items():
             assert bits_equal(fast_opt.state[a][key], value), key
+
+
+@pytest.mark.parametrize("state_dtype", [torch.bfloat16, "blockwise8"])
+def test_a_lazily_negated_gradient_gives_the_bits_of_its_values_on_every_backend(state_dtype: object) -> None:
+    """A gradient torch hands over as a negated view (is_neg(): its memory holds the other sign) is read as the
+    values it stands for, by the kernel and by the reference alike."""
+    results = []
+    for backend, resolve in (("auto", True), ("auto", False), ("reference", False)):
+        params = _params()
+        opt = dt.Adam(params, lr=1e-2, state_dtype=state_dtype, backend=backend)
+        for step in range(1, 4):
+            _grads(params, step)
+            for p in params:
+                negated = torch._neg_view(-p.grad)
+                assert negated.is_neg()
+                p.grad = negated.resolve_neg() if resolve else negated
+            opt.step()
+        results.append([p.detach().clone() for p in params])
+    for other in results[1:]:
+        assert all(bits_equal(a, b) for a, b in zip(results[0], other))

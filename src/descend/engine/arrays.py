@@ -68,6 +68,11 @@ class ArrayKind:
         """Whether every array has ``like``'s dtype."""
         return all(self.dtype_name(a) == self.dtype_name(like) for a in arrays)
 
+    def resolved(self, a: Any) -> Any:
+        """``a`` as plain memory holding the values it reads as: a copy where it is a lazily negated or conjugated
+        view (torch's ``is_neg()``, ``is_conj()``), else ``a`` itself. For arrays that are only read."""
+        return a
+
     def steady_operands(
         self, p: Any, g: Any, arrays: Mapping[str, Any], storages: Mapping[str, str], block: int
     ) -> tuple[Any, Any, list[Any]] | None:

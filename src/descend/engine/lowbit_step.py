@@ -295,7 +295,7 @@ def _reference(
 ) -> tuple:
     """The reference on NumPy views of the arrays' memory, out of place; the results are stored at write time."""
     kind, spec = engine.kind, engine.spec
-    views = {k: kind.raw(a) for k, a in [("", item.param), ("grad", item.grad), *arrays.items()]}
+    views = {k: kind.raw(a) for k, a in [("", item.param), ("grad", kind.resolved(item.grad)), *arrays.items()]}
     missing = [k or "the parameter" for k, v in views.items() if v is None]
     if missing:
         raise ValueError(

@@ -296,6 +296,12 @@ class TorchKind(ArrayKind):
             return None
         return _STORAGE.get(local(a).dtype)
 
+    def resolved(self, a: Any) -> Any:
+        t = local(a)
+        if isinstance(t, torch.Tensor) and (t.is_neg() or t.is_conj()):
+            return t.resolve_neg().resolve_conj()
+        return a
+
     def raw(self, a: Any) -> np.ndarray | None:
         t = local(a)
         view = _numpy_view(t)
