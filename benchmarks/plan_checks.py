@@ -26,7 +26,7 @@ import torch
 
 import descend
 import descend.torch as dt
-from descend.bench import stamp
+from descend.bench import publish, stamp
 from descend.engine import plan as _plan
 
 
@@ -103,11 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---:|---:|",
     ]
     lines += [f"| {name} | {value:.2f} | {fused / value:.2f}x |" for name, value in ms.items()]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "a", encoding="utf-8") as fh:
-            fh.write("\n" + text)
+    publish(lines, args.out)
     return 0
 
 

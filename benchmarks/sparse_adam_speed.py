@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import descend.torch as dt
-from descend.bench import stamp
+from descend.bench import publish, stamp
 
 VOCAB, WIDTH = 50_257, 768
 
@@ -94,11 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {tokens:,} | {rows:,} | {ours:.2f} ms | {theirs:.2f} ms | {theirs / ours:.1f}x | {dense:.1f} ms |"
         )
         print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "a", encoding="utf-8") as fh:
-            fh.write("\n" + text)
+    publish(lines, args.out)
     return 0
 
 

@@ -368,6 +368,15 @@ def stamp() -> str:
     return "\n".join(lines)
 
 
+def publish(lines: list[str], out: str | None) -> None:
+    """Print a benchmark's Markdown section and, where ``out`` names a file, append it there."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        with open(out, "a", encoding="utf-8") as fh:
+            fh.write("\n" + text)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of the rows, with each contestant's speed relative to torch's default and fused steps."""
     out = [

@@ -142,17 +142,8 @@ class TorchKind(ArrayKind):
         an array not of its storage (``storages``) and of ``p``'s shape, or a scale array (``..._scale``) not one
         value per ``block`` elements. What they share in memory is left to the kernel, which refuses it."""
         tensors = (p, g, *arrays.values())
-        for t in tensors:
-            if (
-                type(t) not in _PLAIN_TYPES
-                or not t.is_cpu
-                or t.layout is not torch.strided
-                or not t.is_contiguous()
-                or t.is_neg()
-                or t.is_conj()
-                or t._is_zerotensor()
-            ):
-                return None
+        if not all(plain(t) for t in tensors):
+            return None
         shape = p.shape
         if g.dtype is not p.dtype or g.shape != shape or p.dtype not in DTYPE_NAMES:
             return None
