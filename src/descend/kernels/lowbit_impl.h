@@ -23,8 +23,9 @@
 /* Words of the stream for elements [b0, b0 + n) (which share their index's high half). */
 static void LB_NAME(lb_words)(const job_t *j, int64_t id, int64_t b0, int64_t n, uint32_t word, uint32_t *out) {
     const uint32_t key = stream_key(j->seed, j->step, (uint64_t)id, (uint32_t)((uint64_t)b0 >> 32), word);
-    const uint32_t start = (uint32_t)b0;
-    for (int64_t k = 0; k < n; k++) out[k] = lowbias32(start + (uint32_t)k + key);
+    /* 32-bit lanes throughout: the index's low half plus the key wraps modulo 2^32, as the reference's does. */
+    const uint32_t first = (uint32_t)b0 + key, count = (uint32_t)n;
+    for (uint32_t k = 0; k < count; k++) out[k] = lowbias32(first + k);
 }
 
 static void LB_NAME(lb_decode_bf16)(const bf16_t *restrict in, float *restrict out, int64_t n) {
