@@ -15,7 +15,7 @@ from descend.algorithms._pairwise import pair_sum, row_sum, total
 torch = pytest.importorskip("torch")
 
 import descend.torch as dt  # noqa: E402
-from descend.torch import _xp  # noqa: E402
+from descend.engine import torch_xp as _xp  # noqa: E402
 from tests.bad_input_helpers import assert_unchanged, snapshot  # noqa: E402
 from tests.tolerances import TORCH_ADAFACTOR_TENSOR_LR_FLOAT64, assert_close, torch_tolerance  # noqa: E402
 

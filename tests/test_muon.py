@@ -14,8 +14,8 @@ if not hasattr(torch.optim, "Muon"):  # pragma: no cover - torch before 2.9
 from torch.optim._muon import _adjust_lr, _zeropower_via_newtonschulz  # noqa: E402
 
 import descend  # noqa: E402
+import descend.engine.torch_xp as txp  # noqa: E402
 import descend.torch as dt  # noqa: E402
-import descend.torch._xp as txp  # noqa: E402
 from descend.algorithms.muon import MUON, NewtonSchulz, lr_ratio, orthogonalise, to_bfloat16  # noqa: E402
 from tests.bad_input_helpers import assert_unchanged, snapshot  # noqa: E402
 from tests.tolerances import MUON_UPDATE_ATOL, TORCH_FLOAT64, assert_close, torch_muon_tolerance  # noqa: E402

@@ -11,8 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from descend.engine import torch_xp as _xp  # noqa: E402
 from descend.engine.tensorlist import XP, TensorList, multi_tensor_sign  # noqa: E402
-from descend.torch import _xp  # noqa: E402
 
 SPECIAL = [0.0, -0.0, 1.0, -1.0, 3.0, 1e-40, -1e-40, 1e30, float("inf"), -float("inf"), float("nan"), 0.1, -2.5]
 _INTS = {2: torch.int16, 4: torch.int32, 8: torch.int64}

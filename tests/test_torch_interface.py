@@ -293,3 +293,16 @@ def test_every_class_is_reachable_by_its_title_and_torchs_are_written_out(name: 
         if cls.spec.torch_name:
             base = "Optimizer" if cls.spec.elementwise else "ClosureOptimizer"
             assert inspect.getsource(cls).startswith(f"class {cls.__name__}({base}):")
+
+
+@pytest.mark.parametrize(
+    "module", ["descend.engine.plan", "descend.engine.torch_arrays", "descend.engine.tensorlist", "descend.torch"]
+)
+def test_each_torch_module_imports_first(module: str) -> None:
+    """The engine's torch modules import on their own, first in a fresh process (the engine no longer reaches up
+    into the torch front, whose package imports the engine)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""Large optimizer state of descend.torch lives in memory advised for huge pages (descend.torch._memory): it must
+"""Large optimizer state of descend.torch lives in memory advised for huge pages (descend.engine.torch_memory): it must
 behave as any other CPU tensor."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import descend.torch as dt  # noqa: E402
-from descend.torch._memory import HUGE_FROM_BYTES, in_huge_pages  # noqa: E402
+from descend.engine.torch_memory import HUGE_FROM_BYTES, in_huge_pages  # noqa: E402
 
 LARGE = HUGE_FROM_BYTES // 2 + 17  # elements: over the threshold for 2-byte dtypes and wider
 

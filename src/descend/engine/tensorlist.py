@@ -16,7 +16,7 @@ reference's bit for bit. The details that keep it so:
   number (like its per-tensor division by a number) multiplies by the reciprocal, which rounds twice.
   ``number / list`` is torch's ``reciprocal() * number``, as the per-tensor namespace computes it; ``divide(number,
   list)`` is the correctly rounded quotient.
-- ``sqrt`` and ``sign`` of CPU tensors run the per-tensor namespace's functions (:mod:`descend.torch._xp`: NumPy's
+- ``sqrt`` and ``sign`` of CPU tensors run the per-tensor namespace's functions (:mod:`descend.engine.torch_xp`: NumPy's
   correctly rounded square root, and NaN kept as NaN); elsewhere ``_foreach_sqrt`` (correctly rounded on CUDA) and a
   sign built from ``_foreach_sign``, ``_foreach_clamp_max`` and ``_foreach_maximum`` that passes NaN through.
 - Subtraction from a number subtracts the list from a list filled with the number (``-x + number`` would round
@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from descend.torch import _xp
+from descend.engine import torch_xp as _xp
 
 __all__ = ["XP", "TensorList", "multi_tensor_sign"]
 
@@ -246,7 +246,8 @@ def _on_cpu(x: TensorList) -> bool:
 
 class _Namespace:
     """The array namespace of :class:`TensorList` (see the module docstring). A function it does not define runs
-    tensor by tensor with the per-tensor namespace's function of that name (:mod:`descend.torch._xp`, else torch's)."""
+    tensor by tensor with the per-tensor namespace's function of that name (:mod:`descend.engine.torch_xp`, else
+    torch's)."""
 
     def sqrt(self, x: TensorList) -> TensorList:
         if _on_cpu(x):

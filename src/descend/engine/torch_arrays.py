@@ -24,10 +24,10 @@ import torch
 from torch.optim.optimizer import _get_scalar_dtype
 
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams
+from descend.engine import torch_xp as _xp
 from descend.engine.arrays import ArrayKind
+from descend.engine.torch_memory import in_huge_pages
 from descend.lowbit import SCALE_SUFFIX
-from descend.torch import _xp
-from descend.torch._memory import in_huge_pages
 
 __all__ = ["COMPLEX_DTYPES", "DTYPE_NAMES", "FLOAT_DTYPES", "HALF_DTYPES", "TorchKind", "local", "plain"]
 

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from descend.engine import torch_xp as _xp
 from descend.engine.torch_arrays import FLOAT_DTYPES, TorchKind
 from descend.nonfinite import refusal
-from descend.torch import _xp
 
 if TYPE_CHECKING:
     from descend.torch._optimizer import Optimizer
@@ -61,7 +61,7 @@ AUTOGRAD_XP = SimpleNamespace(
     zeros_like=torch.zeros_like,
 )
 """The array namespace of ``reference_update`` in a differentiable step: torch's functions (its own ``sqrt``, not the
-correctly rounded one of :mod:`descend.torch._xp`, which goes through NumPy and so outside autograd)."""
+correctly rounded one of :mod:`descend.engine.torch_xp`, which goes through NumPy and so outside autograd)."""
 
 
 def sparse_sgd(param: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], s: Any) -> None:
