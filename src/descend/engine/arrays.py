@@ -128,6 +128,9 @@ class ArrayKind:
         """A copy of ``a`` in the compute dtype of ``dtype_name`` storage (float32 or float64)."""
         raise NotImplementedError
 
+    def mark_written(self, arrays: Sequence[Any]) -> None:
+        """Record that a kernel wrote the parameters ``arrays`` in place (nothing to record for NumPy arrays)."""
+
     def write_back(self, dst: Any, src: Any) -> None:
         """Store ``src`` into ``dst`` in place, rounding to ``dst``'s dtype."""
         raise NotImplementedError

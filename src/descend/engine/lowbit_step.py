@@ -177,6 +177,7 @@ def prepare(engine: Engine, work: GroupWork, items: list[Item], out: Prepared) -
             )
         )
         out.keep += [grad for _, _, grad in members]
+        out.written += [item.param for item, _, _ in members]
 
 
 def prepare_uniform(
@@ -225,7 +226,7 @@ def prepare_uniform(
         if operands is None:
             return None
     comps = operands[2].pop(lb.KAHAN_KEY, None)
-    out = Prepared(optimistic=True, keep=list(grads))
+    out = Prepared(optimistic=True, keep=list(grads), written=list(params))
     out.jobs.append(
         kernels.job(
             spec.name,

@@ -20,7 +20,6 @@ writes freed memory even when another thread replaces a ``.grad``.
 from __future__ import annotations
 
 import ctypes
-import os
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,7 @@ import torch
 from descend import kernels
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams
 from descend.engine.step import Item, Prepared
-from descend.engine.torch_arrays import DTYPE_NAMES, plain
+from descend.engine.torch_arrays import DTYPE_NAMES, TENSOR_OFFSET, plain, torch_library
 
 _TYPES = (torch.Tensor, torch.nn.Parameter)
 # torch's C function reading a tensor's data pointer from its Python object, exported (as an address) for its compiled
@@ -56,23 +55,16 @@ def _find_shim() -> tuple[int, ...] | None:
     THPVariable; the plan confirms it on each tensor it records), the addresses of :data:`_SHIM_NAMES` in the torch
     library this process has loaded, and that of at::native::is_neg or 0 (see :func:`_find_is_neg`); None where that
     library or one of the functions cannot be found (the checks then read the tensors' Python attributes)."""
-    if _READER is None:  # an older torch, or one built without its compiled-code interface
+    library = torch_library() if _READER is not None else None  # no _READER: an older torch, or one built without
+    if library is None:  # its compiled-code interface
         return None
-    folder = os.path.join(os.path.dirname(torch.__file__), "lib")
-    for name in ("libtorch_cpu.so", "libtorch_cpu.dylib", "torch_cpu.dll"):
-        path = os.path.join(folder, name)
-        if not os.path.exists(path):
-            continue
-        try:
-            library = ctypes.CDLL(path)  # already loaded by torch: the same handle
-            addresses = tuple(ctypes.cast(getattr(library, n), ctypes.c_void_p).value for n in _SHIM_NAMES)
-        except (OSError, AttributeError):
-            return None
-        if not all(addresses):
-            return None
-        offset = object.__basicsize__
-        return (offset, *addresses, _find_is_neg(library, offset))  # type: ignore[return-value]
-    return None
+    try:
+        addresses = tuple(ctypes.cast(getattr(library, n), ctypes.c_void_p).value for n in _SHIM_NAMES)
+    except AttributeError:
+        return None
+    if not all(addresses):
+        return None
+    return (TENSOR_OFFSET, *addresses, _find_is_neg(library, TENSOR_OFFSET))  # type: ignore[return-value]
 
 
 def _find_is_neg(library: ctypes.CDLL, offset: int) -> int:
@@ -219,6 +211,7 @@ class GroupPlan:
         # The kernel refuses memory written for one tensor that another reads (a gradient that is another
         # parameter, or its state): the group is then prepared again in full, which reads such a gradient from a copy.
         out = Prepared(jobs=[job], keep=grads, optimistic=True, items=lambda: self._items(params, grads, state, offset))
+        out.written = pick(self.params)
         if checks:
             name = self.names[0]
             out.checks = [

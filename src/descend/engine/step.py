@@ -78,6 +78,9 @@ class Prepared:
         checks: per parameter with a gradient, ``(index, gradient, address)`` for the finite check, the address
             being ``(data address, element count, dtype name)`` where the kernels can read it, else None.
         keep: objects that must stay alive until the writes are done (gradients whose addresses the jobs hold).
+        written: the parameters the jobs write in place, whose versions the kind advances once the writes are done
+            (:meth:`~descend.engine.arrays.ArrayKind.mark_written`; state tensors, which an autograd graph rarely
+            holds, are left as torch's fused step leaves them, for speed).
     """
 
     jobs: list = field(default_factory=list)
@@ -85,6 +88,7 @@ class Prepared:
     commits: list = field(default_factory=list)
     checks: list = field(default_factory=list)  # per gradient: (param index, gradient, where the kernel reads it)
     keep: list = field(default_factory=list)
+    written: list = field(default_factory=list)
     optimistic: bool = False  # the kernel's own checks decide: if it refuses, the group is prepared again in full
     items: Callable[[], list[Item]] | None = None  # where a plan prepared it: the items to prepare it again from
 
@@ -226,6 +230,8 @@ class Engine:
                 write = entry[2] if len(entry) > 2 else kind.write_back  # low-bit state has a write of its own
                 actions += [lambda dst=dst, src=src, w=write: w(dst, src) for dst, src in zip(entry[0], out)]
             actions += p.commits
+            if p.written:
+                actions.append(lambda w=p.written: kind.mark_written(w))
         actions += [g.on_done for g in groups if g.on_done is not None]
         error: BaseException | None = None
         done, failed = 0, -1
@@ -313,7 +319,7 @@ class Engine:
         scalars = spec.step_scalars(
             hp, count, {k: float(v) for k, v in seen.items()}, False, shape=kind.shape(params[0]), dtype=dtype or ""
         )
-        out = Prepared(optimistic=True, keep=list(grads))
+        out = Prepared(optimistic=True, keep=list(grads), written=list(params))
         out.jobs.append(kernels.job(spec.name, scalars, params, grads, lists, dtype=dtype))
         return out.finish_steady(kind, self.nan_policy, indices, grads, states, step, host)
 
@@ -415,6 +421,7 @@ class Engine:
                 )
             )
             out.keep += [grad for _, _, grad in members]
+            out.written += [item.param for item, _, _ in members]
         for (_, scalars), members in sets.items():
             out.reference.append((None, kind.multi_tensor_step(spec, members, scalars)))
         return out

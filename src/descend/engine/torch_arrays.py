@@ -16,6 +16,8 @@ in that dtype, so a float32 count stops at 2**24 exactly as torch's does.
 
 from __future__ import annotations
 
+import ctypes
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 from torch.optim.optimizer import _get_scalar_dtype
 
+from descend import kernels
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams
 from descend.engine import torch_xp as _xp
 from descend.engine.arrays import ArrayKind
@@ -49,6 +52,46 @@ except ImportError:  # pragma: no cover - a torch built without distributed
 
 
 _COMPLEX = {torch.complex64: "float32", torch.complex128: "float64"}
+# Where a tensor's at::Tensor lies in its Python object: right after the object's header, as
+# torch/csrc/autograd/python_variable.h declares THPVariable (the plan confirms it on each tensor it records).
+TENSOR_OFFSET = object.__basicsize__
+
+
+def torch_library() -> ctypes.CDLL | None:
+    """The torch library this process has loaded (libtorch_cpu), for the C functions it exports; None where it is
+    not found."""
+    folder = os.path.join(os.path.dirname(torch.__file__), "lib")
+    for name in ("libtorch_cpu.so", "libtorch_cpu.dylib", "torch_cpu.dll"):
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            try:
+                return ctypes.CDLL(path)  # already loaded by torch: the same handle
+            except OSError:
+                return None
+    return None
+
+
+def _find_bump() -> int | None:
+    """The address of torch::autograd::impl::bump_version (what an in-place op calls to advance a tensor's autograd
+    version) where the loaded torch exports it and it advances a probe's version by one through the kernels'
+    wrapper; else None (:meth:`TorchKind.mark_written` then calls torch's ``_increment_version``)."""
+    library = torch_library()
+    if library is None or not kernels.available()[0]:
+        return None
+    try:
+        address = ctypes.cast(library["_ZN5torch8autograd4impl12bump_versionERKN2at6TensorE"], ctypes.c_void_p).value
+    except (AttributeError, OSError):
+        return None
+    probe = torch.zeros(1)
+    before = probe._version
+    try:
+        done = kernels.bump_versions([probe], address, TENSOR_OFFSET, _PLAIN_TYPES)
+    except (AttributeError, TypeError, ValueError):  # kernels built before they had it
+        return None
+    return address if done == 1 and probe._version == before + 1 else None
+
+
+_BUMP = _find_bump()
 
 
 def local(t: Any) -> Any:
@@ -204,6 +247,15 @@ class TorchKind(ArrayKind):
     def work_copy(self, a: Any, dtype_name: str) -> Any:
         t = local(a).detach()
         return t.to(dtype=torch.float64 if dtype_name == "float64" else torch.float32, copy=True)
+
+    def mark_written(self, arrays: Sequence[Any]) -> None:
+        """Advance the autograd version of each parameter a kernel wrote in place, as torch's in-place ops do, so
+        that a backward pass through a graph that saved one before the step raises instead of using the new values
+        (tensors made under inference mode have no version and are passed over)."""
+        arrays = arrays if type(arrays) is list else list(arrays)
+        done = 0 if _BUMP is None else kernels.bump_versions(arrays, _BUMP, TENSOR_OFFSET, _PLAIN_TYPES)
+        if done < len(arrays):  # the rest, one not a plain tensor onwards
+            torch._C._increment_version(arrays[done:])
 
     def write_back(self, dst: Any, src: Any) -> None:
         with torch.no_grad():

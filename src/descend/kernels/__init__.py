@@ -196,6 +196,14 @@ def fill_value(addresses: list[int], value: float, is_double: bool) -> None:
     _fused.scalar_op(addresses, is_double, 2, value)
 
 
+def bump_versions(tensors: list, function: int, offset: int, types: tuple) -> int:
+    """Advance the autograd version of each tensor in ``tensors`` through torch's bump function at address
+    ``function`` (its at::Tensor ``offset`` bytes into the Python object), as long as they are of one of ``types``;
+    returns how many were handled."""
+    _require()
+    return int(_fused.bump_versions(tensors, function, offset, types))
+
+
 def address(buffer: Any) -> int:
     """Where the first element of ``buffer`` (any object with the buffer protocol, strided or read-only) is."""
     _require()

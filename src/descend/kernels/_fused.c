@@ -19,6 +19,7 @@
 #include "parse.h"
 #include "gather.h"
 #include "lowbit.h"
+#include "torch_ptr.h"
 
 #define CHUNK ((int64_t)1 << 15)
 
@@ -265,6 +266,33 @@ static PyObject *fused_first_nonfinite(PyObject *self, PyObject *args) {
     return PyLong_FromLongLong(first);
 }
 
+/* bump_versions(tensors, fn, offset, types): advance each tensor's autograd version through torch's bump_version at
+ * `fn`, the tensor's at::Tensor being `offset` bytes into its Python object, for as long as the tensors are of one of
+ * `types`; returns how many were handled (the caller advances the rest). A tensor without a version (made under
+ * inference mode), whose bump throws, is passed over, as torch's own increment_version passes it over. */
+static PyObject *bump_versions(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *tensors, *fn_obj, *types;
+    Py_ssize_t offset;
+    if (!PyArg_ParseTuple(args, "O!OnO!", &PyList_Type, &tensors, &fn_obj, &offset, &PyTuple_Type, &types)) return NULL;
+    void *fn = PyLong_AsVoidPtr(fn_obj);
+    if (PyErr_Occurred()) return NULL;
+    if (!fn || offset < (Py_ssize_t)sizeof(PyObject) || offset > 4096) {
+        PyErr_SetString(PyExc_ValueError, "bump_versions: a null function or an offset out of range");
+        return NULL;
+    }
+    const Py_ssize_t n = PyList_GET_SIZE(tensors), ntypes = PyTuple_GET_SIZE(types);
+    Py_ssize_t k = 0;
+    for (; k < n; k++) {
+        PyObject *t = PyList_GET_ITEM(tensors, k);
+        int known = 0;
+        for (Py_ssize_t m = 0; m < ntypes && !known; m++) known = (PyObject *)Py_TYPE(t) == PyTuple_GET_ITEM(types, m);
+        if (!known) break;
+        (void)bump_tensor((tensor_bump_fn)fn, (const char *)t + offset);
+    }
+    return PyLong_FromSsize_t(k);
+}
+
 static PyMethodDef methods[] = {
     {"run", fused_run, METH_VARARGS,
      "run(jobs, threads): check every job (alg, combo, flags, values, params, grads, states, sizes[, lowbit[, "
@@ -287,6 +315,9 @@ static PyMethodDef methods[] = {
     {"scalar_op", scalar_op, METH_VARARGS,
      "scalar_op(addresses, is_double, op, value): read (0), add to (1) or set (2) scalars; their common value, or "
      "None if they differ."},
+    {"bump_versions", bump_versions, METH_VARARGS,
+     "bump_versions(tensors, fn, offset, types): advance the tensors' autograd versions through torch's function at "
+     "fn; how many were handled."},
     {NULL, NULL, 0, NULL},
 };
 

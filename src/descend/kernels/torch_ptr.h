@@ -30,6 +30,17 @@ int read_tensor_flag(tensor_flag_fn fn, const void *tensor, int *out)
 #endif
     ;
 
+/* A function of torch's advancing a tensor's autograd version, from a pointer to its at::Tensor
+ * (torch::autograd::impl::bump_version). */
+typedef void (*tensor_bump_fn)(const void *);
+
+/* fn(tensor): 0, or -1 if fn threw (a tensor made under inference mode has no version). */
+int bump_tensor(tensor_bump_fn fn, const void *tensor)
+#ifdef __cplusplus
+    noexcept
+#endif
+    ;
+
 #ifdef __cplusplus
 }
 #endif
