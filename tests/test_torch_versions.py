@@ -139,3 +139,47 @@ def test_the_c_function_refuses_a_bad_address() -> None:
         kernels.bump_versions([torch.zeros(1)], 0, 16, (torch.Tensor,))
     with pytest.raises(ValueError, match="offset out of range"):
         kernels.bump_versions([torch.zeros(1)], 1, 2, (torch.Tensor,))
+
+
+def _snapshot(opt: object, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    state = [v for p in params for v in opt.state[p].values() if isinstance(v, torch.Tensor)]  # type: ignore[attr-defined]
+    return [t.detach().clone() for t in (*params, *state)]
+
+
+@pytest.mark.parametrize("state_dtype", [None, "bfloat16", "blockwise8"])
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+@pytest.mark.parametrize("key", ["exp_avg", "step"])
+def test_an_inference_tensor_in_the_state_is_refused_with_nothing_written(
+    key: str, backend: str, state_dtype: str | None
+) -> None:
+    """torch refuses to update an inference tensor in place outside inference mode; the step refuses it too, before
+    it has written anything (the reference used to fail half way, the kernel wrote it regardless)."""
+    params = _params()
+    kwargs = {} if state_dtype is None else {"state_dtype": state_dtype}
+    opt = dt.Adam(params, backend=backend, **kwargs)
+    _warm(opt, params, 4)  # past the step that records the steady state
+    with torch.inference_mode():
+        opt.state[params[1]][key] = opt.state[params[1]][key].clone()
+    for p in params:
+        p.grad = torch.ones_like(p)
+    before = _snapshot(opt, params)
+    with pytest.raises(RuntimeError, match="Inplace update to inference tensor outside InferenceMode"):
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, _snapshot(opt, params)))
+    with torch.inference_mode():
+        opt.step()  # inside inference mode, torch allows it, and so does the step
+    assert not torch.equal(before[0], params[0].detach())
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+def test_a_step_under_inference_mode_leaves_state_a_later_step_refuses(backend: str) -> None:
+    params = _params()
+    opt = dt.Adam(params, backend=backend)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    with torch.inference_mode():
+        opt.step()  # creates the state as inference tensors, as torch.optim's would be
+    before = _snapshot(opt, params)
+    with pytest.raises(RuntimeError, match="inference tensor"):
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, _snapshot(opt, params)))

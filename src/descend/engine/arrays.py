@@ -165,6 +165,14 @@ class ArrayKind:
     def check_param(self, p: Any, where: str) -> None:
         """Raise if ``p`` cannot be updated in place (read-only)."""
 
+    def writable(self, a: Any) -> bool:
+        """Whether the step can write ``a`` (a parameter or a state value) in place where the reference writes it
+        (NumPy's read-only arrays are :meth:`check_param`'s and the kernel's to refuse)."""
+        return True
+
+    def check_writable(self, a: Any, where: str) -> None:
+        """Raise, before anything is written, where :meth:`writable` says ``a`` cannot be written."""
+
     def nonfinite_address(self, g: Any) -> tuple[int, int, str] | None:
         """Where the kernels' finite check reads ``g`` directly, or None."""
         raise NotImplementedError

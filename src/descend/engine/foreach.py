@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import torch
 
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, cast_scalars
-from descend.engine.memory import check_overlaps, check_state, check_written
+from descend.engine.memory import check_overlaps, check_state, check_writable, check_written
 from descend.engine.step import Item, Prepared
 from descend.engine.tensorlist import XP, TensorList
 from descend.engine.torch_arrays import local
@@ -176,6 +176,7 @@ def steady_state(
         for k, item in enumerate(items):
             shapes = spec.slots_for(hp, kind.shape(item.param))  # the parameter's own: not a whole-tensor rule
             check_state(kind, item, {key: column[k] for key, column in arrays.items()}, shapes)
+            check_writable(kind, item)
         check_written(
             kind, [(item, {key: column[k] for key, column in arrays.items()}) for k, item in enumerate(items)]
         )

@@ -20,7 +20,7 @@ from descend import kernels
 from descend import lowbit as lb
 from descend.algorithms._spec import cast_scalars
 from descend.engine.arrays import ArrayKind, fused_refusal, operand_refusal, ranges_overlap
-from descend.engine.memory import check_written
+from descend.engine.memory import check_writable, check_written
 
 if TYPE_CHECKING:
     from descend.engine.step import Engine, GroupWork, Item, Prepared
@@ -121,6 +121,7 @@ def prepare(engine: Engine, work: GroupWork, items: list[Item], out: Prepared) -
             item.state = states.get(item.key)
         p = item.param
         kind.check_param(p, f"parameter {item.index}")
+        check_writable(kind, item)
         dtype = kind.dtype_name(p)
         current = item.state if item.state is not None else {}
         expected = keys_of[dtype]
@@ -213,6 +214,8 @@ def prepare_uniform(
     except (KeyError, TypeError):  # a parameter without state (None) or without some array yet
         return None
     if steps.count(steps[0]) != len(steps) or hosts.count(hosts[0]) != len(hosts):
+        return None
+    if not all(kind.writable(v) for v in (*steps, *hosts[0])):  # the general path refuses it, having written nothing
         return None
     step = kind.next_step(states[0])
     count = kind.count(step)

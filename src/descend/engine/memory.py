@@ -11,6 +11,14 @@ from descend.engine.arrays import ArrayKind, ranges_overlap
 __all__ = ["check_overlaps", "check_state", "check_written"]
 
 
+def check_writable(kind: ArrayKind, item: Any) -> None:
+    """The parameter and every value of its state must be writable in place (a torch tensor made under inference
+    mode is not, outside it): refused before anything is written, where the reference would fail half way."""
+    kind.check_writable(item.param, f"parameter {item.index}")
+    for key, value in (item.state or {}).items():
+        kind.check_writable(value, f"the state {key!r} of parameter {item.index}")
+
+
 def check_state(kind: ArrayKind, item: Any, arrays: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]) -> None:
     """Every state array must fit its parameter: the shape the spec gives it (``shapes``, from ``slots_for``; the
     parameter's own for an elementwise rule), a float dtype, apart from the parameter."""

@@ -293,8 +293,10 @@ def build(state: dict, spec: AlgorithmSpec, hp: Hyperparams, group: dict[str, An
             for ptrs in plan.host_ptrs:
                 ptrs.append(0)
             continue
-        if not (plain(p) and p.dtype is dtype):
-            return None
+        if not (plain(p) and p.dtype is dtype) or any(
+            isinstance(t, torch.Tensor) and t.is_inference() for t in (p, *(st.values() if st else ()))
+        ):
+            return None  # (the general path refuses an inference tensor outside inference mode)
         tensors = tuple(st[key] for key in plan.keys) if st is not None else ()
         for key, t in zip(plan.keys, tensors):
             if key == "step":

@@ -34,7 +34,7 @@ from descend import kernels
 from descend.algorithms._spec import AlgorithmSpec, Hyperparams, cast_scalars
 from descend.engine import lowbit_step
 from descend.engine.arrays import ArrayKind, fused_refusal, operand_refusal
-from descend.engine.memory import check_overlaps, check_state, check_written
+from descend.engine.memory import check_overlaps, check_state, check_writable, check_written
 from descend.kernels._layout import KERNELS
 from descend.nonfinite import first_nonfinite, refusal
 
@@ -356,6 +356,7 @@ class Engine:
                 item.state = states.get(item.key)
             p, st = item.param, item.state
             kind.check_param(p, f"parameter {item.index}")
+            check_writable(kind, item)
             spec.check_shape(kind.shape(p))
             if spec.whole_tensor:
                 why = kind.not_whole(p)

@@ -185,7 +185,7 @@ class TorchKind(ArrayKind):
         an array not of its storage (``storages``) and of ``p``'s shape, or a scale array (``..._scale``) not one
         value per ``block`` elements. What they share in memory is left to the kernel, which refuses it."""
         tensors = (p, g, *arrays.values())
-        if not all(plain(t) for t in tensors):
+        if not all(plain(t) and self.writable(t) for t in (p, *arrays.values())) or not plain(g):
             return None
         shape = p.shape
         if g.dtype is not p.dtype or g.shape != shape or p.dtype not in DTYPE_NAMES:
@@ -247,6 +247,16 @@ class TorchKind(ArrayKind):
     def work_copy(self, a: Any, dtype_name: str) -> Any:
         t = local(a).detach()
         return t.to(dtype=torch.float64 if dtype_name == "float64" else torch.float32, copy=True)
+
+    def writable(self, a: Any) -> bool:
+        return not (isinstance(a, torch.Tensor) and a.is_inference() and not torch.is_inference_mode_enabled())
+
+    def check_writable(self, a: Any, where: str) -> None:
+        if not self.writable(a):
+            raise RuntimeError(
+                f"{where} is an inference tensor (made under torch.inference_mode()): Inplace update to inference "
+                "tensor outside InferenceMode is not allowed; replace it with a clone, or step inside inference mode"
+            )
 
     def mark_written(self, arrays: Sequence[Any]) -> None:
         """Advance the autograd version of each parameter a kernel wrote in place, as torch's in-place ops do, so
