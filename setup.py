@@ -22,7 +22,7 @@ KERNELS = os.path.join("src", "descend", "kernels")
 GENERATED = os.path.join("build", "generated")
 SOURCES = ["_fused.c", "parse.c", "finite.c", "gather.c", "fork.c", "spans.c", "lowbit.c", "torch_ptr.cpp"]
 HEADERS = ["common.h", "parse.h", "finite.h", "fork.h", "gather.h", "spans.h", "instances.h", "combos.h", "lowbit.h",
-           "lowbit_impl.h", "lowbit_types.h", "torch_ptr.h"]
+           "lowbit_impl.h", "lowbit_types.h", "torch_ptr.h", "gather_check.h"]
 
 
 def kernel_interface() -> types.ModuleType:

@@ -383,12 +383,6 @@ static int address_of(const plan_t *plan, PyObject *obj, void **out) {
     return rc;
 }
 
-/* 1 if obj.data_ptr() is `expected`, 0 if not, -1 with an exception set. */
-static int address_is(const plan_t *plan, PyObject *obj, void *expected) {
-    void *now = NULL;
-    return address_of(plan, obj, &now) < 0 ? -1 : now == expected;
-}
-
 /* 1 if the tensor's shape is the recorded one, 0 if not, -1 with an exception set. */
 static int shape_is(PyObject *tensor, const item_t *it) {
     PyObject *shape = get_attr(tensor, str_shape);
@@ -421,46 +415,36 @@ static PyObject *state_of(PyObject *state, const item_t *it) {
 #endif
 }
 
-/* The checks of one parameter with a plan entry: 1 if it still matches and its gradient fits (its address is put in
- * *grad_address, a new reference), 0 if not, -1 with an exception set. */
-static int check_one(const plan_t *plan, const item_t *it, PyObject *grad, PyObject *state, PyObject *keys, Py_ssize_t nkeys,
-                     Py_ssize_t nslots, PyObject *dtype, PyObject *layout, PyObject *types, PyObject **grad_address) {
-    int ok = 0;
+/* 1 if the gradient is of one of `types`, 0 if not. */
+static inline int of_types(PyObject *grad, PyObject *types) {
     const Py_ssize_t ntypes = PyTuple_GET_SIZE(types);
-    for (Py_ssize_t k = 0; k < ntypes && !ok; k++) ok = (PyObject *)Py_TYPE(grad) == PyTuple_GET_ITEM(types, k);
-    if (!ok) return 0;
-    if ((ok = attr_is(grad, str_dtype, dtype)) != 1) return ok;
-    if ((ok = attr_is(grad, str_layout, layout)) != 1) return ok;
-    if ((ok = call_is_true(grad, str_is_contiguous)) != 1) return ok;
-    if ((ok = shape_is(grad, it)) != 1) return ok;
-    if ((ok = not_negated(grad)) != 1) return ok;
-    if (Py_TYPE(it->param) != it->p_type) return 0;
-    if ((ok = address_is(plan, it->param, it->p_address)) != 1) return ok;
-    if ((ok = attr_is(it->param, str_dtype, dtype)) != 1) return ok; /* a .data swap to a view of another dtype */
-    if ((ok = call_is_true(it->param, str_is_contiguous)) != 1) return ok;
-    if ((ok = shape_is(it->param, it)) != 1) return ok;
-    if ((ok = not_negated(it->param)) != 1) return ok;
-    if (it->st != Py_None) { /* None: an algorithm that keeps no state with these settings */
-        PyObject *now = state_of(state, it); /* borrowed; no defaultdict insertion */
-        if (now != it->st) return now || !PyErr_Occurred() ? 0 : -1;
-        for (Py_ssize_t k = 0; k < nkeys; k++) {
-            PyObject *tensor = PyDict_GetItemWithError(it->st, PyTuple_GET_ITEM(keys, k));
-            if (tensor != it->tensors[k]) return tensor || !PyErr_Occurred() ? 0 : -1;
-            if ((ok = address_is(plan, tensor, it->addresses[k])) != 1) return ok;
-            /* a .data swap to another view of the same memory keeps the address: its dtype and layout may differ */
-            if ((ok = attr_is(tensor, str_dtype, it->dtypes[k])) != 1) return ok;
-            if ((ok = not_negated(tensor)) != 1) return ok;
-            if (k >= nslots) continue;
-            if ((ok = call_is_true(tensor, str_is_contiguous)) != 1) return ok;
-            if ((ok = shape_is(tensor, it)) != 1) return ok;
-        }
-    }
-    void *where = NULL;
-    if (address_of(plan, grad, &where) < 0) return -1;
-    if (where == NULL) return 0; /* an all-zeros tensor without memory: the general path copies it */
-    *grad_address = PyLong_FromVoidPtr(where);
-    return *grad_address ? 1 : -1;
+    for (Py_ssize_t k = 0; k < ntypes; k++)
+        if ((PyObject *)Py_TYPE(grad) == PyTuple_GET_ITEM(types, k)) return 1;
+    return 0;
 }
+
+/* 1 if the tensor is contiguous and of the item's shape, 0 if not, -1 with an exception set. */
+static int dense_shape_is(PyObject *tensor, const item_t *it) {
+    const int ok = call_is_true(tensor, str_is_contiguous);
+    return ok != 1 ? ok : shape_is(tensor, it);
+}
+
+/* The checks through the tensors' Python attributes. */
+#define GC_NAME check_one
+#define GC_GRAD_TYPE(g) of_types(g, types)
+#define GC_DTYPE(t, object, code) attr_is(t, str_dtype, object)
+#define GC_STRIDED(t) attr_is(t, str_layout, layout)
+#define GC_DENSE(t) dense_shape_is(t, it)
+#define GC_PLAIN(t) not_negated(t)
+#define GC_ADDRESS(t, out) (address_of(plan, t, out) < 0 ? -1 : 1)
+#include "gather_check.h"
+#undef GC_NAME
+#undef GC_GRAD_TYPE
+#undef GC_DTYPE
+#undef GC_STRIDED
+#undef GC_DENSE
+#undef GC_PLAIN
+#undef GC_ADDRESS
 
 /* 1 if the shim reads the tensor as contiguous and of the item's shape, 0 if not or if it reports an error. */
 static int shim_shape_is(const shim_t *shim, void *tensor, const item_t *it) {
@@ -480,43 +464,30 @@ static int shim_not_negated(const shim_t *shim, PyObject *tensor) {
     return not_negated(tensor);
 }
 
-/* check_one with the shim: the same checks, each read from torch's C functions instead of the Python attributes. */
-static int check_one_shim(const plan_t *plan, const item_t *it, PyObject *grad, PyObject *state, PyObject *keys,
-                          Py_ssize_t nkeys, Py_ssize_t nslots, PyObject *types, PyObject **grad_address) {
-    const shim_t *shim = &plan->shim;
-    int ok = 0;
-    const Py_ssize_t ntypes = PyTuple_GET_SIZE(types);
-    for (Py_ssize_t k = 0; k < ntypes && !ok; k++) ok = (PyObject *)Py_TYPE(grad) == PyTuple_GET_ITEM(types, k);
-    if (!ok || Py_TYPE(grad)->tp_basicsize < shim->offset + (Py_ssize_t)sizeof(void *)) return 0;
-    void *g = tensor_of(shim, grad), *where = NULL;
-    int32_t code = -1;
-    if (shim->dtype(g, &code) || code != it->p_dtype) return 0;
-    if (shim->layout(g, &code) || code != shim->strided) return 0;
-    if (!shim_shape_is(shim, g, it)) return 0;
-    if ((ok = shim_not_negated(shim, grad)) != 1) return ok;
-    if (Py_TYPE(it->param) != it->p_type) return 0;
-    void *p = tensor_of(shim, it->param);
-    if (shim->data_ptr(p, &where) || where != it->p_address) return 0;
-    if (shim->dtype(p, &code) || code != it->p_dtype) return 0; /* a .data swap to a view of another dtype */
-    if (!shim_shape_is(shim, p, it)) return 0;
-    if ((ok = shim_not_negated(shim, it->param)) != 1) return ok;
-    if (it->st != Py_None) {
-        PyObject *now = state_of(state, it); /* borrowed; no defaultdict insertion */
-        if (now != it->st) return now || !PyErr_Occurred() ? 0 : -1;
-        for (Py_ssize_t k = 0; k < nkeys; k++) {
-            PyObject *tensor = PyDict_GetItemWithError(it->st, PyTuple_GET_ITEM(keys, k));
-            if (tensor != it->tensors[k]) return tensor || !PyErr_Occurred() ? 0 : -1;
-            void *t = tensor_of(shim, tensor);
-            if (shim->data_ptr(t, &where) || where != it->addresses[k]) return 0;
-            if (shim->dtype(t, &code) || code != it->codes[k]) return 0;
-            if (k < nslots && !shim_shape_is(shim, t, it)) return 0;
-            if ((ok = shim_not_negated(shim, tensor)) != 1) return ok;
-        }
-    }
-    if (shim->data_ptr(g, &where) || where == NULL) return 0; /* NULL: no memory (the general path copies it) */
-    *grad_address = PyLong_FromVoidPtr(where);
-    return *grad_address ? 1 : -1;
+/* 1 if the shim reads the tensor's dtype or layout (`read`) as `code`, 0 if not or if it reports an error. */
+static inline int shim_code_is(shim_i32_fn read, void *tensor, int32_t code) {
+    int32_t now = -1;
+    return !read(tensor, &now) && now == code;
 }
+
+/* The same checks through the shim: each read from torch's C functions instead of the Python attributes. */
+#define GC_SHIM (&plan->shim)
+#define GC_NAME check_one_shim
+#define GC_GRAD_TYPE(g) (of_types(g, types) && Py_TYPE(g)->tp_basicsize >= GC_SHIM->offset + (Py_ssize_t)sizeof(void *))
+#define GC_DTYPE(t, object, code) shim_code_is(GC_SHIM->dtype, tensor_of(GC_SHIM, t), code)
+#define GC_STRIDED(t) shim_code_is(GC_SHIM->layout, tensor_of(GC_SHIM, t), GC_SHIM->strided)
+#define GC_DENSE(t) shim_shape_is(GC_SHIM, tensor_of(GC_SHIM, t), it)
+#define GC_PLAIN(t) shim_not_negated(GC_SHIM, t)
+#define GC_ADDRESS(t, out) (GC_SHIM->data_ptr(tensor_of(GC_SHIM, t), out) ? 0 : 1)
+#include "gather_check.h"
+#undef GC_NAME
+#undef GC_GRAD_TYPE
+#undef GC_DTYPE
+#undef GC_STRIDED
+#undef GC_DENSE
+#undef GC_PLAIN
+#undef GC_ADDRESS
+#undef GC_SHIM
 
 #define AHEAD 8 /* items fetched ahead */
 
@@ -550,10 +521,8 @@ PyObject *gather(PyObject *self, PyObject *args) {
         }
         PyObject *address = NULL;
         const int ok = it->st == NULL      ? 0
-                       : plan->shim.offset ? check_one_shim(plan, it, grad, state, keys, plan->nkeys, plan->nslots,
-                                                            types, &address)
-                                           : check_one(plan, it, grad, state, keys, plan->nkeys, plan->nslots, dtype,
-                                                       layout, types, &address);
+                       : plan->shim.offset ? check_one_shim(plan, it, grad, state, keys, dtype, layout, types, &address)
+                                           : check_one(plan, it, grad, state, keys, dtype, layout, types, &address);
         if (ok <= 0) {
             Py_DECREF(grad);
             if (ok < 0) goto fail;
