@@ -51,6 +51,7 @@ TARGETS=(
     tests/test_hostile.py
     tests/test_torch_state_dtype.py
     tests/test_torch_lowbit.py
+    tests/test_torch_versions.py
     tests/test_numpy_lowbit.py
     tests/test_fuzz.py
     tests/test_long_runs.py::test_two_threads_give_the_bits_of_one_after_the_other
