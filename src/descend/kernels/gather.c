@@ -437,14 +437,7 @@ static int dense_shape_is(PyObject *tensor, const item_t *it) {
 #define GC_DENSE(t) dense_shape_is(t, it)
 #define GC_PLAIN(t) not_negated(t)
 #define GC_ADDRESS(t, out) (address_of(plan, t, out) < 0 ? -1 : 1)
-#include "gather_check.h"
-#undef GC_NAME
-#undef GC_GRAD_TYPE
-#undef GC_DTYPE
-#undef GC_STRIDED
-#undef GC_DENSE
-#undef GC_PLAIN
-#undef GC_ADDRESS
+#include "gather_check.h" /* (it undefines GC_NAME and the readers) */
 
 /* 1 if the shim reads the tensor as contiguous and of the item's shape, 0 if not or if it reports an error. */
 static int shim_shape_is(const shim_t *shim, void *tensor, const item_t *it) {
@@ -479,14 +472,7 @@ static inline int shim_code_is(shim_i32_fn read, void *tensor, int32_t code) {
 #define GC_DENSE(t) shim_shape_is(GC_SHIM, tensor_of(GC_SHIM, t), it)
 #define GC_PLAIN(t) shim_not_negated(GC_SHIM, t)
 #define GC_ADDRESS(t, out) (GC_SHIM->data_ptr(tensor_of(GC_SHIM, t), out) ? 0 : 1)
-#include "gather_check.h"
-#undef GC_NAME
-#undef GC_GRAD_TYPE
-#undef GC_DTYPE
-#undef GC_STRIDED
-#undef GC_DENSE
-#undef GC_PLAIN
-#undef GC_ADDRESS
+#include "gather_check.h" /* (it undefines GC_NAME and the readers) */
 #undef GC_SHIM
 
 #define AHEAD 8 /* items fetched ahead */

@@ -9,6 +9,8 @@
  *   GC_PLAIN(t)                t reads its memory as it is (not a lazily negated view)
  *   GC_ADDRESS(t, out)         *out = t's data address (0: it could not be read, which is no match)
  *
+ * The readers and GC_NAME are undefined at the end, ready for the next instantiation.
+ *
  * Returns 1 if the entry still matches and the gradient fits (its address put in *grad_address, a new reference), 0
  * if not (the general path takes the group), -1 with an exception set. */
 static int GC_NAME(const plan_t *plan, const item_t *it, PyObject *grad, PyObject *state, PyObject *keys,
@@ -50,3 +52,11 @@ static int GC_NAME(const plan_t *plan, const item_t *it, PyObject *grad, PyObjec
 #undef GC_AT
 #undef GC_CHECK
 }
+
+#undef GC_NAME
+#undef GC_GRAD_TYPE
+#undef GC_DTYPE
+#undef GC_STRIDED
+#undef GC_DENSE
+#undef GC_PLAIN
+#undef GC_ADDRESS
