@@ -76,15 +76,17 @@ def run(
     seed: int,
     threads: int = 0,
     ids_from: int = 0,
+    start: Any = None,
 ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]], list[torch.Tensor], list[dict[str, torch.Tensor]]]:
     """``steps`` steps of the kernel and of the reference from the same start; returns (kernel params, kernel
-    state, reference params, reference state)."""
+    state, reference params, reference state). ``start(name, hp, size)``, where given, makes each tensor's initial
+    state in place of a fresh one."""
     spec = registry.get(name)
     hp = spec.make(**kwargs)
     tdtype = TORCH_DTYPES[pdtype]
     gen = torch.Generator().manual_seed(seed)
     params = [torch.randn(n, generator=gen).to(tdtype) for n in sizes]
-    states = [fresh_state(name, hp, n, fmt, pdtype) for n in sizes]
+    states = [start(name, hp, n) if start else fresh_state(name, hp, n, fmt, pdtype) for n in sizes]
     expected = [p.clone() for p in params]
     expected_states = [{k: v.clone() for k, v in s.items()} for s in states]
     slots = slots_of(name, hp)

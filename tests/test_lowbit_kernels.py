@@ -4,6 +4,7 @@ do not depend on the number of threads or on where chunks fall."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -92,6 +93,35 @@ def test_threads_and_chunks_do_not_change_the_bits(fmt: lb.StateFormat) -> None:
     every = run("adam", {"amsgrad": True, "weight_decay": 0.1}, "float32", fmt, sizes, 3, 11, threads=0)
     _check(one[0], one[1], one[2], one[3], f"one thread {fmt}")
     _check(every[0], every[1], one[0], one[1], f"threads {fmt}")
+
+
+@pytest.mark.parametrize("isa", kernels._supported_isas())
+def test_every_8bit_code_decodes_as_the_reference(isa: str) -> None:
+    """Both moments start as every code under scales from the smallest normal power of two to the largest (and a
+    block whose scale is NaN), so each code of both maps, subnormals and the unsigned map's top binade included, is
+    decoded by the kernel and by the reference; one Adam step carries the decoded values into params and state."""
+    scales = np.array([1.0, 2.0**-126, 2.0**127, 2.0**-100, 2.0**-9, np.nan], dtype=np.float32)
+    codes = np.tile(np.arange(256, dtype=np.uint8), scales.size)
+    rng = np.random.default_rng(3)
+
+    def start(name: str, hp: object, n: int) -> dict:
+        # the second tensor's codes are shuffled, so a code meets others than its neighbours in a vector
+        c = codes if n == codes.size else rng.permutation(codes)[:n]
+        out = {}
+        for key in ("exp_avg", "exp_avg_sq"):
+            out[key] = torch.from_numpy(c.copy())
+            out[key + lb.SCALE_SUFFIX] = torch.from_numpy(scales[: -(-n // lb.Q8_BLOCK)].copy())
+        return out
+
+    before = kernels.isa()
+    kernels._set_isa(isa)
+    try:
+        for sr in (False, True):
+            fmt = lb.StateFormat("blockwise8", stochastic_rounding=sr)
+            out = run("adam", {"lr": 0.5}, "float32", fmt, [codes.size, codes.size - 77], 1, 9, start=start)
+            _check(*out, f"{isa} {fmt}")
+    finally:
+        kernels._set_isa(before)
 
 
 @pytest.mark.parametrize("isa", kernels._supported_isas())

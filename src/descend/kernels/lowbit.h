@@ -80,6 +80,14 @@ LB_INLINE uint32_t q8_magnitude(float y, uint32_t r16, int stochastic, uint32_t 
     return c > cmax ? cmax : c;
 }
 
+/* The maps as float16. A signed code (sign, 4 exponent bits, 3 mantissa bits) is a float16 whose exponent's top bit
+ * is 0: its sign at bit 15 and the rest at bits 7..13 give its value exactly, subnormals included (float16's bias and
+ * smallest normal are the signed map's). An unsigned code shifted left by 7 is a float16 with the same fields and a
+ * bias 16 smaller, so its value is that float16's times Q8U_HALF_UNIT; the codes from Q8U_TOP have float16's infinity
+ * exponent, and are read as the code 8 below (one binade lower, the same mantissa) times twice that. */
+#define Q8U_HALF_UNIT 0x1.0p-16f
+#define Q8U_TOP 248
+
 LB_INLINE float q8_value(uint32_t c, uint32_t off, uint32_t min_normal) {
     const uint32_t sub = -(uint32_t)(c < 8u);
     const uint32_t small = f32_bits((float)(int32_t)(c & 7u) * (f32_from_bits(min_normal) * 0.125f));

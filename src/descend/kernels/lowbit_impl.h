@@ -41,16 +41,58 @@ static void LB_NAME(lb_encode_bf16)(const float *restrict in, uint16_t *restrict
     }
 }
 
-/* One 8-bit block of n elements: codes and scale to float32 (unsigned map, then signed map). */
-static void LB_NAME(lb_decode_q8u)(const uint8_t *restrict in, float scale, float *restrict out, int64_t n) {
-    for (int64_t k = 0; k < n; k++) out[k] = q8_value(in[k], Q8U_OFF, Q8U_MIN_NORMAL) * scale;
-}
-
-static void LB_NAME(lb_decode_q8s)(const uint8_t *restrict in, float scale, float *restrict out, int64_t n) {
-    for (int64_t k = 0; k < n; k++) {
-        const uint32_t c = in[k];
-        const float v = q8_value(c & 0x7Fu, Q8S_OFF, Q8S_MIN_NORMAL) * scale;
-        out[k] = f32_from_bits(f32_bits(v) | ((c & 0x80u) << 24));
+/* One 8-bit block of n elements: codes and scale to float32. Vectors convert each code through float16, exactly (the
+ * maps are float16's, lowbit.h), and the remainder uses q8_value; both are the reference's value times the scale. */
+static void LB_NAME(lb_decode_q8)(const uint8_t *restrict in, float scale, float *restrict out, int64_t n, int nonneg) {
+    int64_t k = 0;
+#if LB_LANES == 16
+    const __m512 vscale = _mm512_set1_ps(scale);
+    if (nonneg) {
+        const __m512 below = _mm512_set1_ps(Q8U_HALF_UNIT), above = _mm512_set1_ps(2.0f * Q8U_HALF_UNIT);
+        for (; k + 16 <= n; k += 16) {
+            const __m256i c = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(in + k)));
+            const __mmask16 top = _mm256_cmpge_epu16_mask(c, _mm256_set1_epi16(Q8U_TOP));
+            const __m256i h = _mm256_slli_epi16(_mm256_mask_sub_epi16(c, top, c, _mm256_set1_epi16(8)), 7);
+            const __m512 unit = _mm512_mask_blend_ps(top, below, above);
+            _mm512_storeu_ps(out + k, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtph_ps(h), unit), vscale));
+        }
+    } else {
+        for (; k + 16 <= n; k += 16) {
+            const __m256i c = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(in + k)));
+            const __m256i h = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(c, _mm256_set1_epi16(0x7F)), 7),
+                                              _mm256_slli_epi16(_mm256_and_si256(c, _mm256_set1_epi16(0x80)), 8));
+            _mm512_storeu_ps(out + k, _mm512_mul_ps(_mm512_cvtph_ps(h), vscale));
+        }
+    }
+#elif LB_LANES == 8
+    const __m256 vscale = _mm256_set1_ps(scale);
+    if (nonneg) {
+        const __m256 below = _mm256_set1_ps(Q8U_HALF_UNIT), above = _mm256_set1_ps(2.0f * Q8U_HALF_UNIT);
+        for (; k + 8 <= n; k += 8) {
+            const __m128i c = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(in + k)));
+            /* codes are below 2^8, so a signed 16-bit comparison is an unsigned one */
+            const __m128i top = _mm_cmpgt_epi16(c, _mm_set1_epi16(Q8U_TOP - 1));
+            const __m128i h = _mm_slli_epi16(_mm_sub_epi16(c, _mm_and_si128(top, _mm_set1_epi16(8))), 7);
+            const __m256 unit = _mm256_blendv_ps(below, above, _mm256_castsi256_ps(_mm256_cvtepi16_epi32(top)));
+            _mm256_storeu_ps(out + k, _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtph_ps(h), unit), vscale));
+        }
+    } else {
+        for (; k + 8 <= n; k += 8) {
+            const __m128i c = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(in + k)));
+            const __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(c, _mm_set1_epi16(0x7F)), 7),
+                                           _mm_slli_epi16(_mm_and_si128(c, _mm_set1_epi16(0x80)), 8));
+            _mm256_storeu_ps(out + k, _mm256_mul_ps(_mm256_cvtph_ps(h), vscale));
+        }
+    }
+#endif
+    if (nonneg) {
+        for (; k < n; k++) out[k] = q8_value(in[k], Q8U_OFF, Q8U_MIN_NORMAL) * scale;
+    } else {
+        for (; k < n; k++) {
+            const uint32_t c = in[k];
+            const float v = q8_value(c & 0x7Fu, Q8S_OFF, Q8S_MIN_NORMAL) * scale;
+            out[k] = f32_from_bits(f32_bits(v) | ((c & 0x80u) << 24));
+        }
     }
 }
 
@@ -79,10 +121,6 @@ LB_Q8_ENCODE(lb_encode_q8s_sr, 0, 1)
 LB_Q8_ENCODE(lb_encode_q8s_ne, 0, 0)
 #undef LB_Q8_ENCODE
 
-static void LB_NAME(lb_decode_q8)(const uint8_t *restrict in, float scale, float *restrict out, int64_t n, int nonneg) {
-    if (nonneg) LB_NAME(lb_decode_q8u)(in, scale, out, n);
-    else LB_NAME(lb_decode_q8s)(in, scale, out, n);
-}
 
 /* One 8-bit block of n elements: float32 to codes, returning the scale's bits. */
 static uint32_t LB_NAME(lb_encode_q8)(const float *restrict in, uint8_t *restrict out, int64_t n, int nonneg,
