@@ -145,6 +145,28 @@ static uint32_t LB_NAME(lb_encode_q8)(const float *restrict in, uint8_t *restric
 }
 
 #define LB_BLOCK 512 /* a multiple of Q8_BLOCK, so a block of the range never splits an 8-bit block */
+#define LB_AHEAD 2    /* how many blocks ahead lb_fetch_ahead asks for memory */
+
+/* Asks for the memory of the block of the range that starts at a0: its params, gradients, stored state and
+ * compensation. The wrapper works on a block in phases (decode, body, encode) of which only the body reads params and
+ * gradients, so without this the memory would wait during the others. */
+static void LB_NAME(lb_fetch_ahead)(const job_t *j, int t, int64_t a0, int64_t hi, const int *used) {
+    if (a0 >= hi) return;
+    const int64_t a1 = a0 + LB_BLOCK < hi ? a0 + LB_BLOCK : hi;
+    const char *p = (const char *)j->param[t], *g = (const char *)j->grad[t];
+    const int64_t pb = (int64_t)sizeof(LB_T);
+    for (int64_t k = a0 * pb; k < a1 * pb; k += 64) {
+        __builtin_prefetch(p + k, 1, 3);
+        __builtin_prefetch(g + k, 0, 3);
+    }
+    if (j->param_mode == PMODE_KAHAN)
+        for (int64_t k = a0 * pb; k < a1 * pb; k += 64) __builtin_prefetch((const char *)j->comp[t] + k, 1, 3);
+    const int64_t sb = j->state_format == SFMT_F32 ? 4 : j->state_format == SFMT_BF16 ? 2 : 1;
+    for (int s = 0; s < MAX_STATES; s++) {
+        if (!used[s]) continue;
+        for (int64_t k = a0 * sb; k < a1 * sb; k += 64) __builtin_prefetch((const char *)j->state[s][t] + k, 1, 3);
+    }
+}
 
 void LB_NAME(lowbit)(KRANGE_ARGS) {
     LB_T *p = (LB_T *)j->param[t];
@@ -174,6 +196,7 @@ void LB_NAME(lowbit)(KRANGE_ARGS) {
         b1 = (b0 / LB_BLOCK + 1) * LB_BLOCK;
         b1 = b1 < hi ? b1 : hi;
         const int64_t n = b1 - b0;
+        LB_NAME(lb_fetch_ahead)(j, t, b0 + LB_AHEAD * LB_BLOCK, hi, used);
         if (word0) LB_NAME(lb_words)(j, id, b0, n, 0, words[0]);
         if (word1) LB_NAME(lb_words)(j, id, b0, n, 1, words[1]);
         for (int s = 0; s < MAX_STATES; s++) {
@@ -252,3 +275,4 @@ void LB_NAME(lowbit)(KRANGE_ARGS) {
 #undef LB_CAT
 #undef LB_CAT3
 #undef LB_BLOCK
+#undef LB_AHEAD
