@@ -121,7 +121,6 @@ LB_Q8_ENCODE(lb_encode_q8s_sr, 0, 1)
 LB_Q8_ENCODE(lb_encode_q8s_ne, 0, 0)
 #undef LB_Q8_ENCODE
 
-
 /* One 8-bit block of n elements: float32 to codes, returning the scale's bits. */
 static uint32_t LB_NAME(lb_encode_q8)(const float *restrict in, uint8_t *restrict out, int64_t n, int nonneg,
                                       const uint32_t *restrict words, int shift) {
